@@ -1,0 +1,85 @@
+//! The storage backends of the dogpile caching toolkit, each behind a cargo feature, and the
+//! catalog that lets a region find them by dogpile's names.
+//!
+//! | name | feature | keeps |
+//! |---|---|---|
+//! | `dogpile.cache.memory` | `memory` | objects, in this process |
+//! | `dogpile.cache.memory_pickle` | `memory` | serialized values, in this process |
+//! | `dogpile.cache.null` | always | nothing |
+//! | `dogpile.cache.dbm` | `file` | serialized values, in a file shared by processes |
+//! | `dogpile.cache.redis`, `dogpile.cache.redis_cluster` | `redis` | serialized values, on Redis |
+//! | `dogpile.cache.memcached` (and `pylibmc`, `pymemcache`, `bmemcached`) | `memcached` | serialized values, on memcached |
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+use dogpile_core::{Arguments, Backend, BackendCatalog, BuiltinBackend, Result};
+
+#[cfg(feature = "file")]
+pub mod file;
+#[cfg(feature = "memcached")]
+pub mod memcached;
+#[cfg(feature = "memory")]
+pub mod memory;
+pub mod null;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// Every backend of this crate, by name: the catalog of the `dogpile` facade's regions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Builtins;
+
+fn erase<B: Backend>(r: Result<B>) -> Result<Arc<dyn Backend>> {
+    r.map(|b| Arc::new(b) as Arc<dyn Backend>)
+}
+
+macro_rules! builtin {
+    ($name:literal, $feature:literal, $make:expr) => {
+        BuiltinBackend {
+            name: $name,
+            make: {
+                #[cfg(feature = $feature)]
+                {
+                    Some($make)
+                }
+                #[cfg(not(feature = $feature))]
+                {
+                    None
+                }
+            },
+            feature: $feature,
+        }
+    };
+}
+
+static BUILTINS: &[BuiltinBackend] = &[
+    builtin!("dogpile.cache.memory", "memory", |a: &Arguments| erase(
+        memory::MemoryBackend::from_arguments(a, false)
+    )),
+    builtin!("dogpile.cache.memory_pickle", "memory", |a: &Arguments| {
+        erase(memory::MemoryBackend::from_arguments(a, true))
+    }),
+    BuiltinBackend {
+        name: "dogpile.cache.null",
+        make: Some(|a: &Arguments| erase(null::NullBackend::from_arguments(a))),
+        feature: "",
+    },
+    builtin!("dogpile.cache.dbm", "file", file::make),
+    builtin!("dogpile.cache.redis", "redis", redis::make_redis),
+    builtin!(
+        "dogpile.cache.redis_cluster",
+        "redis",
+        redis::make_redis_cluster
+    ),
+    builtin!("dogpile.cache.memcached", "memcached", memcached::make),
+    // Python's memcached backends, so a dogpile.cache config file works unchanged.
+    builtin!("dogpile.cache.pylibmc", "memcached", memcached::make),
+    builtin!("dogpile.cache.pymemcache", "memcached", memcached::make),
+    builtin!("dogpile.cache.bmemcached", "memcached", memcached::make),
+];
+
+impl BackendCatalog for Builtins {
+    fn builtins() -> &'static [BuiltinBackend] {
+        BUILTINS
+    }
+}

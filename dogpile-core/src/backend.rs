@@ -1,0 +1,208 @@
+//! The storage interface: [`Backend`], and the [`CachedValue`] it stores.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::mutex::CacheMutex;
+
+/// A boxed, sendable future: what the async methods of [`Backend`] return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The version of the value format: the envelope of byte backends and the metadata of object
+/// backends. An entry of another version is a miss.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// What is stored beside a payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    /// When the value was created (the precise clock of the region that created it).
+    pub created_at: Timestamp,
+    /// The value format version ([`FORMAT_VERSION`] when written by this build).
+    pub version: u8,
+}
+
+impl Metadata {
+    /// Metadata for a value created at `created_at` in this build's format.
+    pub fn new(created_at: Timestamp) -> Self {
+        Metadata {
+            created_at,
+            version: FORMAT_VERSION,
+        }
+    }
+
+    /// When the value was created, as a `SystemTime`.
+    pub fn created_at_system_time(&self) -> std::time::SystemTime {
+        self.created_at.to_system_time()
+    }
+}
+
+/// The thing being cached, in the form the backend keeps.
+#[derive(Clone)]
+pub enum Payload {
+    /// The value itself, for backends that keep objects in this process (`dogpile.cache.memory`).
+    /// A hit clones the `T` inside; cache an `Arc<T>` to make large values cheap to hand out.
+    Object(Arc<dyn Any + Send + Sync>),
+    /// The value serialized by the region's codec, for backends that store bytes.
+    Bytes(Arc<[u8]>),
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Payload::Object(_) => f.write_str("Payload::Object(..)"),
+            Payload::Bytes(b) => write!(f, "Payload::Bytes({} bytes)", b.len()),
+        }
+    }
+}
+
+/// A payload with its metadata: what a [`Backend`] stores under a key.
+///
+/// This is dogpile's `CachedValue(payload, metadata)`. Byte backends turn it into bytes with
+/// [`codec::encode_envelope`](crate::codec::encode_envelope) and back with
+/// [`codec::decode_envelope`](crate::codec::decode_envelope).
+#[derive(Clone, Debug)]
+pub struct CachedValue {
+    /// The value.
+    pub payload: Payload,
+    /// When it was created, and in which format.
+    pub metadata: Metadata,
+}
+
+/// Which payload a backend stores: the region encodes values for byte backends only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// The backend keeps [`Payload::Object`] values in this process.
+    Object,
+    /// The backend keeps bytes ([`Payload::Bytes`]).
+    Bytes,
+}
+
+/// A storage backend: what a region reads from and writes to.
+///
+/// Implement `get`, `set` and `delete`; the multi-key methods default to loops, and backends with
+/// batch commands override them. Keys reach the backend mangled (see [`Backend::key_mangler`]).
+/// Errors are [`Error::Backend`](crate::Error::Backend) values that name the backend and server.
+///
+/// The seed's `DictionaryBackend`, in Rust:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use dogpile_core::{Backend, CachedValue, PayloadKind, Result};
+///
+/// #[derive(Default)]
+/// struct DictionaryBackend {
+///     cache: Mutex<HashMap<String, CachedValue>>,
+/// }
+///
+/// impl Backend for DictionaryBackend {
+///     fn name(&self) -> &str { "dictionary" }
+///     fn payload_kind(&self) -> PayloadKind { PayloadKind::Object }
+///     fn get(&self, key: &str) -> Result<Option<CachedValue>> {
+///         Ok(self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned())
+///     }
+///     fn set(&self, key: &str, value: CachedValue) -> Result<()> {
+///         self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned(), value);
+///         Ok(())
+///     }
+///     fn delete(&self, key: &str) -> Result<()> {
+///         self.cache.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+///         Ok(())
+///     }
+/// }
+/// # let _ = DictionaryBackend::default();
+/// ```
+pub trait Backend: Send + Sync + 'static {
+    /// A short description for errors and logs: the backend name, and the server or file.
+    fn name(&self) -> &str;
+
+    /// Whether this backend keeps objects or bytes. Proxies report their innermost backend's.
+    fn payload_kind(&self) -> PayloadKind;
+
+    /// Whether every call returns without waiting on I/O (an in-process map). Async callers then
+    /// use the blocking methods directly, without boxing a future per call.
+    fn never_blocks(&self) -> bool {
+        false
+    }
+
+    /// The value at `key`, if any.
+    fn get(&self, key: &str) -> Result<Option<CachedValue>>;
+
+    /// Stores `value` at `key`.
+    fn set(&self, key: &str, value: CachedValue) -> Result<()>;
+
+    /// Removes `key`; removing a missing key is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+
+    /// Calls `f` with the value at `key` without handing it out, and returns whether there was
+    /// one. The memory backend overrides this so a hit clones the `T` inside instead of the entry.
+    fn visit(&self, key: &str, f: &mut dyn FnMut(&CachedValue)) -> Result<bool> {
+        Ok(match self.get(key)? {
+            Some(v) => {
+                f(&v);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// The values at `keys`, in the same order.
+    fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<CachedValue>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    /// Stores every pair.
+    fn set_multi(&self, items: Vec<(String, CachedValue)>) -> Result<()> {
+        for (k, v) in items {
+            self.set(&k, v)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every key.
+    fn delete_multi(&self, keys: &[&str]) -> Result<()> {
+        for k in keys {
+            self.delete(k)?;
+        }
+        Ok(())
+    }
+
+    /// A mutex for `key` shared with other processes, or `None` to use the region's in-process
+    /// lock. Backends with a `distributed_lock` argument return one when it is on.
+    fn get_mutex(&self, _key: &str) -> Option<Box<dyn CacheMutex>> {
+        None
+    }
+
+    /// The key mangler this backend recommends (memcached's hashes keys it cannot take), used
+    /// when the region sets none.
+    fn key_mangler(&self) -> Option<fn(&str) -> String> {
+        None
+    }
+
+    /// [`get`](Backend::get) for async callers. Backends with an async client override it; the
+    /// default calls the blocking method.
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
+        Box::pin(async move { self.get(key) })
+    }
+
+    /// [`set`](Backend::set) for async callers; the default calls the blocking method.
+    fn set_async<'a>(&'a self, key: &'a str, value: CachedValue) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.set(key, value) })
+    }
+
+    /// [`delete`](Backend::delete) for async callers; the default calls the blocking method.
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.delete(key) })
+    }
+}
+
+impl fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Backend({})", self.name())
+    }
+}

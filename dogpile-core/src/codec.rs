@@ -1,0 +1,195 @@
+//! Serialization for byte backends.
+//!
+//! A region hands byte backends its values encoded with `bincode` (serde, standard configuration);
+//! a byte backend wraps that payload and its metadata in a small versioned envelope:
+//!
+//! ```text
+//! b"DGPL" | format version: u8 | created_at: u64 LE, ns since the epoch | payload
+//! ```
+//!
+//! Anything that does not decode (another format, another version, another type, garbage) is a
+//! miss: logged, and overwritten by the next creation. Nothing here panics on bad bytes.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::{CachedValue, Metadata, Payload, FORMAT_VERSION};
+use crate::clock::Timestamp;
+
+const MAGIC: &[u8; 4] = b"DGPL";
+const HEADER_LEN: usize = MAGIC.len() + 1 + 8;
+
+/// Why bytes did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Too short to hold an envelope header.
+    #[error("{0} bytes is too short for a dogpile envelope")]
+    Truncated(usize),
+    /// Does not start with the envelope's magic bytes: not written by dogpile.
+    #[error("not a dogpile envelope")]
+    Foreign,
+    /// Written in another format version.
+    #[error("format version {found}, this build reads {FORMAT_VERSION}")]
+    Version {
+        /// The version found.
+        found: u8,
+    },
+    /// The payload is not a value of the type asked for.
+    #[error("payload does not decode as {type_name}: {message}")]
+    Payload {
+        /// The type asked for.
+        type_name: &'static str,
+        /// What the decoder said.
+        message: String,
+    },
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes a value as a payload.
+pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| e.to_string())
+}
+
+/// Decodes a payload as a `T`. Every byte must be used: bytes left over mean the payload was
+/// written for another type.
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let err = |message: String| DecodeError::Payload {
+        type_name: std::any::type_name::<T>(),
+        message,
+    };
+    match bincode::serde::decode_from_slice::<T, _>(bytes, config()) {
+        Ok((v, used)) if used == bytes.len() => Ok(v),
+        Ok((_, used)) => Err(err(format!(
+            "{} bytes left over after {used}",
+            bytes.len() - used
+        ))),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Wraps a byte payload and its metadata in an envelope. `None` for an object payload, which
+/// has no bytes (a byte backend configured under an object-only proxy).
+pub fn encode_envelope(value: &CachedValue) -> Option<Vec<u8>> {
+    let Payload::Bytes(payload) = &value.payload else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.push(value.metadata.version);
+    out.extend_from_slice(&value.metadata.created_at.as_nanos().to_le_bytes());
+    out.extend_from_slice(payload);
+    Some(out)
+}
+
+/// Reads an envelope back.
+pub fn decode_envelope(bytes: &[u8]) -> Result<CachedValue, DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(
+            if bytes.starts_with(&MAGIC[..bytes.len().min(4)]) && !bytes.is_empty() {
+                DecodeError::Truncated(bytes.len())
+            } else {
+                DecodeError::Foreign
+            },
+        );
+    }
+    if &bytes[..4] != MAGIC {
+        return Err(DecodeError::Foreign);
+    }
+    let version = bytes[4];
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::Version { found: version });
+    }
+    let mut created = [0u8; 8];
+    created.copy_from_slice(&bytes[5..HEADER_LEN]);
+    Ok(CachedValue {
+        payload: Payload::Bytes(Arc::from(&bytes[HEADER_LEN..])),
+        metadata: Metadata {
+            created_at: Timestamp::from_nanos(u64::from_le_bytes(created)),
+            version,
+        },
+    })
+}
+
+/// [`decode_envelope`] for backends: bytes that do not decode are logged and read as a miss.
+pub fn decode_envelope_or_miss(bytes: &[u8], backend: &str, key: &str) -> Option<CachedValue> {
+    match decode_envelope(bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(backend, key, error = %e, "undecodable cache entry read as a miss");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CachedValue {
+        CachedValue {
+            payload: Payload::Bytes(Arc::from(encode_value(&"hello".to_string()).unwrap())),
+            metadata: Metadata::new(Timestamp::from_nanos(1_234_567_890)),
+        }
+    }
+
+    #[test]
+    fn envelope_round_trips() {
+        let bytes = encode_envelope(&sample()).unwrap();
+        let back = decode_envelope(&bytes).unwrap();
+        assert_eq!(back.metadata, sample().metadata);
+        let Payload::Bytes(p) = back.payload else {
+            panic!("bytes expected")
+        };
+        assert_eq!(decode_value::<String>(&p).unwrap(), "hello");
+    }
+
+    #[test]
+    fn garbage_truncation_and_other_versions_are_errors() {
+        let bytes = encode_envelope(&sample()).unwrap();
+        assert_eq!(decode_envelope(b"").unwrap_err(), DecodeError::Foreign);
+        assert_eq!(
+            decode_envelope(b"hello world, not ours").unwrap_err(),
+            DecodeError::Foreign
+        );
+        assert_eq!(
+            decode_envelope(&bytes[..7]).unwrap_err(),
+            DecodeError::Truncated(7)
+        );
+        let mut other = bytes.clone();
+        other[4] = FORMAT_VERSION + 1;
+        assert_eq!(
+            decode_envelope(&other).unwrap_err(),
+            DecodeError::Version {
+                found: FORMAT_VERSION + 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_value_of_another_type_does_not_decode() {
+        let s = encode_value(&"a string".to_string()).unwrap();
+        assert!(decode_value::<i64>(&s).is_err());
+        let n = encode_value(&7i64).unwrap();
+        assert!(decode_value::<String>(&n).is_err());
+        assert_eq!(decode_value::<i64>(&n).unwrap(), 7);
+    }
+
+    #[test]
+    fn option_and_empty_values_round_trip() {
+        let none: Option<u8> = None;
+        assert_eq!(
+            decode_value::<Option<u8>>(&encode_value(&none).unwrap()).unwrap(),
+            None
+        );
+        assert_eq!(
+            decode_value::<String>(&encode_value(&String::new()).unwrap()).unwrap(),
+            ""
+        );
+    }
+}

@@ -1,0 +1,686 @@
+//! Region configuration: [`RegionConfig`] in code, or from a string map with dogpile's key layout
+//! (`prefix.backend`, `prefix.expiration_time`, `prefix.arguments.NAME`), and the typed backend
+//! [`Arguments`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::expiration::Expiration;
+use crate::invalidation::RegionInvalidationStrategy;
+use crate::proxy::ProxyBackend;
+
+/// One backend argument.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArgValue {
+    /// `none` / `None` in a config file.
+    None,
+    /// `true` / `false`.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// A number with a fraction or exponent.
+    Float(f64),
+    /// Any other text.
+    Str(String),
+    /// A list, for example several server addresses.
+    List(Vec<ArgValue>),
+}
+
+impl ArgValue {
+    /// The name of this value's type, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ArgValue::None => "none",
+            ArgValue::Bool(_) => "a boolean",
+            ArgValue::Int(_) => "an integer",
+            ArgValue::Float(_) => "a float",
+            ArgValue::Str(_) => "a string",
+            ArgValue::List(_) => "a list",
+        }
+    }
+}
+
+impl fmt::Display for ArgValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArgValue::None => f.write_str("None"),
+            ArgValue::Bool(b) => write!(f, "{b}"),
+            ArgValue::Int(i) => write!(f, "{i}"),
+            ArgValue::Float(x) => write!(f, "{x}"),
+            ArgValue::Str(s) => write!(f, "{s:?}"),
+            ArgValue::List(l) => {
+                f.write_str("[")?;
+                for (i, v) in l.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+macro_rules! arg_from_int {
+    ($($t:ty)*) => {$(
+        impl From<$t> for ArgValue {
+            fn from(v: $t) -> Self { ArgValue::Int(v.into()) }
+        }
+    )*};
+}
+arg_from_int!(i8 i16 i32 i64 u8 u16 u32);
+
+impl From<u64> for ArgValue {
+    fn from(v: u64) -> Self {
+        i64::try_from(v).map_or(ArgValue::Float(v as f64), ArgValue::Int)
+    }
+}
+
+impl From<usize> for ArgValue {
+    fn from(v: usize) -> Self {
+        ArgValue::from(v as u64)
+    }
+}
+
+impl From<f64> for ArgValue {
+    fn from(v: f64) -> Self {
+        ArgValue::Float(v)
+    }
+}
+
+impl From<bool> for ArgValue {
+    fn from(v: bool) -> Self {
+        ArgValue::Bool(v)
+    }
+}
+
+impl From<&str> for ArgValue {
+    fn from(v: &str) -> Self {
+        ArgValue::Str(v.to_owned())
+    }
+}
+
+impl From<String> for ArgValue {
+    fn from(v: String) -> Self {
+        ArgValue::Str(v)
+    }
+}
+
+impl From<Duration> for ArgValue {
+    fn from(v: Duration) -> Self {
+        ArgValue::Float(v.as_secs_f64())
+    }
+}
+
+impl<T: Into<ArgValue>> From<Vec<T>> for ArgValue {
+    fn from(v: Vec<T>) -> Self {
+        ArgValue::List(v.into_iter().map(Into::into).collect())
+    }
+}
+
+impl<T: Into<ArgValue> + Clone> From<&[T]> for ArgValue {
+    fn from(v: &[T]) -> Self {
+        ArgValue::List(v.iter().cloned().map(Into::into).collect())
+    }
+}
+
+impl<T: Into<ArgValue>> From<Option<T>> for ArgValue {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(ArgValue::None, Into::into)
+    }
+}
+
+/// Reads a string from a config file as dogpile does: integers, floats, `true` / `false` (any
+/// case) and `None` / `none` become those values; anything else stays a string. Surrounding
+/// white space is dropped.
+///
+/// ```
+/// use dogpile_core::{coerce_string, ArgValue};
+/// assert_eq!(coerce_string(" 42 "), ArgValue::Int(42));
+/// assert_eq!(coerce_string("-1"), ArgValue::Int(-1));
+/// assert_eq!(coerce_string("2.5"), ArgValue::Float(2.5));
+/// assert_eq!(coerce_string("True"), ArgValue::Bool(true));
+/// assert_eq!(coerce_string("none"), ArgValue::None);
+/// assert_eq!(coerce_string("127.0.0.1:11211"), ArgValue::Str("127.0.0.1:11211".into()));
+/// ```
+pub fn coerce_string(s: &str) -> ArgValue {
+    let t = s.trim();
+    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        // Past i64, a whole number is read as a float (Python would keep it exact).
+        return t
+            .parse::<i64>()
+            .map(ArgValue::Int)
+            .or_else(|_| t.parse::<f64>().map(ArgValue::Float))
+            .unwrap_or_else(|_| ArgValue::Str(t.to_owned()));
+    }
+    if looks_like_float(digits) {
+        if let Ok(x) = t.parse::<f64>() {
+            return ArgValue::Float(x);
+        }
+    }
+    if t.eq_ignore_ascii_case("true") {
+        return ArgValue::Bool(true);
+    }
+    if t.eq_ignore_ascii_case("false") {
+        return ArgValue::Bool(false);
+    }
+    if t.eq_ignore_ascii_case("none") {
+        return ArgValue::None;
+    }
+    ArgValue::Str(t.to_owned())
+}
+
+/// `\d+(\.\d*)?|\.\d+` with an optional exponent: numbers only, not `inf` or `nan`.
+fn looks_like_float(s: &str) -> bool {
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (mantissa, None),
+    };
+    let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = all_digits(int)
+        && frac.is_none_or(all_digits)
+        && (!int.is_empty() || frac.is_some_and(|f| !f.is_empty()));
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && all_digits(e)
+    });
+    mantissa_ok && exponent_ok && (frac.is_some() || exponent.is_some())
+}
+
+/// The arguments of a backend, read with typed getters whose errors name the argument.
+///
+/// ```
+/// use dogpile_core::Arguments;
+/// let args = Arguments::new().with("max_size", 1000).with("url", "a:1, b:2");
+/// assert_eq!(args.u64("max_size").unwrap(), Some(1000));
+/// assert_eq!(args.string_list("url").unwrap(), Some(vec!["a:1".to_string(), "b:2".to_string()]));
+/// let err = args.expect_only("dogpile.cache.memory", &["max_size"]).unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "arguments.url: unknown argument for dogpile.cache.memory; it takes: max_size"
+/// );
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Arguments {
+    values: BTreeMap<String, ArgValue>,
+    /// What stands before an argument's name in errors: `arguments.` in code,
+    /// `cache.local.arguments.` from a config map.
+    origin: String,
+}
+
+impl Arguments {
+    /// No arguments.
+    pub fn new() -> Self {
+        Arguments {
+            values: BTreeMap::new(),
+            origin: "arguments.".to_owned(),
+        }
+    }
+
+    /// Adds an argument.
+    pub fn with(mut self, name: impl Into<String>, value: impl Into<ArgValue>) -> Self {
+        self.insert(name, value);
+        self
+    }
+
+    /// Adds an argument.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<ArgValue>) {
+        self.values.insert(name.into(), value.into());
+    }
+
+    /// The raw value of an argument.
+    pub fn get(&self, name: &str) -> Option<&ArgValue> {
+        self.values.get(name)
+    }
+
+    /// Whether there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The arguments, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ArgValue)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The full key of an argument, as errors name it.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.origin)
+    }
+
+    /// An error about argument `name`.
+    pub fn error(&self, name: &str, message: impl fmt::Display) -> Error {
+        Error::config(self.key(name), message)
+    }
+
+    fn typed<T>(
+        &self,
+        name: &str,
+        expected: &str,
+        convert: impl FnOnce(&ArgValue) -> Option<T>,
+    ) -> Result<Option<T>> {
+        match self.values.get(name) {
+            None | Some(ArgValue::None) => Ok(None),
+            Some(v) => convert(v).map(Some).ok_or_else(|| {
+                self.error(
+                    name,
+                    format!("expected {expected}, got {} {v}", v.type_name()),
+                )
+            }),
+        }
+    }
+
+    /// A string argument (numbers and booleans are accepted as their text).
+    pub fn string(&self, name: &str) -> Result<Option<String>> {
+        self.typed(name, "a string", |v| match v {
+            ArgValue::Str(s) => Some(s.clone()),
+            ArgValue::Int(_) | ArgValue::Float(_) | ArgValue::Bool(_) => Some(v.to_string()),
+            _ => None,
+        })
+    }
+
+    /// A list of strings: a list, or one string split at commas (as in dogpile's
+    /// `"127.0.0.1, 10.0.0.1"`).
+    pub fn string_list(&self, name: &str) -> Result<Option<Vec<String>>> {
+        self.typed(name, "a string or a list of strings", |v| match v {
+            ArgValue::Str(s) => Some(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            ArgValue::List(items) => items
+                .iter()
+                .map(|i| match i {
+                    ArgValue::Str(s) => Some(s.clone()),
+                    ArgValue::Int(_) | ArgValue::Float(_) => Some(i.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        })
+    }
+
+    /// A non-negative integer argument.
+    pub fn u64(&self, name: &str) -> Result<Option<u64>> {
+        self.typed(name, "a non-negative integer", |v| match v {
+            ArgValue::Int(i) => u64::try_from(*i).ok(),
+            _ => None,
+        })
+    }
+
+    /// An integer argument.
+    pub fn i64(&self, name: &str) -> Result<Option<i64>> {
+        self.typed(name, "an integer", |v| match v {
+            ArgValue::Int(i) => Some(*i),
+            _ => None,
+        })
+    }
+
+    /// A number argument.
+    pub fn f64(&self, name: &str) -> Result<Option<f64>> {
+        self.typed(name, "a number", |v| match v {
+            ArgValue::Int(i) => Some(*i as f64),
+            ArgValue::Float(x) => Some(*x),
+            _ => None,
+        })
+    }
+
+    /// A boolean argument.
+    pub fn bool(&self, name: &str) -> Result<Option<bool>> {
+        self.typed(name, "true or false", |v| match v {
+            ArgValue::Bool(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    /// A duration given in seconds (whole or fractional, not negative).
+    pub fn seconds(&self, name: &str) -> Result<Option<Duration>> {
+        self.typed(name, "a number of seconds (0 or more)", |v| match v {
+            ArgValue::Int(i) => u64::try_from(*i).ok().map(Duration::from_secs),
+            ArgValue::Float(x) => Duration::try_from_secs_f64(*x).ok(),
+            _ => None,
+        })
+    }
+
+    /// Fails, naming the argument, if any argument is not in `known`: a mistyped argument is
+    /// an error, not a silent default.
+    pub fn expect_only(&self, backend: &str, known: &[&str]) -> Result<()> {
+        match self.values.keys().find(|k| !known.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(k) => Err(self.error(
+                k,
+                format!(
+                    "unknown argument for {backend}; it takes: {}",
+                    if known.is_empty() {
+                        "no arguments".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )),
+        }
+    }
+}
+
+/// The backend to configure: a registered name, or an instance.
+#[derive(Clone)]
+pub enum BackendSpec {
+    /// A name, looked up among the built-in and registered backends.
+    Name(String),
+    /// A backend made by the caller.
+    Instance(Arc<dyn Backend>),
+}
+
+/// Everything `configure` takes: the backend, the default expiration, backend arguments, proxies.
+///
+/// ```
+/// use std::time::Duration;
+/// use dogpile_core::RegionConfig;
+///
+/// let config = RegionConfig::new("dogpile.cache.memory")
+///     .expiration_time(Duration::from_secs(3600))
+///     .argument("max_size", 10_000);
+/// # let _ = config;
+/// ```
+#[derive(Clone)]
+pub struct RegionConfig {
+    pub(crate) backend: BackendSpec,
+    pub(crate) expiration_time: Option<Expiration>,
+    pub(crate) arguments: Arguments,
+    pub(crate) wrap: Vec<Arc<dyn ProxyBackend>>,
+    pub(crate) replace_existing_backend: bool,
+    pub(crate) clock: Clock,
+    pub(crate) region_invalidator: Option<Arc<dyn RegionInvalidationStrategy>>,
+}
+
+impl RegionConfig {
+    /// A configuration for the backend registered as `backend`, such as `dogpile.cache.memory`.
+    pub fn new(backend: impl Into<String>) -> Self {
+        Self::with_spec(BackendSpec::Name(backend.into()))
+    }
+
+    /// A configuration for a backend instance made by the caller.
+    pub fn with_backend(backend: impl Backend) -> Self {
+        Self::with_spec(BackendSpec::Instance(Arc::new(backend)))
+    }
+
+    fn with_spec(backend: BackendSpec) -> Self {
+        RegionConfig {
+            backend,
+            expiration_time: None,
+            arguments: Arguments::new(),
+            wrap: Vec::new(),
+            replace_existing_backend: false,
+            clock: Clock::System,
+            region_invalidator: None,
+        }
+    }
+
+    /// The default expiration of the region's values: seconds (`-1`: never), a `Duration`, or an
+    /// [`Expiration`].
+    pub fn expiration_time(mut self, expiration: impl Into<Expiration>) -> Self {
+        self.expiration_time = Some(expiration.into());
+        self
+    }
+
+    /// Sets one backend argument.
+    pub fn argument(mut self, name: impl Into<String>, value: impl Into<ArgValue>) -> Self {
+        self.arguments.insert(name, value);
+        self
+    }
+
+    /// Replaces all backend arguments.
+    pub fn arguments(mut self, arguments: Arguments) -> Self {
+        self.arguments = arguments;
+        self
+    }
+
+    /// Adds a proxy around the backend. The first proxy added is the outermost: it sees each call
+    /// first, as in dogpile's `wrap=[...]` list.
+    pub fn wrap(mut self, proxy: impl ProxyBackend) -> Self {
+        self.wrap.push(Arc::new(proxy));
+        self
+    }
+
+    /// Allows `configure` on a region that already has a backend, replacing it.
+    pub fn replace_existing_backend(mut self, replace: bool) -> Self {
+        self.replace_existing_backend = replace;
+        self
+    }
+
+    /// The clock the region reads (a manual clock in tests).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Replaces the invalidation strategy.
+    pub fn region_invalidator(mut self, strategy: impl RegionInvalidationStrategy) -> Self {
+        self.region_invalidator = Some(Arc::new(strategy));
+        self
+    }
+
+    /// The backend name, or `<instance>`.
+    pub fn backend_name(&self) -> &str {
+        match &self.backend {
+            BackendSpec::Name(n) => n,
+            BackendSpec::Instance(_) => "<instance>",
+        }
+    }
+
+    /// Reads a configuration from a string map with dogpile's layout under `prefix`:
+    /// `PREFIXbackend` (required), `PREFIXexpiration_time` (seconds; `-1` or `none` for never),
+    /// `PREFIXreplace_existing_backend`, and `PREFIXarguments.NAME` for each backend argument.
+    /// Values are coerced as [`coerce_string`] does. Other keys under the prefix are errors that
+    /// name them.
+    pub fn from_config<I, K, V>(map: I, prefix: &str) -> Result<Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let args_prefix = format!("{prefix}arguments.");
+        let mut backend = None;
+        let mut expiration = None;
+        let mut replace = false;
+        let mut arguments = Arguments {
+            values: BTreeMap::new(),
+            origin: args_prefix.clone(),
+        };
+        for (k, v) in map {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            let Some(rest) = k.strip_prefix(prefix) else {
+                continue;
+            };
+            if let Some(name) = rest.strip_prefix("arguments.") {
+                if name.is_empty() {
+                    return Err(Error::config(
+                        k,
+                        "an argument needs a name after `arguments.`",
+                    ));
+                }
+                arguments.insert(name, coerce_string(v));
+                continue;
+            }
+            match rest {
+                "backend" => {
+                    let name = v.trim();
+                    if name.is_empty() {
+                        return Err(Error::config(k, "expected a backend name, got an empty string"));
+                    }
+                    backend = Some(name.to_owned());
+                }
+                "expiration_time" => {
+                    expiration = match coerce_string(v) {
+                        ArgValue::None => None,
+                        ArgValue::Int(-1) => Some(Expiration::Never),
+                        ArgValue::Int(i) if i >= 0 => {
+                            Some(Expiration::After(Duration::from_secs(i as u64)))
+                        }
+                        ArgValue::Float(x) if x >= 0.0 && x.is_finite() => {
+                            Some(Expiration::After(Duration::from_secs_f64(x)))
+                        }
+                        other => {
+                            return Err(Error::config(
+                                k,
+                                format!(
+                                    "expected a number of seconds (0 or more), -1 for never, or none; got {other}"
+                                ),
+                            ))
+                        }
+                    }
+                }
+                "replace_existing_backend" => {
+                    replace = match coerce_string(v) {
+                        ArgValue::Bool(b) => b,
+                        other => {
+                            return Err(Error::config(k, format!("expected true or false, got {other}")))
+                        }
+                    }
+                }
+                _ => {
+                    return Err(Error::config(
+                        k,
+                        format!(
+                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend and arguments.NAME"
+                        ),
+                    ))
+                }
+            }
+        }
+        let backend = backend.ok_or_else(|| {
+            Error::config(
+                format!("{prefix}backend"),
+                "missing: the backend name is required",
+            )
+        })?;
+        let mut config = RegionConfig::new(backend)
+            .arguments(arguments)
+            .replace_existing_backend(replace);
+        config.expiration_time = expiration;
+        Ok(config)
+    }
+}
+
+impl From<&str> for RegionConfig {
+    fn from(name: &str) -> Self {
+        RegionConfig::new(name)
+    }
+}
+
+impl From<String> for RegionConfig {
+    fn from(name: String) -> Self {
+        RegionConfig::new(name)
+    }
+}
+
+impl fmt::Debug for RegionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegionConfig")
+            .field("backend", &self.backend_name())
+            .field("expiration_time", &self.expiration_time)
+            .field("arguments", &self.arguments)
+            .field("wrap", &self.wrap.len())
+            .field("replace_existing_backend", &self.replace_existing_backend)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn coercion_matches_dogpile() {
+        assert_eq!(coerce_string("10"), ArgValue::Int(10));
+        assert_eq!(coerce_string("+10"), ArgValue::Int(10));
+        assert_eq!(coerce_string("1e3"), ArgValue::Float(1000.0));
+        assert_eq!(coerce_string(".5"), ArgValue::Float(0.5));
+        assert_eq!(coerce_string("5."), ArgValue::Float(5.0));
+        assert_eq!(coerce_string("FALSE"), ArgValue::Bool(false));
+        assert_eq!(coerce_string("inf"), ArgValue::Str("inf".into()));
+        assert_eq!(coerce_string("nan"), ArgValue::Str("nan".into()));
+        assert_eq!(coerce_string("1.2.3"), ArgValue::Str("1.2.3".into()));
+        assert_eq!(coerce_string(""), ArgValue::Str("".into()));
+        assert_eq!(coerce_string("99999999999999999999"), ArgValue::Float(1e20));
+    }
+
+    #[test]
+    fn from_config_reads_dogpiles_layout() {
+        let map: HashMap<String, String> = [
+            ("cache.local.backend", "dogpile.cache.dbm"),
+            ("cache.local.expiration_time", "300"),
+            ("cache.local.arguments.filename", "/path/to/dbmfile.dbm"),
+            ("cache.memcached.backend", "dogpile.cache.pylibmc"),
+            ("cache.memcached.arguments.url", "127.0.0.1, 10.0.0.1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let local = RegionConfig::from_config(&map, "cache.local.").unwrap();
+        assert_eq!(local.backend_name(), "dogpile.cache.dbm");
+        assert_eq!(
+            local.expiration_time.as_ref().and_then(Expiration::resolve),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            local.arguments.string("filename").unwrap().as_deref(),
+            Some("/path/to/dbmfile.dbm")
+        );
+        let mc = RegionConfig::from_config(&map, "cache.memcached.").unwrap();
+        assert_eq!(
+            mc.arguments.string_list("url").unwrap().unwrap(),
+            vec!["127.0.0.1", "10.0.0.1"]
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let err = |pairs: &[(&str, &str)]| {
+            RegionConfig::from_config(pairs.iter().copied(), "c.")
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(err(&[]), "c.backend: missing: the backend name is required");
+        assert_eq!(
+            err(&[("c.backend", "x"), ("c.expiration_time", "soon")]),
+            "c.expiration_time: expected a number of seconds (0 or more), -1 for never, or none; got \"soon\""
+        );
+        assert!(err(&[("c.backend", "x"), ("c.backnd", "y")])
+            .starts_with("c.backnd: unknown configuration key"));
+        let args =
+            RegionConfig::from_config([("c.backend", "x"), ("c.arguments.max_size", "ten")], "c.")
+                .unwrap()
+                .arguments;
+        assert_eq!(
+            args.u64("max_size").unwrap_err().to_string(),
+            "c.arguments.max_size: expected a non-negative integer, got a string \"ten\""
+        );
+    }
+
+    #[test]
+    fn minus_one_and_none_expirations() {
+        let never =
+            RegionConfig::from_config([("c.backend", "x"), ("c.expiration_time", "-1")], "c.")
+                .unwrap();
+        assert!(matches!(never.expiration_time, Some(Expiration::Never)));
+        let none =
+            RegionConfig::from_config([("c.backend", "x"), ("c.expiration_time", "None")], "c.")
+                .unwrap();
+        assert!(none.expiration_time.is_none());
+    }
+}

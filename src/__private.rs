@@ -1,0 +1,3 @@
+//! What macro output names. Not a public API: it changes without notice.
+
+pub use dogpile_core;
