@@ -206,3 +206,53 @@ impl fmt::Debug for dyn Backend {
         write!(f, "Backend({})", self.name())
     }
 }
+
+/// A shared backend is a backend: configure a region with an `Arc` you keep, to look at the
+/// backend (or share it between regions) afterwards.
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn payload_kind(&self) -> PayloadKind {
+        (**self).payload_kind()
+    }
+    fn never_blocks(&self) -> bool {
+        (**self).never_blocks()
+    }
+    fn get(&self, key: &str) -> Result<Option<CachedValue>> {
+        (**self).get(key)
+    }
+    fn set(&self, key: &str, value: CachedValue) -> Result<()> {
+        (**self).set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        (**self).delete(key)
+    }
+    fn visit(&self, key: &str, f: &mut dyn FnMut(&CachedValue)) -> Result<bool> {
+        (**self).visit(key, f)
+    }
+    fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<CachedValue>>> {
+        (**self).get_multi(keys)
+    }
+    fn set_multi(&self, items: Vec<(String, CachedValue)>) -> Result<()> {
+        (**self).set_multi(items)
+    }
+    fn delete_multi(&self, keys: &[&str]) -> Result<()> {
+        (**self).delete_multi(keys)
+    }
+    fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
+        (**self).get_mutex(key)
+    }
+    fn key_mangler(&self) -> Option<fn(&str) -> String> {
+        (**self).key_mangler()
+    }
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
+        (**self).get_async(key)
+    }
+    fn set_async<'a>(&'a self, key: &'a str, value: CachedValue) -> BoxFuture<'a, Result<()>> {
+        (**self).set_async(key, value)
+    }
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        (**self).delete_async(key)
+    }
+}
