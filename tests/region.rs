@@ -46,7 +46,10 @@ fn a_static_region_is_configured_at_run_time() {
 
 #[test]
 fn configuring_twice_needs_replace_existing_backend() {
-    let region = make_region().name("twice").configure("dogpile.cache.memory").unwrap();
+    let region = make_region()
+        .name("twice")
+        .configure("dogpile.cache.memory")
+        .unwrap();
     region.set("k", 1u8).unwrap();
     let err = region.configure("dogpile.cache.null").unwrap_err();
     assert!(matches!(err, Error::AlreadyConfigured { .. }));
@@ -58,15 +61,26 @@ fn configuring_twice_needs_replace_existing_backend() {
         .configure(RegionConfig::new("dogpile.cache.null").replace_existing_backend(true))
         .unwrap();
     assert_eq!(region.backend_name().as_deref(), Some("dogpile.cache.null"));
-    assert_eq!(region.get::<u8>("k").unwrap(), None, "the null backend holds nothing");
+    assert_eq!(
+        region.get::<u8>("k").unwrap(),
+        None,
+        "the null backend holds nothing"
+    );
 }
 
 #[test]
 fn unknown_backends_list_the_known_ones() {
     let err = make_region().configure("dogpile.cache.nope").unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with("unknown backend \"dogpile.cache.nope\"; known backends: "), "{text}");
-    for name in ["dogpile.cache.memory", "dogpile.cache.memory_pickle", "dogpile.cache.null"] {
+    assert!(
+        text.starts_with("unknown backend \"dogpile.cache.nope\"; known backends: "),
+        "{text}"
+    );
+    for name in [
+        "dogpile.cache.memory",
+        "dogpile.cache.memory_pickle",
+        "dogpile.cache.null",
+    ] {
         assert!(text.contains(name), "{text}");
     }
 }
@@ -94,7 +108,11 @@ fn unknown_and_mistyped_arguments_are_errors_that_name_them() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let err = make_region().build().configure_from_config(&config, "cache.local.").map(|_| ()).unwrap_err();
+    let err = make_region()
+        .build()
+        .configure_from_config(&config, "cache.local.")
+        .map(|_| ())
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "cache.local.arguments.max_size: expected a positive integer, got 0"
@@ -113,10 +131,17 @@ fn configure_from_config_with_dogpiles_layout() {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     let local = make_region().build();
-    local.configure_from_config(&config, "cache.local.").unwrap();
-    assert_eq!(local.backend_name().as_deref(), Some("dogpile.cache.memory"));
+    local
+        .configure_from_config(&config, "cache.local.")
+        .unwrap();
+    assert_eq!(
+        local.backend_name().as_deref(),
+        Some("dogpile.cache.memory")
+    );
     let other = make_region().build();
-    other.configure_from_config(&config, "cache.other.").unwrap();
+    other
+        .configure_from_config(&config, "cache.other.")
+        .unwrap();
     assert_eq!(other.backend_name().as_deref(), Some("dogpile.cache.null"));
 }
 
@@ -139,7 +164,10 @@ fn get_set_delete_and_their_multi_versions() {
         vec![Some(3), None, Some(1)]
     );
     region.delete_multi(&["x", "z"]).unwrap();
-    assert_eq!(region.get_multi::<i64, _>(&["x", "y", "z"]).unwrap(), vec![None, Some(2), None]);
+    assert_eq!(
+        region.get_multi::<i64, _>(&["x", "y", "z"]).unwrap(),
+        vec![None, Some(2), None]
+    );
 }
 
 #[test]
@@ -150,9 +178,33 @@ fn cached_none_zero_and_empty_values_are_hits() {
         calls.fetch_add(1, Ordering::SeqCst);
     };
     for _ in 0..3 {
-        assert_eq!(region.get_or_create("none", || { count(); None::<u8> }).unwrap(), None);
-        assert_eq!(region.get_or_create("zero", || { count(); 0u64 }).unwrap(), 0);
-        assert_eq!(region.get_or_create("empty", || { count(); String::new() }).unwrap(), "");
+        assert_eq!(
+            region
+                .get_or_create("none", || {
+                    count();
+                    None::<u8>
+                })
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            region
+                .get_or_create("zero", || {
+                    count();
+                    0u64
+                })
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            region
+                .get_or_create("empty", || {
+                    count();
+                    String::new()
+                })
+                .unwrap(),
+            ""
+        );
     }
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(region.get::<Option<u8>>("none").unwrap(), Some(None));
@@ -160,7 +212,9 @@ fn cached_none_zero_and_empty_values_are_hits() {
 
 #[test]
 fn the_byte_path_round_trips_and_reads_another_type_as_a_miss() {
-    let region = make_region().configure("dogpile.cache.memory_pickle").unwrap();
+    let region = make_region()
+        .configure("dogpile.cache.memory_pickle")
+        .unwrap();
     region.set("v", vec![1u16, 2, 3]).unwrap();
     assert_eq!(region.get::<Vec<u16>>("v").unwrap(), Some(vec![1, 2, 3]));
     region.set("s", "a string".to_string()).unwrap();
@@ -206,7 +260,11 @@ fn get_honours_expiration_unless_told_to_ignore_it() {
     let (region, clock) = memory_region(Duration::from_millis(1500));
     region.set("k", 1u8).unwrap();
     clock.advance(Duration::from_millis(1500));
-    assert_eq!(region.get::<u8>("k").unwrap(), Some(1), "expiry is strict: age == ttl is fresh");
+    assert_eq!(
+        region.get::<u8>("k").unwrap(),
+        Some(1),
+        "expiry is strict: age == ttl is fresh"
+    );
     clock.advance(Duration::from_millis(1));
     assert_eq!(region.get::<u8>("k").unwrap(), None);
     assert_eq!(region.get_ignore_expiration::<u8>("k").unwrap(), Some(1));
@@ -249,7 +307,8 @@ fn a_computed_expiration_is_asked_on_every_call() {
     let (region, clock) = memory_region(60);
     let ttl = Arc::new(Mutex::new(Duration::from_secs(100)));
     let ttl2 = ttl.clone();
-    let dynamic = CreateOptions::new().expiration_time(Expiration::computed(move || Some(*ttl2.lock().unwrap())));
+    let dynamic = CreateOptions::new()
+        .expiration_time(Expiration::computed(move || Some(*ttl2.lock().unwrap())));
     let n = AtomicUsize::new(0);
     let make = || n.fetch_add(1, Ordering::SeqCst);
     assert_eq!(region.get_or_create_with("k", &dynamic, make).unwrap(), 0);
@@ -271,7 +330,11 @@ fn hard_invalidation_makes_values_absent() {
     assert_eq!(region.get::<u8>("k").unwrap(), None);
     assert_eq!(region.get_ignore_expiration::<u8>("k").unwrap(), Some(1));
     assert_eq!(region.get_or_create("k", || 2u8).unwrap(), 2);
-    assert_eq!(region.get::<u8>("k").unwrap(), Some(2), "values created after it are fine");
+    assert_eq!(
+        region.get::<u8>("k").unwrap(),
+        Some(2),
+        "values created after it are fine"
+    );
 }
 
 #[test]
@@ -280,7 +343,11 @@ fn soft_invalidation_makes_values_stale() {
     region.set("k", 1u8).unwrap();
     clock.advance(Duration::from_millis(1));
     region.invalidate(false);
-    assert_eq!(region.get::<u8>("k").unwrap(), None, "get treats it as expired");
+    assert_eq!(
+        region.get::<u8>("k").unwrap(),
+        None,
+        "get treats it as expired"
+    );
     // The caller that takes the lock regenerates; one that cannot gets the stale value.
     let holder = {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -297,7 +364,11 @@ fn soft_invalidation_makes_values_stale() {
         });
         rx.recv().unwrap();
         assert!(region.key_is_locked("k").unwrap());
-        assert_eq!(region.get_or_create("k", || 4u8).unwrap(), 1, "stale served at once");
+        assert_eq!(
+            region.get_or_create("k", || 4u8).unwrap(),
+            1,
+            "stale served at once"
+        );
         go_tx.send(()).unwrap();
         (t, region)
     };
@@ -307,13 +378,19 @@ fn soft_invalidation_makes_values_stale() {
 
 #[test]
 fn soft_invalidation_without_expiration_is_an_error_before_the_creator_runs() {
-    let region = make_region().name("noexp").configure("dogpile.cache.memory").unwrap();
+    let region = make_region()
+        .name("noexp")
+        .configure("dogpile.cache.memory")
+        .unwrap();
     region.set("k", 1u8).unwrap();
     region.invalidate(false);
     let err = region
         .get_or_create("k", || -> u8 { panic!("the creator must not run") })
         .unwrap_err();
-    assert!(matches!(err, Error::SoftInvalidationWithoutExpiration { .. }), "{err}");
+    assert!(
+        matches!(err, Error::SoftInvalidationWithoutExpiration { .. }),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,12 +404,20 @@ fn dont_cache_none(value: &Option<String>) -> bool {
 fn should_cache_fn_keeps_refused_values_out_and_the_old_entry_in_place() {
     let (region, clock) = memory_region(10);
     let options = CreateOptions::new().should_cache_fn(dont_cache_none);
-    assert_eq!(region.get_or_create_with("k", &options, || None).unwrap(), None);
+    assert_eq!(
+        region.get_or_create_with("k", &options, || None).unwrap(),
+        None
+    );
     assert_eq!(region.get::<Option<String>>("k").unwrap(), None);
-    let v = region.get_or_create_with("k", &options, || Some("x".to_string())).unwrap();
+    let v = region
+        .get_or_create_with("k", &options, || Some("x".to_string()))
+        .unwrap();
     assert_eq!(v.as_deref(), Some("x"));
     clock.advance(Duration::from_secs(11));
-    assert_eq!(region.get_or_create_with("k", &options, || None).unwrap(), None);
+    assert_eq!(
+        region.get_or_create_with("k", &options, || None).unwrap(),
+        None
+    );
     assert_eq!(
         region.get_ignore_expiration::<Option<String>>("k").unwrap(),
         Some(Some("x".to_string())),
@@ -356,7 +441,8 @@ fn a_panicking_creator_releases_the_lock() {
     let (region, _) = memory_region(60);
     let region = Arc::new(region);
     let r2 = region.clone();
-    let result = std::thread::spawn(move || r2.get_or_create("k", || -> u8 { panic!("boom") })).join();
+    let result =
+        std::thread::spawn(move || r2.get_or_create("k", || -> u8 { panic!("boom") })).join();
     assert!(result.is_err());
     assert!(!region.key_is_locked("k").unwrap());
     assert_eq!(region.get_or_create("k", || 6u8).unwrap(), 6);
@@ -389,7 +475,10 @@ fn a_key_mangler_prefixes_every_key() {
         .unwrap();
     region.set("user:1", 1u8).unwrap();
     region.get_or_create("user:2", || 2u8).unwrap();
-    assert_eq!(backend.keys(), vec!["myapp:dogpile:user:1", "myapp:dogpile:user:2"]);
+    assert_eq!(
+        backend.keys(),
+        vec!["myapp:dogpile:user:1", "myapp:dogpile:user:2"]
+    );
     assert_eq!(region.get::<u8>("user:1").unwrap(), Some(1));
 }
 
@@ -400,7 +489,9 @@ fn the_sha1_mangler_gives_fixed_length_keys() {
         .key_mangler(sha1_mangle_key)
         .configure(RegionConfig::with_backend(backend.clone()))
         .unwrap();
-    region.set("a key with spaces and \n a newline", 1u8).unwrap();
+    region
+        .set("a key with spaces and \n a newline", 1u8)
+        .unwrap();
     let keys = backend.keys();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].len(), 40);
@@ -433,7 +524,9 @@ impl Backend for ManglingBackend {
 #[test]
 fn the_backends_mangler_applies_unless_the_region_disables_or_replaces_it() {
     let backend = Arc::new(ManglingBackend(MapBackend::default()));
-    let default = make_region().configure(RegionConfig::with_backend(backend.clone())).unwrap();
+    let default = make_region()
+        .configure(RegionConfig::with_backend(backend.clone()))
+        .unwrap();
     default.set("a", 1u8).unwrap();
     let disabled = make_region()
         .no_key_mangler()
@@ -524,9 +617,15 @@ fn a_custom_backend_registered_by_name() {
         args.expect_only("dictionary", &[])?;
         Ok(DictionaryBackend::default())
     });
-    let region = make_region().name("myregion").configure("dictionary").unwrap();
+    let region = make_region()
+        .name("myregion")
+        .configure("dictionary")
+        .unwrap();
     region.set("somekey", "somevalue".to_string()).unwrap();
-    assert_eq!(region.get::<String>("somekey").unwrap().as_deref(), Some("somevalue"));
+    assert_eq!(
+        region.get::<String>("somekey").unwrap().as_deref(),
+        Some("somevalue")
+    );
     assert_eq!(region.backend_name().as_deref(), Some("dictionary"));
 }
 
@@ -538,7 +637,10 @@ struct LoggingProxy {
 
 impl ProxyBackend for LoggingProxy {
     fn set(&self, proxied: &dyn Backend, key: &str, value: CachedValue) -> dogpile::Result<()> {
-        self.log.lock().unwrap().push(format!("Setting Cache Key: {key}"));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("Setting Cache Key: {key}"));
         proxied.set(key, value)
     }
 }
@@ -618,7 +720,11 @@ fn the_seeds_proxies_wrap_in_order() {
         vec!["Setting Cache Key: a", "Setting Cache Key: b"]
     );
     region.delete("a").unwrap();
-    assert_eq!(attempts.load(Ordering::SeqCst), 4, "3 failures, then success");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        4,
+        "3 failures, then success"
+    );
     assert_eq!(region.get::<u8>("a").unwrap(), None);
 }
 
@@ -654,10 +760,18 @@ fn the_async_runner_creates_in_the_background_while_callers_get_the_stale_value(
     let region = Arc::new(
         make_region()
             .async_creation_runner(move |creation: AsyncCreation| {
-                started_tx.lock().unwrap().send(creation.key().to_owned()).unwrap();
+                started_tx
+                    .lock()
+                    .unwrap()
+                    .send(creation.key().to_owned())
+                    .unwrap();
                 std::thread::spawn(move || creation.run());
             })
-            .configure(RegionConfig::new("dogpile.cache.memory").expiration_time(5).clock(clock))
+            .configure(
+                RegionConfig::new("dogpile.cache.memory")
+                    .expiration_time(5)
+                    .clock(clock),
+            )
             .unwrap(),
     );
     let opts = CreateOptions::new();
@@ -673,14 +787,32 @@ fn the_async_runner_creates_in_the_background_while_callers_get_the_stale_value(
         }
     };
     // The first creation is never given to the runner: this caller creates it.
-    assert_eq!(region.get_or_create_in_background("k", &opts, creator(1)).unwrap(), 1);
+    assert_eq!(
+        region
+            .get_or_create_in_background("k", &opts, creator(1))
+            .unwrap(),
+        1
+    );
     assert!(started_rx.try_recv().is_err());
     handle.advance(Duration::from_secs(6));
     // Expired: the runner gets the creation and the caller gets the stale value at once.
-    assert_eq!(region.get_or_create_in_background("k", &opts, creator(2)).unwrap(), 1);
+    assert_eq!(
+        region
+            .get_or_create_in_background("k", &opts, creator(2))
+            .unwrap(),
+        1
+    );
     assert_eq!(started_rx.recv().unwrap(), "k");
-    assert!(region.key_is_locked("k").unwrap(), "the runner owns the lock until it is done");
-    assert_eq!(region.get_or_create_in_background("k", &opts, creator(3)).unwrap(), 1);
+    assert!(
+        region.key_is_locked("k").unwrap(),
+        "the runner owns the lock until it is done"
+    );
+    assert_eq!(
+        region
+            .get_or_create_in_background("k", &opts, creator(3))
+            .unwrap(),
+        1
+    );
     release_tx.send(()).unwrap();
     while region.key_is_locked("k").unwrap() {
         std::thread::yield_now();
@@ -731,8 +863,12 @@ fn thirty_two_threads_on_an_expired_key_create_once_and_the_rest_get_the_stale_v
     let done_rx = Arc::new(Mutex::new(done_rx));
     let threads: Vec<_> = (0..32)
         .map(|_| {
-            let (region, creations, barrier, done_rx) =
-                (region.clone(), creations.clone(), barrier.clone(), done_rx.clone());
+            let (region, creations, barrier, done_rx) = (
+                region.clone(),
+                creations.clone(),
+                barrier.clone(),
+                done_rx.clone(),
+            );
             std::thread::spawn(move || {
                 barrier.wait();
                 region
@@ -758,7 +894,11 @@ fn thirty_two_threads_on_an_expired_key_create_once_and_the_rest_get_the_stale_v
         std::thread::yield_now();
     }
     done_tx.send(()).unwrap();
-    let creator_result: Vec<u32> = threads.into_iter().flatten().map(|t| t.join().unwrap()).collect();
+    let creator_result: Vec<u32> = threads
+        .into_iter()
+        .flatten()
+        .map(|t| t.join().unwrap())
+        .collect();
     assert_eq!(creator_result, vec![1]);
     assert_eq!(creations.load(Ordering::SeqCst), 1);
 }
@@ -769,7 +909,6 @@ fn stress_sixteen_threads_over_a_thousand_keys_never_create_twice_per_period() {
     const PERIODS: u64 = 5;
     let (region, clock) = memory_region(Duration::from_secs(1));
     let region = Arc::new(region);
-    let clock = clock;
     // Per key: creations so far, and whether a creator is running now.
     let created: Arc<Vec<AtomicUsize>> = Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
     let running: Arc<Vec<AtomicUsize>> = Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
@@ -819,7 +958,11 @@ fn stress_sixteen_threads_over_a_thousand_keys_never_create_twice_per_period() {
         }
         clock.advance(Duration::from_millis(1001));
     }
-    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two creators ran at once for one key");
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "two creators ran at once for one key"
+    );
     assert_eq!(region.lock_registry_len(), 0);
 }
 
@@ -837,8 +980,14 @@ fn get_or_create_multi_creates_only_missing_keys_in_one_call() {
     let calls = Mutex::new(Vec::new());
     let values = region
         .get_or_create_multi(&["c", "b", "a", "d", "a"], |missing| {
-            calls.lock().unwrap().push(missing.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-            missing.iter().map(|k| (k.as_bytes()[0] - b'a' + 1) as u32 * 100).collect()
+            calls
+                .lock()
+                .unwrap()
+                .push(missing.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            missing
+                .iter()
+                .map(|k| (k.as_bytes()[0] - b'a' + 1) as u32 * 100)
+                .collect()
         })
         .unwrap();
     assert_eq!(values, vec![300, 200, 100, 41, 100]);
@@ -853,8 +1002,13 @@ fn get_or_create_multi_creates_only_missing_keys_in_one_call() {
 #[test]
 fn a_multi_creator_returning_the_wrong_count_is_an_error() {
     let (region, _) = memory_region(10);
-    let err = region.get_or_create_multi(&["a", "b"], |_| vec![1u8]).unwrap_err();
-    assert_eq!(err.to_string(), "key generation failed: the multi creator returned 1 values for 2 keys");
+    let err = region
+        .get_or_create_multi(&["a", "b"], |_| vec![1u8])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "key generation failed: the multi creator returned 1 values for 2 keys"
+    );
     assert!(!region.key_is_locked("a").unwrap());
 }
 
@@ -900,7 +1054,11 @@ fn thirty_two_tasks_on_a_cold_key_create_once() {
         .enable_all()
         .build()
         .unwrap();
-    let region = Arc::new(make_region().configure(RegionConfig::new("dogpile.cache.memory_pickle").expiration_time(60)).unwrap());
+    let region = Arc::new(
+        make_region()
+            .configure(RegionConfig::new("dogpile.cache.memory_pickle").expiration_time(60))
+            .unwrap(),
+    );
     let creations = Arc::new(AtomicUsize::new(0));
     let values = rt.block_on(async {
         let tasks: Vec<_> = (0..32)
