@@ -3,6 +3,7 @@
 //! Workload (DESIGN section 6): a `u64` argument, a 32-byte `String` value, a warm cache of 1,000
 //! keys cycled through.
 //!
+//! - `cached #[cached]`: `cached`'s attribute on a `fn(u64) -> String`;
 //! - `floor`: `parking_lot::RwLock<HashMap<String, String>>` with a `format!` key;
 //! - `moka`: `moka::sync::Cache::get_with`;
 //! - `region`: `CacheRegion::get_or_create` called by hand with a `format!` key.
@@ -71,7 +72,17 @@ fn bench_one<F: Fn(u64) + Send + Sync + 'static>(c: &mut Criterion, name: &str, 
     group.finish();
 }
 
+/// `cached`'s attribute on the same workload: the fastest peer.
+#[cached::proc_macro::cached]
+fn cached_value(n: u64) -> String {
+    value(n)
+}
+
 fn hit_path(c: &mut Criterion) {
+    bench_one(c, "cached #[cached]", |n| {
+        black_box(cached_value(n));
+    });
+
     let floor: Arc<RwLock<HashMap<String, String>>> = Arc::default();
     bench_one(c, "floor", move |n| {
         let key = format!("bench:{n}");

@@ -208,8 +208,9 @@ impl fmt::Debug for dyn Backend {
 }
 
 /// A shared backend is a backend: configure a region with an `Arc` you keep, to look at the
-/// backend (or share it between regions) afterwards.
-impl<B: Backend + ?Sized> Backend for Arc<B> {
+/// backend (or share it between regions) afterwards. (Only for sized backends: a region calls an
+/// `Arc<dyn Backend>` through the trait object directly, with no extra hop on the hit path.)
+impl<B: Backend> Backend for Arc<B> {
     fn name(&self) -> &str {
         (**self).name()
     }

@@ -52,6 +52,12 @@ impl DefaultInvalidation {
         }
     }
 
+    /// Whether any invalidation has happened: one load, for the hit path's fast exit.
+    #[inline]
+    pub(crate) fn ever_invalidated(&self) -> bool {
+        self.at.load(Ordering::Relaxed) != 0
+    }
+
     fn before_last(&self, created_at: Timestamp) -> bool {
         let at = self.at.load(Ordering::Acquire);
         at != 0 && created_at.as_nanos() < at

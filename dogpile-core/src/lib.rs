@@ -17,6 +17,7 @@ pub mod mutex;
 pub mod proxy;
 pub mod region;
 pub mod registry;
+mod slot;
 pub mod testing;
 
 pub use backend::{

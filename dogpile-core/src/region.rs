@@ -10,7 +10,6 @@ use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -26,6 +25,7 @@ use crate::lock::{self, AsyncCreation, AsyncCreationRunner, Lookup, Source};
 use crate::mutex::{CacheMutex, LocalLocks, LockGuard};
 use crate::proxy::wrap_chain;
 use crate::registry::{make_backend, BackendCatalog, NoBuiltins};
+use crate::slot::Slot;
 
 /// A value a region can cache: any `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`
 /// type. Serializable even where the memory backend never serializes it, so that moving a region
@@ -203,7 +203,7 @@ pub struct CacheRegion<C: BackendCatalog = NoBuiltins> {
     function_key_generator: Option<FunctionKeyGenerator>,
     function_multi_key_generator: Option<FunctionMultiKeyGenerator>,
     async_creation_runner: Option<Arc<dyn AsyncCreationRunner>>,
-    state: ArcSwapOption<Configured>,
+    state: Slot<Configured>,
     configure_lock: parking_lot::Mutex<()>,
     invalidation: DefaultInvalidation,
     locks: OnceLock<Arc<LocalLocks>>,
@@ -218,7 +218,7 @@ impl<C: BackendCatalog> Default for CacheRegion<C> {
 
 impl<C: BackendCatalog> fmt::Debug for CacheRegion<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.state.load();
+        let state = self.state.get();
         f.debug_struct("CacheRegion")
             .field("name", &self.name())
             .field("backend", &state.as_ref().map(|c| c.backend_name.as_str()))
@@ -517,7 +517,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             function_key_generator: None,
             function_multi_key_generator: None,
             async_creation_runner: None,
-            state: ArcSwapOption::const_empty(),
+            state: Slot::empty(),
             configure_lock: parking_lot::Mutex::new(()),
             invalidation: DefaultInvalidation::new(),
             locks: OnceLock::new(),
@@ -576,7 +576,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
     pub fn configure(&self, config: impl Into<RegionConfig>) -> Result<&Self> {
         let config = config.into();
         let _serial = self.configure_lock.lock();
-        if let Some(existing) = self.state.load().as_ref() {
+        if let Some(existing) = self.state.get() {
             if !config.replace_existing_backend {
                 return Err(Error::AlreadyConfigured {
                     region: self.name().to_owned(),
@@ -604,7 +604,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             clock: config.clock,
             invalidator: config.region_invalidator,
         };
-        self.state.store(Some(Arc::new(configured)));
+        self.state.store(Arc::new(configured));
         tracing::debug!(region = self.name(), "configured");
         Ok(self)
     }
@@ -634,12 +634,12 @@ impl<C: BackendCatalog> CacheRegion<C> {
 
     /// Whether a backend is configured.
     pub fn is_configured(&self) -> bool {
-        self.state.load().is_some()
+        self.state.is_some()
     }
 
     /// The name of the configured backend.
     pub fn backend_name(&self) -> Option<String> {
-        self.state.load().as_ref().map(|c| c.backend_name.clone())
+        self.state.get().map(|c| c.backend_name.clone())
     }
 
     /// The configured backend, proxies included: for calls the region does not offer.
@@ -648,7 +648,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     fn configured(&self) -> Result<Arc<Configured>> {
-        self.state.load_full().ok_or_else(|| self.not_configured())
+        self.state.get().ok_or_else(|| self.not_configured())
     }
 
     #[cold]
@@ -665,6 +665,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
         }
     }
 
+    #[cold]
+    fn soft_invalidated(&self, cfg: &Configured) -> bool {
+        self.invalidator(cfg).was_soft_invalidated()
+    }
+
     fn local_locks(&self) -> &Arc<LocalLocks> {
         self.locks.get_or_init(|| Arc::new(LocalLocks::new()))
     }
@@ -676,8 +681,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// Soft invalidation turns values into expired ones; with no expiration that is undefined.
+    #[inline]
     fn check_soft(&self, cfg: &Configured, ttl: Option<Duration>, key: &str) -> Result<()> {
-        if ttl.is_none() && self.invalidator(cfg).was_soft_invalidated() {
+        if ttl.is_none() && self.soft_invalidated(cfg) {
             return Err(Error::SoftInvalidationWithoutExpiration {
                 region: self.name().to_owned(),
                 key: key.to_owned(),
@@ -704,18 +710,23 @@ impl<C: BackendCatalog> CacheRegion<C> {
             );
             return Lookup::Absent;
         }
-        let inv = self.invalidator(cfg);
-        if inv.is_hard_invalidated(meta.created_at) {
+        // The default strategy with no invalidation yet is the common case: one load decides it.
+        let inv = match &cfg.invalidator {
+            None if !self.invalidation.ever_invalidated() => None,
+            _ => Some(self.invalidator(cfg)),
+        };
+        if inv.is_some_and(|inv| inv.is_hard_invalidated(meta.created_at)) {
             return Lookup::Absent;
         }
         let Some(v) = decode_payload::<T>(&value.payload, mkey, &cfg.backend_name) else {
             return Lookup::Absent;
         };
-        let now = match ttl {
-            Some(d) if !d.is_zero() => cfg.clock.now_coarse(),
-            _ => meta.created_at,
+        let expired = match ttl {
+            None => false,
+            Some(d) if d.is_zero() => true,
+            Some(d) => is_expired(Some(d), meta.created_at, cfg.clock.now_coarse()),
         };
-        if is_expired(ttl, meta.created_at, now) || inv.is_soft_invalidated(meta.created_at) {
+        if expired || inv.is_some_and(|inv| inv.is_soft_invalidated(meta.created_at)) {
             Lookup::Stale(v)
         } else {
             Lookup::Fresh(v)
@@ -765,23 +776,24 @@ impl<C: BackendCatalog> CacheRegion<C> {
         expiration: Option<&Expiration>,
         ignore_expiration: bool,
     ) -> Result<Option<T>> {
-        let guard = self.state.load();
-        let cfg = guard.as_ref().ok_or_else(|| self.not_configured())?;
-        let mkey = cfg.mangle(key);
-        if ignore_expiration {
-            let mut out = None;
-            cfg.backend.visit(&mkey, &mut |v| {
-                if v.metadata.version == FORMAT_VERSION {
-                    out = decode_payload::<T>(&v.payload, &mkey, &cfg.backend_name);
-                }
-            })?;
-            return Ok(out);
-        }
-        let ttl = cfg.ttl(expiration);
-        self.check_soft(cfg, ttl, key)?;
-        Ok(match self.lookup::<T>(cfg, &mkey, ttl)? {
-            Lookup::Fresh(v) => Some(v),
-            Lookup::Stale(_) | Lookup::Absent => None,
+        self.state.with(|cfg| {
+            let cfg = cfg.ok_or_else(|| self.not_configured())?;
+            let mkey = cfg.mangle(key);
+            if ignore_expiration {
+                let mut out = None;
+                cfg.backend.visit(&mkey, &mut |v| {
+                    if v.metadata.version == FORMAT_VERSION {
+                        out = decode_payload::<T>(&v.payload, &mkey, &cfg.backend_name);
+                    }
+                })?;
+                return Ok(out);
+            }
+            let ttl = cfg.ttl(expiration);
+            self.check_soft(cfg, ttl, key)?;
+            Ok(match self.lookup::<T>(cfg, &mkey, ttl)? {
+                Lookup::Fresh(v) => Some(v),
+                Lookup::Stale(_) | Lookup::Absent => None,
+            })
         })
     }
 
@@ -809,9 +821,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
 
     /// Stores `value` at `key`, created now.
     pub fn set<T: CacheValue>(&self, key: &str, value: T) -> Result<()> {
-        let guard = self.state.load();
-        let cfg = guard.as_ref().ok_or_else(|| self.not_configured())?;
-        cfg.store(&cfg.mangle(key), &value)
+        self.state.with(|cfg| {
+            let cfg = cfg.ok_or_else(|| self.not_configured())?;
+            cfg.store(&cfg.mangle(key), &value)
+        })
     }
 
     /// Stores every pair, in one backend call where the backend has a batch command.
@@ -945,25 +958,28 @@ impl<C: BackendCatalog> CacheRegion<C> {
         options: &CreateOptions<T>,
         creator: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, CreateError<E>> {
-        let guard = self.state.load();
-        let cfg = guard.as_ref().ok_or_else(|| self.not_configured())?;
-        let ttl = cfg.ttl(options.expiration_time.as_ref());
-        self.check_soft(cfg, ttl, key)?;
-        let mkey = cfg.mangle(key);
-        let first = self.lookup::<T>(cfg, &mkey, ttl)?;
-        if let Lookup::Fresh(v) = first {
-            return Ok(v);
-        }
-        self.create_slow(
-            cfg,
-            key,
-            &mkey,
-            ttl,
-            options,
-            first,
-            BlockingCreator(creator),
-            Io::Blocking,
-        )
+        self.get_or_create_blocking(key, options, BlockingCreator(creator))
+    }
+
+    /// The blocking get-or-create: the hit path inline, the rest in `create_slow`.
+    #[inline]
+    fn get_or_create_blocking<T: CacheValue, E, Cr: Creator<T, E>>(
+        &self,
+        key: &str,
+        options: &CreateOptions<T>,
+        creator: Cr,
+    ) -> Result<T, CreateError<E>> {
+        self.state.with(|cfg| {
+            let cfg = cfg.ok_or_else(|| self.not_configured())?;
+            let ttl = cfg.ttl(options.expiration_time.as_ref());
+            self.check_soft(cfg, ttl, key)?;
+            let mkey = cfg.mangle(key);
+            let first = self.lookup::<T>(cfg, &mkey, ttl)?;
+            if let Lookup::Fresh(v) = first {
+                return Ok(v);
+            }
+            self.create_slow(cfg, key, &mkey, ttl, options, first, creator, Io::Blocking)
+        })
     }
 
     /// [`get_or_create_with`](CacheRegion::get_or_create_with) whose creator can run on the
@@ -975,26 +991,8 @@ impl<C: BackendCatalog> CacheRegion<C> {
         options: &CreateOptions<T>,
         creator: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
-        let guard = self.state.load();
-        let cfg = guard.as_ref().ok_or_else(|| self.not_configured())?;
-        let ttl = cfg.ttl(options.expiration_time.as_ref());
-        self.check_soft(cfg, ttl, key)?;
-        let mkey = cfg.mangle(key);
-        let first = self.lookup::<T>(cfg, &mkey, ttl)?;
-        if let Lookup::Fresh(v) = first {
-            return Ok(v);
-        }
-        self.create_slow(
-            cfg,
-            key,
-            &mkey,
-            ttl,
-            options,
-            first,
-            DetachableCreator(creator),
-            Io::Blocking,
-        )
-        .map_err(CreateError::into_cache_error)
+        self.get_or_create_blocking(key, options, DetachableCreator(creator))
+            .map_err(CreateError::into_cache_error)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1219,9 +1217,8 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// for new ones. Soft: they count as expired, so one caller creates while the others get the
     /// old value (this needs an expiration time).
     pub fn invalidate(&self, hard: bool) {
-        let guard = self.state.load();
-        match guard.as_ref() {
-            Some(cfg) => self.invalidator(cfg).invalidate(hard, cfg.clock.now()),
+        match self.state.get() {
+            Some(cfg) => self.invalidator(&cfg).invalidate(hard, cfg.clock.now()),
             None => self.invalidation.invalidate(hard, Clock::System.now()),
         }
     }
