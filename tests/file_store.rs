@@ -316,17 +316,18 @@ fn four_processes_on_one_key_run_the_creator_once() {
     let stale = run_contenders(test, &dir, &store, "stale");
     assert_eq!(stale.len(), 4);
     assert!(stale.contains(&"new".to_string()));
-    // A key with no value: the others wait for the creator and get its value.
-    let cold = run_contenders(test, &dir, &store, "cold");
+    // A key with no value, in a store the four processes create together: the others wait for
+    // the creator and get its value.
+    let fresh = dir.path().join("fresh.db");
+    let cold = run_contenders(test, &dir, &fresh, "cold");
     assert_eq!(cold, vec!["new"; 4]);
 
-    let region = region_at(&store);
     assert_eq!(
-        region.get::<String>("stale").unwrap().as_deref(),
+        region_at(&store).get::<String>("stale").unwrap().as_deref(),
         Some("new")
     );
     assert_eq!(
-        region.get::<String>("cold").unwrap().as_deref(),
+        region_at(&fresh).get::<String>("cold").unwrap().as_deref(),
         Some("new")
     );
 }
@@ -449,4 +450,42 @@ fn bad_files_and_arguments_are_clear_errors() {
         err.starts_with("arguments.dogpile_lockfile: expected a file path, true or false"),
         "{err}"
     );
+}
+
+#[test]
+fn a_store_damaged_while_in_use_gives_errors_naming_it_or_misses() {
+    if child_role().is_some() {
+        return;
+    }
+    let dir = TempDir::new("file-damaged");
+    let path = dir.path().join("cache.db");
+    let region = region_at(&path);
+    for i in 0..50u32 {
+        region.set(&format!("k{i}"), i).unwrap();
+    }
+    // Another program overwrites the file while the region has it open.
+    let size = fs::metadata(&path).unwrap().len().max(8192) as usize;
+    fs::write(&path, vec![0xA5u8; size]).unwrap();
+    let _ = fs::remove_file(dir.path().join("cache.db-wal"));
+    let _ = fs::remove_file(dir.path().join("cache.db-shm"));
+    let name = path.to_string_lossy().into_owned();
+    for i in 0..50u32 {
+        let key = format!("k{i}");
+        match region.get::<u32>(&key) {
+            Ok(v) => assert!(v.is_none() || v == Some(i)),
+            Err(e) => assert!(e.to_string().contains(&name), "{e}"),
+        }
+        if let Err(e) = region.set(&key, i) {
+            assert!(e.to_string().contains(&name), "{e}");
+        }
+        if let Err(e) = region.get_or_create(&key, || i) {
+            assert!(e.to_string().contains(&name), "{e}");
+        }
+    }
+    // A new configuration on the damaged file is refused, naming the file.
+    let err = dogpile::make_region()
+        .configure(store_config(&path))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&name), "{err}");
 }

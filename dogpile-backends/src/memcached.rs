@@ -34,7 +34,7 @@
 //! creation. Waiters poll the lock key with a 1-5 ms backoff.
 
 use std::borrow::Cow;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -173,9 +173,7 @@ impl Server {
         if pool.pool.state().connections > 0 {
             return Ok(());
         }
-        let addrs: Vec<SocketAddr> = (self.url.host_str().unwrap_or(""), self.port())
-            .to_socket_addrs()?
-            .collect();
+        let addrs: Vec<SocketAddr> = self.url.socket_addrs(|| Some(DEFAULT_PORT))?;
         let mut last = None;
         for a in addrs {
             match TcpStream::connect_timeout(&a, self.timeout) {
@@ -186,10 +184,6 @@ impl Server {
         Err(last.unwrap_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no address for the host")
         }))
-    }
-
-    fn port(&self) -> u16 {
-        self.url.port().unwrap_or(DEFAULT_PORT)
     }
 
     fn error(&self, what: &str, e: impl Into<dogpile_core::BoxError>) -> Error {
