@@ -325,6 +325,39 @@ fn a_dead_server_is_an_error_naming_it_and_the_backend_recovers() {
     region.set("k", 4u32).unwrap();
     assert_eq!(region.get::<u32>("k").unwrap(), Some(4));
 
+    // Too large for memcached's 1 MB items: an error naming the server, and the connection
+    // stays usable.
+    let err = region.set("huge", "x".repeat(2 << 20)).unwrap_err();
+    assert!(err.to_string().contains(&server.addr()), "{err}");
+    assert_eq!(region.get::<u32>("k").unwrap(), Some(4));
+
+    // A server that accepts connections and never answers: socket_timeout turns it into an
+    // error naming the address instead of a hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    silent.set_nonblocking(true).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if let Ok((conn, _)) = silent.accept() {
+                    held.push(conn);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let mute = dogpile::make_region()
+        .configure(config(silent_addr.clone()).argument("socket_timeout", 0.2))
+        .unwrap();
+    let err = mute.get::<u32>("k").unwrap_err().to_string();
+    assert!(err.contains(&silent_addr), "{err}");
+    done.store(true, Ordering::SeqCst);
+    holder.join().unwrap();
+
     // Nobody listens at all: an error naming the address, at the first call, not at configure.
     let nobody = format!("127.0.0.1:{}", support::free_port());
     let lonely = mc_region(nobody.clone());
