@@ -632,6 +632,21 @@ mod tests {
         assert!(counts.iter().all(|c| *c > 700), "{counts:?}");
         // A fixed answer: placement must not change between builds.
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let pinned: Vec<&str> = ["user:1", "user:2", "user:3", "user:4", "user:5"]
+            .iter()
+            .map(|k| b.server_for(k))
+            .collect();
+        // Pinned: every process and every build must put a key on the same server.
+        assert_eq!(
+            pinned,
+            [
+                "127.0.0.1:2",
+                "127.0.0.1:3",
+                "127.0.0.1:2",
+                "127.0.0.1:3",
+                "127.0.0.1:2"
+            ]
+        );
         // Removing a server moves only that server's keys.
         let two = MemcachedBackend::from_arguments(
             &Arguments::new().with("url", vec!["127.0.0.1:1", "127.0.0.1:2"]),
