@@ -1,13 +1,666 @@
-//! `dogpile.cache.dbm`, the embedded file store (not yet written).
+//! `dogpile.cache.dbm`: the embedded file store, the cache that several processes on one host
+//! share without a server.
+//!
+//! Arguments (dogpile's):
+//!
+//! | name | type | default | meaning |
+//! |---|---|---|---|
+//! | `filename` | path | required | the store, an SQLite database (created if missing; its folder must exist) |
+//! | `rw_lockfile` | path or bool | `true` | accepted for dogpile configs; SQLite's own locking is the readers/writer lock, so no file is made |
+//! | `dogpile_lockfile` | path or bool | `true`: `FILENAME.dogpile.lock` | the file whose locks are the dogpile lock across processes; `false`: the region's in-process lock |
+//!
+//! **Storage engine.** SQLite (bundled by `rusqlite`, so no system library is needed) in WAL
+//! mode: any number of processes read and write one file safely, readers never block the
+//! writer, and a busy timeout (10 s) queues writers instead of failing them. Values survive a
+//! restart. An embedded engine that admits one process at a time (`redb`, `sled`) would break
+//! the point of this backend. The file is marked with an SQLite `application_id`; a file that is
+//! not SQLite, or an SQLite database of another application, is an error naming the file at
+//! configuration (never a panic); an entry whose bytes do not decode is a miss.
+//!
+//! **The dogpile lock.** On Linux, `get_mutex` takes an exclusive open-file-description lock
+//! (`fcntl(F_OFD_SETLK)`) on one byte of the lock file: byte `hash(key) mod 2^20`, so each key
+//! (up to rare hash collisions, which only serialize two keys) has its own lock, in one file.
+//! These locks conflict between threads as well as processes, and the kernel drops them when
+//! their holder dies, so a killed creator never blocks the others. Waiters block in
+//! `F_OFD_SETLKW` on a shared lock of that byte and wake the moment the holder lets go: no
+//! polling. On other systems the region's in-process lock is used.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use dogpile_core::{Arguments, Backend, Error, Result};
+use parking_lot::Mutex;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope};
+use dogpile_core::{
+    ArgValue, Arguments, Backend, CacheMutex, CachedValue, Error, PayloadKind, Result,
+};
+
+const NAME: &str = "dogpile.cache.dbm";
+/// The SQLite `application_id` of a dogpile store: `DGPC`.
+const APPLICATION_ID: i64 = 0x4447_5043;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_CONNECTIONS: usize = 8;
+
+/// The embedded file store.
+pub struct FileBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    name: String,
+    idle: Mutex<Vec<Connection>>,
+    lockfile: Option<Arc<PathBuf>>,
+}
+
+impl std::fmt::Debug for FileBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBackend")
+            .field("path", &self.inner.path)
+            .field("lockfile", &self.inner.lockfile)
+            .finish()
+    }
+}
+
+/// A path-or-boolean argument, as dogpile reads `rw_lockfile` and `dogpile_lockfile`:
+/// `Some(path)` for a path, the default path for `true` or absent, `None` for `false`.
+fn lockfile_arg(args: &Arguments, name: &str, default: PathBuf) -> Result<Option<PathBuf>> {
+    match args.get(name) {
+        None | Some(ArgValue::None) | Some(ArgValue::Bool(true)) => Ok(Some(default)),
+        Some(ArgValue::Bool(false)) => Ok(None),
+        Some(ArgValue::Str(s)) if !s.trim().is_empty() => Ok(Some(PathBuf::from(s))),
+        Some(other) => Err(args.error(
+            name,
+            format!(
+                "expected a file path, true or false; got {} {other}",
+                other.type_name()
+            ),
+        )),
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Reading the header first: a file that is not SQLite fails here, before anything is written.
+    conn.query_row("PRAGMA application_id", [], |r| r.get::<_, i64>(0))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(format!(
+                "cannot switch the journal to WAL (it stays {mode})"
+            )),
+        ));
+    }
+    // WAL makes NORMAL safe from corruption; a power cut may lose the last writes of a cache.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+/// Why a file is not a store we may use, or `None` when it is one (after marking a new file).
+fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<Option<String>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let app: i64 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    if app != APPLICATION_ID {
+        if app != 0 {
+            return Ok(Some(format!(
+                "an SQLite database of another application (application_id {app:#x}), not a dogpile store"
+            )));
+        }
+        let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables > 0 {
+            return Ok(Some(
+                "an SQLite database that already holds other tables, not a dogpile store".into(),
+            ));
+        }
+        tx.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))?;
+    }
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS dogpile_cache (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID",
+    )?;
+    tx.commit()?;
+    Ok(None)
+}
+
+impl FileBackend {
+    /// Makes one from configuration arguments (see the module documentation). Opens the file, so a
+    /// file that is not a store is an error here, naming the file.
+    pub fn from_arguments(args: &Arguments) -> Result<Self> {
+        args.expect_only(NAME, &["filename", "rw_lockfile", "dogpile_lockfile"])?;
+        let filename = args
+            .string("filename")?
+            .filter(|f| !f.trim().is_empty())
+            .ok_or_else(|| args.error("filename", "missing: the path of the store is required"))?;
+        let path = PathBuf::from(filename);
+        // dogpile's rw_lockfile: SQLite's locks play its part; only its type is checked.
+        lockfile_arg(args, "rw_lockfile", with_suffix(&path, ".rw.lock"))?;
+        let lockfile = lockfile_arg(
+            args,
+            "dogpile_lockfile",
+            with_suffix(&path, ".dogpile.lock"),
+        )?;
+        Self::open(path, lockfile)
+    }
+
+    /// Opens (or creates) the store at `path`; `lockfile` is the dogpile lock file, `None` for the
+    /// region's in-process lock.
+    pub fn open(path: PathBuf, lockfile: Option<PathBuf>) -> Result<Self> {
+        let name = format!("{NAME} {}", path.display());
+        let fail = |what: &str, e: rusqlite::Error| {
+            Error::backend(name.clone(), format!("{what}: {e}"), e)
+        };
+        let mut conn = open_connection(&path).map_err(|e| fail("cannot open the store", e))?;
+        if let Some(why) =
+            prepare_schema(&mut conn).map_err(|e| fail("cannot prepare the store", e))?
+        {
+            return Err(Error::backend_msg(name, format!("the file is {why}")));
+        }
+        if let Some(lf) = &lockfile {
+            lock::open(lf).map_err(|e| {
+                Error::backend(
+                    name.clone(),
+                    format!("cannot open the dogpile lock file {}: {e}", lf.display()),
+                    e,
+                )
+            })?;
+        }
+        Ok(FileBackend {
+            inner: Arc::new(Inner {
+                path,
+                name,
+                idle: Mutex::new(vec![conn]),
+                lockfile: lockfile.map(Arc::new),
+            }),
+        })
+    }
+
+    /// The store's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// How many entries the store holds.
+    pub fn len(&self) -> Result<u64> {
+        self.inner.with_conn("count", |c| {
+            c.query_row("SELECT count(*) FROM dogpile_cache", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
+        })
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    fn encode(&self, key: &str, value: &CachedValue) -> Result<Vec<u8>> {
+        encode_envelope(value).ok_or_else(|| {
+            Error::backend_msg(
+                self.inner.name.clone(),
+                format!(
+                    "{key:?}: an object payload reached a byte backend; the file store keeps bytes"
+                ),
+            )
+        })
+    }
+}
+
+impl Inner {
+    fn with_conn<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let pooled = self.idle.lock().pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => open_connection(&self.path).map_err(|e| self.error(what, e))?,
+        };
+        let r = f(&mut conn);
+        {
+            let mut idle = self.idle.lock();
+            if idle.len() < IDLE_CONNECTIONS {
+                idle.push(conn);
+            }
+        }
+        r.map_err(|e| self.error(what, e))
+    }
+
+    fn error(&self, what: &str, e: rusqlite::Error) -> Error {
+        Error::backend(self.name.clone(), format!("{what} failed: {e}"), e)
+    }
+}
+
+fn read_value(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    key: &str,
+) -> rusqlite::Result<Option<Vec<u8>>> {
+    stmt.query_row([key], |r| {
+        Ok(match r.get_ref(0)? {
+            ValueRef::Blob(b) | ValueRef::Text(b) => Some(b.to_vec()),
+            _ => None,
+        })
+    })
+    .optional()
+    .map(Option::flatten)
+}
+
+const SELECT: &str = "SELECT value FROM dogpile_cache WHERE key = ?1";
+const UPSERT: &str = "INSERT OR REPLACE INTO dogpile_cache (key, value) VALUES (?1, ?2)";
+const DELETE: &str = "DELETE FROM dogpile_cache WHERE key = ?1";
 
 /// Makes a `dogpile.cache.dbm` backend from its arguments.
-pub fn make(_args: &Arguments) -> Result<Arc<dyn Backend>> {
-    Err(Error::config(
-        "dogpile.cache.dbm",
-        "not yet available in this build",
-    ))
+pub fn make(args: &Arguments) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(FileBackend::from_arguments(args)?))
+}
+
+impl Backend for FileBackend {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn payload_kind(&self) -> PayloadKind {
+        PayloadKind::Bytes
+    }
+
+    fn get(&self, key: &str) -> Result<Option<CachedValue>> {
+        let raw = self
+            .inner
+            .with_conn("get", |c| read_value(&mut c.prepare_cached(SELECT)?, key))?;
+        Ok(raw.and_then(|b| decode_envelope_or_miss(&b, &self.inner.name, key)))
+    }
+
+    fn set(&self, key: &str, value: CachedValue) -> Result<()> {
+        let bytes = self.encode(key, &value)?;
+        self.inner.with_conn("set", |c| {
+            c.prepare_cached(UPSERT)?
+                .execute(rusqlite::params![key, bytes])
+                .map(|_| ())
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.with_conn("delete", |c| {
+            c.prepare_cached(DELETE)?.execute([key]).map(|_| ())
+        })
+    }
+
+    fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<CachedValue>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One read transaction: the values come from one snapshot.
+        let raws = self.inner.with_conn("get_multi", |c| {
+            let tx = c.transaction()?;
+            let raws = {
+                let mut stmt = tx.prepare_cached(SELECT)?;
+                keys.iter()
+                    .map(|k| read_value(&mut stmt, k))
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.commit()?;
+            Ok(raws)
+        })?;
+        Ok(keys
+            .iter()
+            .zip(raws)
+            .map(|(k, raw)| raw.and_then(|b| decode_envelope_or_miss(&b, &self.inner.name, k)))
+            .collect())
+    }
+
+    fn set_multi(&self, items: Vec<(String, CachedValue)>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let encoded = items
+            .iter()
+            .map(|(k, v)| Ok((k.as_str(), self.encode(k, v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.inner.with_conn("set_multi", |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(UPSERT)?;
+                for (k, v) in &encoded {
+                    stmt.execute(rusqlite::params![k, v])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn delete_multi(&self, keys: &[&str]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.inner.with_conn("delete_multi", |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(DELETE)?;
+                for k in keys {
+                    stmt.execute([k])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
+        let lockfile = self.inner.lockfile.as_ref()?;
+        lock::mutex(lockfile.clone(), key)
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod lock {
+    //! Per-key locks as open-file-description byte-range locks on one file.
+
+    use std::fs::{File, OpenOptions};
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+
+    use dogpile_core::{CacheMutex, Error, Result};
+
+    /// Lock slots: keys share a byte when their hashes agree modulo this.
+    const SLOTS: u64 = 1 << 20;
+
+    pub(super) fn open(path: &PathBuf) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    }
+
+    fn slot(key: &str) -> u64 {
+        // FNV-1a: stable across processes and builds, as every process must pick the same byte.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h % SLOTS
+    }
+
+    pub(super) fn mutex(path: Arc<PathBuf>, key: &str) -> Option<Box<dyn CacheMutex>> {
+        Some(Box::new(FileMutex {
+            path,
+            slot: slot(key),
+            held: Mutex::new(None),
+        }))
+    }
+
+    struct FileMutex {
+        path: Arc<PathBuf>,
+        slot: u64,
+        /// The open file holding the lock, while held: closing it releases the lock.
+        held: Mutex<Option<File>>,
+    }
+
+    /// One `fcntl` byte-range call on `slot`; returns the `flock` (for `F_OFD_GETLK`).
+    fn fcntl_lock(
+        file: &File,
+        cmd: libc::c_int,
+        kind: libc::c_int,
+        slot: u64,
+    ) -> io::Result<libc::flock> {
+        // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = kind as _;
+        fl.l_whence = libc::SEEK_SET as _;
+        fl.l_start = slot as _;
+        fl.l_len = 1;
+        fl.l_pid = 0; // required by the OFD commands
+        loop {
+            // SAFETY: the descriptor is open for the call, and `fl` is a valid, live `flock`.
+            let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+            if r != -1 {
+                return Ok(fl);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    fn would_block(e: &io::Error) -> bool {
+        matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES))
+    }
+
+    impl FileMutex {
+        fn open(&self) -> Result<File> {
+            open(&self.path).map_err(|e| self.error("opening", e))
+        }
+
+        fn error(&self, what: &str, e: io::Error) -> Error {
+            Error::backend(
+                format!("{} {}", super::NAME, self.path.display()),
+                format!("{what} the dogpile lock file failed: {e}"),
+                e,
+            )
+        }
+    }
+
+    impl CacheMutex for FileMutex {
+        fn try_acquire(&self) -> Result<bool> {
+            let mut held = self.held.lock();
+            if held.is_some() {
+                return Ok(false);
+            }
+            let file = self.open()?;
+            match fcntl_lock(&file, libc::F_OFD_SETLK, libc::F_WRLCK, self.slot) {
+                Ok(_) => {
+                    *held = Some(file);
+                    Ok(true)
+                }
+                Err(e) if would_block(&e) => Ok(false),
+                Err(e) => Err(self.error("locking", e)),
+            }
+        }
+
+        fn wait(&self) -> Result<()> {
+            // A shared lock is granted once no exclusive one is held: the holder released it,
+            // or died. Let go of it at once; the caller looks at the value again.
+            let file = self.open()?;
+            fcntl_lock(&file, libc::F_OFD_SETLKW, libc::F_RDLCK, self.slot)
+                .map_err(|e| self.error("waiting on", e))?;
+            fcntl_lock(&file, libc::F_OFD_SETLK, libc::F_UNLCK, self.slot)
+                .map_err(|e| self.error("unlocking", e))?;
+            Ok(())
+        }
+
+        fn release(&self) -> Result<()> {
+            if let Some(file) = self.held.lock().take() {
+                // Closing the file releases the lock too; unlocking first says so plainly.
+                fcntl_lock(&file, libc::F_OFD_SETLK, libc::F_UNLCK, self.slot)
+                    .map_err(|e| self.error("unlocking", e))?;
+            }
+            Ok(())
+        }
+
+        fn locked(&self) -> Result<bool> {
+            if self.held.lock().is_some() {
+                return Ok(true);
+            }
+            let file = self.open()?;
+            // Asks whether a shared lock would be refused: only an exclusive holder refuses it,
+            // so waiters do not count.
+            let fl = fcntl_lock(&file, libc::F_OFD_GETLK, libc::F_RDLCK, self.slot)
+                .map_err(|e| self.error("testing", e))?;
+            Ok(i32::from(fl.l_type) != libc::F_UNLCK)
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod lock {
+    //! Without open-file-description locks, the region's in-process lock is used.
+
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use dogpile_core::CacheMutex;
+
+    pub(super) fn open(_path: &PathBuf) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn mutex(_path: Arc<PathBuf>, _key: &str) -> Option<Box<dyn CacheMutex>> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dogpile_core::{Metadata, Payload, Timestamp};
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!(
+                "dogpile-file-unit-{tag}-{}-{}",
+                std::process::id(),
+                SystemTimeNanos::now()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    struct SystemTimeNanos;
+    impl SystemTimeNanos {
+        fn now() -> u128 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        }
+    }
+
+    fn value(bytes: &[u8]) -> CachedValue {
+        CachedValue {
+            payload: Payload::Bytes(Arc::from(bytes)),
+            metadata: Metadata::new(Timestamp::from_nanos(42)),
+        }
+    }
+
+    fn args(path: &Path) -> Arguments {
+        Arguments::new().with("filename", path.to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn round_trip_and_undecodable_entries_are_misses() {
+        let dir = Dir::new("rt");
+        let path = dir.0.join("c.db");
+        let b = FileBackend::from_arguments(&args(&path)).unwrap();
+        assert!(b.is_empty().unwrap());
+        b.set("k", value(b"payload")).unwrap();
+        let got = b.get("k").unwrap().unwrap();
+        assert_eq!(got.metadata, Metadata::new(Timestamp::from_nanos(42)));
+        assert!(matches!(got.payload, Payload::Bytes(p) if &*p == b"payload"));
+        // Foreign bytes, text and numbers written by someone else: misses, never errors.
+        let c = Connection::open(&path).unwrap();
+        c.execute(UPSERT, rusqlite::params!["blob", b"garbage".to_vec()])
+            .unwrap();
+        c.execute(UPSERT, rusqlite::params!["text", "some text"])
+            .unwrap();
+        c.execute(UPSERT, rusqlite::params!["int", 7]).unwrap();
+        for k in ["blob", "text", "int"] {
+            assert!(b.get(k).unwrap().is_none(), "{k}");
+        }
+        let multi = b.get_multi(&["k", "blob", "none"]).unwrap();
+        assert!(multi[0].is_some() && multi[1].is_none() && multi[2].is_none());
+        assert_eq!(b.len().unwrap(), 4);
+        b.delete_multi(&["k", "blob", "text", "int"]).unwrap();
+        assert!(b.is_empty().unwrap());
+    }
+
+    #[test]
+    fn another_applications_database_is_refused_and_left_alone() {
+        let dir = Dir::new("foreign");
+        let path = dir.0.join("app.sqlite");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY); INSERT INTO users VALUES (1);",
+        )
+        .unwrap();
+        let err = FileBackend::from_arguments(&args(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&*path.to_string_lossy()), "{err}");
+        assert!(err.contains("not a dogpile store"), "{err}");
+        let tables: i64 = c
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 1);
+
+        let other = dir.0.join("other.sqlite");
+        let c = Connection::open(&other).unwrap();
+        c.execute_batch("PRAGMA application_id = 1234").unwrap();
+        let err = FileBackend::from_arguments(&args(&other))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another application"), "{err}");
+    }
+
+    #[test]
+    fn lockfile_arguments_read_as_in_dogpile() {
+        let dir = Dir::new("lockargs");
+        let path = dir.0.join("c.db");
+        let off =
+            FileBackend::from_arguments(&args(&path).with("dogpile_lockfile", false)).unwrap();
+        assert!(off.get_mutex("k").is_none());
+        let named = dir.0.join("my.lock");
+        let on = FileBackend::from_arguments(
+            &args(&path)
+                .with("dogpile_lockfile", named.to_string_lossy().into_owned())
+                .with("rw_lockfile", true),
+        )
+        .unwrap();
+        assert!(named.exists());
+        let default = FileBackend::from_arguments(&args(&path)).unwrap();
+        assert!(with_suffix(&path, ".dogpile.lock").exists());
+        if cfg!(target_os = "linux") {
+            let a = on.get_mutex("k").unwrap();
+            let b = on.get_mutex("k").unwrap();
+            let other_file = default.get_mutex("k").unwrap();
+            assert!(a.try_acquire().unwrap());
+            assert!(!b.try_acquire().unwrap());
+            assert!(b.locked().unwrap());
+            // Another lock file is another lock.
+            assert!(other_file.try_acquire().unwrap());
+            a.release().unwrap();
+            assert!(!b.locked().unwrap());
+            b.wait().unwrap();
+            assert!(b.try_acquire().unwrap());
+            b.release().unwrap();
+            other_file.release().unwrap();
+        }
+    }
 }
