@@ -132,10 +132,10 @@ impl TempDir {
             std::process::id(),
             Instant::now()
         ));
-        let dir = PathBuf::from(
-            dir.to_string_lossy()
-                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '/' && c != '-', "_"),
-        );
+        let dir = PathBuf::from(dir.to_string_lossy().replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '/' && c != '-',
+            "_",
+        ));
         std::fs::create_dir_all(&dir).expect("creating a temporary directory");
         TempDir(dir)
     }
