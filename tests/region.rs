@@ -1134,3 +1134,85 @@ fn a_bounded_memory_backend_holds_no_more_than_max_size() {
         .count();
     assert!(held > 0 && held <= 100, "held {held}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// statistics
+
+#[test]
+fn statistics_count_what_happened() {
+    let backend = Arc::new(MapBackend::default());
+    let (clock, handle) = Clock::manual(SystemTime::now());
+    let region = Arc::new(
+        make_region()
+            .configure(
+                RegionConfig::with_backend(backend.clone())
+                    .expiration_time(10)
+                    .clock(clock),
+            )
+            .unwrap(),
+    );
+    region.get_or_create("a", || 1u32).unwrap(); // miss + creation
+    region.get_or_create("a", || 1u32).unwrap(); // hit
+    region.get::<u32>("a").unwrap(); // hit
+    region.get::<u32>("b").unwrap(); // miss
+    let _: Result<u32, _> = region.try_get_or_create("c", &CreateOptions::new(), || Err("no")); // miss + creator error
+
+    // A stale value served while another caller holds the lock, and a caller that waits.
+    handle.advance(Duration::from_secs(11));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let r2 = region.clone();
+    let creator = std::thread::spawn(move || {
+        r2.get_or_create("a", || {
+            tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            2u32
+        })
+        .unwrap()
+    });
+    rx.recv().unwrap();
+    assert_eq!(region.get_or_create("a", || 3u32).unwrap(), 1); // stale found + served
+    let (tx2, rx2) = std::sync::mpsc::channel();
+    let r3 = region.clone();
+    let cold_creator = std::thread::spawn(move || {
+        r3.get_or_create("cold", || {
+            tx2.send(()).unwrap();
+            // Finish only once the waiter has read (and found nothing): then it must wait.
+            while r3.stats().misses < 5 {
+                std::thread::yield_now();
+            }
+            4u32
+        })
+        .unwrap()
+    });
+    rx2.recv().unwrap();
+    let waiter = {
+        let r = region.clone();
+        std::thread::spawn(move || r.get_or_create("cold", || 5u32).unwrap())
+    };
+    assert_eq!(waiter.join().unwrap(), 4);
+    assert_eq!(cold_creator.join().unwrap(), 4);
+    go_tx.send(()).unwrap();
+    assert_eq!(creator.join().unwrap(), 2);
+
+    backend.set_failing(true);
+    assert!(region.get::<u32>("a").unwrap_err().is_backend());
+    backend.set_failing(false);
+
+    let s = region.stats();
+    assert_eq!(s.hits, 2, "{s}");
+    // a, b, c, the cold creator's and the waiter's first reads.
+    assert_eq!(s.misses, 1 + 1 + 1 + 1 + 1, "{s}");
+    assert_eq!(s.stale_found, 2, "{s}");
+    assert_eq!(s.stale_served, 1, "{s}");
+    assert_eq!(s.creations, 3, "{s}");
+    assert_eq!(s.creator_errors, 1, "{s}");
+    assert_eq!(s.waits, 1, "{s}");
+    assert!(s.wait_time > Duration::ZERO, "{s}");
+    assert_eq!(s.backend_errors, 1, "{s}");
+    assert!(
+        s.to_string()
+            .contains("| creations            |            3 |"),
+        "{s}"
+    );
+}

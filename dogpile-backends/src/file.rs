@@ -112,6 +112,14 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Whether SQLite said the file is busy or locked by another connection.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 /// Why a file is not a store we may use, or `None` when it is one (after marking a new file).
 fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<Option<String>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -164,10 +172,27 @@ impl FileBackend {
         let fail = |what: &str, e: rusqlite::Error| {
             Error::backend(name.clone(), format!("{what}: {e}"), e)
         };
-        let mut conn = open_connection(&path).map_err(|e| fail("cannot open the store", e))?;
-        if let Some(why) =
-            prepare_schema(&mut conn).map_err(|e| fail("cannot prepare the store", e))?
-        {
+        // Several processes creating one store at once can make SQLite answer "busy" at once,
+        // without its busy handler (switching a new file to WAL takes an exclusive lock): retry
+        // for as long as the busy timeout would have waited.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let (conn, why) = loop {
+            let attempt = open_connection(&path)
+                .map_err(|e| ("cannot open the store", e))
+                .and_then(|mut conn| {
+                    let why =
+                        prepare_schema(&mut conn).map_err(|e| ("cannot prepare the store", e))?;
+                    Ok((conn, why))
+                });
+            match attempt {
+                Ok(opened) => break opened,
+                Err((_, e)) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err((what, e)) => return Err(fail(what, e)),
+            }
+        };
+        if let Some(why) = why {
             return Err(Error::backend_msg(name, format!("the file is {why}")));
         }
         if let Some(lf) = &lockfile {

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod region;
 pub mod registry;
 mod slot;
+pub mod stats;
 pub mod testing;
 
 pub use backend::{
@@ -38,3 +39,4 @@ pub use mutex::{CacheMutex, LockGuard};
 pub use proxy::ProxyBackend;
 pub use region::{CacheRegion, CacheValue, CreateOptions, RegionBuilder};
 pub use registry::{register_backend, BackendCatalog, BackendFactory, BuiltinBackend, NoBuiltins};
+pub use stats::Stats;

@@ -87,6 +87,21 @@ pub(crate) enum Lookup<V> {
     Absent,
 }
 
+/// How a get-or-create call ended, for statistics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// A fresh value was found (after the lock was taken: another caller had just made it).
+    Fresh,
+    /// A stale value was returned while another caller creates.
+    Stale,
+    /// This caller waited for another's creation and returns its value.
+    Waited,
+    /// This caller ran the creator.
+    Created,
+    /// The stale value was returned and the creation handed to the async runner.
+    HandedOff,
+}
+
 /// One key's value, lock and creator, as the lock algorithm sees them.
 pub(crate) trait Source {
     type Value;
@@ -117,24 +132,27 @@ pub(crate) trait Source {
 pub(crate) async fn get_or_create<S: Source>(
     source: &mut S,
     first: Lookup<S::Value>,
-) -> Result<S::Value, S::Error> {
+) -> Result<(S::Value, Outcome), S::Error> {
     let mut seen = first;
     let mut waited = false;
     loop {
         match seen {
-            Lookup::Fresh(v) => return Ok(v),
-            Lookup::Stale(v) if waited => return Ok(v),
+            Lookup::Fresh(v) if waited => return Ok((v, Outcome::Waited)),
+            Lookup::Fresh(v) => return Ok((v, Outcome::Fresh)),
+            Lookup::Stale(v) if waited => return Ok((v, Outcome::Waited)),
             Lookup::Stale(stale) => {
                 if !source.try_lock().await? {
-                    return Ok(stale);
+                    return Ok((stale, Outcome::Stale));
                 }
                 return match source.lookup().await? {
                     Lookup::Fresh(v) => {
                         source.unlock();
-                        Ok(v)
+                        Ok((v, Outcome::Fresh))
                     }
-                    Lookup::Stale(v) if source.hand_off() => Ok(v),
-                    Lookup::Stale(_) | Lookup::Absent => source.create().await,
+                    Lookup::Stale(v) if source.hand_off() => Ok((v, Outcome::HandedOff)),
+                    Lookup::Stale(_) | Lookup::Absent => {
+                        Ok((source.create().await?, Outcome::Created))
+                    }
                 };
             }
             Lookup::Absent => {
@@ -142,9 +160,18 @@ pub(crate) async fn get_or_create<S: Source>(
                     return match source.lookup().await? {
                         Lookup::Fresh(v) => {
                             source.unlock();
-                            Ok(v)
+                            Ok((
+                                v,
+                                if waited {
+                                    Outcome::Waited
+                                } else {
+                                    Outcome::Fresh
+                                },
+                            ))
                         }
-                        Lookup::Stale(_) | Lookup::Absent => source.create().await,
+                        Lookup::Stale(_) | Lookup::Absent => {
+                            Ok((source.create().await?, Outcome::Created))
+                        }
                     };
                 }
                 source.wait().await?;
@@ -241,6 +268,10 @@ mod tests {
     }
 
     fn run(f: &mut Fake) -> Result<u32, String> {
+        run_outcome(f).map(|(v, _)| v)
+    }
+
+    fn run_outcome(f: &mut Fake) -> Result<(u32, Outcome), String> {
         let first = f.read();
         pollster::block_on(get_or_create(f, first))
     }
@@ -250,7 +281,10 @@ mod tests {
         let store = Arc::new(Store::default());
         *store.slot.lock() = Some((1, true));
         let locks = Arc::new(LocalLocks::new());
-        assert_eq!(run(&mut Fake::new(&store, &locks, 2)), Ok(1));
+        assert_eq!(
+            run_outcome(&mut Fake::new(&store, &locks, 2)),
+            Ok((1, Outcome::Fresh))
+        );
         assert_eq!(store.creations.load(Ordering::SeqCst), 0);
     }
 
@@ -259,7 +293,10 @@ mod tests {
         let store = Arc::new(Store::default());
         *store.slot.lock() = Some((1, false));
         let locks = Arc::new(LocalLocks::new());
-        assert_eq!(run(&mut Fake::new(&store, &locks, 2)), Ok(2));
+        assert_eq!(
+            run_outcome(&mut Fake::new(&store, &locks, 2)),
+            Ok((2, Outcome::Created))
+        );
         assert_eq!(store.creations.load(Ordering::SeqCst), 1);
         assert!(!locks.is_locked("k"));
     }
@@ -271,7 +308,7 @@ mod tests {
         let locks = Arc::new(LocalLocks::new());
         let mut f = Fake::new(&store, &locks, 2);
         f.runner = true;
-        assert_eq!(run(&mut f), Ok(1));
+        assert_eq!(run_outcome(&mut f), Ok((1, Outcome::HandedOff)));
         assert_eq!(store.handed_off.load(Ordering::SeqCst), 1);
         assert_eq!(store.creations.load(Ordering::SeqCst), 0);
         // The runner owns the lock now (here: the fake still holds it until dropped).
@@ -287,7 +324,10 @@ mod tests {
         let locks = Arc::new(LocalLocks::new());
         let other = locks.mutex("k");
         assert!(other.try_acquire().unwrap());
-        assert_eq!(run(&mut Fake::new(&store, &locks, 2)), Ok(1));
+        assert_eq!(
+            run_outcome(&mut Fake::new(&store, &locks, 2)),
+            Ok((1, Outcome::Stale))
+        );
         assert_eq!(store.creations.load(Ordering::SeqCst), 0);
         other.release().unwrap();
     }
@@ -300,7 +340,7 @@ mod tests {
         assert!(other.try_acquire().unwrap());
         let waiter = {
             let (store, locks) = (store.clone(), locks.clone());
-            std::thread::spawn(move || run(&mut Fake::new(&store, &locks, 99)))
+            std::thread::spawn(move || run_outcome(&mut Fake::new(&store, &locks, 99)))
         };
         std::thread::sleep(Duration::from_millis(30));
         assert!(
@@ -309,7 +349,7 @@ mod tests {
         );
         *store.slot.lock() = Some((7, true));
         other.release().unwrap();
-        assert_eq!(waiter.join().unwrap(), Ok(7));
+        assert_eq!(waiter.join().unwrap(), Ok((7, Outcome::Waited)));
         assert_eq!(store.creations.load(Ordering::SeqCst), 0);
     }
 

@@ -8,7 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -21,11 +21,12 @@ use crate::error::{CreateError, Error, Result};
 use crate::expiration::{is_expired, Expiration};
 use crate::invalidation::{DefaultInvalidation, RegionInvalidationStrategy};
 use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler};
-use crate::lock::{self, AsyncCreation, AsyncCreationRunner, Lookup, Source};
+use crate::lock::{self, AsyncCreation, AsyncCreationRunner, Lookup, Outcome, Source};
 use crate::mutex::{CacheMutex, LocalLocks, LockGuard};
 use crate::proxy::wrap_chain;
 use crate::registry::{make_backend, BackendCatalog, NoBuiltins};
 use crate::slot::Slot;
+use crate::stats::{Counter, RegionStats, Stats};
 
 /// A value a region can cache: any `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`
 /// type. Serializable even where the memory backend never serializes it, so that moving a region
@@ -207,6 +208,7 @@ pub struct CacheRegion<C: BackendCatalog = NoBuiltins> {
     configure_lock: parking_lot::Mutex<()>,
     invalidation: DefaultInvalidation,
     locks: OnceLock<Arc<LocalLocks>>,
+    stats: RegionStats,
     _catalog: PhantomData<fn() -> C>,
 }
 
@@ -371,6 +373,15 @@ where
     }
 }
 
+/// Counts a creator error when dropped: forgotten when the creator returns.
+struct FailureCounter<'a>(&'a RegionStats);
+
+impl Drop for FailureCounter<'_> {
+    fn drop(&mut self) {
+        self.0.incr(Counter::CreatorErrors);
+    }
+}
+
 /// One key of one get-or-create call, as the lock algorithm sees it.
 struct RegionSource<'a, C: BackendCatalog, T, E, Cr> {
     region: &'a CacheRegion<C>,
@@ -403,7 +414,12 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
 
     async fn lookup(&mut self) -> Result<Lookup<T>, CreateError<E>> {
         let found = if self.io == Io::Async && !self.cfg.never_blocks {
-            let raw = self.cfg.backend.get_async(self.mkey).await?;
+            let raw = self
+                .cfg
+                .backend
+                .get_async(self.mkey)
+                .await
+                .map_err(|e| self.region.backend_failed(e, self.mkey))?;
             match raw {
                 Some(v) => self.region.classify(self.cfg, &v, self.ttl, self.mkey),
                 None => Lookup::Absent,
@@ -418,9 +434,10 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         let io = self.io;
         let m = self.mutex();
         let taken = match io {
-            Io::Blocking => m.try_acquire()?,
-            Io::Async => m.try_acquire_async().await?,
-        };
+            Io::Blocking => m.try_acquire(),
+            Io::Async => m.try_acquire_async().await,
+        }
+        .map_err(|e| self.region.backend_failed(e, self.mkey))?;
         if taken {
             self.guard = self.mutex.take().map(LockGuard::new);
         }
@@ -430,11 +447,15 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
     async fn wait(&mut self) -> Result<(), CreateError<E>> {
         let io = self.io;
         let m = self.mutex();
-        match io {
-            Io::Blocking => m.wait()?,
-            Io::Async => m.wait_async().await?,
-        }
-        Ok(())
+        let start = Instant::now();
+        let waited = match io {
+            Io::Blocking => m.wait(),
+            Io::Async => m.wait_async().await,
+        };
+        self.region
+            .stats
+            .add_time(Counter::WaitNanos, start.elapsed());
+        waited.map_err(|e| self.region.backend_failed(e, self.mkey).into())
     }
 
     fn unlock(&mut self) {
@@ -447,7 +468,18 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
             .take()
             .expect("the lock algorithm creates at most once per call");
         tracing::debug!(key = self.mkey, backend = %self.cfg.backend_name, "creating value");
-        let value = creator.create().await.map_err(CreateError::Creator)?;
+        let stats = &self.region.stats;
+        let start = Instant::now();
+        // Counts a creator that panics (unwinds through here) or fails as a creator error.
+        let failed = FailureCounter(stats);
+        let created = creator.create().await;
+        std::mem::forget(failed);
+        stats.add_time(Counter::CreationNanos, start.elapsed());
+        let value = created.map_err(|e| {
+            stats.incr(Counter::CreatorErrors);
+            CreateError::Creator(e)
+        })?;
+        stats.incr(Counter::Creations);
         if self.should_cache.is_none_or(|f| f(&value)) {
             let stored = match self.io {
                 Io::Blocking => self.cfg.store(self.mkey, &value),
@@ -455,7 +487,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
             };
             if let Err(e) = stored {
                 // The value is good: hand it out, and let the next caller try to store again.
-                tracing::warn!(key = self.mkey, error = %e, "storing a created value failed");
+                self.region.backend_failed(e, self.mkey);
             }
         }
         self.guard = None;
@@ -521,6 +553,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             configure_lock: parking_lot::Mutex::new(()),
             invalidation: DefaultInvalidation::new(),
             locks: OnceLock::new(),
+            stats: RegionStats::new(),
             _catalog: PhantomData,
         }
     }
@@ -743,8 +776,80 @@ impl<C: BackendCatalog> CacheRegion<C> {
     ) -> Result<Lookup<T>> {
         let mut found = Lookup::Absent;
         cfg.backend
-            .visit(mkey, &mut |v| found = self.classify(cfg, v, ttl, mkey))?;
+            .visit(mkey, &mut |v| found = self.classify(cfg, v, ttl, mkey))
+            .map_err(|e| self.backend_failed(e, mkey))?;
         Ok(found)
+    }
+
+    /// Reads and classifies several keys in one backend call, counting what it found.
+    fn read_multi<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkeys: &[&str],
+        ttl: Option<Duration>,
+    ) -> Result<Vec<Lookup<T>>> {
+        let raw = cfg
+            .backend
+            .get_multi(mkeys)
+            .map_err(|e| self.backend_failed(e, mkeys.first().copied().unwrap_or_default()))?;
+        Ok(raw
+            .into_iter()
+            .zip(mkeys)
+            .map(|(v, mkey)| {
+                let found = v.map_or(Lookup::Absent, |v| self.classify(cfg, &v, ttl, mkey));
+                self.count_read(&found);
+                found
+            })
+            .collect())
+    }
+
+    /// Counts what a first read found.
+    #[inline]
+    fn count_read<T>(&self, found: &Lookup<T>) {
+        self.stats.incr(match found {
+            Lookup::Fresh(_) => Counter::Hits,
+            Lookup::Stale(_) => Counter::StaleFound,
+            Lookup::Absent => Counter::Misses,
+        });
+    }
+
+    /// Counts what a get-or-create call ended with, and logs it.
+    fn count_outcome(&self, outcome: Outcome, mkey: &str) {
+        let counter = match outcome {
+            Outcome::Fresh | Outcome::Created => return,
+            Outcome::Stale => Counter::StaleServed,
+            Outcome::Waited => Counter::Waits,
+            Outcome::HandedOff => Counter::AsyncRefreshes,
+        };
+        self.stats.incr(counter);
+        tracing::debug!(region = self.name(), key = mkey, ?outcome, "get_or_create");
+    }
+
+    /// Counts and logs a backend error, and gives it back.
+    #[cold]
+    fn backend_failed(&self, e: Error, mkey: &str) -> Error {
+        if e.is_backend() {
+            self.stats.incr(Counter::BackendErrors);
+            tracing::warn!(region = self.name(), key = mkey, error = %e, "cache backend error");
+        }
+        e
+    }
+
+    /// A snapshot of this region's statistics: hits, misses, creations, stale values served,
+    /// waits, backend errors. Counting costs no shared write on the hit path.
+    ///
+    /// ```
+    /// # use dogpile_core::{CacheRegion, RegionConfig};
+    /// # let region: CacheRegion = CacheRegion::new();
+    /// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
+    /// region.get_or_create("k", || 1).unwrap();
+    /// region.get_or_create("k", || 1).unwrap();
+    /// let stats = region.stats();
+    /// assert_eq!((stats.misses, stats.creations, stats.hits), (1, 1, 1));
+    /// println!("{stats}");
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.stats.snapshot()
     }
 
     // ----------------------------------------------------------------------------------------
@@ -790,7 +895,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
             }
             let ttl = cfg.ttl(expiration);
             self.check_soft(cfg, ttl, key)?;
-            Ok(match self.lookup::<T>(cfg, &mkey, ttl)? {
+            let found = self.lookup::<T>(cfg, &mkey, ttl)?;
+            self.count_read(&found);
+            Ok(match found {
                 Lookup::Fresh(v) => Some(v),
                 Lookup::Stale(_) | Lookup::Absent => None,
             })
@@ -806,16 +913,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
         }
         let mkeys: Vec<Cow<'_, str>> = keys.iter().map(|k| cfg.mangle(k.as_ref())).collect();
         let refs: Vec<&str> = mkeys.iter().map(|k| &**k).collect();
-        let raw = cfg.backend.get_multi(&refs)?;
+        let raw = self.read_multi(&cfg, &refs, ttl)?;
         Ok(raw
             .into_iter()
-            .zip(&refs)
-            .map(
-                |(v, mkey)| match v.map(|v| self.classify::<T>(&cfg, &v, ttl, mkey)) {
-                    Some(Lookup::Fresh(v)) => Some(v),
-                    _ => None,
-                },
-            )
+            .map(|found| match found {
+                Lookup::Fresh(v) => Some(v),
+                _ => None,
+            })
             .collect())
     }
 
@@ -976,6 +1080,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             let mkey = cfg.mangle(key);
             let first = self.lookup::<T>(cfg, &mkey, ttl)?;
             if let Lookup::Fresh(v) = first {
+                self.stats.incr(Counter::Hits);
                 return Ok(v);
             }
             self.create_slow(cfg, key, &mkey, ttl, options, first, creator, Io::Blocking)
@@ -1008,6 +1113,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         creator: Cr,
         io: Io,
     ) -> Result<T, CreateError<E>> {
+        self.count_read(&first);
         let mut source = RegionSource {
             region: self,
             cfg,
@@ -1022,7 +1128,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
             _error: PhantomData,
         };
         // The blocking source never yields, so this drives the algorithm on this thread.
-        pollster::block_on(lock::get_or_create(&mut source, first))
+        let (value, outcome) = pollster::block_on(lock::get_or_create(&mut source, first))?;
+        self.count_outcome(outcome, mkey);
+        Ok(value)
     }
 
     /// [`get_or_create`](CacheRegion::get_or_create) for async code: waiters `.await` instead
@@ -1070,10 +1178,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
             _error: PhantomData,
         };
         let first = source.lookup().await?;
+        self.count_read(&first);
         if let Lookup::Fresh(v) = first {
             return Ok(v);
         }
-        lock::get_or_create(&mut source, first).await
+        let (value, outcome) = lock::get_or_create(&mut source, first).await?;
+        self.count_outcome(outcome, &mkey);
+        Ok(value)
     }
 
     /// The values at `keys`, in the caller's order; `creator` runs once, with only the keys that
@@ -1114,15 +1225,15 @@ impl<C: BackendCatalog> CacheRegion<C> {
         // Distinct keys that need a value, in the one lock order: sorted by mangled key.
         let mut pending: std::collections::BTreeMap<&str, (Vec<usize>, Option<T>)> =
             Default::default();
-        for (i, raw) in cfg.backend.get_multi(&refs)?.into_iter().enumerate() {
-            match raw.map(|v| self.classify::<T>(&cfg, &v, ttl, refs[i])) {
-                Some(Lookup::Fresh(v)) => out[i] = Some(v),
-                Some(Lookup::Stale(v)) => {
+        for (i, found) in self.read_multi(&cfg, &refs, ttl)?.into_iter().enumerate() {
+            match found {
+                Lookup::Fresh(v) => out[i] = Some(v),
+                Lookup::Stale(v) => {
                     let e = pending.entry(refs[i]).or_default();
                     e.0.push(i);
                     e.1 = Some(v);
                 }
-                _ => pending.entry(refs[i]).or_default().0.push(i),
+                Lookup::Absent => pending.entry(refs[i]).or_default().0.push(i),
             }
         }
 
@@ -1133,6 +1244,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 if mutex.try_acquire()? {
                     held.push((mkey, LockGuard::new(mutex)));
                 } else {
+                    self.stats.incr(Counter::StaleServed);
                     indices.iter().for_each(|&i| out[i] = Some(stale.clone()));
                 }
                 continue;
@@ -1142,9 +1254,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
                     held.push((mkey, LockGuard::new(mutex)));
                     break;
                 }
-                mutex.wait()?;
+                let start = Instant::now();
+                let waited = mutex.wait();
+                self.stats.add_time(Counter::WaitNanos, start.elapsed());
+                waited.map_err(|e| self.backend_failed(e, mkey))?;
                 match self.lookup::<T>(&cfg, mkey, ttl)? {
                     Lookup::Fresh(v) | Lookup::Stale(v) => {
+                        self.stats.incr(Counter::Waits);
                         indices.iter().for_each(|&i| out[i] = Some(v.clone()));
                         break;
                     }
@@ -1177,7 +1293,16 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 .iter()
                 .map(|mkey| keys[pending[mkey].0[0]].as_ref())
                 .collect();
-            let values = creator(&originals).map_err(CreateError::Creator)?;
+            let start = Instant::now();
+            let failed = FailureCounter(&self.stats);
+            let created = creator(&originals);
+            std::mem::forget(failed);
+            self.stats.add_time(Counter::CreationNanos, start.elapsed());
+            let values = created.map_err(|e| {
+                self.stats.incr(Counter::CreatorErrors);
+                CreateError::Creator(e)
+            })?;
+            self.stats.add(Counter::Creations, values.len() as u64);
             if values.len() != originals.len() {
                 return Err(CreateError::Cache(Error::Key(format!(
                     "the multi creator returned {} values for {} keys",
@@ -1202,7 +1327,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             }
             if !store.is_empty() {
                 if let Err(e) = cfg.backend.set_multi(store) {
-                    tracing::warn!(error = %e, "storing created values failed");
+                    self.backend_failed(e, to_create[0]);
                 }
             }
         }

@@ -1,0 +1,373 @@
+//! Region statistics: hits, misses, creations, stale values served, waits, backend errors.
+//!
+//! Counting must cost nothing measurable on the hit path, so no counter is shared between
+//! threads: every thread has its own block of counters, one row per region, written with plain
+//! loads and stores (no atomic read-modify-write, no cache line that another thread writes).
+//! A snapshot sums the rows of every thread. When a thread exits, its counts are folded into a
+//! shared total and its block is dropped, so the registry does not grow with threads that come
+//! and go.
+//!
+//! Rows are handed out to regions on first use and returned when a region is dropped; past
+//! [`ROWS`] live regions, the extra regions count in a shared row with atomic adds (correct, a
+//! little slower).
+
+use std::cell::OnceCell;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// What a region counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum Counter {
+    Hits,
+    Misses,
+    StaleFound,
+    StaleServed,
+    Creations,
+    CreationNanos,
+    CreatorErrors,
+    Waits,
+    WaitNanos,
+    AsyncRefreshes,
+    BackendErrors,
+}
+
+const COUNTERS: usize = 11;
+
+/// How many regions can have a per-thread row at once.
+pub(crate) const ROWS: usize = 64;
+
+type Row = [AtomicU64; COUNTERS];
+
+fn new_row() -> Row {
+    std::array::from_fn(|_| AtomicU64::new(0))
+}
+
+/// One thread's counters: a row per region slot.
+struct Block {
+    rows: Box<[Row]>,
+}
+
+impl Block {
+    fn new() -> Self {
+        Block {
+            rows: (0..ROWS).map(|_| new_row()).collect(),
+        }
+    }
+}
+
+/// Every live thread's block, and the totals of threads that have exited.
+struct Registry {
+    blocks: Vec<Arc<Block>>,
+    retired: Box<[[u64; COUNTERS]]>,
+    free_rows: Vec<usize>,
+}
+
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| {
+    Mutex::new(Registry {
+        blocks: Vec::new(),
+        retired: vec![[0; COUNTERS]; ROWS].into_boxed_slice(),
+        free_rows: (0..ROWS).rev().collect(),
+    })
+});
+
+/// A thread's handle on its block: registers it, and folds it into the totals on exit.
+struct Owner(Arc<Block>);
+
+impl Owner {
+    fn register() -> Self {
+        let block = Arc::new(Block::new());
+        REGISTRY.lock().blocks.push(block.clone());
+        Owner(block)
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let mut reg = REGISTRY.lock();
+        for (row, total) in self.0.rows.iter().zip(reg.retired.iter_mut()) {
+            for (c, t) in row.iter().zip(total.iter_mut()) {
+                *t += c.load(Ordering::Relaxed);
+            }
+        }
+        reg.blocks.retain(|b| !Arc::ptr_eq(b, &self.0));
+    }
+}
+
+thread_local! {
+    static OWNER: OnceCell<Owner> = const { OnceCell::new() };
+}
+
+const UNASSIGNED: usize = usize::MAX;
+const SHARED: usize = usize::MAX - 1;
+
+/// A region's counters.
+pub(crate) struct RegionStats {
+    /// The region's row in every thread's block; `UNASSIGNED` until first use, `SHARED` when
+    /// no row was free.
+    row: AtomicUsize,
+    shared: LazyLock<Row>,
+}
+
+impl RegionStats {
+    pub(crate) const fn new() -> Self {
+        RegionStats {
+            row: AtomicUsize::new(UNASSIGNED),
+            shared: LazyLock::new(new_row),
+        }
+    }
+
+    /// Adds `n` to a counter.
+    #[inline(always)]
+    pub(crate) fn add(&self, counter: Counter, n: u64) {
+        let row = self.row.load(Ordering::Relaxed);
+        if row < ROWS {
+            let counted = OWNER.try_with(|owner| match owner.get() {
+                Some(owner) => {
+                    let cell = &owner.0.rows[row][counter as usize];
+                    // Only this thread writes this cell, so a load and a store lose no counts.
+                    cell.store(
+                        cell.load(Ordering::Relaxed).wrapping_add(n),
+                        Ordering::Relaxed,
+                    );
+                    true
+                }
+                None => false,
+            });
+            if counted == Ok(true) {
+                return;
+            }
+        }
+        self.add_slow(counter, n);
+    }
+
+    /// The first count of a region or of a thread, or a count in the shared row.
+    #[cold]
+    #[inline(never)]
+    fn add_slow(&self, counter: Counter, n: u64) {
+        let mut row = self.row.load(Ordering::Relaxed);
+        if row == UNASSIGNED {
+            let mut reg = REGISTRY.lock();
+            row = self.row.load(Ordering::Relaxed);
+            if row == UNASSIGNED {
+                row = reg.free_rows.pop().unwrap_or(SHARED);
+                self.row.store(row, Ordering::Relaxed);
+            }
+        }
+        if row < ROWS {
+            let counted = OWNER.try_with(|owner| {
+                let cell = &owner.get_or_init(Owner::register).0.rows[row][counter as usize];
+                cell.store(
+                    cell.load(Ordering::Relaxed).wrapping_add(n),
+                    Ordering::Relaxed,
+                );
+            });
+            if counted.is_ok() {
+                return;
+            }
+        }
+        // No row free, or the thread is exiting and its block is gone.
+        self.shared[counter as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one to a counter.
+    #[inline(always)]
+    pub(crate) fn incr(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    /// Adds a duration, in nanoseconds, to a counter.
+    pub(crate) fn add_time(&self, counter: Counter, d: Duration) {
+        self.add(counter, u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// The counts so far.
+    pub(crate) fn snapshot(&self) -> Stats {
+        let mut sum = [0u64; COUNTERS];
+        for (s, c) in sum.iter_mut().zip(self.shared.iter()) {
+            *s = c.load(Ordering::Relaxed);
+        }
+        let row = self.row.load(Ordering::Relaxed);
+        if row < ROWS {
+            let reg = REGISTRY.lock();
+            for block in &reg.blocks {
+                for (s, c) in sum.iter_mut().zip(block.rows[row].iter()) {
+                    *s = s.wrapping_add(c.load(Ordering::Relaxed));
+                }
+            }
+            for (s, c) in sum.iter_mut().zip(reg.retired[row].iter()) {
+                *s = s.wrapping_add(*c);
+            }
+        }
+        Stats::from_counters(sum)
+    }
+}
+
+impl Drop for RegionStats {
+    fn drop(&mut self) {
+        let row = *self.row.get_mut();
+        if row >= ROWS {
+            return;
+        }
+        // No thread writes this row any more (the region is gone): clear it for the next region.
+        let mut reg = REGISTRY.lock();
+        for block in &reg.blocks {
+            for c in block.rows[row].iter() {
+                c.store(0, Ordering::Relaxed);
+            }
+        }
+        reg.retired[row] = [0; COUNTERS];
+        reg.free_rows.push(row);
+    }
+}
+
+/// A snapshot of a region's statistics, from [`CacheRegion::stats`](crate::CacheRegion::stats).
+///
+/// Its `Display` is a small table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Reads that found a fresh value.
+    pub hits: u64,
+    /// Reads that found no value (or a hard-invalidated or undecodable one).
+    pub misses: u64,
+    /// Reads that found an expired or soft-invalidated value.
+    pub stale_found: u64,
+    /// Callers of the get-or-create methods that got a stale value while another created.
+    pub stale_served: u64,
+    /// Times a creator ran and returned a value.
+    pub creations: u64,
+    /// Time spent in creators, in total.
+    pub creation_time: Duration,
+    /// Times a creator returned an error or panicked.
+    pub creator_errors: u64,
+    /// Callers that waited for another caller's creation.
+    pub waits: u64,
+    /// Time spent waiting, in total.
+    pub wait_time: Duration,
+    /// Creations handed to the async creation runner.
+    pub async_refreshes: u64,
+    /// Backend calls that failed.
+    pub backend_errors: u64,
+}
+
+impl Stats {
+    fn from_counters(c: [u64; COUNTERS]) -> Self {
+        use Counter::*;
+        Stats {
+            hits: c[Hits as usize],
+            misses: c[Misses as usize],
+            stale_found: c[StaleFound as usize],
+            stale_served: c[StaleServed as usize],
+            creations: c[Creations as usize],
+            creation_time: Duration::from_nanos(c[CreationNanos as usize]),
+            creator_errors: c[CreatorErrors as usize],
+            waits: c[Waits as usize],
+            wait_time: Duration::from_nanos(c[WaitNanos as usize]),
+            async_refreshes: c[AsyncRefreshes as usize],
+            backend_errors: c[BackendErrors as usize],
+        }
+    }
+
+    /// Hits as a share of all reads (0 when there were none).
+    pub fn hit_ratio(&self) -> f64 {
+        let reads = self.hits + self.misses + self.stale_found;
+        if reads == 0 {
+            0.0
+        } else {
+            self.hits as f64 / reads as f64
+        }
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let avg = |total: Duration, n: u64| {
+            if n == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.3?}", total / u32::try_from(n).unwrap_or(u32::MAX))
+            }
+        };
+        let rows = [
+            ("hits", self.hits.to_string()),
+            ("misses", self.misses.to_string()),
+            ("stale values found", self.stale_found.to_string()),
+            ("hit ratio", format!("{:.1}%", self.hit_ratio() * 100.0)),
+            ("creations", self.creations.to_string()),
+            (
+                "mean creation time",
+                avg(self.creation_time, self.creations),
+            ),
+            ("creator errors", self.creator_errors.to_string()),
+            ("stale values served", self.stale_served.to_string()),
+            ("callers that waited", self.waits.to_string()),
+            ("mean wait", avg(self.wait_time, self.waits)),
+            ("async refreshes", self.async_refreshes.to_string()),
+            ("backend errors", self.backend_errors.to_string()),
+        ];
+        writeln!(f, "| {:<20} | {:>12} |", "statistic", "value")?;
+        writeln!(f, "|{:-<22}|{:->14}|", "", "")?;
+        for (name, value) in rows {
+            writeln!(f, "| {name:<20} | {value:>12} |")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_many_threads_add_up_and_survive_thread_exit() {
+        let stats = Arc::new(RegionStats::new());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let stats = stats.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        stats.incr(Counter::Hits);
+                    }
+                    stats.add_time(Counter::WaitNanos, Duration::from_micros(1));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        stats.incr(Counter::Misses);
+        let s = stats.snapshot();
+        assert_eq!(s.hits, 8000);
+        assert_eq!(s.misses, 1);
+        assert_eq!(s.wait_time, Duration::from_micros(8));
+        assert!((s.hit_ratio() - 8000.0 / 8001.0).abs() < 1e-9);
+        assert!(s
+            .to_string()
+            .contains("| hits                 |         8000 |"));
+    }
+
+    #[test]
+    fn a_dropped_regions_row_is_cleared_for_the_next() {
+        let a = RegionStats::new();
+        a.add(Counter::Creations, 5);
+        let row = a.row.load(Ordering::Relaxed);
+        drop(a);
+        // Take rows until we get the same one back; it must start at zero.
+        let mut held = Vec::new();
+        loop {
+            let b = RegionStats::new();
+            b.incr(Counter::Hits);
+            let r = b.row.load(Ordering::Relaxed);
+            if r == row || r == SHARED {
+                assert_eq!(b.snapshot().creations, 0);
+                break;
+            }
+            held.push(b);
+        }
+    }
+}
