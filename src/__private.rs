@@ -128,42 +128,24 @@ pub fn expiration<E: IntoExpiration + ?Sized>(e: &E) -> Expiration {
 // ------------------------------------------------------------------------------------------------
 // return types
 
-/// Checks at compile time that a return type can be cached (the error names the return type).
-#[inline(always)]
-pub const fn assert_cache_value<T: CacheValue>() {}
-
 /// Checks at compile time that the ids of a batch function can be part of a key.
 #[inline(always)]
 pub fn assert_key_items<K: KeyArg>(_: &[K]) {}
 
-/// A `Result` return type: only `Ok` is cached.
+/// The check behind every cached type in generated code: a projection that fails once, at the
+/// return type, instead of a bound failing at every generated call.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a `std::result::Result`",
-    label = "a return type named `Result` is cached as `std::result::Result<T, E>`: only `Ok` is stored",
-    note = "return `std::result::Result<T, E>` (or an alias of it)"
+    message = "`{Self}` cannot be cached: a cached value must be `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`",
+    label = "this type is cached",
+    note = "derive `serde::Serialize`, `serde::Deserialize` and `Clone` for it, or cache an owned type that has them"
 )]
-pub trait CacheResult: Sized {
-    /// The value cached.
-    type Ok;
-    /// The error returned to the caller and never cached.
-    type Err;
-    /// As a `Result`.
-    fn into_result(self) -> Result<Self::Ok, Self::Err>;
-    /// From a `Result`.
-    fn from_result(r: Result<Self::Ok, Self::Err>) -> Self;
+pub trait Cacheable {
+    /// The type itself.
+    type Out: CacheValue;
 }
 
-impl<T, E> CacheResult for Result<T, E> {
-    type Ok = T;
-    type Err = E;
-    #[inline(always)]
-    fn into_result(self) -> Result<T, E> {
-        self
-    }
-    #[inline(always)]
-    fn from_result(r: Result<T, E>) -> Self {
-        r
-    }
+impl<T: CacheValue> Cacheable for T {
+    type Out = T;
 }
 
 /// A `should_cache_fn` for `asdict` batch functions: entries the body left out are not stored.
@@ -274,11 +256,11 @@ const FALLBACK: &str = "cache unavailable: calling the function without it";
 
 /// A decorated function's call: the cached value, or the body's when the cache fails.
 #[inline]
-pub fn get_or_create<T: CacheValue>(
+pub fn get_or_create<T: CacheValue, F: FnOnce() -> T>(
     region: &CacheRegion,
     key: &Key,
     options: &CreateOptions<T>,
-    body: impl FnOnce() -> T,
+    body: F,
 ) -> T {
     let mut body = Some(body);
     let mut made: Option<T> = None;
@@ -323,29 +305,29 @@ fn unreachable_body() -> ! {
 
 /// A decorated function returning `Result`: only `Ok` is cached; `Err` reaches the caller.
 #[inline]
-pub fn try_get_or_create<R>(
+pub fn try_get_or_create<T, E, F>(
     region: &CacheRegion,
     key: &Key,
-    options: &CreateOptions<R::Ok>,
-    body: impl FnOnce() -> R,
-) -> R
+    options: &CreateOptions<T>,
+    body: F,
+) -> Result<T, E>
 where
-    R: CacheResult,
-    R::Ok: CacheValue,
+    T: CacheValue,
+    F: FnOnce() -> Result<T, E>,
 {
     let mut body = Some(body);
-    let mut made: Option<R::Ok> = None;
+    let mut made: Option<T> = None;
     let out = region.try_get_or_create(key.as_str(), options, || {
         let v = match body.take() {
-            Some(f) => f().into_result().map_err(Some)?,
+            Some(f) => f().map_err(Some)?,
             None => return Err(None),
         };
         made = Some(v.clone());
         Ok(v)
     });
     match out {
-        Ok(v) => R::from_result(Ok(v)),
-        Err(CreateError::Creator(Some(e))) => R::from_result(Err(e)),
+        Ok(v) => Ok(v),
+        Err(CreateError::Creator(Some(e))) => Err(e),
         Err(CreateError::Creator(None)) => fallback_result(region, key, None, body, made),
         Err(CreateError::Cache(e)) => fallback_result(region, key, Some(e), body, made),
     }
@@ -353,32 +335,33 @@ where
 
 #[cold]
 #[inline(never)]
-fn fallback_result<R: CacheResult>(
+fn fallback_result<T, E>(
     region: &CacheRegion,
     key: &Key,
     e: Option<dogpile_core::Error>,
-    body: Option<impl FnOnce() -> R>,
-    made: Option<R::Ok>,
-) -> R {
+    body: Option<impl FnOnce() -> Result<T, E>>,
+    made: Option<T>,
+) -> Result<T, E> {
     if let Some(e) = &e {
         cache_failed(region, key.as_str(), FALLBACK, e);
     }
     match (made, body) {
-        (Some(v), _) => R::from_result(Ok(v)),
+        (Some(v), _) => Ok(v),
         (None, Some(f)) => f(),
         (None, None) => unreachable_body(),
     }
 }
 
 /// [`get_or_create`] for `async fn`: waiters `.await`.
-pub async fn get_or_create_async<T, Fut>(
+pub async fn get_or_create_async<T, F, Fut>(
     region: &CacheRegion,
     key: &Key,
     options: &CreateOptions<T>,
-    body: impl FnOnce() -> Fut,
+    body: F,
 ) -> T
 where
     T: CacheValue,
+    F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
     let mut body = Some(body);
@@ -413,26 +396,26 @@ where
 }
 
 /// [`try_get_or_create`] for `async fn`.
-pub async fn try_get_or_create_async<R, Fut>(
+pub async fn try_get_or_create_async<T, E, F, Fut>(
     region: &CacheRegion,
     key: &Key,
-    options: &CreateOptions<R::Ok>,
-    body: impl FnOnce() -> Fut,
-) -> R
+    options: &CreateOptions<T>,
+    body: F,
+) -> Result<T, E>
 where
-    R: CacheResult,
-    R::Ok: CacheValue,
-    Fut: Future<Output = R>,
+    T: CacheValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
 {
     let mut body = Some(body);
-    let mut made: Option<R::Ok> = None;
+    let mut made: Option<T> = None;
     let out = region
         .try_get_or_create_async(key.as_str(), options, || {
             let f = body.take();
             let made = &mut made;
             async move {
                 let v = match f {
-                    Some(f) => f().await.into_result().map_err(Some)?,
+                    Some(f) => f().await.map_err(Some)?,
                     None => return Err(None),
                 };
                 *made = Some(v.clone());
@@ -441,8 +424,8 @@ where
         })
         .await;
     let e = match out {
-        Ok(v) => return R::from_result(Ok(v)),
-        Err(CreateError::Creator(Some(e))) => return R::from_result(Err(e)),
+        Ok(v) => return Ok(v),
+        Err(CreateError::Creator(Some(e))) => return Err(e),
         Err(CreateError::Creator(None)) => None,
         Err(CreateError::Cache(e)) => Some(e),
     };
@@ -450,7 +433,7 @@ where
         cache_failed(region, key.as_str(), FALLBACK, e);
     }
     match (made, body) {
-        (Some(v), _) => R::from_result(Ok(v)),
+        (Some(v), _) => Ok(v),
         (None, Some(f)) => f().await,
         (None, None) => unreachable_body(),
     }
@@ -530,15 +513,12 @@ pub fn refresh<T: CacheValue>(region: &CacheRegion, key: &Key, value: T) -> T {
 }
 
 /// `<fn>_refresh` of a function returning `Result`: stores `Ok` only.
-pub fn refresh_result<R>(region: &CacheRegion, key: &Key, value: R) -> R
-where
-    R: CacheResult,
-    R::Ok: CacheValue,
-{
-    match value.into_result() {
-        Ok(v) => R::from_result(Ok(refresh(region, key, v))),
-        Err(e) => R::from_result(Err(e)),
-    }
+pub fn refresh_result<T: CacheValue, E>(
+    region: &CacheRegion,
+    key: &Key,
+    value: Result<T, E>,
+) -> Result<T, E> {
+    value.map(|v| refresh(region, key, v))
 }
 
 /// `<fn>_refresh` of an `async fn`.
@@ -548,14 +528,14 @@ pub async fn refresh_async<T: CacheValue>(region: &CacheRegion, key: &Key, value
 }
 
 /// `<fn>_refresh` of an `async fn` returning `Result`.
-pub async fn refresh_result_async<R>(region: &CacheRegion, key: &Key, value: R) -> R
-where
-    R: CacheResult,
-    R::Ok: CacheValue,
-{
-    match value.into_result() {
-        Ok(v) => R::from_result(Ok(refresh_async(region, key, v).await)),
-        Err(e) => R::from_result(Err(e)),
+pub async fn refresh_result_async<T: CacheValue, E>(
+    region: &CacheRegion,
+    key: &Key,
+    value: Result<T, E>,
+) -> Result<T, E> {
+    match value {
+        Ok(v) => Ok(refresh_async(region, key, v).await),
+        Err(e) => Err(e),
     }
 }
 
@@ -595,16 +575,17 @@ enum MultiFail<V> {
 
 /// A batch call returning `Vec<V>`: every key looked up, the body called once with the missing
 /// items only, the answers in the caller's order.
-pub fn get_or_create_multi<K, V>(
+pub fn get_or_create_multi<K, V, F>(
     region: &CacheRegion,
     site: &Site,
     options: &CreateOptions<V>,
     items: &[K],
-    body: impl FnOnce(&[K]) -> Vec<V>,
+    body: F,
 ) -> Vec<V>
 where
     K: KeyArg + Clone,
     V: CacheValue,
+    F: FnOnce(&[K]) -> Vec<V>,
 {
     if items.is_empty() {
         return Vec::new();
@@ -672,17 +653,18 @@ fn missing_items<K: Clone>(keys: &[String], items: &[K], missing: &[&str]) -> Ve
 
 /// A batch call with `asdict = true`: the body returns a map (any `(K, V)` collection); items it
 /// leaves out are neither cached nor returned.
-pub fn get_or_create_multi_dict<K, V, M>(
+pub fn get_or_create_multi_dict<K, V, M, F>(
     region: &CacheRegion,
     site: &Site,
     options: &CreateOptions<Option<V>>,
     items: &[K],
-    body: impl FnOnce(&[K]) -> M,
+    body: F,
 ) -> M
 where
     K: KeyArg + Clone,
     V: CacheValue,
     M: IntoIterator<Item = (K, V)> + FromIterator<(K, V)>,
+    F: FnOnce(&[K]) -> M,
 {
     if items.is_empty() {
         return M::from_iter(std::iter::empty());

@@ -409,7 +409,8 @@ impl<'a> Func<'a> {
         let region = args.region.as_ref().map(|r| r.to_token_stream());
         let span = args.region.as_ref().map_or(Span::call_site(), |r| r.span());
         quote_spanned! {span=>
-            let __dp_region: &::dogpile::__private::CacheRegion = ::dogpile::__private::region(&(#region));
+            let __dp_region_expr = &(#region);
+            let __dp_region: &::dogpile::__private::CacheRegion = ::dogpile::__private::region(__dp_region_expr);
         }
     }
 
@@ -457,7 +458,8 @@ impl<'a> Func<'a> {
         let site = self.site(args);
         let key_args = self.key_params.iter().map(|&i| {
             let p = &self.params[i];
-            let ident = &p.ident;
+            // The whole cast at the argument's type, so a missing `KeyArg` points there.
+            let ident = Ident::new(&p.ident.to_string(), p.ty.span());
             quote_spanned!(p.ty.span()=> &#ident as &dyn ::dogpile::__private::KeyArg)
         });
         quote! {
@@ -485,18 +487,21 @@ impl<'a> Func<'a> {
             }
             (None, false) => None,
         };
+        let checked = Self::checked(cached);
         let opt_ty = if dict {
-            quote!(::core::option::Option<#cached>)
+            quote!(::core::option::Option<#checked>)
         } else {
-            quote!(#cached)
+            checked
         };
         quote! {
             let __dp_opts = ::dogpile::__private::CreateOptions::<#opt_ty>::new() #exp #should;
         }
     }
 
-    fn assert_cacheable(&self, cached: &Type) -> TokenStream {
-        quote_spanned!(cached.span()=> const _: () = ::dogpile::__private::assert_cache_value::<#cached>();)
+    /// `cached`, through the `Cacheable` projection: a type that cannot be cached fails there once,
+    /// at the return type, and the generated calls then see an error type and stay quiet.
+    fn checked(cached: &Type) -> TokenStream {
+        quote_spanned!(cached.span()=> <#cached as ::dogpile::__private::Cacheable>::Out)
     }
 
     fn doc(text: String) -> TokenStream {
@@ -517,19 +522,18 @@ impl<'a> Func<'a> {
         let opts = self.options(args, cached, false);
         let body = self.body_closure();
         let dot_await = self.is_async.then(|| quote!(.await));
-        let check = self.assert_cacheable_in_fn(cached);
+        let ct = Self::checked(cached);
 
         let wrapper_sig = self.plain_sig();
         let call = match (self.is_result, self.is_async) {
-            (false, false) => quote!(::dogpile::__private::get_or_create),
-            (true, false) => quote!(::dogpile::__private::try_get_or_create),
-            (false, true) => quote!(::dogpile::__private::get_or_create_async),
-            (true, true) => quote!(::dogpile::__private::try_get_or_create_async),
+            (false, false) => quote!(::dogpile::__private::get_or_create::<#ct, _>),
+            (true, false) => quote!(::dogpile::__private::try_get_or_create::<#ct, _, _>),
+            (false, true) => quote!(::dogpile::__private::get_or_create_async::<#ct, _, _>),
+            (true, true) => quote!(::dogpile::__private::try_get_or_create_async::<#ct, _, _, _>),
         };
         let wrapper = quote! {
             #(#attrs)*
             #vis #wrapper_sig {
-                #check
                 #key
                 #opts
                 #call(__dp_region, &__dp_key, &__dp_opts, #body) #dot_await
@@ -541,8 +545,14 @@ impl<'a> Func<'a> {
         let set_fn = format_ident!("set{}", a);
         let invalidate_fn = format_ident!("invalidate{}", a);
         let refresh_fn = match self.is_result {
-            false => format_ident!("refresh{}", a),
-            true => format_ident!("refresh_result{}", a),
+            false => {
+                let f = format_ident!("refresh{}", a);
+                quote!(#f::<#ct>)
+            }
+            true => {
+                let f = format_ident!("refresh_result{}", a);
+                quote!(#f::<#ct, _>)
+            }
         };
 
         let get_sig = self.companion_sig(
@@ -602,7 +612,7 @@ impl<'a> Func<'a> {
             #[allow(dead_code)]
             #vis #get_sig {
                 #key
-                ::dogpile::__private::#get_fn::<#cached>(__dp_region, &__dp_key) #dot_await
+                ::dogpile::__private::#get_fn::<#ct>(__dp_region, &__dp_key) #dot_await
             }
 
             #set_doc
@@ -610,7 +620,7 @@ impl<'a> Func<'a> {
             #[allow(dead_code)]
             #vis #set_sig {
                 #key
-                ::dogpile::__private::#set_fn::<#cached>(__dp_region, &__dp_key, #value_name) #dot_await
+                ::dogpile::__private::#set_fn::<#ct>(__dp_region, &__dp_key, #value_name) #dot_await
             }
 
             #inv_doc
@@ -635,41 +645,6 @@ impl<'a> Func<'a> {
             #[allow(dead_code)]
             #vis #uncached_sig #block
         })
-    }
-
-    /// A compile-time check, inside a function body, that `cached` can be cached (the error
-    /// points at the return type). Generic types are checked where the region call needs them.
-    fn assert_cacheable_in_fn(&self, cached: &Type) -> TokenStream {
-        if self.mentions_generics(cached) {
-            return TokenStream::new();
-        }
-        self.assert_cacheable(cached)
-    }
-
-    /// Whether `ty` names a generic parameter of the function (or `Self`), which a `const` item
-    /// cannot see.
-    fn mentions_generics(&self, ty: &Type) -> bool {
-        let text = ty.to_token_stream().to_string();
-        let mut names: Vec<String> = self
-            .item
-            .sig
-            .generics
-            .params
-            .iter()
-            .filter_map(|p| match p {
-                syn::GenericParam::Type(t) => Some(t.ident.to_string()),
-                syn::GenericParam::Const(c) => Some(c.ident.to_string()),
-                syn::GenericParam::Lifetime(_) => None,
-            })
-            .collect();
-        names.push("Self".to_owned());
-        names.push("'".to_owned());
-        text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '\''))
-            .any(|word| {
-                names
-                    .iter()
-                    .any(|n| word == n || (n == "'" && word.starts_with('\'')))
-            })
     }
 
     // --------------------------------------------------------------------------------------------
@@ -735,22 +710,21 @@ impl<'a> Func<'a> {
         let stmts = &self.item.block.stmts;
         let slice_ty = quote!(&[#elem]);
         let body = quote!(move |#ids_ident: #slice_ty| -> #ret { #prologue #(#stmts)* });
-        let check = self.assert_cacheable_in_fn(&value);
+        let vt = Self::checked(&value);
         let elem_check = quote_spanned!(ids.ty.span()=>
             ::dogpile::__private::assert_key_items::<#elem>(#ids_ident);
         );
         let dict = args.asdict;
         let call = if dict {
-            quote!(::dogpile::__private::get_or_create_multi_dict::<#elem, #value, #ret>)
+            quote!(::dogpile::__private::get_or_create_multi_dict::<#elem, #vt, #ret, _>)
         } else {
-            quote!(::dogpile::__private::get_or_create_multi::<#elem, #value>)
+            quote!(::dogpile::__private::get_or_create_multi::<#elem, #vt, _>)
         };
 
         let wrapper_sig = self.plain_sig();
         let wrapper = quote! {
             #(#attrs)*
             #vis #wrapper_sig {
-                #check
                 #elem_check
                 #region
                 #site
@@ -766,9 +740,9 @@ impl<'a> Func<'a> {
         };
         let get_sig = self.companion_sig(self.companion("get"), None, false, get_out);
         let get_call = if dict {
-            quote!(::dogpile::__private::get_multi_dict::<#elem, #value, #ret>(__dp_region, &__dp_site, #ids_ident))
+            quote!(::dogpile::__private::get_multi_dict::<#elem, #vt, #ret>(__dp_region, &__dp_site, #ids_ident))
         } else {
-            quote!(::dogpile::__private::get_multi::<#elem, #value>(__dp_region, &__dp_site, #ids_ident))
+            quote!(::dogpile::__private::get_multi::<#elem, #vt>(__dp_region, &__dp_site, #ids_ident))
         };
         let get_doc = Self::doc(format!(
             " What `{name}` has cached for these ids, without calling it: {}",
@@ -795,9 +769,9 @@ impl<'a> Func<'a> {
             })
             .collect();
         let set_fn = if dict {
-            quote!(::dogpile::__private::set_multi_dict::<#elem, #value>)
+            quote!(::dogpile::__private::set_multi_dict::<#elem, #vt>)
         } else {
-            quote!(::dogpile::__private::set_multi::<#elem, #value>)
+            quote!(::dogpile::__private::set_multi::<#elem, #vt>)
         };
         let set_doc = Self::doc(format!(
             " Stores values as the results of `{name}` for their ids, without calling it: `(id, value)` pairs, or a map."
@@ -819,9 +793,9 @@ impl<'a> Func<'a> {
             syn::parse_quote!(-> #ret),
         );
         let refresh_call = if dict {
-            quote!(::dogpile::__private::refresh_multi_dict::<#elem, #value, #ret>(__dp_region, &__dp_site, __dp_value))
+            quote!(::dogpile::__private::refresh_multi_dict::<#elem, #vt, #ret>(__dp_region, &__dp_site, __dp_value))
         } else {
-            quote!(::dogpile::__private::refresh_multi::<#elem, #value>(__dp_region, &__dp_site, #ids_ident, __dp_value))
+            quote!(::dogpile::__private::refresh_multi::<#elem, #vt>(__dp_region, &__dp_site, #ids_ident, __dp_value))
         };
         let refresh_doc = Self::doc(format!(
             " Runs `{name}` for every id without looking in the cache, stores what it returns and returns it."
