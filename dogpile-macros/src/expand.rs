@@ -458,9 +458,9 @@ impl<'a> Func<'a> {
         let site = self.site(args);
         let key_args = self.key_params.iter().map(|&i| {
             let p = &self.params[i];
-            // The whole cast at the argument's type, so a missing `KeyArg` points there.
-            let ident = Ident::new(&p.ident.to_string(), p.ty.span());
-            quote_spanned!(p.ty.span()=> &#ident as &dyn ::dogpile::__private::KeyArg)
+            // The whole cast at the argument's name, so a missing `KeyArg` points there.
+            let ident = &p.ident;
+            quote_spanned!(p.ident.span()=> &#ident as &dyn ::dogpile::__private::KeyArg)
         });
         quote! {
             #region
