@@ -299,3 +299,73 @@ pub(crate) fn parse_template(lit: &LitStr) -> syn::Result<Vec<TemplatePiece>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(text: &str) -> syn::Result<Vec<String>> {
+        let lit = LitStr::new(text, Span::call_site());
+        Ok(parse_template(&lit)?
+            .into_iter()
+            .map(|p| match p {
+                TemplatePiece::Lit(s) => format!("lit:{s}"),
+                TemplatePiece::Arg(s) => format!("arg:{s}"),
+            })
+            .collect())
+    }
+
+    #[test]
+    fn templates_split_into_literals_and_arguments() {
+        assert_eq!(
+            pieces("user:{id}:{ lang }").unwrap(),
+            ["lit:user:", "arg:id", "lit::", "arg:lang"]
+        );
+        assert_eq!(pieces("{{x}}{a}").unwrap(), ["lit:{x}", "arg:a"]);
+        assert_eq!(pieces("plain").unwrap(), ["lit:plain"]);
+    }
+
+    #[test]
+    fn bad_templates_are_errors() {
+        assert!(pieces("user:{id").is_err());
+        assert!(pieces("user:{}").is_err());
+        assert!(pieces("user}").is_err());
+    }
+
+    fn args(tokens: proc_macro2::TokenStream, kind: Kind) -> syn::Result<Args> {
+        Args::from_raw(syn::parse2(tokens)?, kind)
+    }
+
+    #[test]
+    fn options_are_checked() {
+        use quote::quote;
+        let a = args(
+            quote!(region = R, expiration = 5, ignore = [a, b], key = "{c}"),
+            Kind::Single,
+        )
+        .unwrap();
+        assert!(a.region.is_some() && a.expiration.is_some());
+        assert_eq!(a.ignore.len(), 2);
+        assert!(args(quote!(namespace = "x"), Kind::Single).is_err());
+        assert!(args(quote!(region = R, region = R), Kind::Single).is_err());
+        assert!(args(
+            quote!(region = R, expiration_time = 1, expiration = 2),
+            Kind::Single
+        )
+        .is_err());
+        assert!(args(quote!(region = R, asdict = true), Kind::Single).is_err());
+        assert!(
+            args(quote!(region = R, asdict = true), Kind::Multi)
+                .unwrap()
+                .asdict
+        );
+        assert!(args(quote!(region = R, key = "x"), Kind::Multi).is_err());
+        assert!(args(quote!(region = R, namespace = 5), Kind::Single).is_err());
+        assert!(args(
+            quote!(region = R, key = "{a}", function_key_generator = g),
+            Kind::Single
+        )
+        .is_err());
+        assert!(args(quote!(region), Kind::Single).is_err());
+    }
+}
