@@ -447,6 +447,20 @@ pub fn get<T: CacheValue>(region: &CacheRegion, key: &Key) -> Option<T> {
     })
 }
 
+/// `<fn>_get` of a function with its own `expiration_time`: a value older than that is `None`.
+pub fn get_with_expiration<T: CacheValue>(
+    region: &CacheRegion,
+    key: &Key,
+    expiration: Expiration,
+) -> Option<T> {
+    region
+        .get_with_expiration::<T>(key.as_str(), expiration)
+        .unwrap_or_else(|e| {
+            cache_failed(region, key.as_str(), "cache unavailable: no value read", &e);
+            None
+        })
+}
+
 /// `<fn>_get` of an `async fn`.
 pub async fn get_async<T: CacheValue>(region: &CacheRegion, key: &Key) -> Option<T> {
     region

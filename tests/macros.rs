@@ -471,7 +471,10 @@ fn expiration_time_in_seconds_duration_never_and_per_call() {
         f(1);
     }
     assert_eq!(count(&CALLS), 4);
+    assert_eq!(ten_get(1), Some(1));
     manual.advance(Duration::from_secs(11));
+    assert_eq!(ten_get(1), None, "`_get` honours the function's expiration");
+    assert_eq!(never_get(1), Some(1));
     for f in [ten, twenty, thirty, never] {
         f(1);
     }

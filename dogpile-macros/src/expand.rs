@@ -555,6 +555,18 @@ impl<'a> Func<'a> {
             }
         };
 
+        // A blocking `_get` honours the function's own expiration; the async one reads with the
+        // region's (the region has no async read with an expiration).
+        let get_call = match (&args.expiration, self.is_async) {
+            (Some(e), false) => quote_spanned! {e.span()=>
+                ::dogpile::__private::get_with_expiration::<#ct>(
+                    __dp_region,
+                    &__dp_key,
+                    ::dogpile::__private::expiration(&(#e)),
+                )
+            },
+            _ => quote!(::dogpile::__private::#get_fn::<#ct>(__dp_region, &__dp_key) #dot_await),
+        };
         let get_sig = self.companion_sig(
             self.companion("get"),
             None,
@@ -612,7 +624,7 @@ impl<'a> Func<'a> {
             #[allow(dead_code)]
             #vis #get_sig {
                 #key
-                ::dogpile::__private::#get_fn::<#ct>(__dp_region, &__dp_key) #dot_await
+                #get_call
             }
 
             #set_doc

@@ -57,7 +57,8 @@ mod expand;
 /// For `fn one(a: A, b: B) -> T`, with the function's visibility (methods for a method, `async`
 /// for an `async fn`); `V` is `T`, or the `Ok` type of a `Result`:
 ///
-/// - `one_get(a, b) -> Option<V>`: the cached value, without calling the body;
+/// - `one_get(a, b) -> Option<V>`: the cached value, without calling the body (`None` when it is
+///   older than the function's `expiration_time`; an `async fn` reads with the region's);
 /// - `one_set(value: V, a, b)`: stores a value;
 /// - `one_invalidate(a, b)`: deletes the entry;
 /// - `one_refresh(a, b) -> T`: runs the body, stores and returns its value;
