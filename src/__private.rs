@@ -1,3 +1,809 @@
 //! What macro output names. Not a public API: it changes without notice.
+//!
+//! The code `#[cache_on_arguments]` and `#[cache_multi_on_arguments]` generate is small: it builds
+//! the key arguments, the per-call options and the body closure, and hands them to the functions
+//! here, which hold the logic once: the key built in a reused thread-local buffer, the region
+//! call, and the fallback to the body when the cache fails.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 pub use dogpile_core;
+pub use dogpile_core::{
+    CacheValue, CreateError, CreateOptions, Expiration, FunctionInfo, FunctionKeyGenerator, KeyArg,
+};
+
+pub use crate::CacheRegion;
+
+// ------------------------------------------------------------------------------------------------
+// region = …
+
+/// What `region = …` may name: a region, or something that derefs to one (a `LazyLock`, an
+/// `Arc`, a reference).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a cache region",
+    label = "`region = …` must name a `dogpile::CacheRegion`",
+    note = "use a `static REGION: dogpile::CacheRegion = dogpile::CacheRegion::new();`, a `static REGION: LazyLock<dogpile::CacheRegion>`, or an expression of type `&dogpile::CacheRegion`"
+)]
+pub trait AsRegion {
+    /// The region.
+    fn as_region(&self) -> &CacheRegion;
+}
+
+impl AsRegion for CacheRegion {
+    #[inline(always)]
+    fn as_region(&self) -> &CacheRegion {
+        self
+    }
+}
+
+impl<R: AsRegion + ?Sized> AsRegion for &R {
+    #[inline(always)]
+    fn as_region(&self) -> &CacheRegion {
+        (**self).as_region()
+    }
+}
+
+impl<R: AsRegion, F: FnOnce() -> R> AsRegion for LazyLock<R, F> {
+    #[inline(always)]
+    fn as_region(&self) -> &CacheRegion {
+        LazyLock::force(self).as_region()
+    }
+}
+
+impl<R: AsRegion + ?Sized> AsRegion for Arc<R> {
+    #[inline(always)]
+    fn as_region(&self) -> &CacheRegion {
+        (**self).as_region()
+    }
+}
+
+impl<R: AsRegion + ?Sized> AsRegion for Box<R> {
+    #[inline(always)]
+    fn as_region(&self) -> &CacheRegion {
+        (**self).as_region()
+    }
+}
+
+/// The region named by `region = …`.
+#[inline(always)]
+pub fn region<R: AsRegion + ?Sized>(r: &R) -> &CacheRegion {
+    r.as_region()
+}
+
+// ------------------------------------------------------------------------------------------------
+// expiration_time = …
+
+/// What `expiration_time = …` may be: seconds (`-1`: never), a `Duration`, an `Option<Duration>`,
+/// an [`Expiration`], or a function returning one of these, called on every call.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an expiration time",
+    label = "`expiration_time = …` must be seconds, a `Duration`, or a function returning one",
+    note = "use whole seconds (`3600`, or `-1` for never), a `std::time::Duration`, a `dogpile::Expiration`, or the path of a `fn() -> Duration` (called on every call)"
+)]
+pub trait IntoExpiration {
+    /// The expiration in force for this call.
+    fn to_expiration(&self) -> Expiration;
+}
+
+macro_rules! expiration_from_copy {
+    ($($t:ty)*) => {$(
+        impl IntoExpiration for $t {
+            #[inline]
+            fn to_expiration(&self) -> Expiration {
+                Expiration::from(*self)
+            }
+        }
+    )*};
+}
+expiration_from_copy!(u32 u64 i32 i64 Duration Option<Duration>);
+
+impl IntoExpiration for Expiration {
+    #[inline]
+    fn to_expiration(&self) -> Expiration {
+        self.clone()
+    }
+}
+
+impl<F, E> IntoExpiration for F
+where
+    F: Fn() -> E,
+    E: Into<Expiration>,
+{
+    #[inline]
+    fn to_expiration(&self) -> Expiration {
+        self().into()
+    }
+}
+
+/// The expiration of one call.
+#[inline]
+pub fn expiration<E: IntoExpiration + ?Sized>(e: &E) -> Expiration {
+    e.to_expiration()
+}
+
+// ------------------------------------------------------------------------------------------------
+// return types
+
+/// Checks at compile time that the ids of a batch function can be part of a key.
+#[inline(always)]
+pub fn assert_key_items<K: KeyArg>(_: &[K]) {}
+
+/// The check behind every cached type in generated code: a projection that fails once, at the
+/// return type, instead of a bound failing at every generated call.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: a cached value must be `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`",
+    label = "this type is cached",
+    note = "derive `serde::Serialize`, `serde::Deserialize` and `Clone` for it, or cache an owned type that has them"
+)]
+pub trait Cacheable {
+    /// The type itself.
+    type Out: CacheValue;
+}
+
+impl<T: CacheValue> Cacheable for T {
+    type Out = T;
+}
+
+/// A `should_cache_fn` for `asdict` batch functions: entries the body left out are not stored.
+#[inline]
+pub fn is_some<V>(value: &Option<V>) -> bool {
+    value.is_some()
+}
+
+// ------------------------------------------------------------------------------------------------
+// keys
+
+/// One piece of a `key = "…"` template.
+#[derive(Debug, Clone, Copy)]
+pub enum Piece {
+    /// Literal text.
+    Lit(&'static str),
+    /// The key text of the key argument at this index.
+    Arg(usize),
+}
+
+/// Everything a decorated function knows at compile time about its keys.
+#[derive(Debug)]
+pub struct Site {
+    /// The module path, name and namespace.
+    pub info: FunctionInfo,
+    /// `module::path:name|namespace|`, built by `concat!`.
+    pub prefix: &'static str,
+    /// The `function_key_generator = …` of the attribute.
+    pub generator: Option<FunctionKeyGenerator>,
+    /// The `key = "…"` template of the attribute.
+    pub template: Option<&'static [Piece]>,
+}
+
+thread_local! {
+    static KEY_BUF: Cell<String> = const { Cell::new(String::new()) };
+}
+
+/// A key built in the thread's reused buffer; the buffer goes back when the key is dropped. A
+/// creator that calls other decorated functions takes an empty buffer meanwhile, so reentrancy
+/// only costs an allocation.
+pub struct Key {
+    buf: String,
+}
+
+impl Key {
+    /// The key of one call.
+    #[inline]
+    pub fn build(region: &CacheRegion, site: &Site, args: &[&dyn KeyArg]) -> Key {
+        let mut buf = KEY_BUF.try_with(Cell::take).unwrap_or_default();
+        buf.clear();
+        if let Some(template) = site.template {
+            for piece in template {
+                match *piece {
+                    Piece::Lit(s) => buf.push_str(s),
+                    Piece::Arg(i) => {
+                        if let Some(a) = args.get(i) {
+                            a.write_key(&mut buf);
+                        }
+                    }
+                }
+            }
+        } else if let Some(generator) = site.generator.or_else(|| region.function_key_generator()) {
+            let made = generator(&site.info, args);
+            buf.push_str(&made);
+        } else {
+            buf.push_str(site.prefix);
+            dogpile_core::write_args(&mut buf, args);
+        }
+        Key { buf }
+    }
+
+    /// The key.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        &self.buf
+    }
+}
+
+impl Drop for Key {
+    #[inline]
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        let _ = KEY_BUF.try_with(|c| c.set(buf));
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.buf)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn cache_failed(region: &CacheRegion, key: &str, what: &str, error: &dogpile_core::Error) {
+    tracing::warn!(
+        region = region.name(),
+        key,
+        %error,
+        "{what}"
+    );
+}
+
+const FALLBACK: &str = "cache unavailable: calling the function without it";
+
+// ------------------------------------------------------------------------------------------------
+// one key
+
+/// A decorated function's call: the cached value, or the body's when the cache fails.
+#[inline]
+pub fn get_or_create<T: CacheValue, F: FnOnce() -> T>(
+    region: &CacheRegion,
+    key: &Key,
+    options: &CreateOptions<T>,
+    body: F,
+) -> T {
+    let mut body = Some(body);
+    let mut made: Option<T> = None;
+    let out = region.try_get_or_create(key.as_str(), options, || {
+        let v = match body.take() {
+            Some(f) => f(),
+            None => return Err(()),
+        };
+        made = Some(v.clone());
+        Ok(v)
+    });
+    match out {
+        Ok(v) => v,
+        Err(e) => fallback_value(region, key, e, body, made),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn fallback_value<T>(
+    region: &CacheRegion,
+    key: &Key,
+    e: CreateError<()>,
+    body: Option<impl FnOnce() -> T>,
+    made: Option<T>,
+) -> T {
+    if let CreateError::Cache(e) = &e {
+        cache_failed(region, key.as_str(), FALLBACK, e);
+    }
+    match (made, body) {
+        (Some(v), _) => v,
+        (None, Some(f)) => f(),
+        // The creator takes the body before anything else, so it is here or it made a value.
+        (None, None) => unreachable_body(),
+    }
+}
+
+#[cold]
+fn unreachable_body() -> ! {
+    unreachable!("the body of a decorated function ran without producing a value")
+}
+
+/// A decorated function returning `Result`: only `Ok` is cached; `Err` reaches the caller.
+#[inline]
+pub fn try_get_or_create<T, E, F>(
+    region: &CacheRegion,
+    key: &Key,
+    options: &CreateOptions<T>,
+    body: F,
+) -> Result<T, E>
+where
+    T: CacheValue,
+    F: FnOnce() -> Result<T, E>,
+{
+    let mut body = Some(body);
+    let mut made: Option<T> = None;
+    let out = region.try_get_or_create(key.as_str(), options, || {
+        let v = match body.take() {
+            Some(f) => f().map_err(Some)?,
+            None => return Err(None),
+        };
+        made = Some(v.clone());
+        Ok(v)
+    });
+    match out {
+        Ok(v) => Ok(v),
+        Err(CreateError::Creator(Some(e))) => Err(e),
+        Err(CreateError::Creator(None)) => fallback_result(region, key, None, body, made),
+        Err(CreateError::Cache(e)) => fallback_result(region, key, Some(e), body, made),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn fallback_result<T, E>(
+    region: &CacheRegion,
+    key: &Key,
+    e: Option<dogpile_core::Error>,
+    body: Option<impl FnOnce() -> Result<T, E>>,
+    made: Option<T>,
+) -> Result<T, E> {
+    if let Some(e) = &e {
+        cache_failed(region, key.as_str(), FALLBACK, e);
+    }
+    match (made, body) {
+        (Some(v), _) => Ok(v),
+        (None, Some(f)) => f(),
+        (None, None) => unreachable_body(),
+    }
+}
+
+/// [`get_or_create`] for `async fn`: waiters `.await`.
+pub async fn get_or_create_async<T, F, Fut>(
+    region: &CacheRegion,
+    key: &Key,
+    options: &CreateOptions<T>,
+    body: F,
+) -> T
+where
+    T: CacheValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let mut body = Some(body);
+    let mut made: Option<T> = None;
+    let out = region
+        .try_get_or_create_async(key.as_str(), options, || {
+            let f = body.take();
+            let made = &mut made;
+            async move {
+                let v = match f {
+                    Some(f) => f().await,
+                    None => return Err(()),
+                };
+                *made = Some(v.clone());
+                Ok(v)
+            }
+        })
+        .await;
+    match out {
+        Ok(v) => v,
+        Err(e) => {
+            if let CreateError::Cache(e) = &e {
+                cache_failed(region, key.as_str(), FALLBACK, e);
+            }
+            match (made, body) {
+                (Some(v), _) => v,
+                (None, Some(f)) => f().await,
+                (None, None) => unreachable_body(),
+            }
+        }
+    }
+}
+
+/// [`try_get_or_create`] for `async fn`.
+pub async fn try_get_or_create_async<T, E, F, Fut>(
+    region: &CacheRegion,
+    key: &Key,
+    options: &CreateOptions<T>,
+    body: F,
+) -> Result<T, E>
+where
+    T: CacheValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut body = Some(body);
+    let mut made: Option<T> = None;
+    let out = region
+        .try_get_or_create_async(key.as_str(), options, || {
+            let f = body.take();
+            let made = &mut made;
+            async move {
+                let v = match f {
+                    Some(f) => f().await.map_err(Some)?,
+                    None => return Err(None),
+                };
+                *made = Some(v.clone());
+                Ok(v)
+            }
+        })
+        .await;
+    let e = match out {
+        Ok(v) => return Ok(v),
+        Err(CreateError::Creator(Some(e))) => return Err(e),
+        Err(CreateError::Creator(None)) => None,
+        Err(CreateError::Cache(e)) => Some(e),
+    };
+    if let Some(e) = &e {
+        cache_failed(region, key.as_str(), FALLBACK, e);
+    }
+    match (made, body) {
+        (Some(v), _) => Ok(v),
+        (None, Some(f)) => f().await,
+        (None, None) => unreachable_body(),
+    }
+}
+
+/// `<fn>_get`: the cached value, if any; `None` (logged) when the cache fails.
+pub fn get<T: CacheValue>(region: &CacheRegion, key: &Key) -> Option<T> {
+    region.get::<T>(key.as_str()).unwrap_or_else(|e| {
+        cache_failed(region, key.as_str(), "cache unavailable: no value read", &e);
+        None
+    })
+}
+
+/// `<fn>_get` of a function with its own `expiration_time`: a value older than that is `None`.
+pub fn get_with_expiration<T: CacheValue>(
+    region: &CacheRegion,
+    key: &Key,
+    expiration: Expiration,
+) -> Option<T> {
+    region
+        .get_with_expiration::<T>(key.as_str(), expiration)
+        .unwrap_or_else(|e| {
+            cache_failed(region, key.as_str(), "cache unavailable: no value read", &e);
+            None
+        })
+}
+
+/// `<fn>_get` of an `async fn`.
+pub async fn get_async<T: CacheValue>(region: &CacheRegion, key: &Key) -> Option<T> {
+    region
+        .get_async::<T>(key.as_str())
+        .await
+        .unwrap_or_else(|e| {
+            cache_failed(region, key.as_str(), "cache unavailable: no value read", &e);
+            None
+        })
+}
+
+/// `<fn>_set`: stores a value (logged when the cache fails).
+pub fn set<T: CacheValue>(region: &CacheRegion, key: &Key, value: T) {
+    if let Err(e) = region.set(key.as_str(), value) {
+        cache_failed(
+            region,
+            key.as_str(),
+            "cache unavailable: value not stored",
+            &e,
+        );
+    }
+}
+
+/// `<fn>_set` of an `async fn`.
+pub async fn set_async<T: CacheValue>(region: &CacheRegion, key: &Key, value: T) {
+    if let Err(e) = region.set_async(key.as_str(), value).await {
+        cache_failed(
+            region,
+            key.as_str(),
+            "cache unavailable: value not stored",
+            &e,
+        );
+    }
+}
+
+/// `<fn>_invalidate`: deletes the entry (logged when the cache fails).
+pub fn invalidate(region: &CacheRegion, key: &Key) {
+    if let Err(e) = region.delete(key.as_str()) {
+        cache_failed(
+            region,
+            key.as_str(),
+            "cache unavailable: entry not deleted",
+            &e,
+        );
+    }
+}
+
+/// `<fn>_invalidate` of an `async fn`.
+pub async fn invalidate_async(region: &CacheRegion, key: &Key) {
+    if let Err(e) = region.delete_async(key.as_str()).await {
+        cache_failed(
+            region,
+            key.as_str(),
+            "cache unavailable: entry not deleted",
+            &e,
+        );
+    }
+}
+
+/// `<fn>_refresh`: stores what the body returned and returns it.
+pub fn refresh<T: CacheValue>(region: &CacheRegion, key: &Key, value: T) -> T {
+    set(region, key, value.clone());
+    value
+}
+
+/// `<fn>_refresh` of a function returning `Result`: stores `Ok` only.
+pub fn refresh_result<T: CacheValue, E>(
+    region: &CacheRegion,
+    key: &Key,
+    value: Result<T, E>,
+) -> Result<T, E> {
+    value.map(|v| refresh(region, key, v))
+}
+
+/// `<fn>_refresh` of an `async fn`.
+pub async fn refresh_async<T: CacheValue>(region: &CacheRegion, key: &Key, value: T) -> T {
+    set_async(region, key, value.clone()).await;
+    value
+}
+
+/// `<fn>_refresh` of an `async fn` returning `Result`.
+pub async fn refresh_result_async<T: CacheValue, E>(
+    region: &CacheRegion,
+    key: &Key,
+    value: Result<T, E>,
+) -> Result<T, E> {
+    match value {
+        Ok(v) => Ok(refresh_async(region, key, v).await),
+        Err(e) => Err(e),
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// batches
+
+/// The keys of a batch, in the caller's order.
+pub fn multi_keys<K: KeyArg>(region: &CacheRegion, site: &Site, items: &[K]) -> Vec<String> {
+    let args: Vec<&dyn KeyArg> = items.iter().map(|k| k as &dyn KeyArg).collect();
+    match region.function_multi_key_generator() {
+        Some(generator) => generator(&site.info, &args),
+        None => args
+            .iter()
+            .map(|a| {
+                let mut key = String::with_capacity(site.prefix.len() + 8);
+                key.push_str(site.prefix);
+                a.write_key(&mut key);
+                key
+            })
+            .collect(),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn multi_failed(region: &CacheRegion, what: &str, error: &dogpile_core::Error) {
+    tracing::warn!(region = region.name(), %error, "{what}");
+}
+
+/// Why a batch creator gave no values.
+enum MultiFail<V> {
+    /// The body had been taken already.
+    Gone,
+    /// The body returned another number of values than it was given keys.
+    Count(Vec<V>),
+}
+
+/// A batch call returning `Vec<V>`: every key looked up, the body called once with the missing
+/// items only, the answers in the caller's order.
+pub fn get_or_create_multi<K, V, F>(
+    region: &CacheRegion,
+    site: &Site,
+    options: &CreateOptions<V>,
+    items: &[K],
+    body: F,
+) -> Vec<V>
+where
+    K: KeyArg + Clone,
+    V: CacheValue,
+    F: FnOnce(&[K]) -> Vec<V>,
+{
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let keys = multi_keys(region, site, items);
+    if keys.len() != items.len() {
+        multi_failed(
+            region,
+            FALLBACK,
+            &dogpile_core::Error::Key(format!(
+                "the multi key generator made {} keys for {} items",
+                keys.len(),
+                items.len()
+            )),
+        );
+        return body(items);
+    }
+    let mut body = Some(body);
+    let mut made: Option<Vec<V>> = None;
+    let out = region.try_get_or_create_multi(&keys, options, |missing| {
+        let f = body.take().ok_or(MultiFail::Gone)?;
+        let wanted = missing_items(&keys, items, missing);
+        let values = f(&wanted);
+        if values.len() != wanted.len() {
+            return Err(MultiFail::Count(values));
+        }
+        made = Some(values.clone());
+        Ok(values)
+    });
+    match out {
+        Ok(v) => v,
+        Err(CreateError::Creator(MultiFail::Count(values))) => {
+            tracing::warn!(
+                region = region.name(),
+                function = site.info.name,
+                "a batch function returned another number of values than it was given ids: nothing cached"
+            );
+            values
+        }
+        Err(CreateError::Creator(MultiFail::Gone)) => made.unwrap_or_default(),
+        Err(CreateError::Cache(e)) => {
+            multi_failed(region, FALLBACK, &e);
+            match (made, body) {
+                (_, Some(f)) => f(items),
+                (Some(v), None) => v,
+                (None, None) => Vec::new(),
+            }
+        }
+    }
+}
+
+/// The items whose keys are `missing`, in that order.
+fn missing_items<K: Clone>(keys: &[String], items: &[K], missing: &[&str]) -> Vec<K> {
+    let index: HashMap<&str, usize> = keys
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, k)| (k.as_str(), i))
+        .collect();
+    missing
+        .iter()
+        .filter_map(|k| index.get(k).map(|&i| items[i].clone()))
+        .collect()
+}
+
+/// A batch call with `asdict = true`: the body returns a map (any `(K, V)` collection); items it
+/// leaves out are neither cached nor returned.
+pub fn get_or_create_multi_dict<K, V, M, F>(
+    region: &CacheRegion,
+    site: &Site,
+    options: &CreateOptions<Option<V>>,
+    items: &[K],
+    body: F,
+) -> M
+where
+    K: KeyArg + Clone,
+    V: CacheValue,
+    M: IntoIterator<Item = (K, V)> + FromIterator<(K, V)>,
+    F: FnOnce(&[K]) -> M,
+{
+    if items.is_empty() {
+        return M::from_iter(std::iter::empty());
+    }
+    let keys = multi_keys(region, site, items);
+    if keys.len() != items.len() {
+        return body(items);
+    }
+    let mut body = Some(body);
+    let out = region.try_get_or_create_multi(&keys, options, |missing| {
+        let f = body.take().ok_or(())?;
+        let wanted = missing_items(&keys, items, missing);
+        let mut by_key: HashMap<String, V> = f(&wanted)
+            .into_iter()
+            .map(|(k, v)| (multi_keys(region, site, std::slice::from_ref(&k)), v))
+            .filter_map(|(mut ks, v)| ks.pop().map(|k| (k, v)))
+            .collect();
+        Ok(missing.iter().map(|k| by_key.remove(*k)).collect())
+    });
+    match out {
+        Ok(values) => items
+            .iter()
+            .cloned()
+            .zip(values)
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+        Err(CreateError::Creator(())) => M::from_iter(std::iter::empty()),
+        Err(CreateError::Cache(e)) => {
+            multi_failed(region, FALLBACK, &e);
+            match body {
+                Some(f) => f(items),
+                None => M::from_iter(std::iter::empty()),
+            }
+        }
+    }
+}
+
+/// `<fn>_get` of a batch function: the cached values, `None` where there is none.
+pub fn get_multi<K: KeyArg, V: CacheValue>(
+    region: &CacheRegion,
+    site: &Site,
+    items: &[K],
+) -> Vec<Option<V>> {
+    let keys = multi_keys(region, site, items);
+    region.get_multi::<V, _>(&keys).unwrap_or_else(|e| {
+        multi_failed(region, "cache unavailable: no value read", &e);
+        items.iter().map(|_| None).collect()
+    })
+}
+
+/// `<fn>_get` of an `asdict` batch function: the items found, with their values.
+pub fn get_multi_dict<K, V, M>(region: &CacheRegion, site: &Site, items: &[K]) -> M
+where
+    K: KeyArg + Clone,
+    V: CacheValue,
+    M: FromIterator<(K, V)>,
+{
+    get_multi::<K, Option<V>>(region, site, items)
+        .into_iter()
+        .zip(items)
+        .filter_map(|(v, k)| v.flatten().map(|v| (k.clone(), v)))
+        .collect()
+}
+
+/// `<fn>_set` of a batch function: stores every `(item, value)` pair.
+pub fn set_multi<K: KeyArg, V: CacheValue>(
+    region: &CacheRegion,
+    site: &Site,
+    pairs: impl IntoIterator<Item = (K, V)>,
+) {
+    let (items, values): (Vec<K>, Vec<V>) = pairs.into_iter().unzip();
+    let keys = multi_keys(region, site, &items);
+    if let Err(e) = region.set_multi(keys.into_iter().zip(values)) {
+        multi_failed(region, "cache unavailable: values not stored", &e);
+    }
+}
+
+/// `<fn>_set` of an `asdict` batch function.
+pub fn set_multi_dict<K: KeyArg, V: CacheValue>(
+    region: &CacheRegion,
+    site: &Site,
+    pairs: impl IntoIterator<Item = (K, V)>,
+) {
+    set_multi(region, site, pairs.into_iter().map(|(k, v)| (k, Some(v))));
+}
+
+/// `<fn>_invalidate` of a batch function: deletes every item's entry.
+pub fn invalidate_multi<K: KeyArg>(region: &CacheRegion, site: &Site, items: &[K]) {
+    let keys = multi_keys(region, site, items);
+    if let Err(e) = region.delete_multi(&keys) {
+        multi_failed(region, "cache unavailable: entries not deleted", &e);
+    }
+}
+
+/// `<fn>_refresh` of a batch function: stores what the body returned for every item.
+pub fn refresh_multi<K: KeyArg + Clone, V: CacheValue>(
+    region: &CacheRegion,
+    site: &Site,
+    items: &[K],
+    values: Vec<V>,
+) -> Vec<V> {
+    if values.len() == items.len() {
+        set_multi(
+            region,
+            site,
+            items.iter().cloned().zip(values.iter().cloned()),
+        );
+    } else {
+        tracing::warn!(
+            region = region.name(),
+            function = site.info.name,
+            "a batch function returned another number of values than it was given ids: nothing cached"
+        );
+    }
+    values
+}
+
+/// `<fn>_refresh` of an `asdict` batch function.
+pub fn refresh_multi_dict<K, V, M>(region: &CacheRegion, site: &Site, map: M) -> M
+where
+    K: KeyArg + Clone,
+    V: CacheValue,
+    M: IntoIterator<Item = (K, V)> + FromIterator<(K, V)>,
+{
+    let pairs: Vec<(K, V)> = map.into_iter().collect();
+    set_multi_dict(region, site, pairs.iter().cloned());
+    pairs.into_iter().collect()
+}

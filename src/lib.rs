@@ -38,7 +38,256 @@ pub use dogpile_core::{
     ManualClock, Metadata, Payload, PayloadKind, ProxyBackend, RegionConfig,
     RegionInvalidationStrategy, Result, Timestamp, FORMAT_VERSION,
 };
-pub use dogpile_macros::{cache_multi_on_arguments, cache_on_arguments};
+
+/// Memoizes a function in a [`CacheRegion`].
+///
+/// ```
+/// use dogpile::{cache_on_arguments, CacheRegion, RegionConfig};
+///
+/// static REGION: CacheRegion = CacheRegion::new();
+///
+/// #[cache_on_arguments(region = REGION, namespace = "foo")]
+/// fn one(a: i32, b: i32) -> i32 {
+///     a + b
+/// }
+///
+/// REGION.configure(RegionConfig::new("dogpile.cache.memory")).unwrap();
+/// assert_eq!(one(3, 4), 7); // runs the body and stores 7
+/// assert_eq!(one(3, 4), 7); // a hit
+/// // The key: module path, name, namespace, arguments joined by one space.
+/// let key = concat!(module_path!(), ":one|foo|3 4");
+/// assert_eq!(REGION.get::<i32>(key).unwrap(), Some(7));
+///
+/// // The companions.
+/// assert_eq!(one_get(3, 4), Some(7)); // never runs the body
+/// one_set(70, 3, 4); // the value first, then the arguments
+/// assert_eq!(one(3, 4), 70);
+/// assert_eq!(one_refresh(3, 4), 7); // runs the body and stores its value
+/// one_invalidate(3, 4); // deletes the entry
+/// assert_eq!(one_get(3, 4), None);
+/// assert_eq!(one_uncached(3, 4), 7); // the body alone
+/// ```
+///
+/// `region` takes a `static` region, a `LazyLock` of one (for a region built with
+/// [`make_region`]), or any expression giving `&CacheRegion`:
+///
+/// ```
+/// use std::sync::LazyLock;
+/// use dogpile::{cache_on_arguments, CacheRegion};
+///
+/// static USERS: LazyLock<CacheRegion> = LazyLock::new(|| {
+///     dogpile::make_region()
+///         .name("users")
+///         .configure("dogpile.cache.memory")
+///         .unwrap()
+/// });
+///
+/// #[cache_on_arguments(region = USERS)]
+/// fn user_name(id: u64) -> String {
+///     format!("user {id}")
+/// }
+///
+/// assert_eq!(user_name(7), "user 7");
+/// assert_eq!(user_name_get(7).as_deref(), Some("user 7"));
+/// ```
+///
+/// `expiration_time` (or `expiration`): seconds, `-1` for never, a `Duration`, or a function
+/// called on every call; `should_cache_fn`: a `fn(&T) -> bool` deciding whether a created value is
+/// stored:
+///
+/// ```
+/// use std::time::Duration;
+/// use dogpile::{cache_on_arguments, CacheRegion, RegionConfig};
+///
+/// static REGION: CacheRegion = CacheRegion::new();
+///
+/// fn until_the_hour() -> Duration {
+///     Duration::from_secs(3600) // computed on every call, e.g. from the clock
+/// }
+///
+/// fn is_found(value: &Option<String>) -> bool {
+///     value.is_some()
+/// }
+///
+/// #[cache_on_arguments(region = REGION, expiration_time = 300)]
+/// fn five_minutes(id: u32) -> u32 { id }
+///
+/// #[cache_on_arguments(region = REGION, expiration = Duration::from_millis(1500))]
+/// fn a_second_and_a_half(id: u32) -> u32 { id }
+///
+/// #[cache_on_arguments(region = REGION, expiration_time = -1)]
+/// fn forever(id: u32) -> u32 { id }
+///
+/// #[cache_on_arguments(region = REGION, expiration_time = until_the_hour)]
+/// fn hourly(id: u32) -> u32 { id }
+///
+/// #[cache_on_arguments(region = REGION, should_cache_fn = is_found)]
+/// fn find(name: &str) -> Option<String> {
+///     (name != "nobody").then(|| name.to_uppercase())
+/// }
+///
+/// REGION.configure(RegionConfig::new("dogpile.cache.memory")).unwrap();
+/// for f in [five_minutes, a_second_and_a_half, forever, hourly] {
+///     assert_eq!(f(1), 1);
+/// }
+/// assert_eq!(find("nobody"), None);
+/// assert_eq!(find_get("nobody"), None); // not stored: should_cache_fn said no
+/// assert_eq!(find("ann").as_deref(), Some("ANN"));
+/// assert_eq!(find_get("ann"), Some(Some("ANN".to_string())));
+/// ```
+///
+/// `key` (a template checked at compile time), `ignore` (arguments left out of the key) and
+/// `function_key_generator` (a [`FunctionKeyGenerator`] for this function):
+///
+/// ```
+/// use dogpile::{cache_on_arguments, CacheRegion, FunctionInfo, KeyArg, RegionConfig};
+///
+/// static REGION: CacheRegion = CacheRegion::new();
+///
+/// struct Connection;
+///
+/// #[cache_on_arguments(region = REGION, key = "user:{id}:{lang}", ignore = [conn])]
+/// fn greeting(conn: &Connection, id: u64, lang: &str) -> String {
+///     format!("[{lang}] hello, user {id}")
+/// }
+///
+/// fn short_keys(info: &FunctionInfo, args: &[&dyn KeyArg]) -> String {
+///     let mut key = format!("{}/", info.name);
+///     dogpile::write_args(&mut key, args);
+///     key
+/// }
+///
+/// #[cache_on_arguments(region = REGION, function_key_generator = short_keys)]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// REGION.configure(RegionConfig::new("dogpile.cache.memory")).unwrap();
+/// assert_eq!(greeting(&Connection, 7, "en"), "[en] hello, user 7");
+/// assert!(REGION.get::<String>("user:7:en").unwrap().is_some());
+/// // The companions take the key arguments only.
+/// assert!(greeting_get(7, "en").is_some());
+/// assert_eq!(square(3), 9);
+/// assert_eq!(REGION.get::<u64>("square/3").unwrap(), Some(9));
+/// ```
+///
+/// Methods (`self` is not part of the key, as in dogpile; use `namespace` to tell types apart),
+/// `Result` (only `Ok` is cached) and `async fn` (waiters `.await`; one creator per key across
+/// tasks):
+///
+/// ```
+/// use dogpile::{cache_on_arguments, CacheRegion, RegionConfig};
+///
+/// static REGION: CacheRegion = CacheRegion::new();
+///
+/// struct Catalog {
+///     currency: &'static str,
+/// }
+///
+/// impl Catalog {
+///     #[cache_on_arguments(region = REGION, namespace = "Catalog")]
+///     fn price(&self, item: u32) -> String {
+///         format!("{} {}", item * 10, self.currency)
+///     }
+///
+///     #[cache_on_arguments(region = REGION, namespace = "Catalog")]
+///     fn parse(text: &str) -> Result<u32, std::num::ParseIntError> {
+///         text.parse()
+///     }
+///
+///     #[cache_on_arguments(region = REGION, namespace = "Catalog")]
+///     async fn stock(&self, item: u32) -> u32 {
+///         item * 2
+///     }
+/// }
+///
+/// REGION.configure(RegionConfig::new("dogpile.cache.memory")).unwrap();
+/// let catalog = Catalog { currency: "EUR" };
+/// assert_eq!(catalog.price(3), "30 EUR");
+/// assert_eq!(catalog.price_get(3).as_deref(), Some("30 EUR"));
+/// assert!(Catalog::parse("x").is_err());
+/// assert_eq!(Catalog::parse_get("x"), None); // an Err is not cached
+/// assert_eq!(Catalog::parse("12"), Ok(12));
+/// assert_eq!(Catalog::parse_get("12"), Some(12));
+///
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// runtime.block_on(async {
+///     assert_eq!(catalog.stock(4).await, 8);
+///     assert_eq!(catalog.stock_get(4).await, Some(8));
+/// });
+/// ```
+///
+/// Caching never breaks the function: when the region is not configured or its backend fails,
+/// the body's value is returned and the error logged.
+///
+/// ```
+/// use dogpile::{cache_on_arguments, CacheRegion};
+///
+/// static NOT_CONFIGURED: CacheRegion = CacheRegion::new();
+///
+/// #[cache_on_arguments(region = NOT_CONFIGURED)]
+/// fn double(x: u32) -> u32 {
+///     x * 2
+/// }
+///
+/// assert_eq!(double(21), 42);
+/// assert_eq!(double_get(21), None);
+/// ```
+#[doc(inline)]
+pub use dogpile_macros::cache_on_arguments;
+
+/// Memoizes a batch function in a [`CacheRegion`]: one entry per id, one body call with only the
+/// missing ids.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use dogpile::{cache_multi_on_arguments, CacheRegion, RegionConfig};
+///
+/// static REGION: CacheRegion = CacheRegion::new();
+/// static ASKED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+///
+/// #[cache_multi_on_arguments(region = REGION, namespace = "users", expiration_time = 600)]
+/// fn names(ids: &[u32]) -> Vec<String> {
+///     ASKED.lock().unwrap().extend_from_slice(ids);
+///     ids.iter().map(|id| format!("user {id}")).collect()
+/// }
+///
+/// struct Db;
+///
+/// fn positive(n: &i64) -> bool {
+///     *n > 0
+/// }
+///
+/// // `asdict`: the body returns a map, and ids it leaves out are neither cached nor returned.
+/// #[cache_multi_on_arguments(region = REGION, asdict = true, ignore = [db], should_cache_fn = positive)]
+/// fn balances(db: &Db, ids: &[String]) -> HashMap<String, i64> {
+///     ids.iter()
+///         .filter(|id| id.as_str() != "closed")
+///         .map(|id| (id.clone(), id.len() as i64))
+///         .collect()
+/// }
+///
+/// REGION.configure(RegionConfig::new("dogpile.cache.memory")).unwrap();
+/// assert_eq!(names(&[1, 2]), ["user 1", "user 2"]);
+/// // Answers in the caller's order; the body sees only the missing id 3.
+/// assert_eq!(names(&[3, 2, 1]), ["user 3", "user 2", "user 1"]);
+/// assert_eq!(*ASKED.lock().unwrap(), [1, 2, 3]);
+///
+/// // The companions take slices; `_set` takes (id, value) pairs or a map.
+/// assert_eq!(names_get(&[1, 9]), [Some("user 1".to_string()), None]);
+/// names_set([(9, "nine".to_string())]);
+/// assert_eq!(names(&[9]), ["nine"]);
+/// names_invalidate(&[9]);
+/// assert_eq!(names_refresh(&[9]), ["user 9"]);
+/// assert_eq!(names_uncached(&[5]), ["user 5"]);
+///
+/// let ids = ["ann".to_string(), "closed".to_string()];
+/// assert_eq!(balances(&Db, &ids), HashMap::from([("ann".to_string(), 3)]));
+/// assert_eq!(balances_get(&ids).len(), 1);
+/// ```
+#[doc(inline)]
+pub use dogpile_macros::cache_multi_on_arguments;
 
 /// The backends, for configuring a region with an instance or reading a backend's own API.
 pub use dogpile_backends as backends;

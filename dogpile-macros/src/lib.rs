@@ -1,14 +1,113 @@
-//! The attributes of the dogpile caching toolkit (being written).
+//! The attributes of the dogpile caching toolkit: [`macro@cache_on_arguments`] memoizes a
+//! function in a cache region, [`macro@cache_multi_on_arguments`] a batch function.
+//!
+//! Use them through the `dogpile` crate (`dogpile::cache_on_arguments`): the generated code names
+//! only `::dogpile::__private`, so `dogpile` is the one dependency a user needs. The examples,
+//! compiled and run as tests, are on the re-exports in `dogpile`.
+//!
+//! Layout: `args.rs` parses the options, `expand.rs` generates the code.
+
 use proc_macro::TokenStream;
 
-/// Memoizes a function in a cache region.
+mod args;
+mod expand;
+
+/// Memoizes a function in a cache region: the first call with some arguments runs the body and
+/// stores its value under a key made from the arguments; later calls return the stored value
+/// until it expires. When the value is missing or expired, one caller runs the body (the dogpile
+/// lock); the others wait for it, or get the stale value.
+///
+/// Applies to free functions, methods in `impl` blocks (`self` is left out of the key), generic
+/// functions whose key arguments implement `KeyArg`, and `async fn` (waiters `.await`).
+///
+/// # Options
+///
+/// - `region = EXPR` (required): the region, typically a `static REGION: dogpile::CacheRegion`
+///   or a `static REGION: LazyLock<dogpile::CacheRegion>`; any expression of type
+///   `&CacheRegion` also works.
+/// - `namespace = "…"`: a part of the default key, to tell apart functions of the same name in
+///   one module (methods of two types).
+/// - `expiration_time = …` (or `expiration = …`): overrides the region's expiration for this
+///   function: whole seconds (`-1` means never), a `Duration`, an `Expiration`, or the path of a
+///   function returning one of these, called on every call ("cache until midnight").
+/// - `should_cache_fn = path`: a `fn(&T) -> bool`; a created value it refuses is returned but not
+///   stored. For a function returning `Result<T, E>`, it sees the `Ok` value.
+/// - `function_key_generator = path`: a `fn(&FunctionInfo, &[&dyn KeyArg]) -> String` that makes
+///   this function's keys (it receives the key arguments, `self` and `ignore`d ones left out).
+///   Without it the region's generator is used, and without that the default key.
+/// - `key = "user:{id}:{lang}"`: the key, as a template of the argument names (`{{`, `}}` for
+///   braces). Checked at compile time: a name that is not an argument is an error, and so is an
+///   argument neither in the template nor in `ignore`.
+/// - `ignore = [conn, log]`: arguments left out of the key (a connection, a logger).
+///
+/// # The key
+///
+/// By default `module::path:name|namespace|a b`: `module_path!()`, the function's name, the
+/// namespace if any, and the key text of each argument (its `KeyArg` implementation) joined by one
+/// space. Text holding a separator is escaped, so two different argument lists never share a key.
+///
+/// # Return types
+///
+/// The returned type must be `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`.
+/// `Result<T, E>` caches only `Ok(T)` and hands `Err` to the caller; `Option<T>` caches `None`
+/// like any other value unless `should_cache_fn` refuses it.
+///
+/// # Companions
+///
+/// For `fn one(a: A, b: B) -> T`, with the function's visibility (methods for a method, `async`
+/// for an `async fn`); `V` is `T`, or the `Ok` type of a `Result`:
+///
+/// - `one_get(a, b) -> Option<V>`: the cached value, without calling the body (`None` when it is
+///   older than the function's `expiration_time`; an `async fn` reads with the region's);
+/// - `one_set(value: V, a, b)`: stores a value;
+/// - `one_invalidate(a, b)`: deletes the entry;
+/// - `one_refresh(a, b) -> T`: runs the body, stores and returns its value;
+/// - `one_uncached(a, b) -> T`: the body alone, without the cache.
+///
+/// `_get`, `_set` and `_invalidate` take the key arguments only (not the `ignore`d ones) and
+/// `&self` for a method; `_refresh` and `_uncached` take every argument.
+///
+/// # When the cache fails
+///
+/// Caching never breaks the function: if the region is not configured or its backend fails, the
+/// error is logged with `tracing::warn!` and the body's value is returned. The companions log and
+/// do nothing (`_get` returns `None`).
 #[proc_macro_attribute]
-pub fn cache_on_arguments(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn cache_on_arguments(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::expand(args::Kind::Single, attr.into(), item.into()).into()
 }
 
-/// Memoizes a batch function in a cache region.
+/// Memoizes a batch function `fn f(ids: &[K]) -> Vec<V>`: each id has its own cache entry; a call
+/// looks every id up, calls the body once with only the missing (or expired) ids, stores what it
+/// returns, and answers in the caller's order. Per-id locks are taken in one fixed order, so
+/// overlapping batches do not deadlock.
+///
+/// # Options
+///
+/// - `region = EXPR` (required), `namespace = "…"`, `expiration_time = …` (or `expiration`),
+///   `should_cache_fn = path` (a `fn(&V) -> bool`): as for `cache_on_arguments`.
+/// - `asdict = true`: the function returns a map of `(K, V)` (`HashMap<K, V>`, `BTreeMap<K, V>`);
+///   ids the body leaves out of its map are neither cached nor returned.
+/// - `ignore = [conn]`: other arguments, left out of the keys. The slice of ids is the only key
+///   argument.
+///
+/// The key of one id is the default key of a function taking that id alone
+/// (`module::path:name|namespace|id`), or the region's `function_multi_key_generator`.
+///
+/// The body must return one value per id it was given, in order (with `asdict`, any subset); a
+/// body that returns another number of values has its result returned as is, not cached, and a
+/// warning logged.
+///
+/// # Companions
+///
+/// - `f_get(ids) -> Vec<Option<V>>` (with `asdict`, the map of the ids found);
+/// - `f_set(items)`: stores `(id, value)` pairs, or a map;
+/// - `f_invalidate(ids)`: deletes the entries;
+/// - `f_refresh(ids)`: runs the body for every id, stores and returns its values;
+/// - `f_uncached(ids)`: the body alone.
+///
+/// `async fn` is not supported by this attribute.
 #[proc_macro_attribute]
-pub fn cache_multi_on_arguments(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn cache_multi_on_arguments(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::expand(args::Kind::Multi, attr.into(), item.into()).into()
 }

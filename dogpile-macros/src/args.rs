@@ -1,0 +1,371 @@
+//! Parsing the attributes' options, with errors that point at the option at fault.
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{bracketed, Expr, Ident, LitBool, LitStr, Token};
+
+/// Which attribute is being parsed: they take different options.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Single,
+    Multi,
+}
+
+impl Kind {
+    pub(crate) fn attr_name(self) -> &'static str {
+        match self {
+            Kind::Single => "cache_on_arguments",
+            Kind::Multi => "cache_multi_on_arguments",
+        }
+    }
+
+    fn options(self) -> &'static [&'static str] {
+        match self {
+            Kind::Single => &[
+                "region",
+                "namespace",
+                "expiration_time",
+                "expiration",
+                "should_cache_fn",
+                "function_key_generator",
+                "key",
+                "ignore",
+            ],
+            Kind::Multi => &[
+                "region",
+                "namespace",
+                "expiration_time",
+                "expiration",
+                "should_cache_fn",
+                "asdict",
+                "ignore",
+            ],
+        }
+    }
+}
+
+/// The options of one attribute, as written.
+pub(crate) struct Args {
+    pub(crate) region: Option<Expr>,
+    pub(crate) namespace: Option<LitStr>,
+    pub(crate) expiration: Option<Expr>,
+    pub(crate) should_cache_fn: Option<Expr>,
+    pub(crate) function_key_generator: Option<Expr>,
+    pub(crate) key: Option<LitStr>,
+    pub(crate) ignore: Vec<Ident>,
+    pub(crate) asdict: bool,
+}
+
+/// The raw options: names with their values, parsed before the attribute kind is known.
+pub(crate) struct RawArgs(Vec<(Ident, Value)>);
+
+pub(crate) enum Value {
+    Expr(Expr),
+    List(Vec<Ident>),
+}
+
+impl Parse for RawArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut out = Vec::new();
+        while !input.is_empty() {
+            let name: Ident = input.call(syn::ext::IdentExt::parse_any)?;
+            if !input.peek(Token![=]) {
+                return Err(syn::Error::new(
+                    name.span(),
+                    format!("expected `{name} = …`: every option takes a value"),
+                ));
+            }
+            input.parse::<Token![=]>()?;
+            let value = if input.peek(syn::token::Bracket) {
+                let content;
+                bracketed!(content in input);
+                let names = content.parse_terminated(Ident::parse, Token![,])?;
+                Value::List(names.into_iter().collect())
+            } else {
+                Value::Expr(input.parse()?)
+            };
+            out.push((name, value));
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        Ok(RawArgs(out))
+    }
+}
+
+fn expect_str(name: &Ident, value: Value) -> syn::Result<LitStr> {
+    match value {
+        Value::Expr(Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        })) => Ok(s),
+        Value::Expr(e) => Err(syn::Error::new(
+            e.span(),
+            format!("`{name}` takes a string literal: `{name} = \"…\"`"),
+        )),
+        Value::List(_) => Err(syn::Error::new(
+            name.span(),
+            format!("`{name}` takes a string literal: `{name} = \"…\"`"),
+        )),
+    }
+}
+
+fn expect_expr(name: &Ident, value: Value) -> syn::Result<Expr> {
+    match value {
+        Value::Expr(e) => Ok(e),
+        Value::List(_) => Err(syn::Error::new(
+            name.span(),
+            format!("`{name}` takes an expression, not a list"),
+        )),
+    }
+}
+
+impl Args {
+    /// Checks the options against what `kind` accepts.
+    pub(crate) fn from_raw(raw: RawArgs, kind: Kind) -> syn::Result<Args> {
+        let mut args = Args {
+            region: None,
+            namespace: None,
+            expiration: None,
+            should_cache_fn: None,
+            function_key_generator: None,
+            key: None,
+            ignore: Vec::new(),
+            asdict: false,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        let mut errors: Option<syn::Error> = None;
+        let mut push = |e: syn::Error| match &mut errors {
+            Some(all) => all.combine(e),
+            None => errors = Some(e),
+        };
+        for (name, value) in raw.0 {
+            let s = name.to_string();
+            if !kind.options().contains(&s.as_str()) {
+                push(syn::Error::new(
+                    name.span(),
+                    format!(
+                        "unknown option `{s}` of #[{}]; expected one of: {}",
+                        kind.attr_name(),
+                        kind.options().join(", ")
+                    ),
+                ));
+                continue;
+            }
+            let canonical = if s == "expiration" {
+                "expiration_time".to_owned()
+            } else {
+                s.clone()
+            };
+            if seen.contains(&canonical) {
+                push(syn::Error::new(
+                    name.span(),
+                    format!("`{s}` is given twice"),
+                ));
+                continue;
+            }
+            seen.push(canonical);
+            let parsed: syn::Result<()> = (|| {
+                match s.as_str() {
+                    "region" => args.region = Some(expect_expr(&name, value)?),
+                    "namespace" => args.namespace = Some(expect_str(&name, value)?),
+                    "expiration_time" | "expiration" => {
+                        args.expiration = Some(expect_expr(&name, value)?)
+                    }
+                    "should_cache_fn" => args.should_cache_fn = Some(expect_expr(&name, value)?),
+                    "function_key_generator" => {
+                        args.function_key_generator = Some(expect_expr(&name, value)?)
+                    }
+                    "key" => args.key = Some(expect_str(&name, value)?),
+                    "ignore" => {
+                        match value {
+                            Value::List(names) => args.ignore = names,
+                            Value::Expr(Expr::Path(p)) if p.path.get_ident().is_some() => {
+                                args.ignore = vec![p.path.segments[0].ident.clone()]
+                            }
+                            Value::Expr(e) => return Err(syn::Error::new(
+                                e.span(),
+                                "`ignore` takes a list of argument names: `ignore = [conn, log]`",
+                            )),
+                        }
+                    }
+                    "asdict" => match value {
+                        Value::Expr(Expr::Lit(syn::ExprLit {
+                            lit: syn::Lit::Bool(LitBool { value, .. }),
+                            ..
+                        })) => args.asdict = value,
+                        _ => {
+                            return Err(syn::Error::new(
+                                name.span(),
+                                "`asdict` takes `true` or `false`",
+                            ))
+                        }
+                    },
+                    _ => {}
+                }
+                Ok(())
+            })();
+            if let Err(e) = parsed {
+                push(e);
+            }
+        }
+        if args.key.is_some() {
+            if let Some(g) = &args.function_key_generator {
+                push(syn::Error::new(
+                    g.span(),
+                    "`key` and `function_key_generator` both make the key: give one of them",
+                ));
+            }
+        }
+        if args.region.is_none() && !seen.iter().any(|s| s == "region") {
+            push(syn::Error::new(
+                Span::call_site(),
+                format!(
+                    "#[{}] needs `region = …`: the region that caches this function, e.g. `region = REGION` with `static REGION: dogpile::CacheRegion = dogpile::CacheRegion::new();`",
+                    kind.attr_name()
+                ),
+            ));
+        }
+        match errors {
+            Some(e) => Err(e),
+            None => Ok(args),
+        }
+    }
+}
+
+/// One piece of a parsed `key = "…"` template.
+pub(crate) enum TemplatePiece {
+    Lit(String),
+    Arg(String),
+}
+
+/// Parses `user:{id}:{lang}`; `{{` and `}}` are literal braces.
+pub(crate) fn parse_template(lit: &LitStr) -> syn::Result<Vec<TemplatePiece>> {
+    let text = lit.value();
+    let mut out = Vec::new();
+    let mut lit_buf = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                lit_buf.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                lit_buf.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                let mut closed = false;
+                for c in chars.by_ref() {
+                    if c == '}' {
+                        closed = true;
+                        break;
+                    }
+                    name.push(c);
+                }
+                if !closed {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "unclosed `{` in `key`: write `{name}` for an argument, `{{` for a brace",
+                    ));
+                }
+                let name = name.trim().to_owned();
+                if name.is_empty() {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "empty `{}` in `key`: write the name of an argument, e.g. `{id}`",
+                    ));
+                }
+                if !lit_buf.is_empty() {
+                    out.push(TemplatePiece::Lit(std::mem::take(&mut lit_buf)));
+                }
+                out.push(TemplatePiece::Arg(name));
+            }
+            '}' => {
+                return Err(syn::Error::new(
+                    lit.span(),
+                    "unmatched `}` in `key`: write `}}` for a literal brace",
+                ))
+            }
+            c => lit_buf.push(c),
+        }
+    }
+    if !lit_buf.is_empty() {
+        out.push(TemplatePiece::Lit(lit_buf));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(text: &str) -> syn::Result<Vec<String>> {
+        let lit = LitStr::new(text, Span::call_site());
+        Ok(parse_template(&lit)?
+            .into_iter()
+            .map(|p| match p {
+                TemplatePiece::Lit(s) => format!("lit:{s}"),
+                TemplatePiece::Arg(s) => format!("arg:{s}"),
+            })
+            .collect())
+    }
+
+    #[test]
+    fn templates_split_into_literals_and_arguments() {
+        assert_eq!(
+            pieces("user:{id}:{ lang }").unwrap(),
+            ["lit:user:", "arg:id", "lit::", "arg:lang"]
+        );
+        assert_eq!(pieces("{{x}}{a}").unwrap(), ["lit:{x}", "arg:a"]);
+        assert_eq!(pieces("plain").unwrap(), ["lit:plain"]);
+    }
+
+    #[test]
+    fn bad_templates_are_errors() {
+        assert!(pieces("user:{id").is_err());
+        assert!(pieces("user:{}").is_err());
+        assert!(pieces("user}").is_err());
+    }
+
+    fn args(tokens: proc_macro2::TokenStream, kind: Kind) -> syn::Result<Args> {
+        Args::from_raw(syn::parse2(tokens)?, kind)
+    }
+
+    #[test]
+    fn options_are_checked() {
+        use quote::quote;
+        let a = args(
+            quote!(region = R, expiration = 5, ignore = [a, b], key = "{c}"),
+            Kind::Single,
+        )
+        .unwrap();
+        assert!(a.region.is_some() && a.expiration.is_some());
+        assert_eq!(a.ignore.len(), 2);
+        assert!(args(quote!(namespace = "x"), Kind::Single).is_err());
+        assert!(args(quote!(region = R, region = R), Kind::Single).is_err());
+        assert!(args(
+            quote!(region = R, expiration_time = 1, expiration = 2),
+            Kind::Single
+        )
+        .is_err());
+        assert!(args(quote!(region = R, asdict = true), Kind::Single).is_err());
+        assert!(
+            args(quote!(region = R, asdict = true), Kind::Multi)
+                .unwrap()
+                .asdict
+        );
+        assert!(args(quote!(region = R, key = "x"), Kind::Multi).is_err());
+        assert!(args(quote!(region = R, namespace = 5), Kind::Single).is_err());
+        assert!(args(
+            quote!(region = R, key = "{a}", function_key_generator = g),
+            Kind::Single
+        )
+        .is_err());
+        assert!(args(quote!(region), Kind::Single).is_err());
+    }
+}
