@@ -13,13 +13,16 @@ use crate::error::{Error, Result};
 /// Makes a backend from its arguments.
 pub type BackendFactory = Arc<dyn Fn(&Arguments) -> Result<Arc<dyn Backend>> + Send + Sync>;
 
+/// The constructor of a built-in backend.
+pub type BuiltinConstructor = fn(&Arguments) -> Result<Arc<dyn Backend>>;
+
 /// A backend that ships with the toolkit.
 #[derive(Clone, Copy, Debug)]
 pub struct BuiltinBackend {
     /// Its name, as dogpile spells it: `dogpile.cache.memory`.
     pub name: &'static str,
     /// Its constructor; `None` when the cargo feature that brings it is off.
-    pub make: Option<fn(&Arguments) -> Result<Arc<dyn Backend>>>,
+    pub make: Option<BuiltinConstructor>,
     /// The cargo feature of the `dogpile` package that brings it.
     pub feature: &'static str,
 }
