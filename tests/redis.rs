@@ -29,7 +29,15 @@ fn server_args(port: u16) -> Vec<String> {
 }
 
 fn redis_server() -> Option<Server> {
-    Server::start("redis-server", server_args)
+    start_server(server_args)
+}
+
+/// Starts one server at a time: a free port is free only until its server binds it, and two
+/// tests starting servers at once could be given the same one.
+fn start_server(args: impl Fn(u16) -> Vec<String>) -> Option<Server> {
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    Server::start("redis-server", args)
 }
 
 /// Restarting a server frees its port for a moment, and a test starting a server just then could
@@ -307,6 +315,40 @@ fn threads_on_a_cold_key_create_once() {
         assert_eq!(t.join().unwrap(), "made");
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// `pool_size` bounds the blocking connections: more threads than that share them.
+#[test]
+fn pool_size_bounds_the_connections() {
+    let _ports = shared_ports();
+    let Some(server) = redis_server() else { return };
+    let region = Arc::new(region_with(
+        redis_config(&server)
+            .argument("pool_size", 2)
+            .argument("distributed_lock", true),
+    ));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let r = region.clone();
+            std::thread::spawn(move || {
+                for i in 0..50u32 {
+                    let key = format!("t{t}-{i}");
+                    r.set(&key, i).unwrap();
+                    assert_eq!(r.get::<u32>(&key).unwrap(), Some(i));
+                    assert_eq!(
+                        r.get_or_create(&format!("shared{}", i % 5), || i % 5)
+                            .unwrap(),
+                        i % 5
+                    );
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let mut con = raw(&server.addr());
+    let clients: String = cmd(&mut con, &["CLIENT", "LIST"]);
+    // Two pooled connections, and this one.
+    assert_eq!(clients.lines().count(), 3, "{clients}");
 }
 
 /// The child side of the multi-process tests: eight threads calling get_or_create on one key,
@@ -652,6 +694,22 @@ fn async_operations() {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     });
+
+    // The server restarts under a live runtime: the shared connection is replaced.
+    rt.block_on(async {
+        region.set_async("before", 1u32).await.unwrap();
+        server.restart();
+        assert_eq!(region.get_async::<u32>("before").await.unwrap(), None);
+        region.set_async("after", 2u32).await.unwrap();
+        assert_eq!(region.get_async::<u32>("after").await.unwrap(), Some(2));
+        assert_eq!(
+            region
+                .get_or_create_async("after-cold", || async { 3u32 })
+                .await
+                .unwrap(),
+            3
+        );
+    });
     drop(rt);
 
     // The shared connection outlives its runtime and the server: both are replaced.
@@ -690,6 +748,52 @@ fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// A Python dogpile configuration file, as a string map, configures the backend unchanged.
+#[test]
+fn configure_from_a_python_style_config() {
+    let _ports = shared_ports();
+    let Some(server) = redis_server() else { return };
+    let map = [
+        ("cache.redis.backend", "dogpile.cache.redis".to_owned()),
+        ("cache.redis.expiration_time", "3600".to_owned()),
+        ("cache.redis.arguments.host", "127.0.0.1".to_owned()),
+        ("cache.redis.arguments.port", server.port.to_string()),
+        ("cache.redis.arguments.db", "1".to_owned()),
+        (
+            "cache.redis.arguments.redis_expiration_time",
+            "7200".to_owned(),
+        ),
+        ("cache.redis.arguments.distributed_lock", "True".to_owned()),
+        (
+            "cache.redis.arguments.thread_local_lock",
+            "False".to_owned(),
+        ),
+        ("cache.redis.arguments.lock_timeout", "30".to_owned()),
+        ("cache.redis.arguments.socket_timeout", "5".to_owned()),
+    ];
+    let region: CacheRegion = CacheRegion::new();
+    region
+        .configure_from_config(map.clone(), "cache.redis.")
+        .unwrap();
+    assert_eq!(region.get_or_create("k", || 1u32).unwrap(), 1);
+    let mut con = raw(&server.addr());
+    let _: () = cmd(&mut con, &["SELECT", "1"]);
+    let pttl: i64 = cmd(&mut con, &["PTTL", "k"]);
+    assert!(pttl > 3_600_000 && pttl <= 7_200_000, "PTTL {pttl}");
+
+    // A server TTL below the region's expiration is refused, naming the configuration key.
+    let mut low = map.to_vec();
+    low[5].1 = "600".to_owned();
+    let err = CacheRegion::new()
+        .configure_from_config(low, "cache.redis.")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("cache.redis.arguments.redis_expiration_time: 600 s must exceed the region's expiration_time (3600 s)"),
+        "{err}"
+    );
+}
+
 /// Bad arguments are errors that name them.
 #[test]
 fn unknown_arguments_are_errors() {
@@ -719,7 +823,7 @@ impl Cluster {
         for _ in 0..3 {
             let dir = TempDir::new("redis-cluster");
             let path = dir.path().to_string_lossy().into_owned();
-            let server = Server::start("redis-server", |port| {
+            let server = start_server(|port| {
                 let mut args = server_args(port);
                 args.extend(
                     [
@@ -820,6 +924,20 @@ fn cluster_operations() {
         let pttl: i64 = cmd(&mut con, &["PTTL", &some[0]]);
         assert!(pttl > 0 && pttl <= 300_000, "PTTL {pttl}");
     }
+    // Without a server TTL, set_multi is one MSET, which the cluster client splits per slot.
+    let no_ttl = region_with(cluster.config());
+    no_ttl
+        .set_multi(keys.iter().map(|k| (k.as_str(), k.len() as u32)))
+        .unwrap();
+    assert_eq!(
+        no_ttl.get_multi::<u32, _>(&keys).unwrap(),
+        keys.iter()
+            .map(|k| Some(k.len() as u32))
+            .collect::<Vec<_>>()
+    );
+    region
+        .set_multi(keys.iter().enumerate().map(|(i, k)| (k.as_str(), i as u32)))
+        .unwrap();
     region.delete_multi(&keys[..30]).unwrap();
     let got = region.get_multi::<u32, _>(&keys).unwrap();
     assert!(got[..30].iter().all(Option::is_none));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use dogpile_core::{Error, Result};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use redis::{Cmd, ConnectionLike, FromRedisValue, RedisError, RedisFuture, RedisResult, Value};
 
 /// The client of one server or of a cluster: it makes connections, it does not hold one.
@@ -81,12 +81,39 @@ fn is_broken(e: &RedisError) -> bool {
         || e.is_unrecoverable_error()
 }
 
+/// The blocking connections: idle ones, and how many are open (idle or lent).
+#[derive(Default)]
+struct Pool {
+    idle: Vec<SyncConn>,
+    open: usize,
+}
+
+/// A connection lent by the pool, or the right to open one. Returned when dropped (also on a
+/// panic): a connection still in it goes back to the idle ones, an empty lease frees its place.
+struct Lease<'a> {
+    conns: &'a Conns,
+    conn: Option<SyncConn>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut pool = self.conns.pool.lock();
+        match self.conn.take() {
+            Some(c) => pool.idle.push(c),
+            None => pool.open -= 1,
+        }
+        drop(pool);
+        self.conns.returned.notify_one();
+    }
+}
+
 /// The connections of one backend.
 pub(crate) struct Conns {
     /// `dogpile.cache.redis at 127.0.0.1:6379`: what errors name.
     desc: String,
     client: Client,
-    idle: Mutex<Vec<SyncConn>>,
+    pool: Mutex<Pool>,
+    returned: Condvar,
     pool_size: usize,
     connect_timeout: Option<Duration>,
     socket_timeout: Option<Duration>,
@@ -104,7 +131,8 @@ impl Conns {
         Conns {
             desc,
             client,
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
+            returned: Condvar::new(),
             pool_size,
             connect_timeout,
             socket_timeout,
@@ -137,46 +165,72 @@ impl Conns {
         }
     }
 
-    fn put_back(&self, conn: SyncConn) {
-        let mut idle = self.idle.lock();
-        if idle.len() < self.pool_size {
-            idle.push(conn);
+    /// An idle connection (`true`: reused), or a place to open one; waits while `pool_size`
+    /// connections are lent.
+    fn lease(&self) -> (Lease<'_>, bool) {
+        let mut pool = self.pool.lock();
+        loop {
+            if let Some(c) = pool.idle.pop() {
+                return (
+                    Lease {
+                        conns: self,
+                        conn: Some(c),
+                    },
+                    true,
+                );
+            }
+            if pool.open < self.pool_size {
+                pool.open += 1;
+                return (
+                    Lease {
+                        conns: self,
+                        conn: None,
+                    },
+                    false,
+                );
+            }
+            self.returned.wait(&mut pool);
         }
     }
 
-    /// Runs `f` on a pooled blocking connection. A connection that breaks is dropped (with the
-    /// other idle ones, which a server restart broke too) and `f` is tried once more on a new
+    /// Closes the idle connections: a server restart broke them too.
+    fn discard_idle(&self) {
+        let mut pool = self.pool.lock();
+        let n = pool.idle.len();
+        pool.idle.clear();
+        pool.open -= n;
+        drop(pool);
+        self.returned.notify_all();
+    }
+
+    /// Runs `f` on a pooled blocking connection. A connection that breaks is closed (with the
+    /// idle ones, which a server restart broke too) and `f` is tried once more on a new
     /// connection, so the first call after a restart succeeds.
     pub(crate) fn run<T>(
         &self,
         what: &str,
         mut f: impl FnMut(&mut SyncConn) -> RedisResult<T>,
     ) -> Result<T> {
-        let pooled = self.idle.lock().pop();
-        let (mut conn, mut reused) = match pooled {
-            Some(c) => (c, true),
-            None => (self.connect().map_err(|e| self.error(what, e))?, false),
-        };
+        let (mut lease, mut reused) = self.lease();
         loop {
-            match f(&mut conn) {
-                Ok(v) => {
-                    self.put_back(conn);
-                    return Ok(v);
-                }
+            let conn = match lease.conn.as_mut() {
+                Some(c) => c,
+                None => lease
+                    .conn
+                    .insert(self.connect().map_err(|e| self.error(what, e))?),
+            };
+            match f(conn) {
+                Ok(v) => return Ok(v),
                 Err(e) if is_broken(&e) => {
-                    drop(conn);
-                    self.idle.lock().clear();
+                    lease.conn = None;
+                    self.discard_idle();
                     if !reused || e.is_timeout() {
                         return Err(self.error(what, e));
                     }
                     tracing::debug!(backend = %self.desc, error = %e, "reconnecting");
-                    conn = self.connect().map_err(|e| self.error(what, e))?;
                     reused = false;
                 }
-                Err(e) => {
-                    self.put_back(conn);
-                    return Err(self.error(what, e));
-                }
+                Err(e) => return Err(self.error(what, e)),
             }
         }
     }

@@ -39,8 +39,8 @@
 //! | `redis_expiration_time` | seconds (number) | none (0 also means none) | a server-side TTL (`SET … PX`) so Redis drops old entries by itself; must exceed the region's `expiration_time` (see below) |
 //! | `distributed_lock` | boolean | `false` | use a lock on the server for `get_or_create`, shared by every process using this server, instead of the region's in-process lock |
 //! | `lock_timeout` | seconds (number) | `30` | expiry of a distributed lock: the lock of a process that died goes away by itself at most this long after; a live holder's lock is extended every third of it, however long the creation takes |
-//! | `lock_sleep` | seconds (number) | `0.005` | the longest pause of a waiter between looks at a held lock; pauses start at 1 ms and double up to this |
-//! | `pool_size` | integer ≥ 1 | `8` | blocking connections kept open for reuse; more are opened when more threads call at once, and closed after use |
+//! | `lock_sleep` | seconds (number) | `0.002` | the longest pause of a waiter between looks at a held lock; pauses start at 0.5 ms and double up to this, so a waiter returns within about this long of the release (Python dogpile's 0.1 is accepted, and makes waiters that slow) |
+//! | `pool_size` | integer ≥ 1 | `16` | the most blocking connections open at once; they are kept open for reuse, and a thread finding all of them lent waits for one (the async path shares one multiplexed connection besides) |
 //! | `thread_local_lock` | boolean | – | accepted so Python configuration files work unchanged; has no effect (a lock may be released by any thread here) |
 //!
 //! Any other argument is an error that names it.
@@ -83,7 +83,7 @@
 //! extends its expiry every third of `lock_timeout` by a script that checks the token: a slow
 //! creation never loses its lock to a second creator, and a killed holder's lock expires after at
 //! most `lock_timeout`. A waiter
-//! looks at the lock again after 1, 2, 4 ms… (at most `lock_sleep`) and returns as soon as it is
+//! looks at the lock again after 0.5, 1, 2 ms… (at most `lock_sleep`) and returns as soon as it is
 //! free; the region then reads the value the holder stored before releasing.
 
 mod conn;
@@ -108,8 +108,8 @@ pub const REDIS_CLUSTER: &str = "dogpile.cache.redis_cluster";
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_LOCK_SLEEP: Duration = Duration::from_millis(5);
-const DEFAULT_POOL_SIZE: usize = 8;
+const DEFAULT_LOCK_SLEEP: Duration = Duration::from_millis(2);
+const DEFAULT_POOL_SIZE: usize = 16;
 
 const COMMON_ARGS: &[&str] = &[
     "username",
