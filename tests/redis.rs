@@ -863,9 +863,15 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        // A readiness wait: every node must see the whole cluster as ok.
+        let cluster = Cluster { nodes };
+        cluster.wait_ok();
+        Some(cluster)
+    }
+
+    /// A readiness wait: every node must see the whole cluster as ok.
+    fn wait_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        for node in &nodes {
+        for node in &self.nodes {
             let mut con = raw(&node.addr());
             loop {
                 let info: String = cmd(&mut con, &["CLUSTER", "INFO"]);
@@ -879,7 +885,6 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        Some(Cluster { nodes })
     }
 
     fn config(&self) -> RegionConfig {
@@ -989,5 +994,48 @@ fn cluster_operations() {
                 .unwrap(),
             9
         );
+    });
+}
+
+/// A cluster master restarts (empty, with its node file): the backend reconnects by itself.
+#[test]
+fn cluster_node_restart_recovers() {
+    let _ports = exclusive_ports();
+    let Some(mut cluster) = Cluster::start() else {
+        return;
+    };
+    let region = region_with(cluster.config().argument("distributed_lock", true));
+    let keys: Vec<String> = (0..30).map(|i| format!("key{i}")).collect();
+    region
+        .set_multi(keys.iter().map(|k| (k.as_str(), 1u32)))
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { region.set_async("async", 1u32).await.unwrap() });
+
+    cluster.nodes[0].restart();
+    cluster.wait_ok();
+
+    // The restarted master lost its keys; the others kept theirs.
+    let got = region.get_multi::<u32, _>(&keys).unwrap();
+    let kept = got.iter().filter(|v| v.is_some()).count();
+    assert!(
+        kept > 0 && kept < keys.len(),
+        "kept {kept} of {}",
+        keys.len()
+    );
+    region
+        .set_multi(keys.iter().map(|k| (k.as_str(), 2u32)))
+        .unwrap();
+    assert_eq!(
+        region.get_multi::<u32, _>(&keys).unwrap(),
+        vec![Some(2); keys.len()]
+    );
+    assert_eq!(region.get_or_create("after", || 3u32).unwrap(), 3);
+    rt.block_on(async {
+        region.set_async("async", 4u32).await.unwrap();
+        assert_eq!(region.get_async::<u32>("async").await.unwrap(), Some(4));
     });
 }
