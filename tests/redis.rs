@@ -234,6 +234,26 @@ fn foreign_bytes_are_a_miss() {
     assert_eq!(region.get::<String>("k").unwrap().as_deref(), Some("new"));
     // A value of another type is a miss too.
     assert_eq!(region.get::<u64>("k").unwrap(), None);
+    // So is a key of another Redis type.
+    let _: i64 = cmd(&mut con, &["RPUSH", "list", "x"]);
+    assert_eq!(region.get::<String>("list").unwrap(), None);
+    assert_eq!(
+        region.get_multi::<String, _>(&["list"]).unwrap(),
+        vec![None]
+    );
+    assert_eq!(
+        region.get_or_create("list", || "mine".to_string()).unwrap(),
+        "mine"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _: i64 = cmd(&mut con, &["RPUSH", "list2", "x"]);
+    assert_eq!(
+        rt.block_on(region.get_async::<String>("list2")).unwrap(),
+        None
+    );
 }
 
 /// The distributed mutex: one holder, compare-and-delete release, expiry.

@@ -194,10 +194,21 @@ fn with_scheme(addr: &str) -> String {
     }
 }
 
+/// A URL for an error message, without the user name and password it may hold.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        (None, Some(at)) => format!("…@{}", &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 fn parse_url(args: &Arguments, name: &str, url: &str) -> Result<redis::ConnectionInfo> {
     with_scheme(url)
         .into_connection_info()
-        .map_err(|e| args.error(name, format!("not a Redis URL ({url:?}): {e}")))
+        .map_err(|e| args.error(name, format!("not a Redis URL ({:?}): {e}", redacted(url))))
 }
 
 fn address(info: &redis::ConnectionInfo) -> String {
@@ -276,6 +287,13 @@ fn cluster_nodes(args: &Arguments) -> Result<Vec<redis::ConnectionInfo>> {
         return Err(args.error(name, "expected at least one host:port, got none"));
     }
     nodes.iter().map(|n| parse_url(args, name, n)).collect()
+}
+
+/// Whether the server answered `WRONGTYPE`: the key holds a list, a hash or another non-string.
+fn is_wrong_type(e: &Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<redis::RedisError>())
+        .is_some_and(|r| r.code() == Some("WRONGTYPE"))
 }
 
 /// The `dogpile.cache.redis` and `dogpile.cache.redis_cluster` backend: see the
@@ -394,6 +412,19 @@ impl RedisBackend {
     fn decode(&self, key: &str, bytes: Option<Vec<u8>>) -> Option<CachedValue> {
         bytes.and_then(|b| decode_envelope_or_miss(&b, self.conns.desc(), key))
     }
+
+    /// A `GET`'s outcome: a key holding something other than a string (a list, a hash) is not
+    /// ours, so it reads as a miss, as `MGET` reads it, and the next creation overwrites it.
+    fn read_outcome(&self, key: &str, r: Result<Option<Vec<u8>>>) -> Result<Option<CachedValue>> {
+        match r {
+            Ok(bytes) => Ok(self.decode(key, bytes)),
+            Err(e) if is_wrong_type(&e) => {
+                tracing::warn!(backend = %self.conns.desc(), key, "a key of another Redis type read as a miss");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -416,10 +447,10 @@ impl Backend for RedisBackend {
     }
 
     fn get(&self, key: &str) -> Result<Option<CachedValue>> {
-        let bytes: Option<Vec<u8>> = self
+        let r = self
             .conns
-            .query("reading a value", redis::cmd("GET").arg(key))?;
-        Ok(self.decode(key, bytes))
+            .query("reading a value", redis::cmd("GET").arg(key));
+        self.read_outcome(key, r)
     }
 
     fn set(&self, key: &str, value: CachedValue) -> Result<()> {
@@ -527,11 +558,11 @@ impl Backend for RedisBackend {
             if !in_tokio() {
                 return self.get(key);
             }
-            let bytes: Option<Vec<u8>> = self
+            let r = self
                 .conns
                 .query_async("reading a value", redis::cmd("GET").arg(key))
-                .await?;
-            Ok(self.decode(key, bytes))
+                .await;
+            self.read_outcome(key, r)
         })
     }
 
