@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::clock::Timestamp;
 use crate::error::Result;
+use crate::expiration::Expiration;
 use crate::mutex::CacheMutex;
 
 /// A boxed, sendable future: what the async methods of [`Backend`] return.
@@ -176,6 +177,13 @@ pub trait Backend: Send + Sync + 'static {
     /// lock. Backends with a `distributed_lock` argument return one when it is on.
     fn get_mutex(&self, _key: &str) -> Option<Box<dyn CacheMutex>> {
         None
+    }
+
+    /// Checks the region's default expiration against this backend's own settings when a region
+    /// is configured with it; an error fails `configure`. Redis uses it to refuse a server-side
+    /// TTL that would drop values before the region sees them expire. The default accepts all.
+    fn check_region_expiration(&self, _expiration: Option<&Expiration>) -> Result<()> {
+        Ok(())
     }
 
     /// The key mangler this backend recommends (memcached's hashes keys it cannot take), used

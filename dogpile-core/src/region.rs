@@ -621,6 +621,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             BackendSpec::Name(name) => (make_backend::<C>(name, &config.arguments)?, name.clone()),
             BackendSpec::Instance(b) => (b.clone(), b.name().to_owned()),
         };
+        backend.check_region_expiration(config.expiration_time.as_ref())?;
         let mangler = match &self.key_mangler {
             ManglerChoice::BackendDefault => backend.key_mangler().map(KeyMangler::Fn),
             ManglerChoice::Disabled => None,

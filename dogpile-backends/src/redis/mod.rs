@@ -1,0 +1,604 @@
+//! `dogpile.cache.redis` and `dogpile.cache.redis_cluster`: values on a Redis server or a Redis
+//! Cluster, with an optional distributed dogpile lock (cargo feature `redis`).
+//!
+//! Values are stored as the codec's envelope bytes (format version, creation time, payload);
+//! bytes that do not decode (written by something else) read as a miss. Making the backend does
+//! not connect: the first operation does, and a broken connection is replaced by itself, so the
+//! backend recovers when a server restarts. Errors name the backend and the server:
+//! `dogpile.cache.redis at 127.0.0.1:6379: reading a value: …`.
+//!
+//! ```no_run
+//! use dogpile_backends::Builtins;
+//! use dogpile_core::{CacheRegion, RegionConfig};
+//!
+//! // With the `dogpile` facade this is `dogpile::make_region().configure(…)`.
+//! let region: CacheRegion<Builtins> = CacheRegion::new();
+//! region.configure(
+//!     RegionConfig::new("dogpile.cache.redis")
+//!         .expiration_time(3600)
+//!         .argument("url", "redis://127.0.0.1:6379/0")
+//!         .argument("redis_expiration_time", 7200)
+//!         .argument("distributed_lock", true),
+//! )?;
+//! let answer: u32 = region.get_or_create("answer", || 42)?;
+//! # Ok::<(), dogpile_core::Error>(())
+//! ```
+//!
+//! # Arguments of `dogpile.cache.redis`
+//!
+//! | argument | type | default | meaning |
+//! |---|---|---|---|
+//! | `url` | string | – | `redis://[username:password@]host:port[/db]` (also `rediss://` is parsed, but this build has no TLS, and `redis+unix:///path`). Without a scheme, `redis://` is assumed. Excludes `host` and `port`. |
+//! | `host` | string | `localhost` | server host, when there is no `url` |
+//! | `port` | integer | `6379` | server port, when there is no `url` |
+//! | `db` | integer | `0` (or the `url`'s) | database number |
+//! | `username` | string | none (or the `url`'s) | ACL user name |
+//! | `password` | string | none (or the `url`'s) | password |
+//! | `socket_timeout` | seconds (number) | none: wait forever | bound on each reply; also bounds connecting when `socket_connect_timeout` is not given |
+//! | `socket_connect_timeout` | seconds (number) | `socket_timeout`, else 5 | bound on connecting |
+//! | `redis_expiration_time` | seconds (number) | none (0 also means none) | a server-side TTL (`SET … PX`) so Redis drops old entries by itself; must exceed the region's `expiration_time` (see below) |
+//! | `distributed_lock` | boolean | `false` | use a lock on the server for `get_or_create`, shared by every process using this server, instead of the region's in-process lock |
+//! | `lock_timeout` | seconds (number) | `30` | expiry of a distributed lock: the lock of a process that died goes away by itself at most this long after; a live holder's lock is extended every third of it, however long the creation takes |
+//! | `lock_sleep` | seconds (number) | `0.002` | the longest pause of a waiter between looks at a held lock; pauses start at 0.5 ms and double up to this, so a waiter returns within about this long of the release (Python dogpile's 0.1 is accepted, and makes waiters that slow) |
+//! | `pool_size` | integer ≥ 1 | `16` | the most blocking connections open at once; they are kept open for reuse, and a thread finding all of them lent waits for one (the async path shares one multiplexed connection besides) |
+//! | `thread_local_lock` | boolean | – | accepted so Python configuration files work unchanged; has no effect (a lock may be released by any thread here) |
+//!
+//! Any other argument is an error that names it.
+//!
+//! # Arguments of `dogpile.cache.redis_cluster`
+//!
+//! `startup_nodes`: a list of `host:port` (or `redis://host:port`) addresses of cluster nodes, or
+//! one string of them separated by commas; `url` is accepted in its place (one or several URLs).
+//! The others as above: `username`, `password`, `socket_timeout`, `socket_connect_timeout`,
+//! `redis_expiration_time`, `distributed_lock`, `lock_timeout`, `lock_sleep`, `pool_size`,
+//! `thread_local_lock`. A cluster has only database 0, so `db`, `host` and `port` are errors.
+//! `get_multi` and `delete_multi` are one `MGET` / `DEL` per slot, sent by the cluster client;
+//! `set_multi` is one cluster pipeline, which the client splits per node.
+//!
+//! # `redis_expiration_time` and the region's expiration
+//!
+//! The server TTL must be longer than the region's expiration time: the region serves an expired
+//! value while one caller makes a new one, which needs the old value still on the server. The
+//! backend is made before the region hands it its expiration time, so the check is done when the
+//! region is configured ([`Backend::check_region_expiration`]): a region with a fixed
+//! `expiration_time` at or above `redis_expiration_time` fails to configure, with an error naming
+//! the argument. Regions that never expire, or whose expiration is computed per call, are accepted
+//! (the server TTL then bounds how long values live; a computed expiration is not checked).
+//!
+//! # Operations
+//!
+//! `get` is one `GET`, `get_multi` one `MGET`, `set` one `SET` (with `PX` when there is a TTL),
+//! `set_multi` one `MSET` without a TTL or one pipeline of `SET … PX` with it, `delete` and
+//! `delete_multi` one `DEL`. The async methods (`get_async`, `set_async`, `delete_async`, and the
+//! lock's `try_acquire_async` / `wait_async`) use the `redis` crate's multiplexed async
+//! connection when called inside a tokio runtime (made on first use and shared); outside one they
+//! use the blocking connections. The async path needs a runtime with I/O and time enabled.
+//!
+//! # The distributed lock
+//!
+//! With `distributed_lock`, [`Backend::get_mutex`] gives a [`RedisMutex`]: `SET _lockKEY token NX
+//! PX lock_timeout` with a token unique to the handle, released by a script that deletes the lock
+//! only when it still holds that token, so a holder never deletes another holder's lock. While a
+//! lock is held, a thread of the holding process (one per backend, started with the first lock)
+//! extends its expiry every third of `lock_timeout` by a script that checks the token: a slow
+//! creation never loses its lock to a second creator, and a killed holder's lock expires after at
+//! most `lock_timeout`. A waiter
+//! looks at the lock again after 0.5, 1, 2 ms… (at most `lock_sleep`) and returns as soon as it is
+//! free; the region then reads the value the holder stored before releasing.
+
+mod conn;
+mod lock;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope};
+use dogpile_core::{
+    Arguments, Backend, BoxFuture, CacheMutex, CachedValue, Error, Expiration, PayloadKind, Result,
+};
+use redis::IntoConnectionInfo;
+
+use conn::{in_tokio, Client, Conns, SyncConn};
+pub use lock::RedisMutex;
+
+/// The name of the single-server backend.
+pub const REDIS: &str = "dogpile.cache.redis";
+/// The name of the cluster backend.
+pub const REDIS_CLUSTER: &str = "dogpile.cache.redis_cluster";
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_LOCK_SLEEP: Duration = Duration::from_millis(2);
+const DEFAULT_POOL_SIZE: usize = 16;
+
+const COMMON_ARGS: &[&str] = &[
+    "username",
+    "password",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "redis_expiration_time",
+    "distributed_lock",
+    "lock_timeout",
+    "lock_sleep",
+    "pool_size",
+    "thread_local_lock",
+];
+
+/// The arguments both backends share, read and checked.
+#[derive(Clone, Debug, PartialEq)]
+struct Common {
+    username: Option<String>,
+    password: Option<String>,
+    socket_timeout: Option<Duration>,
+    connect_timeout: Duration,
+    ttl: Option<Duration>,
+    ttl_key: String,
+    distributed_lock: bool,
+    lock_timeout: Duration,
+    lock_sleep: Duration,
+    pool_size: usize,
+}
+
+fn positive(args: &Arguments, name: &str, d: Option<Duration>) -> Result<Option<Duration>> {
+    match d {
+        Some(d) if d.is_zero() => Err(args.error(name, "expected more than 0 seconds, got 0")),
+        other => Ok(other),
+    }
+}
+
+impl Common {
+    fn read(args: &Arguments) -> Result<Self> {
+        let socket_timeout = positive(args, "socket_timeout", args.seconds("socket_timeout")?)?;
+        let connect_timeout = positive(
+            args,
+            "socket_connect_timeout",
+            args.seconds("socket_connect_timeout")?,
+        )?
+        .or(socket_timeout)
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let ttl = args
+            .seconds("redis_expiration_time")?
+            .filter(|d| !d.is_zero());
+        // `thread_local_lock` is read only to check its type.
+        args.bool("thread_local_lock")?;
+        let lock_timeout = positive(args, "lock_timeout", args.seconds("lock_timeout")?)?
+            .unwrap_or(DEFAULT_LOCK_TIMEOUT);
+        let lock_sleep = positive(args, "lock_sleep", args.seconds("lock_sleep")?)?
+            .unwrap_or(DEFAULT_LOCK_SLEEP);
+        let pool_size = match args.u64("pool_size")? {
+            None => DEFAULT_POOL_SIZE,
+            Some(0) => return Err(args.error("pool_size", "expected at least 1, got 0")),
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        Ok(Common {
+            username: args.string("username")?,
+            password: args.string("password")?,
+            socket_timeout,
+            connect_timeout,
+            ttl,
+            ttl_key: args.key("redis_expiration_time"),
+            distributed_lock: args.bool("distributed_lock")?.unwrap_or(false),
+            lock_timeout,
+            lock_sleep,
+            pool_size,
+        })
+    }
+}
+
+/// Adds `redis://` to an address written without a scheme.
+fn with_scheme(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("redis://{addr}")
+    }
+}
+
+/// A URL for an error message, without the user name and password it may hold.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        (None, Some(at)) => format!("…@{}", &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn parse_url(args: &Arguments, name: &str, url: &str) -> Result<redis::ConnectionInfo> {
+    with_scheme(url)
+        .into_connection_info()
+        .map_err(|e| args.error(name, format!("not a Redis URL ({:?}): {e}", redacted(url))))
+}
+
+fn address(info: &redis::ConnectionInfo) -> String {
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+        redis::ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port}"),
+        redis::ConnectionAddr::Unix(path) => path.display().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Where a single-server backend connects, read from `url` or `host` / `port` / `db` /
+/// `username` / `password`.
+fn single_server_info(args: &Arguments, common: &Common) -> Result<redis::ConnectionInfo> {
+    let url = args.string("url")?;
+    let host = args.string("host")?;
+    let port = args.u64("port")?;
+    let mut info = match url {
+        Some(url) => {
+            for conflicting in ["host", "port"] {
+                if args.get(conflicting).is_some() {
+                    return Err(
+                        args.error(conflicting, "give either url, or host and port, not both")
+                    );
+                }
+            }
+            parse_url(args, "url", &url)?
+        }
+        None => {
+            let port = match port {
+                None => 6379,
+                Some(p) => u16::try_from(p)
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| args.error("port", format!("expected 1 to 65535, got {p}")))?,
+            };
+            let host = host.unwrap_or_else(|| "localhost".to_owned());
+            redis::ConnectionAddr::Tcp(host, port)
+                .into_connection_info()
+                .map_err(|e| args.error("host", e))?
+        }
+    };
+    let mut settings = info.redis_settings().clone();
+    if let Some(db) = args.i64("db")? {
+        if db < 0 {
+            return Err(args.error("db", format!("expected 0 or more, got {db}")));
+        }
+        settings = settings.set_db(db);
+    }
+    if let Some(u) = &common.username {
+        settings = settings.set_username(u);
+    }
+    if let Some(p) = &common.password {
+        settings = settings.set_password(p);
+    }
+    info = info.set_redis_settings(settings);
+    Ok(info)
+}
+
+/// The startup nodes of a cluster backend, from `startup_nodes` or `url`.
+fn cluster_nodes(args: &Arguments) -> Result<Vec<redis::ConnectionInfo>> {
+    let (name, nodes) = match (args.string_list("startup_nodes")?, args.string_list("url")?) {
+        (Some(_), Some(_)) => {
+            return Err(args.error("url", "give either startup_nodes or url, not both"))
+        }
+        (Some(n), None) => ("startup_nodes", n),
+        (None, Some(u)) => ("url", u),
+        (None, None) => {
+            return Err(args.error(
+                "startup_nodes",
+                "missing: dogpile.cache.redis_cluster needs the address of at least one cluster node (host:port)",
+            ))
+        }
+    };
+    if nodes.is_empty() {
+        return Err(args.error(name, "expected at least one host:port, got none"));
+    }
+    nodes.iter().map(|n| parse_url(args, name, n)).collect()
+}
+
+/// Whether the server answered `WRONGTYPE`: the key holds a list, a hash or another non-string.
+fn is_wrong_type(e: &Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<redis::RedisError>())
+        .is_some_and(|r| r.code() == Some("WRONGTYPE"))
+}
+
+/// The `dogpile.cache.redis` and `dogpile.cache.redis_cluster` backend: see the
+/// [module documentation](self) for its arguments.
+pub struct RedisBackend {
+    conns: Arc<Conns>,
+    ttl: Option<Duration>,
+    ttl_key: String,
+    lock: Option<Arc<lock::Keeper>>,
+}
+
+impl RedisBackend {
+    /// A `dogpile.cache.redis` backend from its arguments. Does not connect.
+    pub fn from_arguments(args: &Arguments) -> Result<Self> {
+        let mut known = vec!["url", "host", "port", "db"];
+        known.extend_from_slice(COMMON_ARGS);
+        args.expect_only(REDIS, &known)?;
+        let common = Common::read(args)?;
+        let info = single_server_info(args, &common)?;
+        let desc = format!("{REDIS} at {}", address(&info));
+        let client = redis::Client::open(info).map_err(|e| args.error("url", e))?;
+        Ok(Self::with_client(desc, Client::Single(client), &common))
+    }
+
+    /// A `dogpile.cache.redis_cluster` backend from its arguments. Does not connect.
+    pub fn cluster_from_arguments(args: &Arguments) -> Result<Self> {
+        for single_only in ["db", "host", "port"] {
+            if args.get(single_only).is_some() {
+                return Err(args.error(
+                    single_only,
+                    "dogpile.cache.redis_cluster takes startup_nodes (or url); a cluster has only database 0",
+                ));
+            }
+        }
+        let mut known = vec!["startup_nodes", "url"];
+        known.extend_from_slice(COMMON_ARGS);
+        args.expect_only(REDIS_CLUSTER, &known)?;
+        let common = Common::read(args)?;
+        let nodes = cluster_nodes(args)?;
+        let desc = format!(
+            "{REDIS_CLUSTER} at {}",
+            nodes.iter().map(address).collect::<Vec<_>>().join(",")
+        );
+        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+            .connection_timeout(common.connect_timeout);
+        if let Some(t) = common.socket_timeout {
+            builder = builder.response_timeout(t);
+        }
+        if let Some(u) = &common.username {
+            builder = builder.username(u);
+        }
+        if let Some(p) = &common.password {
+            builder = builder.password(p);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| args.error("startup_nodes", e))?;
+        Ok(Self::with_client(
+            desc,
+            Client::Cluster(Box::new(client)),
+            &common,
+        ))
+    }
+
+    fn with_client(desc: String, client: Client, common: &Common) -> Self {
+        let conns = Arc::new(Conns::new(
+            desc,
+            client,
+            common.pool_size,
+            Some(common.connect_timeout),
+            common.socket_timeout,
+        ));
+        RedisBackend {
+            lock: common
+                .distributed_lock
+                .then(|| lock::Keeper::new(conns.clone(), common.lock_timeout, common.lock_sleep)),
+            conns,
+            ttl: common.ttl,
+            ttl_key: common.ttl_key.clone(),
+        }
+    }
+
+    /// The server-side TTL (`redis_expiration_time`), if any.
+    pub fn redis_expiration_time(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// Whether `get_mutex` gives distributed locks (`distributed_lock`).
+    pub fn distributed_lock(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    fn ttl_ms(&self) -> Option<u64> {
+        self.ttl
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
+    }
+
+    fn encode(&self, key: &str, value: &CachedValue) -> Result<Vec<u8>> {
+        encode_envelope(value).ok_or_else(|| {
+            Error::backend_msg(
+                self.conns.desc(),
+                format!("cannot store {key:?}: the value has no bytes (an object payload given to a byte backend)"),
+            )
+        })
+    }
+
+    fn set_cmd(&self, key: &str, bytes: &[u8]) -> redis::Cmd {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(bytes);
+        if let Some(ms) = self.ttl_ms() {
+            cmd.arg("PX").arg(ms);
+        }
+        cmd
+    }
+
+    fn decode(&self, key: &str, bytes: Option<Vec<u8>>) -> Option<CachedValue> {
+        bytes.and_then(|b| decode_envelope_or_miss(&b, self.conns.desc(), key))
+    }
+
+    /// A `GET`'s outcome: a key holding something other than a string (a list, a hash) is not
+    /// ours, so it reads as a miss, as `MGET` reads it, and the next creation overwrites it.
+    fn read_outcome(&self, key: &str, r: Result<Option<Vec<u8>>>) -> Result<Option<CachedValue>> {
+        match r {
+            Ok(bytes) => Ok(self.decode(key, bytes)),
+            Err(e) if is_wrong_type(&e) => {
+                tracing::warn!(backend = %self.conns.desc(), key, "a key of another Redis type read as a miss");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("server", &self.conns.desc())
+            .field("redis_expiration_time", &self.ttl)
+            .field("distributed_lock", &self.lock.is_some())
+            .finish()
+    }
+}
+
+impl Backend for RedisBackend {
+    fn name(&self) -> &str {
+        self.conns.desc()
+    }
+
+    fn payload_kind(&self) -> PayloadKind {
+        PayloadKind::Bytes
+    }
+
+    fn get(&self, key: &str) -> Result<Option<CachedValue>> {
+        let r = self
+            .conns
+            .query("reading a value", redis::cmd("GET").arg(key));
+        self.read_outcome(key, r)
+    }
+
+    fn set(&self, key: &str, value: CachedValue) -> Result<()> {
+        let bytes = self.encode(key, &value)?;
+        self.conns
+            .query::<()>("storing a value", &self.set_cmd(key, &bytes))
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.conns
+            .query::<()>("deleting a value", redis::cmd("DEL").arg(key))
+    }
+
+    fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<CachedValue>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<Option<Vec<u8>>> = self
+            .conns
+            .query("reading values", redis::cmd("MGET").arg(keys))?;
+        if found.len() != keys.len() {
+            return Err(Error::backend_msg(
+                self.conns.desc(),
+                format!(
+                    "reading values: MGET of {} keys returned {} values",
+                    keys.len(),
+                    found.len()
+                ),
+            ));
+        }
+        Ok(keys
+            .iter()
+            .zip(found)
+            .map(|(k, b)| self.decode(k, b))
+            .collect())
+    }
+
+    fn set_multi(&self, items: Vec<(String, CachedValue)>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let encoded = items
+            .iter()
+            .map(|(k, v)| Ok((k.as_str(), self.encode(k, v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let ttl = self.ttl_ms();
+        self.conns.run("storing values", |conn| {
+            if ttl.is_none() {
+                let mut mset = redis::cmd("MSET");
+                for (k, b) in &encoded {
+                    mset.arg(*k).arg(b);
+                }
+                return mset.query::<()>(conn.as_dyn());
+            }
+            match conn {
+                SyncConn::Single(c) => {
+                    let mut pipe = redis::pipe();
+                    for (k, b) in &encoded {
+                        pipe.add_command(self.set_cmd(k, b)).ignore();
+                    }
+                    pipe.query::<()>(c)
+                }
+                SyncConn::Cluster(c) => {
+                    let mut pipe = redis::cluster::cluster_pipe();
+                    for (k, b) in &encoded {
+                        pipe.add_command(self.set_cmd(k, b)).ignore();
+                    }
+                    pipe.query::<()>(c)
+                }
+            }
+        })
+    }
+
+    fn delete_multi(&self, keys: &[&str]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.conns
+            .query::<()>("deleting values", redis::cmd("DEL").arg(keys))
+    }
+
+    fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
+        let keeper = self.lock.as_ref()?;
+        Some(Box::new(RedisMutex::new(keeper, key)))
+    }
+
+    fn check_region_expiration(&self, expiration: Option<&Expiration>) -> Result<()> {
+        match (self.ttl, expiration) {
+            (Some(server), Some(Expiration::After(region))) if server <= *region => {
+                Err(Error::config(
+                    self.ttl_key.clone(),
+                    format!(
+                        "{} s must exceed the region's expiration_time ({} s): Redis would drop values before they expire in the region, so callers would wait for a new value instead of getting the old one",
+                        server.as_secs_f64(),
+                        region.as_secs_f64()
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
+        Box::pin(async move {
+            if !in_tokio() {
+                return self.get(key);
+            }
+            let r = self
+                .conns
+                .query_async("reading a value", redis::cmd("GET").arg(key))
+                .await;
+            self.read_outcome(key, r)
+        })
+    }
+
+    fn set_async<'a>(&'a self, key: &'a str, value: CachedValue) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if !in_tokio() {
+                return self.set(key, value);
+            }
+            let bytes = self.encode(key, &value)?;
+            self.conns
+                .query_async::<()>("storing a value", &self.set_cmd(key, &bytes))
+                .await
+        })
+    }
+
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if !in_tokio() {
+                return self.delete(key);
+            }
+            self.conns
+                .query_async::<()>("deleting a value", redis::cmd("DEL").arg(key))
+                .await
+        })
+    }
+}
+
+/// Makes a `dogpile.cache.redis` backend from its arguments.
+pub fn make_redis(args: &Arguments) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(RedisBackend::from_arguments(args)?))
+}
+
+/// Makes a `dogpile.cache.redis_cluster` backend from its arguments.
+pub fn make_redis_cluster(args: &Arguments) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(RedisBackend::cluster_from_arguments(args)?))
+}
+
+#[cfg(test)]
+mod tests;

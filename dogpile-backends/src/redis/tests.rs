@@ -1,0 +1,222 @@
+//! Argument parsing; the operations are tested against real servers in `tests/redis.rs`.
+
+use super::*;
+
+fn err(args: Arguments) -> String {
+    RedisBackend::from_arguments(&args).unwrap_err().to_string()
+}
+
+fn cluster_err(args: Arguments) -> String {
+    RedisBackend::cluster_from_arguments(&args)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn defaults_and_url() {
+    let b = RedisBackend::from_arguments(&Arguments::new()).unwrap();
+    assert_eq!(b.name(), "dogpile.cache.redis at localhost:6379");
+    assert_eq!(b.redis_expiration_time(), None);
+    assert!(!b.distributed_lock());
+    assert!(b.get_mutex("k").is_none());
+    let b = RedisBackend::from_arguments(
+        &Arguments::new()
+            .with("url", "redis://user:secret@10.1.2.3:7000/2")
+            .with("redis_expiration_time", 120)
+            .with("distributed_lock", true),
+    )
+    .unwrap();
+    assert_eq!(b.name(), "dogpile.cache.redis at 10.1.2.3:7000");
+    assert_eq!(b.redis_expiration_time(), Some(Duration::from_secs(120)));
+    assert!(b.distributed_lock());
+    // Without a scheme, redis:// is assumed.
+    let b = RedisBackend::from_arguments(&Arguments::new().with("url", "127.0.0.1:7001")).unwrap();
+    assert_eq!(b.name(), "dogpile.cache.redis at 127.0.0.1:7001");
+}
+
+#[test]
+fn host_port_db_and_credentials() {
+    let args = Arguments::new()
+        .with("host", "cache.local")
+        .with("port", 6380)
+        .with("db", 3)
+        .with("username", "app")
+        .with("password", "pw");
+    let common = Common::read(&args).unwrap();
+    let info = single_server_info(&args, &common).unwrap();
+    assert_eq!(address(&info), "cache.local:6380");
+    assert_eq!(info.redis_settings().db(), 3);
+    assert_eq!(info.redis_settings().username(), Some("app"));
+    assert_eq!(info.redis_settings().password(), Some("pw"));
+    // Explicit db and password override the URL's.
+    let args = Arguments::new()
+        .with("url", "redis://:old@h:1/1")
+        .with("db", 4)
+        .with("password", "new");
+    let common = Common::read(&args).unwrap();
+    let info = single_server_info(&args, &common).unwrap();
+    assert_eq!(info.redis_settings().db(), 4);
+    assert_eq!(info.redis_settings().password(), Some("new"));
+}
+
+#[test]
+fn timeouts_lock_and_pool() {
+    let args = Arguments::new()
+        .with("socket_timeout", 0.25)
+        .with("lock_timeout", 10)
+        .with("lock_sleep", 0.002)
+        .with("pool_size", 3)
+        .with("thread_local_lock", false)
+        .with("redis_expiration_time", 0);
+    let c = Common::read(&args).unwrap();
+    assert_eq!(c.socket_timeout, Some(Duration::from_millis(250)));
+    assert_eq!(c.connect_timeout, Duration::from_millis(250));
+    assert_eq!(c.lock_timeout, Duration::from_secs(10));
+    assert_eq!(c.lock_sleep, Duration::from_millis(2));
+    assert_eq!(c.pool_size, 3);
+    assert_eq!(c.ttl, None, "0 means no server TTL, as in dogpile");
+    let c = Common::read(&Arguments::new().with("socket_connect_timeout", 2)).unwrap();
+    assert_eq!(c.connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.socket_timeout, None);
+    let c = Common::read(&Arguments::new()).unwrap();
+    assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(c.lock_timeout, DEFAULT_LOCK_TIMEOUT);
+    assert_eq!(c.lock_sleep, DEFAULT_LOCK_SLEEP);
+    assert_eq!(c.pool_size, DEFAULT_POOL_SIZE);
+}
+
+#[test]
+fn errors_name_the_argument() {
+    let e = err(Arguments::new().with("hots", "x"));
+    assert!(
+        e.starts_with("arguments.hots: unknown argument for dogpile.cache.redis; it takes: url, host, port, db"),
+        "{e}"
+    );
+    assert_eq!(
+        err(Arguments::new().with("port", "six")),
+        "arguments.port: expected a non-negative integer, got a string \"six\""
+    );
+    assert_eq!(
+        err(Arguments::new().with("port", 70000)),
+        "arguments.port: expected 1 to 65535, got 70000"
+    );
+    assert_eq!(
+        err(Arguments::new().with("db", -1)),
+        "arguments.db: expected 0 or more, got -1"
+    );
+    assert_eq!(
+        err(Arguments::new().with("distributed_lock", "yes")),
+        "arguments.distributed_lock: expected true or false, got a string \"yes\""
+    );
+    assert_eq!(
+        err(Arguments::new().with("lock_timeout", 0)),
+        "arguments.lock_timeout: expected more than 0 seconds, got 0"
+    );
+    assert_eq!(
+        err(Arguments::new().with("pool_size", 0)),
+        "arguments.pool_size: expected at least 1, got 0"
+    );
+    assert!(err(Arguments::new().with("socket_timeout", -1.0))
+        .starts_with("arguments.socket_timeout: expected a number of seconds"));
+    assert_eq!(
+        err(Arguments::new()
+            .with("url", "redis://h:1")
+            .with("host", "h")),
+        "arguments.host: give either url, or host and port, not both"
+    );
+    assert!(err(Arguments::new().with("url", "http://h:1"))
+        .starts_with("arguments.url: not a Redis URL (\"http://h:1\")"));
+}
+
+#[test]
+fn server_ttl_must_exceed_the_region_expiration() {
+    let b =
+        RedisBackend::from_arguments(&Arguments::new().with("redis_expiration_time", 60)).unwrap();
+    let e = b
+        .check_region_expiration(Some(&Expiration::After(Duration::from_secs(60))))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "arguments.redis_expiration_time: 60 s must exceed the region's expiration_time (60 s)"
+        ),
+        "{e}"
+    );
+    assert!(b
+        .check_region_expiration(Some(&Expiration::After(Duration::from_secs(59))))
+        .is_ok());
+    assert!(b.check_region_expiration(Some(&Expiration::Never)).is_ok());
+    assert!(b.check_region_expiration(None).is_ok());
+    let no_ttl = RedisBackend::from_arguments(&Arguments::new()).unwrap();
+    assert!(no_ttl
+        .check_region_expiration(Some(&Expiration::After(Duration::from_secs(1 << 40))))
+        .is_ok());
+}
+
+#[test]
+fn cluster_arguments() {
+    let b = RedisBackend::cluster_from_arguments(
+        &Arguments::new().with("startup_nodes", "127.0.0.1:7000, 127.0.0.1:7001"),
+    )
+    .unwrap();
+    assert_eq!(
+        b.name(),
+        "dogpile.cache.redis_cluster at 127.0.0.1:7000,127.0.0.1:7001"
+    );
+    let b = RedisBackend::cluster_from_arguments(
+        &Arguments::new()
+            .with("url", vec!["redis://127.0.0.1:7000"])
+            .with("distributed_lock", true),
+    )
+    .unwrap();
+    assert!(b.distributed_lock());
+    assert!(cluster_err(Arguments::new()).starts_with("arguments.startup_nodes: missing"));
+    assert!(
+        cluster_err(Arguments::new().with("startup_nodes", "h:1").with("db", 1))
+            .starts_with("arguments.db: dogpile.cache.redis_cluster takes startup_nodes")
+    );
+    assert!(cluster_err(
+        Arguments::new()
+            .with("startup_nodes", "h:1")
+            .with("url", "h:2")
+    )
+    .starts_with("arguments.url: give either startup_nodes or url"));
+    assert!(cluster_err(Arguments::new().with("startup_nodes", ""))
+        .starts_with("arguments.startup_nodes: expected at least one"));
+    assert!(cluster_err(
+        Arguments::new()
+            .with("startup_nodes", "h:1")
+            .with("nodes", 1)
+    )
+    .starts_with("arguments.nodes: unknown argument for dogpile.cache.redis_cluster"));
+}
+
+#[test]
+fn a_dead_server_is_an_error_naming_it_not_a_panic() {
+    // Port 1 on loopback: nothing listens there.
+    let b = RedisBackend::from_arguments(
+        &Arguments::new()
+            .with("url", "redis://127.0.0.1:1")
+            .with("socket_timeout", 2)
+            .with("distributed_lock", true),
+    )
+    .unwrap();
+    let e = b.get("k").unwrap_err().to_string();
+    assert!(
+        e.starts_with("dogpile.cache.redis at 127.0.0.1:1: reading a value:"),
+        "{e}"
+    );
+    assert!(b.get_multi(&["a", "b"]).is_err());
+    let m = b.get_mutex("k").unwrap();
+    assert!(m.try_acquire().is_err());
+    assert!(m.locked().is_err());
+}
+
+#[test]
+fn url_errors_hide_credentials() {
+    assert_eq!(redacted("redis://user:pw@h:1/0"), "redis://…@h:1/0");
+    assert_eq!(redacted("user:pw@h:1"), "…@h:1");
+    assert_eq!(redacted("redis://h:1"), "redis://h:1");
+    let e = err(Arguments::new().with("url", "http://u:secret@h:1"));
+    assert!(!e.contains("secret"), "{e}");
+}
