@@ -818,6 +818,9 @@ fn the_async_runner_creates_in_the_background_while_callers_get_the_stale_value(
         std::thread::yield_now();
     }
     assert_eq!(region.get::<u32>("k").unwrap(), Some(2));
+    let stats = region.stats();
+    assert_eq!((stats.creations, stats.async_refreshes), (2, 1), "{stats}");
+    assert_eq!(stats.stale_served, 1, "{stats}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ use crate::mutex::{CacheMutex, LocalLocks, LockGuard};
 use crate::proxy::wrap_chain;
 use crate::registry::{make_backend, BackendCatalog, NoBuiltins};
 use crate::slot::Slot;
-use crate::stats::{Counter, RegionStats, Stats};
+use crate::stats::{CountSink, Counter, RegionStats, Stats};
 
 /// A value a region can cache: any `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`
 /// type. Serializable even where the memory backend never serializes it, so that moving a region
@@ -374,9 +374,9 @@ where
 }
 
 /// Counts a creator error when dropped: forgotten when the creator returns.
-struct FailureCounter<'a>(&'a RegionStats);
+struct FailureCounter<'a, S: CountSink>(&'a S);
 
-impl Drop for FailureCounter<'_> {
+impl<S: CountSink> Drop for FailureCounter<'_, S> {
     fn drop(&mut self) {
         self.0.incr(Counter::CreatorErrors);
     }
@@ -512,15 +512,26 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         let cfg = self.cfg.clone();
         let mkey = self.mkey.to_owned();
         let should_cache = self.should_cache;
+        let stats = self.region.stats.handle();
         runner.run(AsyncCreation::new(
             self.key.to_owned(),
             Box::new(move || {
-                if let Some(value) = job() {
-                    if should_cache.is_none_or(|f| f(&value)) {
-                        if let Err(e) = cfg.store(&mkey, &value) {
-                            tracing::warn!(key = mkey, error = %e, "storing a value created in the background failed");
+                let start = Instant::now();
+                let failed = FailureCounter(&stats);
+                let created = job();
+                std::mem::forget(failed);
+                stats.add_time(Counter::CreationNanos, start.elapsed());
+                match created {
+                    Some(value) => {
+                        stats.incr(Counter::Creations);
+                        if should_cache.is_none_or(|f| f(&value)) {
+                            if let Err(e) = cfg.store(&mkey, &value) {
+                                stats.incr(Counter::BackendErrors);
+                                tracing::warn!(key = mkey, error = %e, "storing a value created in the background failed");
+                            }
                         }
                     }
+                    None => stats.incr(Counter::CreatorErrors),
                 }
                 drop(guard);
             }),

@@ -185,6 +185,16 @@ impl RegionStats {
         self.add(counter, u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
+    /// A handle that counts into this region's row from anywhere, for work that outlives the
+    /// call (a creation on the async runner's thread).
+    pub(crate) fn handle(&self) -> StatsHandle {
+        // Assign the row now, so the handle has one.
+        self.add(Counter::Hits, 0);
+        StatsHandle {
+            row: self.row.load(Ordering::Relaxed),
+        }
+    }
+
     /// The counts so far.
     pub(crate) fn snapshot(&self) -> Stats {
         let mut sum = [0u64; COUNTERS];
@@ -204,6 +214,51 @@ impl RegionStats {
             }
         }
         Stats::from_counters(sum)
+    }
+}
+
+/// Something counts can be added to.
+pub(crate) trait CountSink {
+    /// Adds one to a counter.
+    fn incr(&self, counter: Counter);
+}
+
+impl CountSink for RegionStats {
+    #[inline]
+    fn incr(&self, counter: Counter) {
+        RegionStats::incr(self, counter)
+    }
+}
+
+/// Counts into a region's row without borrowing the region. If the region is dropped first,
+/// late counts land in the row's next owner or nowhere: statistics, not accounting.
+pub(crate) struct StatsHandle {
+    row: usize,
+}
+
+impl StatsHandle {
+    fn add(&self, counter: Counter, n: u64) {
+        if self.row >= ROWS {
+            return;
+        }
+        let _ = OWNER.try_with(|owner| {
+            let cell = &owner.get_or_init(Owner::register).0.rows[self.row][counter as usize];
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        });
+    }
+
+    /// Adds a duration, in nanoseconds, to a counter.
+    pub(crate) fn add_time(&self, counter: Counter, d: Duration) {
+        self.add(counter, u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+}
+
+impl CountSink for StatsHandle {
+    fn incr(&self, counter: Counter) {
+        self.add(counter, 1);
     }
 }
 
