@@ -63,7 +63,7 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError>
         type_name: std::any::type_name::<T>(),
         message,
     };
-    match bincode::serde::decode_from_slice::<T, _>(bytes, config()) {
+    match decode_limited::<T>(bytes) {
         Ok((v, used)) if used == bytes.len() => Ok(v),
         Ok((_, used)) => Err(err(format!(
             "{} bytes left over after {used}",
@@ -71,6 +71,35 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError>
         ))),
         Err(e) => Err(err(e.to_string())),
     }
+}
+
+/// `bincode::serde::decode_from_slice` with a byte limit that follows the input's length.
+///
+/// bincode's standard configuration has no limit, and it allocates a string's buffer from the
+/// length prefix before reading the bytes: eight bytes of garbage saying "2^40 bytes follow" made
+/// it ask for a terabyte (an abort), and a length past `isize::MAX` made it panic. With a limit,
+/// bincode refuses any claim past it. Decoding claims at most 16 bytes per input byte (a `u128`
+/// read from a one-byte varint), so a limit of 16 times the input never refuses a payload that
+/// decodes, and a lying length prefix can make it allocate at most the limit (bucketed by powers of
+/// 16: under 256 times the input plus a kilobyte) before the read finds the bytes missing.
+fn decode_limited<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    let need = bytes.len().saturating_mul(16).saturating_add(64);
+    macro_rules! within {
+        ($($shift:literal)*) => {$(
+            if need <= 1usize << $shift {
+                return bincode::serde::decode_from_slice(
+                    bytes,
+                    config().with_limit::<{ 1usize << $shift }>(),
+                );
+            }
+        )*};
+    }
+    within!(10 14 18 22 26 30);
+    #[cfg(target_pointer_width = "64")]
+    within!(34 38 42 46);
+    bincode::serde::decode_from_slice(bytes, config())
 }
 
 /// Wraps a byte payload and its metadata in an envelope. `None` for an object payload, which
@@ -178,6 +207,38 @@ mod tests {
         let n = encode_value(&7i64).unwrap();
         assert!(decode_value::<String>(&n).is_err());
         assert_eq!(decode_value::<i64>(&n).unwrap(), 7);
+    }
+
+    #[test]
+    fn lying_length_prefixes_are_errors_not_huge_allocations() {
+        // Varint length markers: 0xFC = a u32 follows, 0xFD = a u64 follows.
+        for prefix in [
+            &[0xFC, 0xFF, 0xFF, 0xFF, 0xFF][..],
+            &[0xFD, 0, 0, 0, 0, 0, 1, 0, 0],
+            &[0xFD, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F],
+            &[0xFD, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+        ] {
+            let mut bytes = prefix.to_vec();
+            bytes.extend_from_slice(b"abc");
+            assert!(decode_value::<String>(&bytes).is_err(), "{prefix:?}");
+            assert!(decode_value::<Vec<u64>>(&bytes).is_err(), "{prefix:?}");
+        }
+        // A large value still decodes: the limit follows the input.
+        let big = "x".repeat(1 << 20);
+        assert_eq!(
+            decode_value::<String>(&encode_value(&big).unwrap()).unwrap(),
+            big
+        );
+        let wide = vec![u128::MAX, 0, 1];
+        assert_eq!(
+            decode_value::<Vec<u128>>(&encode_value(&wide).unwrap()).unwrap(),
+            wide
+        );
+        let small = vec![0u128; 1000];
+        assert_eq!(
+            decode_value::<Vec<u128>>(&encode_value(&small).unwrap()).unwrap(),
+            small
+        );
     }
 
     #[test]

@@ -182,6 +182,9 @@ pub(crate) async fn get_or_create<S: Source>(
     }
 }
 
+#[cfg(all(test, loom))]
+mod loom_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
