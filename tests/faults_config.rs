@@ -70,12 +70,22 @@ fn raw_value() -> impl Strategy<Value = String> {
         // Past i64::MAX: read as a float, still a Duration.
         Just("9999999999999999999".to_string()),
         (-1e6f64..1e6).prop_map(|x| x.to_string()),
-        // Floats small enough to be a Duration. Larger ones (`1e20`, `1e300`,
-        // `99999999999999999999999`) make `configure_from_config` panic on expiration_time: a bug
-        // reported, left out here until `dogpile-core/src/config.rs` is fixed (see
-        // `huge_float_expiration_time` below).
-        proptest::sample::select(&["0.5", "1e3", ".5", "5.", "1e-400", "-0.0", "2592001"][..])
-            .prop_map(str::to_owned),
+        // Floats, including ones too large for a Duration (an error, not a panic).
+        proptest::sample::select(
+            &[
+                "0.5",
+                "1e3",
+                ".5",
+                "5.",
+                "1e-400",
+                "-0.0",
+                "2592001",
+                "1e20",
+                "1e300",
+                "99999999999999999999999"
+            ][..]
+        )
+        .prop_map(str::to_owned),
         proptest::sample::select(
             &["nan", "inf", "-inf", "NaN", "1e", "e5", "+", "-", "1.2.3", "0x10"][..]
         )
@@ -261,13 +271,23 @@ fn check(case: &Case, dir: &std::path::Path) {
                 key.starts_with(prefix) || map.contains_key(&key),
                 "the error names {key:?}, not a key under {prefix:?}: {text}"
             );
-            assert!(text.starts_with(&format!("{key}: ")), "{text}");
+            let shown = if key.is_empty() {
+                "(an empty key)"
+            } else {
+                key.as_str()
+            };
+            assert!(text.starts_with(&format!("{shown}: ")), "{text}");
             assert!(!message.is_empty(), "{text}");
         }
         Err(e @ Error::UnknownBackend { .. }) => {
             let named = map.get(&format!("{prefix}backend")).unwrap();
             assert!(
                 e.to_string().contains(&format!("{:?}", named.trim())),
+                "{e}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("{prefix}backend: unknown backend")),
                 "{e}"
             );
         }
@@ -338,11 +358,14 @@ fn huge_float_expiration_time() {
             ("c.expiration_time", value),
         ];
         let got = catch_unwind(|| RegionConfig::from_config(map, "c.").map(|_| ()));
-        match got {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => assert!(e.to_string().starts_with("c.expiration_time: "), "{e}"),
-            Err(_) => eprintln!("BUG: expiration_time = {value} panics in from_config"),
-        }
+        let err = got
+            .unwrap_or_else(|_| panic!("expiration_time = {value} panics in from_config"))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("c.expiration_time: expected a number of seconds"),
+            "{err}"
+        );
     }
 }
 

@@ -404,6 +404,8 @@ pub struct RegionConfig {
     pub(crate) replace_existing_backend: bool,
     pub(crate) clock: Clock,
     pub(crate) region_invalidator: Option<Arc<dyn RegionInvalidationStrategy>>,
+    /// The configuration key the backend name came from, for errors.
+    pub(crate) backend_key: Option<String>,
 }
 
 impl RegionConfig {
@@ -426,6 +428,7 @@ impl RegionConfig {
             replace_existing_backend: false,
             clock: Clock::System,
             region_invalidator: None,
+            backend_key: None,
         }
     }
 
@@ -493,7 +496,7 @@ impl RegionConfig {
         V: AsRef<str>,
     {
         let args_prefix = format!("{prefix}arguments.");
-        let mut backend = None;
+        let mut backend: Option<(String, String)> = None;
         let mut expiration = None;
         let mut replace = false;
         let mut arguments = Arguments {
@@ -521,7 +524,7 @@ impl RegionConfig {
                     if name.is_empty() {
                         return Err(Error::config(k, "expected a backend name, got an empty string"));
                     }
-                    backend = Some(name.to_owned());
+                    backend = Some((name.to_owned(), k.to_owned()));
                 }
                 "expiration_time" => {
                     expiration = match coerce_string(v) {
@@ -530,8 +533,8 @@ impl RegionConfig {
                         ArgValue::Int(i) if i >= 0 => {
                             Some(Expiration::After(Duration::from_secs(i as u64)))
                         }
-                        ArgValue::Float(x) if x >= 0.0 && x.is_finite() => {
-                            Some(Expiration::After(Duration::from_secs_f64(x)))
+                        ArgValue::Float(x) if Duration::try_from_secs_f64(x).is_ok() => {
+                            Duration::try_from_secs_f64(x).ok().map(Expiration::After)
                         }
                         other => {
                             return Err(Error::config(
@@ -561,7 +564,7 @@ impl RegionConfig {
                 }
             }
         }
-        let backend = backend.ok_or_else(|| {
+        let (backend, backend_key) = backend.ok_or_else(|| {
             Error::config(
                 format!("{prefix}backend"),
                 "missing: the backend name is required",
@@ -571,6 +574,7 @@ impl RegionConfig {
             .arguments(arguments)
             .replace_existing_backend(replace);
         config.expiration_time = expiration;
+        config.backend_key = Some(backend_key);
         Ok(config)
     }
 }

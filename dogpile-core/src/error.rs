@@ -29,8 +29,10 @@ pub enum Error {
     },
 
     /// No backend of that name is registered.
-    #[error("unknown backend {name:?}{}; known backends: {}", .hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default(), .known.join(", "))]
+    #[error("{}unknown backend {name:?}{}; known backends: {}", .key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default(), .hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default(), .known.join(", "))]
     UnknownBackend {
+        /// The configuration key that named it, when it came from a configuration map.
+        key: Option<String>,
         /// The name that was asked for.
         name: String,
         /// An explanation, for example the cargo feature that enables the backend.
@@ -40,7 +42,7 @@ pub enum Error {
     },
 
     /// A configuration key or backend argument is missing, unknown or of the wrong type.
-    #[error("{key}: {message}")]
+    #[error("{}: {message}", if .key.is_empty() { "(an empty key)" } else { .key.as_str() })]
     Config {
         /// The full key: `cache.local.arguments.max_size`, or `arguments.max_size` in code.
         key: String,

@@ -629,7 +629,23 @@ impl<C: BackendCatalog> CacheRegion<C> {
             }
         }
         let (backend, backend_name) = match &config.backend {
-            BackendSpec::Name(name) => (make_backend::<C>(name, &config.arguments)?, name.clone()),
+            BackendSpec::Name(name) => {
+                let backend = make_backend::<C>(name, &config.arguments).map_err(|e| match e {
+                    Error::UnknownBackend {
+                        key: None,
+                        name,
+                        hint,
+                        known,
+                    } => Error::UnknownBackend {
+                        key: config.backend_key.clone(),
+                        name,
+                        hint,
+                        known,
+                    },
+                    other => other,
+                })?;
+                (backend, name.clone())
+            }
             BackendSpec::Instance(b) => (b.clone(), b.name().to_owned()),
         };
         backend.check_region_expiration(config.expiration_time.as_ref())?;
@@ -666,7 +682,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// ]);
     /// let region: CacheRegion = CacheRegion::new();
     /// let err = region.configure_from_config(&config, "cache.local.").unwrap_err();
-    /// assert!(err.to_string().starts_with("unknown backend \"no.such.backend\""));
+    /// assert!(err.to_string().starts_with("cache.local.backend: unknown backend \"no.such.backend\""));
     /// ```
     pub fn configure_from_config<I, K, V>(&self, map: I, prefix: &str) -> Result<&Self>
     where

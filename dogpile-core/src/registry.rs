@@ -112,6 +112,7 @@ fn unknown<C: BackendCatalog>(name: &str, hint: Option<String>) -> Error {
     known.sort();
     known.dedup();
     Error::UnknownBackend {
+        key: None,
         name: name.to_owned(),
         hint,
         known,
