@@ -83,6 +83,17 @@ fn unknown_backends_list_the_known_ones() {
     ] {
         assert!(text.contains(name), "{text}");
     }
+    // From a configuration map, the error names the key too.
+    let err = make_region()
+        .build()
+        .configure_from_config([("cache.x.backend", "nope")], "cache.x.")
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cache.x.backend: unknown backend \"nope\"; known backends: "),
+        "{err}"
+    );
 }
 
 #[test]
