@@ -303,6 +303,33 @@ fn unreachable_body() -> ! {
     unreachable!("the body of a decorated function ran without producing a value")
 }
 
+/// A decorated function with `background = true`: its body owns what it uses, so for a stale
+/// value it can run on the region's async creation runner while this caller gets the stale
+/// value.
+#[inline]
+pub fn get_or_create_in_background<T, F>(
+    region: &CacheRegion,
+    key: &Key,
+    options: &CreateOptions<T>,
+    body: F,
+) -> T
+where
+    T: CacheValue,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match region.get_or_create_detachable(key.as_str(), options, body) {
+        Ok(v) => v,
+        Err((e, body)) => {
+            cache_failed(region, key.as_str(), FALLBACK, &e);
+            match body {
+                Some(f) => f(),
+                // The creator cannot fail, so it is given back unless it ran and returned.
+                None => unreachable_body(),
+            }
+        }
+    }
+}
+
 /// A decorated function returning `Result`: only `Ok` is cached; `Err` reaches the caller.
 #[inline]
 pub fn try_get_or_create<T, E, F>(

@@ -770,3 +770,70 @@ fn multi_methods_and_failures() {
     assert_eq!(count(&s.calls), 2);
     assert_eq!(s.of_get(&[2]), vec![None]);
 }
+
+// ------------------------------------------------------------------------------------------------
+// background = true: the async creation runner
+
+static RUNNER_CREATIONS: LazyLock<parking_lot::Mutex<Vec<String>>> =
+    LazyLock::new(Default::default);
+static BACKGROUND_RUNS: AtomicUsize = AtomicUsize::new(0);
+static BACKGROUND_GATE: LazyLock<parking_lot::Mutex<()>> = LazyLock::new(Default::default);
+static BACKGROUND_CLOCK: LazyLock<(Clock, Arc<ManualClock>)> =
+    LazyLock::new(|| Clock::manual(SystemTime::now()));
+
+static BACKGROUND: LazyLock<CacheRegion> = LazyLock::new(|| {
+    dogpile::make_region()
+        .async_creation_runner(|creation: dogpile::AsyncCreation| {
+            RUNNER_CREATIONS.lock().push(creation.key().to_owned());
+            std::thread::spawn(move || creation.run());
+        })
+        .configure(
+            RegionConfig::new("dogpile.cache.memory")
+                .expiration_time(5)
+                .clock(BACKGROUND_CLOCK.0.clone()),
+        )
+        .expect("a memory region")
+});
+
+#[cache_on_arguments(region = BACKGROUND, background = true)]
+fn report(n: u64) -> String {
+    // The runner's creation waits here until the test opens the gate.
+    let _gate = BACKGROUND_GATE.lock();
+    let run = BACKGROUND_RUNS.fetch_add(1, Ordering::SeqCst);
+    format!("report {n} v{run}")
+}
+
+#[test]
+fn background_true_refreshes_a_stale_value_on_the_async_creation_runner() {
+    assert_eq!(
+        report(1),
+        "report 1 v0",
+        "the first creation is the caller's"
+    );
+    assert!(RUNNER_CREATIONS.lock().is_empty());
+    BACKGROUND_CLOCK.1.advance(Duration::from_secs(6));
+    let gate = BACKGROUND_GATE.lock();
+    // Expired: the stale value at once, the new one made on the runner's thread.
+    assert_eq!(report(1), "report 1 v0");
+    assert_eq!(
+        report(1),
+        "report 1 v0",
+        "still refreshing: stale again, no second creation"
+    );
+    assert_eq!(RUNNER_CREATIONS.lock().len(), 1);
+    drop(gate);
+    while BACKGROUND
+        .key_is_locked(RUNNER_CREATIONS.lock()[0].as_str())
+        .unwrap()
+    {
+        std::thread::yield_now();
+    }
+    assert_eq!(report(1), "report 1 v1");
+    assert_eq!(BACKGROUND_RUNS.load(Ordering::SeqCst), 2);
+    let stats = BACKGROUND.stats();
+    assert_eq!(
+        (stats.async_refreshes, stats.stale_served),
+        (1, 1),
+        "{stats}"
+    );
+}

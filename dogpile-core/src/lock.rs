@@ -26,6 +26,11 @@ use std::fmt;
 /// value, stores it and releases the lock. A creation that is dropped without running releases
 /// the lock too. The runner is never used for a key with no value: those callers wait.
 ///
+/// The runner needs a creator it can move to another thread (`Send + 'static`), so it is used by
+/// [`CacheRegion::get_or_create_in_background`](crate::CacheRegion::get_or_create_in_background)
+/// and by functions with `#[cache_on_arguments(background = true)]`; `get_or_create`, whose
+/// creator may borrow from the caller, creates on the caller's thread.
+///
 /// ```
 /// use dogpile_core::AsyncCreation;
 ///

@@ -1091,22 +1091,31 @@ impl<C: BackendCatalog> CacheRegion<C> {
         creator: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, CreateError<E>> {
         self.get_or_create_blocking(key, options, BlockingCreator(creator))
+            .map_err(|(e, _)| e)
     }
 
-    /// The blocking get-or-create: the hit path inline, the rest in `create_slow`.
+    /// The blocking get-or-create: the hit path inline, the rest in `create_slow`. On an error,
+    /// the creator comes back when it has not run.
     #[inline]
     fn get_or_create_blocking<T: CacheValue, E, Cr: Creator<T, E>>(
         &self,
         key: &str,
         options: &CreateOptions<T>,
         creator: Cr,
-    ) -> Result<T, CreateError<E>> {
+    ) -> Result<T, (CreateError<E>, Option<Cr>)> {
         self.state.with(|cfg| {
-            let cfg = cfg.ok_or_else(|| self.not_configured())?;
+            let Some(cfg) = cfg else {
+                return Err((self.not_configured().into(), Some(creator)));
+            };
             let ttl = cfg.ttl(options.expiration_time.as_ref());
-            self.check_soft(cfg, ttl, key)?;
+            if let Err(e) = self.check_soft(cfg, ttl, key) {
+                return Err((e.into(), Some(creator)));
+            }
             let mkey = cfg.mangle(key);
-            let first = self.lookup::<T>(cfg, &mkey, ttl)?;
+            let first = match self.lookup::<T>(cfg, &mkey, ttl) {
+                Ok(first) => first,
+                Err(e) => return Err((e.into(), Some(creator))),
+            };
             if let Lookup::Fresh(v) = first {
                 self.stats.incr(Counter::Hits);
                 return Ok(v);
@@ -1118,6 +1127,8 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// [`get_or_create_with`](CacheRegion::get_or_create_with) whose creator can run on the
     /// region's [`AsyncCreationRunner`]: for a stale value, the runner creates the new one while
     /// this caller gets the stale one at once. Without a runner it is `get_or_create_with`.
+    /// (`get_or_create` cannot hand its creator to another thread: it may borrow from the
+    /// caller.)
     pub fn get_or_create_in_background<T: CacheValue>(
         &self,
         key: &str,
@@ -1125,7 +1136,21 @@ impl<C: BackendCatalog> CacheRegion<C> {
         creator: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
         self.get_or_create_blocking(key, options, DetachableCreator(creator))
-            .map_err(CreateError::into_cache_error)
+            .map_err(|(e, _)| e.into_cache_error())
+    }
+
+    /// [`get_or_create_in_background`](CacheRegion::get_or_create_in_background) that gives the
+    /// creator back with the error when it has not run, so a caller can run it without the
+    /// cache. For `#[cache_on_arguments]`.
+    #[doc(hidden)]
+    pub fn get_or_create_detachable<T: CacheValue, F: FnOnce() -> T + Send + 'static>(
+        &self,
+        key: &str,
+        options: &CreateOptions<T>,
+        creator: F,
+    ) -> Result<T, (Error, Option<F>)> {
+        self.get_or_create_blocking(key, options, DetachableCreator(creator))
+            .map_err(|(e, c)| (e.into_cache_error(), c.map(|c| c.0)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1140,7 +1165,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         first: Lookup<T>,
         creator: Cr,
         io: Io,
-    ) -> Result<T, CreateError<E>> {
+    ) -> Result<T, (CreateError<E>, Option<Cr>)> {
         self.count_read(&first);
         let mut source = RegionSource {
             region: self,
@@ -1156,9 +1181,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
             _error: PhantomData,
         };
         // The blocking source never yields, so this drives the algorithm on this thread.
-        let (value, outcome) = pollster::block_on(lock::get_or_create(&mut source, first))?;
-        self.count_outcome(outcome, mkey);
-        Ok(value)
+        match pollster::block_on(lock::get_or_create(&mut source, first)) {
+            Ok((value, outcome)) => {
+                self.count_outcome(outcome, mkey);
+                Ok(value)
+            }
+            Err(e) => Err((e, source.creator.take())),
+        }
     }
 
     /// [`get_or_create`](CacheRegion::get_or_create) for async code: waiters `.await` instead

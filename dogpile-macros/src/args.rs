@@ -31,6 +31,7 @@ impl Kind {
                 "function_key_generator",
                 "key",
                 "ignore",
+                "background",
             ],
             Kind::Multi => &[
                 "region",
@@ -55,6 +56,8 @@ pub(crate) struct Args {
     pub(crate) key: Option<LitStr>,
     pub(crate) ignore: Vec<Ident>,
     pub(crate) asdict: bool,
+    /// `background = true`: where the option was written.
+    pub(crate) background: Option<Ident>,
 }
 
 /// The raw options: names with their values, parsed before the attribute kind is known.
@@ -134,6 +137,7 @@ impl Args {
             key: None,
             ignore: Vec::new(),
             asdict: false,
+            background: None,
         };
         let mut seen: Vec<String> = Vec::new();
         let mut errors: Option<syn::Error> = None;
@@ -191,6 +195,18 @@ impl Args {
                             )),
                         }
                     }
+                    "background" => match value {
+                        Value::Expr(Expr::Lit(syn::ExprLit {
+                            lit: syn::Lit::Bool(LitBool { value, .. }),
+                            ..
+                        })) => args.background = value.then(|| name.clone()),
+                        _ => {
+                            return Err(syn::Error::new(
+                                name.span(),
+                                "`background` takes `true` or `false`",
+                            ))
+                        }
+                    },
                     "asdict" => match value {
                         Value::Expr(Expr::Lit(syn::ExprLit {
                             lit: syn::Lit::Bool(LitBool { value, .. }),

@@ -531,6 +531,16 @@ impl<'a> Func<'a> {
             (false, true) => quote!(::dogpile::__private::get_or_create_async::<#ct, _, _>),
             (true, true) => quote!(::dogpile::__private::try_get_or_create_async::<#ct, _, _, _>),
         };
+        let call = match &args.background {
+            None => call,
+            Some(name) if self.is_result || self.is_async => {
+                return Err(syn::Error::new(
+                    name.span(),
+                    "`background` works on functions that are not `async` and do not return `Result`: their body moves to the region's async creation runner",
+                ))
+            }
+            Some(_) => quote!(::dogpile::__private::get_or_create_in_background::<#ct, _>),
+        };
         let wrapper = quote! {
             #(#attrs)*
             #vis #wrapper_sig {

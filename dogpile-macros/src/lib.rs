@@ -39,6 +39,11 @@ mod expand;
 ///   braces). Checked at compile time: a name that is not an argument is an error, and so is an
 ///   argument neither in the template nor in `ignore`.
 /// - `ignore = [conn, log]`: arguments left out of the key (a connection, a logger).
+/// - `background = true`: when the value is stale and the region has an async creation runner,
+///   the body runs on the runner while callers get the stale value at once (as every decorated
+///   function does in Python's dogpile). Rust cannot move a body that borrows its arguments to
+///   another thread, so this is opt-in, for bodies that own what they use (`Send + 'static`):
+///   a borrowing body is a compile error. Not for `async fn` or `Result`-returning functions.
 ///
 /// # The key
 ///
