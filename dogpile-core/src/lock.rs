@@ -1,6 +1,6 @@
 //! The dogpile lock: when a value is missing or expired, one caller creates it.
 //!
-//! This module is the algorithm alone, independent of storage: a [`Source`] says what the cache
+//! This module is the algorithm alone, independent of storage: a `Source` says what the cache
 //! holds for one key, takes and waits on that key's lock, and creates the value.
 //!
 //! | value in cache | expired or soft-invalidated | lock | no runner | runner |

@@ -8,7 +8,7 @@
 //! and go.
 //!
 //! Rows are handed out to regions on first use and returned when a region is dropped; past
-//! [`ROWS`] live regions, the extra regions count in a shared row with atomic adds (correct, a
+//! `ROWS` (64) live regions, the extra regions count in a shared row with atomic adds (correct, a
 //! little slower).
 
 use std::cell::OnceCell;
