@@ -1166,6 +1166,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
         creator: Cr,
         io: Io,
     ) -> Result<T, (CreateError<E>, Option<Cr>)> {
+        let _span = tracing::debug_span!(
+            "get_or_create",
+            region = self.name(),
+            key = mkey,
+            backend = %cfg.backend_name
+        )
+        .entered();
         self.count_read(&first);
         let mut source = RegionSource {
             region: self,
@@ -1239,7 +1246,14 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if let Lookup::Fresh(v) = first {
             return Ok(v);
         }
-        let (value, outcome) = lock::get_or_create(&mut source, first).await?;
+        let span = tracing::debug_span!(
+            "get_or_create",
+            region = self.name(),
+            key = &*mkey,
+            backend = %cfg.backend_name
+        );
+        let (value, outcome) =
+            tracing::Instrument::instrument(lock::get_or_create(&mut source, first), span).await?;
         self.count_outcome(outcome, &mkey);
         Ok(value)
     }
