@@ -394,6 +394,8 @@ struct RegionSource<'a, C: BackendCatalog, T, E, Cr> {
     io: Io,
     mutex: Option<Box<dyn CacheMutex>>,
     guard: Option<LockGuard>,
+    /// Whether this caller has waited for another's creation.
+    waited: bool,
     _error: PhantomData<fn() -> E>,
 }
 
@@ -452,9 +454,13 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
             Io::Blocking => m.wait(),
             Io::Async => m.wait_async().await,
         };
-        self.region
-            .stats
-            .add_time(Counter::WaitNanos, start.elapsed());
+        // A caller counts once however many times it waits, and whether it then gets another's
+        // value or creates one itself (after a failed creator), so the mean wait is per caller.
+        let stats = &self.region.stats;
+        if !std::mem::replace(&mut self.waited, true) {
+            stats.incr(Counter::Waits);
+        }
+        stats.add_time(Counter::WaitNanos, start.elapsed());
         waited.map_err(|e| self.region.backend_failed(e, self.mkey).into())
     }
 
@@ -844,12 +850,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// Counts what a get-or-create call ended with, and logs it.
     fn count_outcome(&self, outcome: Outcome, mkey: &str) {
         let counter = match outcome {
-            Outcome::Fresh | Outcome::Created => return,
-            Outcome::Stale => Counter::StaleServed,
-            Outcome::Waited => Counter::Waits,
-            Outcome::HandedOff => Counter::AsyncRefreshes,
+            Outcome::Fresh | Outcome::Created | Outcome::Waited => None,
+            Outcome::Stale => Some(Counter::StaleServed),
+            Outcome::HandedOff => Some(Counter::AsyncRefreshes),
         };
-        self.stats.incr(counter);
+        if let Some(counter) = counter {
+            self.stats.incr(counter);
+        }
         tracing::debug!(region = self.name(), key = mkey, ?outcome, "get_or_create");
     }
 
@@ -1185,6 +1192,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             io,
             mutex: None,
             guard: None,
+            waited: false,
             _error: PhantomData,
         };
         // The blocking source never yields, so this drives the algorithm on this thread.
@@ -1239,6 +1247,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             io: Io::Async,
             mutex: None,
             guard: None,
+            waited: false,
             _error: PhantomData,
         };
         let first = source.lookup().await?;
@@ -1320,6 +1329,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 }
                 continue;
             }
+            let mut counted = false;
             loop {
                 if mutex.try_acquire()? {
                     held.push((mkey, LockGuard::new(mutex)));
@@ -1327,11 +1337,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 }
                 let start = Instant::now();
                 let waited = mutex.wait();
+                if !std::mem::replace(&mut counted, true) {
+                    self.stats.incr(Counter::Waits);
+                }
                 self.stats.add_time(Counter::WaitNanos, start.elapsed());
                 waited.map_err(|e| self.backend_failed(e, mkey))?;
                 match self.lookup::<T>(&cfg, mkey, ttl)? {
                     Lookup::Fresh(v) | Lookup::Stale(v) => {
-                        self.stats.incr(Counter::Waits);
                         indices.iter().for_each(|&i| out[i] = Some(v.clone()));
                         break;
                     }

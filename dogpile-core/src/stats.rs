@@ -300,7 +300,7 @@ pub struct Stats {
     pub creation_time: Duration,
     /// Times a creator returned an error or panicked.
     pub creator_errors: u64,
-    /// Callers that waited for another caller's creation.
+    /// Callers that waited for another caller's creation (once each, however often they waited).
     pub waits: u64,
     /// Time spent waiting, in total.
     pub wait_time: Duration,
