@@ -1191,8 +1191,8 @@ fn statistics_count_what_happened() {
     let cold_creator = std::thread::spawn(move || {
         r3.get_or_create("cold", || {
             tx2.send(()).unwrap();
-            // Finish only once the waiter has read (and found nothing): then it must wait.
-            while r3.stats().misses < 5 {
+            // Finish only once the waiter is waiting.
+            while r3.stats().waits < 1 {
                 std::thread::yield_now();
             }
             4u32

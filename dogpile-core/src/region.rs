@@ -448,18 +448,18 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
 
     async fn wait(&mut self) -> Result<(), CreateError<E>> {
         let io = self.io;
-        let m = self.mutex();
-        let start = Instant::now();
-        let waited = match io {
-            Io::Blocking => m.wait(),
-            Io::Async => m.wait_async().await,
-        };
         // A caller counts once however many times it waits, and whether it then gets another's
         // value or creates one itself (after a failed creator), so the mean wait is per caller.
         let stats = &self.region.stats;
         if !std::mem::replace(&mut self.waited, true) {
             stats.incr(Counter::Waits);
         }
+        let m = self.mutex();
+        let start = Instant::now();
+        let waited = match io {
+            Io::Blocking => m.wait(),
+            Io::Async => m.wait_async().await,
+        };
         stats.add_time(Counter::WaitNanos, start.elapsed());
         waited.map_err(|e| self.region.backend_failed(e, self.mkey).into())
     }
@@ -1335,11 +1335,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
                     held.push((mkey, LockGuard::new(mutex)));
                     break;
                 }
-                let start = Instant::now();
-                let waited = mutex.wait();
                 if !std::mem::replace(&mut counted, true) {
                     self.stats.incr(Counter::Waits);
                 }
+                let start = Instant::now();
+                let waited = mutex.wait();
                 self.stats.add_time(Counter::WaitNanos, start.elapsed());
                 waited.map_err(|e| self.backend_failed(e, mkey))?;
                 match self.lookup::<T>(&cfg, mkey, ttl)? {
