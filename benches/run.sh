@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every bench with short but stable settings, then prints a summary (markdown tables, the
-# ratios of DESIGN section 6, and whether each bar holds). About 4-5 minutes on 2 cores.
+# ratios of DESIGN section 6, and whether each bar holds). About 4-5 minutes on 2 cores (criterion: 0.5 s warm-up, 1 s measurement per function).
 #
 #   bash benches/run.sh                  # everything
 #   BENCH_WARM_UP=1 BENCH_MEASURE=3 bash benches/run.sh   # longer, steadier criterion runs
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WARM="${BENCH_WARM_UP:-0.5}"
-MEASURE="${BENCH_MEASURE:-1.5}"
+MEASURE="${BENCH_MEASURE:-1}"
 FEATURES="redis,memcached,file"
 TARGET="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$TARGET"
@@ -29,8 +29,8 @@ CRITERION_ARGS=(--warm-up-time "$WARM" --measurement-time "$MEASURE")
 # Build first, so compile time is not mixed with the runs.
 cargo bench --features "$FEATURES" --no-run 2>&1 | tail -n 3
 
-# The stale table of an earlier run must not reach the summary if the stampede bench fails.
-rm -f "$TARGET/criterion/stampede.md"
+# Files of an earlier run must not reach the summary if a bench fails.
+rm -f "$TARGET/criterion/stampede.md" "$TARGET/criterion/redis-get-multi.txt"
 
 run() {
   echo
