@@ -3,21 +3,31 @@
 //! Workload (DESIGN section 6): a `u64` argument, a 32-byte `String` value, a warm cache of 1,000
 //! keys cycled through.
 //!
-//! - `cached #[cached]`: `cached`'s attribute on a `fn(u64) -> String`;
-//! - `floor`: `parking_lot::RwLock<HashMap<String, String>>` with a `format!` key;
-//! - `moka`: `moka::sync::Cache::get_with`;
-//! - `region`: `CacheRegion::get_or_create` called by hand with a `format!` key.
+//! - `decorated #[cache_on_arguments]`: `dogpile`'s attribute on a `fn(u64) -> String` (the bar);
+//! - `region get_or_create`: `CacheRegion::get_or_create` called by hand with the decorated fn's
+//!   own key (`module::path:fn|n`), built with `format!` (`format! key`) or written into a reused
+//!   thread-local buffer as the macro does, with `KeyArg` (`reused key`);
+//! - `region get`: `CacheRegion::get` with the same key in a reused buffer;
+//! - `cached #[cached]`: `cached`'s attribute on a `fn(u64) -> String`, default and
+//!   `sync_writes = "by_key"`;
+//! - `moka get_with`: `moka::sync::Cache::get_with`;
+//! - `dashmap`: a `DashMap<u64, String>`, read then insert on a miss (a plain-map peer);
+//! - `floor`: `parking_lot::RwLock<HashMap<String, String>>` with a `format!` key.
+//!
+//! Region statistics are always on (per-thread counters), so every region figure includes them.
 //!
 //! Two-thread groups report the time per call on each thread; throughput scaling is
 //! `2 x one-thread time / two-thread time`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use dogpile::{CacheRegion, RegionConfig};
+use dashmap::DashMap;
+use dogpile::{CacheRegion, KeyArg, RegionConfig};
 use parking_lot::RwLock;
 
 const KEYS: u64 = 1000;
@@ -78,13 +88,101 @@ fn cached_value(n: u64) -> String {
     value(n)
 }
 
+/// `cached`'s attribute with one body run per key under concurrent first calls.
+#[cached::proc_macro::cached(sync_writes = "by_key")]
+fn cached_by_key(n: u64) -> String {
+    value(n)
+}
+
+/// The region of the decorated function, and of the hand-written calls beside it.
+static REGION: CacheRegion = CacheRegion::named("bench");
+
+/// `dogpile`'s attribute on the same workload.
+#[dogpile::cache_on_arguments(region = REGION)]
+fn decorated(n: u64) -> String {
+    value(n)
+}
+
+thread_local! {
+    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Calls `f` with the decorated fn's key for `n`, written into a reused thread-local buffer the
+/// way the macro writes it: the prefix, then the argument's `KeyArg` text.
+fn with_key<R>(n: u64, f: impl FnOnce(&str) -> R) -> R {
+    KEY.with(|k| {
+        let mut k = k.borrow_mut();
+        k.clear();
+        k.push_str(concat!(module_path!(), ":decorated|"));
+        n.write_key(&mut k);
+        f(&k)
+    })
+}
+
 fn hit_path(c: &mut Criterion) {
+    REGION
+        .configure(RegionConfig::new("dogpile.cache.memory").expiration_time(3600))
+        .expect("memory region");
+    // The hand-written calls read the entries the decorated fn made: check the key is the same.
+    decorated(1);
+    assert_eq!(
+        with_key(1, |k| REGION.get::<String>(k)).expect("get"),
+        Some(value(1)),
+        "the hand-written key differs from the decorated fn's"
+    );
+
+    bench_one(c, "decorated #[cache_on_arguments]", |n| {
+        black_box(decorated(black_box(n)));
+    });
+
+    bench_one(c, "region get_or_create (format! key)", |n| {
+        let key = format!("{}:decorated|{n}", module_path!());
+        black_box(
+            REGION
+                .get_or_create(&key, || value(n))
+                .expect("memory backend"),
+        );
+    });
+
+    bench_one(c, "region get_or_create (reused key)", |n| {
+        black_box(with_key(n, |key| {
+            REGION
+                .get_or_create(key, || value(n))
+                .expect("memory backend")
+        }));
+    });
+
+    bench_one(c, "region get (reused key)", |n| {
+        black_box(with_key(n, |key| {
+            REGION.get::<String>(key).expect("memory backend")
+        }));
+    });
+
     bench_one(c, "cached #[cached]", |n| {
-        black_box(cached_value(n));
+        black_box(cached_value(black_box(n)));
+    });
+
+    bench_one(c, "cached #[cached(sync_writes = by_key)]", |n| {
+        black_box(cached_by_key(black_box(n)));
+    });
+
+    let moka: moka::sync::Cache<u64, String> = moka::sync::Cache::new(10_000);
+    bench_one(c, "moka get_with", move |n| {
+        black_box(moka.get_with(n, || value(n)));
+    });
+
+    let dash: DashMap<u64, String> = DashMap::new();
+    bench_one(c, "dashmap", move |n| {
+        let hit = dash.get(&n).map(|v| v.clone());
+        let v = match hit {
+            Some(v) => v,
+            None => dash.entry(n).or_insert_with(|| value(n)).clone(),
+        };
+        black_box(v);
     });
 
     let floor: Arc<RwLock<HashMap<String, String>>> = Arc::default();
-    bench_one(c, "floor", move |n| {
+    bench_one(c, "floor RwLock<HashMap>", move |n| {
         let key = format!("bench:{n}");
         let hit = floor.read().get(&key).cloned();
         let v = match hit {
@@ -96,24 +194,6 @@ fn hit_path(c: &mut Criterion) {
             }
         };
         black_box(v);
-    });
-
-    let moka: moka::sync::Cache<u64, String> = moka::sync::Cache::new(10_000);
-    bench_one(c, "moka get_with", move |n| {
-        black_box(moka.get_with(n, || value(n)));
-    });
-
-    static REGION: CacheRegion = CacheRegion::named("bench");
-    REGION
-        .configure(RegionConfig::new("dogpile.cache.memory").expiration_time(3600))
-        .expect("memory region");
-    bench_one(c, "region get_or_create", |n| {
-        let key = format!("bench:{n}");
-        black_box(
-            REGION
-                .get_or_create(&key, || value(n))
-                .expect("memory backend"),
-        );
     });
 }
 

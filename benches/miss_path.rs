@@ -1,0 +1,195 @@
+//! The miss path on the memory backend: what one call costs when the key is absent, so the creator
+//! runs and its value is stored. One thread; every peer in the same run.
+//!
+//! Each measured call is a true miss on a distinct key: the key is removed in criterion's batch
+//! setup (not timed), then the timed routine asks for it. Keys cycle through 100,000 ids, so the
+//! maps stay at their working size (they neither grow without bound nor shrink to nothing). The
+//! creator is the hit-path workload's: a `u64` in, a 32-byte `String` out (one `format!`).
+//!
+//! - `decorated #[cache_on_arguments]`: removed with the generated `decorated_invalidate(n)`;
+//! - `region get_or_create`: by hand, with a `format!` key made in the setup;
+//! - `region get_or_create (max_size)`: the same on a bounded memory backend (`max_size`);
+//! - `region set`: the store alone, for scale;
+//! - `cached #[cached]` (default and `sync_writes = "by_key"`): removed with `cache_remove`;
+//! - `moka get_with`: removed with `invalidate`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use cached::Cached;
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion};
+use dogpile::{CacheRegion, RegionConfig};
+
+const KEYS: u64 = 100_000;
+
+fn value(n: u64) -> String {
+    format!("{n:032}")
+}
+
+#[cached::proc_macro::cached]
+fn cached_value(n: u64) -> String {
+    value(n)
+}
+
+#[cached::proc_macro::cached(sync_writes = "by_key")]
+fn cached_by_key(n: u64) -> String {
+    value(n)
+}
+
+static REGION: CacheRegion = CacheRegion::named("miss");
+
+#[dogpile::cache_on_arguments(region = REGION)]
+fn decorated(n: u64) -> String {
+    value(n)
+}
+
+/// A counter cycling through the key space: each call of the setup gives the next id.
+struct Ids(u64);
+
+impl Ids {
+    fn next(&mut self) -> u64 {
+        self.0 = (self.0 + 1) % KEYS;
+        self.0
+    }
+}
+
+/// Runs `routine` on ids whose entries `remove` deleted in the (untimed) setup.
+///
+/// Batches of 1,000 keep the ids of one batch distinct (the key space is 100,000).
+fn bench_miss<I>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    remove: impl Fn(u64) -> I,
+    routine: impl Fn(I) -> String,
+) {
+    let mut ids = Ids(0);
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            || remove(ids.next()),
+            |input| black_box(routine(input)),
+            BatchSize::NumIterations(1000),
+        )
+    });
+}
+
+fn miss_path(c: &mut Criterion) {
+    REGION
+        .configure(RegionConfig::new("dogpile.cache.memory").expiration_time(3600))
+        .expect("memory region");
+    let bounded: CacheRegion = dogpile::make_region()
+        .name("miss-bounded")
+        .configure(
+            RegionConfig::new("dogpile.cache.memory")
+                .expiration_time(3600)
+                .argument("max_size", 2 * KEYS),
+        )
+        .expect("bounded memory region");
+    // Fill every map to its working size first.
+    for n in 0..KEYS {
+        decorated(n);
+        let key = format!("miss:{n}");
+        REGION.get_or_create(&key, || value(n)).expect("memory");
+        bounded.get_or_create(&key, || value(n)).expect("memory");
+        cached_value(n);
+        cached_by_key(n);
+    }
+    let stats = REGION.stats();
+    assert_eq!(stats.creations, 2 * KEYS, "every warm-up call was a miss");
+    let moka: moka::sync::Cache<u64, String> = moka::sync::Cache::new(2 * KEYS);
+    for n in 0..KEYS {
+        moka.get_with(n, || value(n));
+    }
+
+    let mut g = c.benchmark_group("miss");
+
+    bench_miss(
+        &mut g,
+        "decorated #[cache_on_arguments]",
+        |n| {
+            decorated_invalidate(n);
+            n
+        },
+        decorated,
+    );
+
+    bench_miss(
+        &mut g,
+        "region get_or_create",
+        |n| {
+            let key = format!("miss:{n}");
+            REGION.delete(&key).expect("memory");
+            (n, key)
+        },
+        |(n, key)| REGION.get_or_create(&key, || value(n)).expect("memory"),
+    );
+
+    bench_miss(
+        &mut g,
+        "region get_or_create (max_size)",
+        |n| {
+            let key = format!("miss:{n}");
+            bounded.delete(&key).expect("memory");
+            (n, key)
+        },
+        |(n, key)| bounded.get_or_create(&key, || value(n)).expect("memory"),
+    );
+
+    bench_miss(
+        &mut g,
+        "region set",
+        |n| (n, format!("miss:{n}"), value(n)),
+        |(_, key, v)| {
+            REGION.set(&key, v).expect("memory");
+            String::new()
+        },
+    );
+
+    bench_miss(
+        &mut g,
+        "cached #[cached]",
+        |n| {
+            let _ = CACHED_VALUE.write().cache_remove(&n);
+            n
+        },
+        cached_value,
+    );
+
+    bench_miss(
+        &mut g,
+        "cached #[cached(sync_writes = by_key)]",
+        |n| {
+            let _ = CACHED_BY_KEY.write().cache_remove(&n);
+            n
+        },
+        cached_by_key,
+    );
+
+    bench_miss(
+        &mut g,
+        "moka get_with",
+        |n| {
+            moka.invalidate(&n);
+            n
+        },
+        |n| moka.get_with(n, || value(n)),
+    );
+
+    g.finish();
+
+    let stats = REGION.stats();
+    eprintln!(
+        "region statistics after the miss benches: {} creations, {} misses, {} hits",
+        stats.creations, stats.misses, stats.hits
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    targets = miss_path
+}
+criterion_main!(benches);

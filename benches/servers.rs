@@ -1,0 +1,443 @@
+//! Byte backends beside the memory backend and beside their raw clients: Redis, memcached and
+//! the embedded file store. One thread; criterion; servers started by the bench on free loopback
+//! ports and stopped at the end (a missing binary skips that server with a printed line).
+//!
+//! Groups (every value a 32-byte `String`; keys cycle through 1,000 prepared ones):
+//! - `server/hit`: `region.get` on each backend; a decorated fn (`#[cache_on_arguments]`) on
+//!   each; the raw clients on the same keys: `redis::Connection` `GET` (the kind of connection
+//!   the backend pools) and `memcache::Client::get` (binary protocol, as the backend uses);
+//! - `server/read miss`: `region.get` of a key that is not there;
+//! - `server/create miss`: `region.get_or_create` of a key deleted in the untimed setup (the
+//!   creator runs and the value is stored);
+//! - `server/get_multi 100`: `region.get_multi` of 100 keys beside 100 `region.get` calls, and
+//!   the raw clients' `MGET` / `gets` and 100 single raw gets.
+//!
+//! Before the groups run, the Redis server's command statistics show how many commands one
+//! `get_multi` of 100 keys sends.
+//!
+//! Run: `cargo bench --bench servers --features redis,memcached,file`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, BenchmarkGroup, Criterion};
+use dogpile::{CacheRegion, RegionConfig};
+use support::{Server, TempDir};
+
+const KEYS: usize = 1000;
+const MULTI: usize = 100;
+
+fn value(n: u64) -> String {
+    format!("{n:032}")
+}
+
+static MEMORY: CacheRegion = CacheRegion::named("memory");
+static FILE: CacheRegion = CacheRegion::named("file");
+static REDIS: CacheRegion = CacheRegion::named("redis");
+static MEMCACHED: CacheRegion = CacheRegion::named("memcached");
+
+#[dogpile::cache_on_arguments(region = MEMORY)]
+fn memory_fn(n: u64) -> String {
+    value(n)
+}
+
+#[dogpile::cache_on_arguments(region = FILE)]
+fn file_fn(n: u64) -> String {
+    value(n)
+}
+
+#[dogpile::cache_on_arguments(region = REDIS)]
+fn redis_fn(n: u64) -> String {
+    value(n)
+}
+
+#[dogpile::cache_on_arguments(region = MEMCACHED)]
+fn memcached_fn(n: u64) -> String {
+    value(n)
+}
+
+type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// One region under test, with what the groups need of it.
+struct Subject {
+    name: &'static str,
+    region: &'static CacheRegion,
+    decorated: fn(u64) -> String,
+}
+
+fn hit_keys() -> Vec<String> {
+    (0..KEYS).map(|n| format!("hit:{n}")).collect()
+}
+
+/// Stores the hit keys and warms the decorated fn's entries.
+fn fill(s: &Subject, keys: &[String]) {
+    s.region
+        .set_multi(keys.iter().enumerate().map(|(n, k)| (k, value(n as u64))))
+        .unwrap_or_else(|e| panic!("filling {}: {e}", s.name));
+    for n in 0..KEYS as u64 {
+        (s.decorated)(n);
+    }
+}
+
+fn bench_hit(g: &mut Group<'_>, s: &Subject, keys: &[String]) {
+    g.bench_function(format!("{} region get", s.name), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(s.region.get::<String>(&keys[i]).expect("get"))
+        })
+    });
+    g.bench_function(format!("{} decorated fn", s.name), |b| {
+        let mut n = 0;
+        b.iter(|| {
+            n = (n + 1) % KEYS as u64;
+            black_box((s.decorated)(n))
+        })
+    });
+}
+
+fn bench_read_miss(g: &mut Group<'_>, s: &Subject) {
+    let keys: Vec<String> = (0..KEYS).map(|n| format!("absent:{n}")).collect();
+    g.bench_function(format!("{} region get", s.name), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(s.region.get::<String>(&keys[i]).expect("get"))
+        })
+    });
+}
+
+fn bench_create_miss(g: &mut Group<'_>, s: &Subject) {
+    let keys: Vec<String> = (0..KEYS).map(|n| format!("create:{n}")).collect();
+    g.bench_function(format!("{} region get_or_create", s.name), |b| {
+        let mut i = 0;
+        b.iter_batched(
+            || {
+                i = (i + 1) % KEYS;
+                s.region.delete(&keys[i]).expect("delete");
+                i
+            },
+            |i| {
+                black_box(
+                    s.region
+                        .get_or_create(&keys[i], || value(i as u64))
+                        .expect("get_or_create"),
+                )
+            },
+            BatchSize::NumIterations(100),
+        )
+    });
+}
+
+fn bench_multi(g: &mut Group<'_>, s: &Subject, keys: &[String]) {
+    g.bench_function(format!("{} region get_multi", s.name), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + MULTI) % KEYS;
+            let v: Vec<Option<String>> =
+                s.region.get_multi(&keys[i..i + MULTI]).expect("get_multi");
+            debug_assert!(v.iter().all(Option::is_some));
+            black_box(v)
+        })
+    });
+    g.bench_function(format!("{} 100 x region get", s.name), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + MULTI) % KEYS;
+            for k in &keys[i..i + MULTI] {
+                black_box(s.region.get::<String>(k).expect("get"));
+            }
+        })
+    });
+}
+
+// ------------------------------------------------------------------------------------------------
+// raw clients
+
+fn raw_redis(addr: &str) -> redis::Connection {
+    redis::Client::open(format!("redis://{addr}"))
+        .and_then(|c| c.get_connection())
+        .expect("a raw Redis connection")
+}
+
+/// `INFO commandstats` call counts by command name.
+fn redis_calls(con: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(con)
+        .expect("INFO commandstats");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Counts the commands one `get_multi` of 100 keys sends, on the server's own statistics.
+fn redis_multi_commands(addr: &str, keys: &[String]) {
+    let mut con = raw_redis(addr);
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .expect("CONFIG RESETSTAT");
+    let v: Vec<Option<String>> = REDIS.get_multi(&keys[..MULTI]).expect("get_multi");
+    assert!(v.iter().all(Option::is_some));
+    let (mget, get) = (redis_calls(&mut con, "mget"), redis_calls(&mut con, "get"));
+    println!("Redis: one region get_multi of {MULTI} keys sent {mget} MGET and {get} GET commands (server INFO commandstats)");
+    // For the summary (benches/summary.rs).
+    let dir = criterion_dir();
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join("redis-get-multi.txt"), format!("{mget} {get}\n"));
+    }
+}
+
+/// Where criterion writes: `$CRITERION_HOME`, else `<target>/criterion` (this binary lives in
+/// `<target>/release/deps/`).
+fn criterion_dir() -> std::path::PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    let exe = std::env::current_exe().expect("this binary's path");
+    exe.ancestors()
+        .nth(3)
+        .expect("the target directory")
+        .join("criterion")
+}
+
+fn bench_redis_raw_hit(hit: &mut Group<'_>, addr: &str, keys: &[String]) {
+    let mut con = raw_redis(addr);
+    hit.bench_function("redis raw GET (redis::Connection)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            let v: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&keys[i])
+                .query(&mut con)
+                .expect("GET");
+            black_box(v)
+        })
+    });
+}
+
+fn bench_redis_raw_multi(multi: &mut Group<'_>, addr: &str, keys: &[String]) {
+    let mut con = raw_redis(addr);
+    multi.bench_function("redis raw MGET", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + MULTI) % KEYS;
+            let v: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                .arg(&keys[i..i + MULTI])
+                .query(&mut con)
+                .expect("MGET");
+            black_box(v)
+        })
+    });
+    multi.bench_function("redis 100 x raw GET", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + MULTI) % KEYS;
+            for k in &keys[i..i + MULTI] {
+                let v: Option<Vec<u8>> = redis::cmd("GET").arg(k).query(&mut con).expect("GET");
+                black_box(v);
+            }
+        })
+    });
+}
+
+fn raw_memcached(addr: &str) -> memcache::Client {
+    memcache::Client::connect(format!("memcache://{addr}?timeout=2"))
+        .expect("a raw memcache client")
+}
+
+fn bench_memcached_raw_hit(hit: &mut Group<'_>, addr: &str, keys: &[String]) {
+    let client = raw_memcached(addr);
+    hit.bench_function("memcached raw get (memcache::Client)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(client.get::<Vec<u8>>(&keys[i]).expect("get"))
+        })
+    });
+}
+
+fn bench_memcached_raw_multi(multi: &mut Group<'_>, addr: &str, keys: &[String]) {
+    let client = raw_memcached(addr);
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    multi.bench_function("memcached raw gets", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + MULTI) % KEYS;
+            black_box(client.gets::<Vec<u8>>(&refs[i..i + MULTI]).expect("gets"))
+        })
+    });
+    multi.bench_function("memcached 100 x raw get", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + MULTI) % KEYS;
+            for k in &refs[i..i + MULTI] {
+                black_box(client.get::<Vec<u8>>(k).expect("get"));
+            }
+        })
+    });
+}
+
+// ------------------------------------------------------------------------------------------------
+
+fn redis_args(port: u16) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn memcached_args(port: u16) -> Vec<String> {
+    [
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "0",
+        "-u",
+        "root",
+        "-m",
+        "64",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+        .configure_from_args();
+
+    let keys = hit_keys();
+    let dir = TempDir::new("bench-servers");
+    let redis = Server::start("redis-server", redis_args);
+    if redis.is_none() {
+        println!("SKIPPED: the Redis benches (redis-server is not installed)");
+    }
+    let memcached = Server::start("memcached", memcached_args);
+    if memcached.is_none() {
+        println!("SKIPPED: the memcached benches (memcached is not installed)");
+    }
+
+    let mut subjects = Vec::new();
+    MEMORY
+        .configure(RegionConfig::new("dogpile.cache.memory").expiration_time(3600))
+        .expect("memory region");
+    subjects.push(Subject {
+        name: "memory",
+        region: &MEMORY,
+        decorated: memory_fn,
+    });
+    FILE.configure(
+        RegionConfig::new("dogpile.cache.dbm")
+            .expiration_time(3600)
+            .argument(
+                "filename",
+                dir.path().join("bench.db").to_string_lossy().into_owned(),
+            ),
+    )
+    .expect("file store region");
+    subjects.push(Subject {
+        name: "file",
+        region: &FILE,
+        decorated: file_fn,
+    });
+    if let Some(server) = &redis {
+        REDIS
+            .configure(
+                RegionConfig::new("dogpile.cache.redis")
+                    .expiration_time(3600)
+                    .argument("url", format!("redis://{}", server.addr()))
+                    .argument("socket_timeout", 10),
+            )
+            .expect("redis region");
+        subjects.push(Subject {
+            name: "redis",
+            region: &REDIS,
+            decorated: redis_fn,
+        });
+    }
+    if let Some(server) = &memcached {
+        MEMCACHED
+            .configure(
+                RegionConfig::new("dogpile.cache.memcached")
+                    .expiration_time(3600)
+                    .argument("url", server.addr())
+                    .argument("socket_timeout", 5.0),
+            )
+            .expect("memcached region");
+        subjects.push(Subject {
+            name: "memcached",
+            region: &MEMCACHED,
+            decorated: memcached_fn,
+        });
+    }
+    for s in &subjects {
+        fill(s, &keys);
+    }
+    if let Some(server) = &redis {
+        redis_multi_commands(&server.addr(), &keys);
+    }
+
+    {
+        let mut g = c.benchmark_group("server/hit");
+        for s in &subjects {
+            bench_hit(&mut g, s, &keys);
+        }
+        if let Some(server) = &redis {
+            bench_redis_raw_hit(&mut g, &server.addr(), &keys);
+        }
+        if let Some(server) = &memcached {
+            bench_memcached_raw_hit(&mut g, &server.addr(), &keys);
+        }
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group("server/get_multi 100");
+        for s in &subjects {
+            bench_multi(&mut g, s, &keys);
+        }
+        if let Some(server) = &redis {
+            bench_redis_raw_multi(&mut g, &server.addr(), &keys);
+        }
+        if let Some(server) = &memcached {
+            bench_memcached_raw_multi(&mut g, &server.addr(), &keys);
+        }
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group("server/read miss");
+        for s in &subjects {
+            bench_read_miss(&mut g, s);
+        }
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group("server/create miss");
+        for s in &subjects {
+            bench_create_miss(&mut g, s);
+        }
+        g.finish();
+    }
+    c.final_summary();
+    // The servers stop here, when they are dropped (and the store's folder is removed).
+    drop((redis, memcached, dir));
+}
