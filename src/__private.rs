@@ -191,9 +191,15 @@ pub struct Key {
 }
 
 impl Key {
-    /// The key of one call.
+    /// The key of one call. `write_args` writes the default key's arguments (the same text as
+    /// `write_args(buf, args)`, with static dispatch).
     #[inline]
-    pub fn build(region: &CacheRegion, site: &Site, args: &[&dyn KeyArg]) -> Key {
+    pub fn build(
+        region: &CacheRegion,
+        site: &Site,
+        args: &[&dyn KeyArg],
+        write_args: impl FnOnce(&mut String),
+    ) -> Key {
         let mut buf = KEY_BUF.try_with(Cell::take).unwrap_or_default();
         buf.clear();
         if let Some(template) = site.template {
@@ -212,7 +218,7 @@ impl Key {
             buf.push_str(&made);
         } else {
             buf.push_str(site.prefix);
-            dogpile_core::write_args(&mut buf, args);
+            write_args(&mut buf);
         }
         Key { buf }
     }

@@ -462,10 +462,23 @@ impl<'a> Func<'a> {
             let ident = &p.ident;
             quote_spanned!(p.ident.span()=> &#ident as &dyn ::dogpile::__private::KeyArg)
         });
+        // The default key is also written with static dispatch, so a one-`u64` key inlines to a
+        // prefix copy and an integer format (no call through `dyn KeyArg`).
+        let writes = self.key_params.iter().enumerate().map(|(n, &i)| {
+            let ident = &self.params[i].ident;
+            let sep = (n > 0).then(|| quote!(__dp_buf.push(' ');));
+            let write = quote_spanned!(ident.span()=> ::dogpile::__private::KeyArg::write_key(&#ident, __dp_buf););
+            quote!(#sep #write)
+        });
         quote! {
             #region
             #site
-            let __dp_key = ::dogpile::__private::Key::build(__dp_region, &__dp_site, &[#(#key_args),*]);
+            let __dp_key = ::dogpile::__private::Key::build(
+                __dp_region,
+                &__dp_site,
+                &[#(#key_args),*],
+                |__dp_buf: &mut ::std::string::String| { #(#writes)* },
+            );
         }
     }
 
