@@ -102,7 +102,7 @@ impl Caller {
     /// The region's call: a first lookup, then the algorithm.
     fn get_or_create(&mut self) -> Result<u32, &'static str> {
         let first = self.read();
-        poll_once(get_or_create(self, first))
+        poll_once(get_or_create(self, first)).map(|(value, _)| value)
     }
 }
 
