@@ -287,38 +287,6 @@ fn bench_memcached_raw_multi(multi: &mut Group<'_>, addr: &str, keys: &[String])
 
 // ------------------------------------------------------------------------------------------------
 
-fn redis_args(port: u16) -> Vec<String> {
-    [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-fn memcached_args(port: u16) -> Vec<String> {
-    [
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-U",
-        "0",
-        "-u",
-        "root",
-        "-m",
-        "64",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 fn main() {
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -328,11 +296,11 @@ fn main() {
 
     let keys = hit_keys();
     let dir = TempDir::new("bench-servers");
-    let redis = Server::start("redis-server", redis_args);
+    let redis = Server::redis();
     if redis.is_none() {
         println!("SKIPPED: the Redis benches (redis-server is not installed)");
     }
-    let memcached = Server::start("memcached", memcached_args);
+    let memcached = Server::memcached();
     if memcached.is_none() {
         println!("SKIPPED: the memcached benches (memcached is not installed)");
     }

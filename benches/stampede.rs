@@ -693,38 +693,6 @@ fn distributed_row(backend: &str, addr: &str, scenario: Scenario, rounds: usize)
     )
 }
 
-fn redis_args(port: u16) -> Vec<String> {
-    [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-fn memcached_args(port: u16) -> Vec<String> {
-    [
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-U",
-        "0",
-        "-u",
-        "root",
-        "-m",
-        "64",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 fn main() {
     if std::env::var_os("DOGPILE_STAMPEDE_CHILD").is_some() {
         child_main();
@@ -735,7 +703,7 @@ fn main() {
     let mut rows = memory_rows(rounds);
     let mut solo = vec![("memory".to_owned(), memory_solo(10_000))];
 
-    match Server::start("redis-server", redis_args) {
+    match Server::redis() {
         Some(server) => {
             for scenario in [Scenario::Cold, Scenario::Expired] {
                 rows.push(distributed_row("redis", &server.addr(), scenario, rounds));
@@ -747,7 +715,7 @@ fn main() {
         }
         None => println!("SKIPPED: Redis stampede (redis-server is not installed)"),
     }
-    match Server::start("memcached", memcached_args) {
+    match Server::memcached() {
         Some(server) => {
             for scenario in [Scenario::Cold, Scenario::Expired] {
                 rows.push(distributed_row(

@@ -223,22 +223,7 @@ fn file_store() {
 #[test]
 fn memcached() {
     use std::io::{BufRead, BufReader, Write};
-    let Some(server) = support::Server::start("memcached", |port| {
-        [
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-u",
-            "root",
-            "-m",
-            "64",
-        ]
-        .map(String::from)
-        .to_vec()
-    }) else {
+    let Some(server) = support::Server::memcached() else {
         return;
     };
     let region = make_region()

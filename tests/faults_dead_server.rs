@@ -20,22 +20,7 @@ use support::Server;
 const KEYS: usize = 20;
 
 fn memcached() -> Option<Server> {
-    Server::start("memcached", |port| {
-        [
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-u",
-            "root",
-            "-m",
-            "64",
-        ]
-        .map(String::from)
-        .to_vec()
-    })
+    Server::memcached()
 }
 
 fn region_on(addr: &str, socket_timeout: f64) -> CacheRegion {

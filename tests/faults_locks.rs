@@ -195,22 +195,7 @@ fn memcached_holder_killed_with_sigkill() {
     if let Some(role) = child_role() {
         return child(&role);
     }
-    let Some(server) = support::Server::start("memcached", |port| {
-        [
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-u",
-            "root",
-            "-m",
-            "64",
-        ]
-        .map(String::from)
-        .to_vec()
-    }) else {
+    let Some(server) = support::Server::memcached() else {
         return;
     };
     crashed_holder(

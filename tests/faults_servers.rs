@@ -22,7 +22,7 @@ mod support;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,47 +45,12 @@ fn exclusive_ports() -> RwLockWriteGuard<'static, ()> {
     PORTS.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts one server at a time: a free port is free only until its server binds it.
-fn start_server(binary: &str, args: impl Fn(u16) -> Vec<String>) -> Option<Server> {
-    static STARTING: Mutex<()> = Mutex::new(());
-    let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-    Server::start(binary, args)
-}
-
 fn redis_server() -> Option<Server> {
-    start_server("redis-server", |port| {
-        [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .map(String::from)
-        .to_vec()
-    })
+    Server::redis()
 }
 
 fn memcached_server() -> Option<Server> {
-    start_server("memcached", |port| {
-        [
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-u",
-            "root",
-            "-m",
-            "64",
-        ]
-        .map(String::from)
-        .to_vec()
-    })
+    Server::memcached()
 }
 
 /// A plain Redis connection, to look at the server beside the backend.

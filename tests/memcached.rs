@@ -16,22 +16,7 @@ use dogpile::{Arguments, Backend, CacheRegion, Clock, RegionConfig};
 use support::{child_role, spawn_child, Server, TempDir};
 
 fn memcached() -> Option<Server> {
-    Server::start("memcached", |port| {
-        [
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-u",
-            "root",
-            "-m",
-            "64",
-        ]
-        .map(String::from)
-        .to_vec()
-    })
+    Server::memcached()
 }
 
 fn config(url: impl Into<dogpile::ArgValue>) -> RegionConfig {

@@ -13,31 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 use dogpile::{CacheRegion, Clock, RegionConfig};
 use support::{child_role, spawn_child, Server, TempDir};
 
-fn server_args(port: u16) -> Vec<String> {
-    [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 fn redis_server() -> Option<Server> {
-    start_server(server_args)
-}
-
-/// Starts one server at a time: a free port is free only until its server binds it, and two
-/// tests starting servers at once could be given the same one.
-fn start_server(args: impl Fn(u16) -> Vec<String>) -> Option<Server> {
-    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-    Server::start("redis-server", args)
+    Server::redis()
 }
 
 /// Restarting a server frees its port for a moment, and a test starting a server just then could
@@ -843,8 +820,8 @@ impl Cluster {
         for _ in 0..3 {
             let dir = TempDir::new("redis-cluster");
             let path = dir.path().to_string_lossy().into_owned();
-            let server = start_server(|port| {
-                let mut args = server_args(port);
+            let server = Server::start("redis-server", |port| {
+                let mut args = support::redis_args(port);
                 args.extend(
                     [
                         "--cluster-enabled",

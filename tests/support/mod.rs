@@ -32,6 +32,42 @@ pub fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0 to find a free port")
 }
 
+/// The arguments of a `redis-server` on `port` that binds loopback only and saves nothing.
+pub fn redis_args(port: u16) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The arguments of a `memcached` on `port`: loopback, TCP only, 64 MB, allowed to run as root.
+pub fn memcached_args(port: u16) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "0",
+        "-u",
+        "root",
+        "-m",
+        "64",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A server process on a loopback port, killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -46,6 +82,10 @@ impl Server {
     /// connections. `None` (with a printed reason) when the binary is missing and servers are not
     /// required.
     pub fn start(binary: &str, args: impl Fn(u16) -> Vec<String>) -> Option<Server> {
+        // One start at a time in this process: a free port is free only until its server binds
+        // it, and two tests starting servers at once could be given the same one.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         let Some(path) = find_binary(binary) else {
             if servers_required() {
                 panic!("{binary} is not installed, and DOGPILE_REQUIRE_SERVERS=1 requires it");
@@ -65,6 +105,16 @@ impl Server {
         };
         server.wait_ready();
         Some(server)
+    }
+
+    /// A `redis-server` that saves nothing, on a free loopback port.
+    pub fn redis() -> Option<Server> {
+        Server::start("redis-server", redis_args)
+    }
+
+    /// A `memcached` on a free loopback port (TCP only, 64 MB).
+    pub fn memcached() -> Option<Server> {
+        Server::start("memcached", memcached_args)
     }
 
     /// Keeps a temporary directory alive as long as the server (for its data files).
