@@ -748,15 +748,21 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// Soft invalidation turns values into expired ones; with no expiration that is undefined.
-    #[inline]
+    #[inline(always)]
     fn check_soft(&self, cfg: &Configured, ttl: Option<Duration>, key: &str) -> Result<()> {
         if ttl.is_none() && self.soft_invalidated(cfg) {
-            return Err(Error::SoftInvalidationWithoutExpiration {
-                region: self.name().to_owned(),
-                key: key.to_owned(),
-            });
+            return Err(self.soft_without_expiration(key));
         }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn soft_without_expiration(&self, key: &str) -> Error {
+        Error::SoftInvalidationWithoutExpiration {
+            region: self.name().to_owned(),
+            key: key.to_owned(),
+        }
     }
 
     /// Sorts a stored value into fresh, stale or absent.
