@@ -12,6 +12,8 @@
 //! `DOGPILE_FUZZ_CASES=N` sets any other number of cases. The quick run uses a fixed seed (the
 //! same cases in every CI run), the long one a random seed; `DOGPILE_FUZZ_SEED=N` fixes it.
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fmt::Debug;
@@ -19,7 +21,6 @@ use std::fmt::Debug;
 use dogpile::codec::{decode_envelope, decode_value, encode_envelope, encode_value};
 use dogpile::{CachedValue, Metadata, Payload, Timestamp};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestRunner};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -243,43 +244,8 @@ fn check_envelope(bytes: &[u8]) {
     }
 }
 
-/// A fixed seed for the quick run (CI sees the same cases every time), a random one for the long
-/// run; `DOGPILE_FUZZ_SEED=N` replays a run.
-fn seed() -> RngSeed {
-    if let Some(n) = std::env::var("DOGPILE_FUZZ_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok())
-    {
-        return RngSeed::Fixed(n);
-    }
-    if std::env::var("DOGPILE_FUZZ").is_ok_and(|v| v == "1") {
-        RngSeed::Random
-    } else {
-        RngSeed::Fixed(0x00D0_6C11_E5EE_D5ED)
-    }
-}
-
-fn cases() -> u32 {
-    if let Some(n) = std::env::var("DOGPILE_FUZZ_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-    {
-        return n;
-    }
-    if std::env::var("DOGPILE_FUZZ").is_ok_and(|v| v == "1") {
-        100_000
-    } else {
-        4_000
-    }
-}
-
-fn runner() -> TestRunner {
-    TestRunner::new(Config {
-        cases: cases(),
-        failure_persistence: None,
-        rng_seed: seed(),
-        ..Config::default()
-    })
+fn runner() -> proptest::test_runner::TestRunner {
+    support::fuzz_runner("DOGPILE_FUZZ_CASES", 4_000, 100_000)
 }
 
 #[test]

@@ -14,7 +14,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use dogpile::{make_region, ArgValue, Arguments, CacheRegion, Error, RegionConfig};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 // ---------------------------------------------------------------------------------------------
 // The property.
@@ -299,45 +298,10 @@ fn check(case: &Case, dir: &std::path::Path) {
     }
 }
 
-/// A fixed seed for the quick run (CI sees the same cases every time), a random one for the long
-/// run; `DOGPILE_FUZZ_SEED=N` replays a run.
-fn seed() -> RngSeed {
-    if let Some(n) = std::env::var("DOGPILE_FUZZ_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok())
-    {
-        return RngSeed::Fixed(n);
-    }
-    if std::env::var("DOGPILE_FUZZ").is_ok_and(|v| v == "1") {
-        RngSeed::Random
-    } else {
-        RngSeed::Fixed(0x00D0_6C11_E5EE_D5ED)
-    }
-}
-
-fn cases() -> u32 {
-    if let Some(n) = std::env::var("DOGPILE_CONFIG_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-    {
-        return n;
-    }
-    if std::env::var("DOGPILE_FUZZ").is_ok_and(|v| v == "1") {
-        10_000
-    } else {
-        256
-    }
-}
-
 #[test]
 fn random_configurations_are_ok_or_errors_naming_the_key() {
     let dir = support::TempDir::new("faults-config");
-    let mut runner = TestRunner::new(Config {
-        cases: cases(),
-        failure_persistence: None,
-        rng_seed: seed(),
-        ..Config::default()
-    });
+    let mut runner = support::fuzz_runner("DOGPILE_CONFIG_CASES", 256, 10_000);
     runner
         .run(&case(), |case| {
             check(&case, dir.path());

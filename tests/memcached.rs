@@ -51,51 +51,7 @@ fn region_round_trips_on_one_server() {
         .configure(config(server.addr()).clock(clock))
         .unwrap();
 
-    assert_eq!(region.get::<String>("a").unwrap(), None);
-    region.set("a", "alpha".to_string()).unwrap();
-    assert_eq!(region.get::<String>("a").unwrap().as_deref(), Some("alpha"));
-    region.delete("a").unwrap();
-    assert_eq!(region.get::<String>("a").unwrap(), None);
-    region.delete("never-there").unwrap();
-    region.set("none", None::<u8>).unwrap();
-    assert_eq!(region.get::<Option<u8>>("none").unwrap(), Some(None));
-
-    region
-        .set_multi([("m1", 1u32), ("m2", 2), ("m3", 3)])
-        .unwrap();
-    assert_eq!(
-        region
-            .get_multi::<u32, _>(&["m1", "nope", "m3", "m2"])
-            .unwrap(),
-        vec![Some(1), None, Some(3), Some(2)]
-    );
-    region.delete_multi(&["m1", "m3"]).unwrap();
-    assert_eq!(
-        region.get_multi::<u32, _>(&["m1", "m2", "m3"]).unwrap(),
-        vec![None, Some(2), None]
-    );
-
-    let calls = AtomicUsize::new(0);
-    let make = || format!("v{}", calls.fetch_add(1, Ordering::SeqCst) + 1);
-    assert_eq!(region.get_or_create("g", make).unwrap(), "v1");
-    assert_eq!(region.get_or_create("g", make).unwrap(), "v1");
-    manual.advance(Duration::from_secs(61));
-    assert_eq!(region.get::<String>("g").unwrap(), None);
-    assert_eq!(region.get_or_create("g", make).unwrap(), "v2");
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-
-    region.set("c2", 20u32).unwrap();
-    let mut seen = Vec::new();
-    let values = region
-        .get_or_create_multi(&["c1", "c2", "c3"], |ks| {
-            seen.push(ks.len());
-            ks.iter()
-                .map(|k| if *k == "c1" { 10 } else { 30 })
-                .collect()
-        })
-        .unwrap();
-    assert_eq!(values, vec![10u32, 20, 30]);
-    assert_eq!(seen, vec![2]);
+    support::check_region_operations(&region, &manual);
 
     // Bytes that are not a dogpile envelope are a miss, and get overwritten.
     let backend = region.backend().unwrap();

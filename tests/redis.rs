@@ -66,71 +66,13 @@ fn redis_config(server: &Server) -> RegionConfig {
 fn region_operations() {
     let _ports = shared_ports();
     let Some(server) = redis_server() else { return };
-    let region = region_with(redis_config(&server).argument("distributed_lock", true));
-
-    assert_eq!(region.get::<String>("missing").unwrap(), None);
-    region.set("a", "alpha".to_string()).unwrap();
-    assert_eq!(region.get::<String>("a").unwrap().as_deref(), Some("alpha"));
-    region.delete("a").unwrap();
-    assert_eq!(region.get::<String>("a").unwrap(), None);
-    region.delete("never-set").unwrap();
-
-    // A cached None, 0 or empty value is a hit.
-    region.set("none", None::<u32>).unwrap();
-    assert_eq!(region.get::<Option<u32>>("none").unwrap(), Some(None));
-    region.set("zero", 0u64).unwrap();
-    assert_eq!(region.get::<u64>("zero").unwrap(), Some(0));
-    region.set("empty", String::new()).unwrap();
-    assert_eq!(region.get::<String>("empty").unwrap(), Some(String::new()));
-
-    // Multi versions.
-    region
-        .set_multi([("m1", 1u32), ("m2", 2), ("m3", 3)])
-        .unwrap();
-    assert_eq!(
-        region
-            .get_multi::<u32, _>(&["m1", "nope", "m3", "m2"])
-            .unwrap(),
-        vec![Some(1), None, Some(3), Some(2)]
+    let (clock, manual) = Clock::manual(SystemTime::now());
+    let region = region_with(
+        redis_config(&server)
+            .argument("distributed_lock", true)
+            .clock(clock),
     );
-    region.delete_multi(&["m1", "m3"]).unwrap();
-    assert_eq!(
-        region.get_multi::<u32, _>(&["m1", "m2", "m3"]).unwrap(),
-        vec![None, Some(2), None]
-    );
-    assert!(region.get_multi::<u32, &str>(&[]).unwrap().is_empty());
-    region.set_multi(Vec::<(&str, u32)>::new()).unwrap();
-    region.delete_multi::<&str>(&[]).unwrap();
-
-    // get_or_create: one creation, then hits.
-    let calls = AtomicUsize::new(0);
-    let make = || {
-        calls.fetch_add(1, Ordering::SeqCst);
-        vec![1u8, 2, 3]
-    };
-    assert_eq!(region.get_or_create("goc", make).unwrap(), vec![1, 2, 3]);
-    assert_eq!(region.get_or_create("goc", make).unwrap(), vec![1, 2, 3]);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert!(!region.key_is_locked("goc").unwrap());
-    assert!(region.get_value_metadata("goc").unwrap().is_some());
-
-    // get_or_create_multi: the creator gets only the missing keys.
-    region.set("g2", 20u32).unwrap();
-    let mut asked = Vec::new();
-    let got = region
-        .get_or_create_multi(&["g1", "g2", "g3"], |keys| {
-            asked = keys.iter().map(|k| k.to_string()).collect();
-            keys.iter().map(|k| k.len() as u32 * 100).collect()
-        })
-        .unwrap();
-    assert_eq!(got, vec![200, 20, 200]);
-    assert_eq!(asked, vec!["g1", "g3"]);
-    assert_eq!(region.get::<u32>("g3").unwrap(), Some(200));
-
-    // Hard invalidation: stored values count as absent.
-    region.invalidate(true);
-    assert_eq!(region.get::<u32>("g2").unwrap(), None);
-    assert_eq!(region.get_or_create("g2", || 21u32).unwrap(), 21);
+    support::check_region_operations(&region, &manual);
 }
 
 /// Expiration with a manual clock; the server TTL stays far away.

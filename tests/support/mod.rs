@@ -220,3 +220,113 @@ pub fn spawn_child(test_name: &str, role: &str, envs: &[(&str, String)]) -> Chil
     }
     cmd.spawn().expect("spawning a child test process")
 }
+
+/// Every region operation on a region with a 60 s expiration and the manual clock `manual`: the
+/// round trip that each backend's tests run. Uses keys `rt:*` only.
+pub fn check_region_operations(region: &dogpile::CacheRegion, manual: &dogpile::ManualClock) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // set / get / delete; deleting a missing key is fine.
+    assert_eq!(region.get::<String>("rt:a").unwrap(), None);
+    region.set("rt:a", "alpha".to_string()).unwrap();
+    assert_eq!(
+        region.get::<String>("rt:a").unwrap().as_deref(),
+        Some("alpha")
+    );
+    region.delete("rt:a").unwrap();
+    assert_eq!(region.get::<String>("rt:a").unwrap(), None);
+    region.delete("rt:never-there").unwrap();
+
+    // A cached None, 0 and empty string are hits.
+    region.set("rt:none", None::<u32>).unwrap();
+    region.set("rt:zero", 0u64).unwrap();
+    region.set("rt:empty", String::new()).unwrap();
+    assert_eq!(region.get::<Option<u32>>("rt:none").unwrap(), Some(None));
+    assert_eq!(region.get::<u64>("rt:zero").unwrap(), Some(0));
+    assert_eq!(
+        region.get::<String>("rt:empty").unwrap().as_deref(),
+        Some("")
+    );
+
+    // The multi versions, empty batches included.
+    region
+        .set_multi([("rt:m1", 1u32), ("rt:m2", 2), ("rt:m3", 3)])
+        .unwrap();
+    assert_eq!(
+        region
+            .get_multi::<u32, _>(&["rt:m1", "rt:nope", "rt:m3", "rt:m2"])
+            .unwrap(),
+        vec![Some(1), None, Some(3), Some(2)]
+    );
+    region.delete_multi(&["rt:m1", "rt:m3"]).unwrap();
+    assert_eq!(
+        region
+            .get_multi::<u32, _>(&["rt:m1", "rt:m2", "rt:m3"])
+            .unwrap(),
+        vec![None, Some(2), None]
+    );
+    assert!(region.get_multi::<u32, &str>(&[]).unwrap().is_empty());
+    region.set_multi(Vec::<(&str, u32)>::new()).unwrap();
+    region.delete_multi::<&str>(&[]).unwrap();
+
+    // get_or_create: created once, then a hit; expired after 60 s, then created again.
+    let calls = AtomicUsize::new(0);
+    let make = || format!("v{}", calls.fetch_add(1, Ordering::SeqCst) + 1);
+    assert_eq!(region.get_or_create("rt:g", make).unwrap(), "v1");
+    assert_eq!(region.get_or_create("rt:g", make).unwrap(), "v1");
+    assert!(!region.key_is_locked("rt:g").unwrap());
+    assert!(region.get_value_metadata("rt:g").unwrap().is_some());
+    manual.advance(std::time::Duration::from_secs(61));
+    assert_eq!(region.get::<String>("rt:g").unwrap(), None);
+    assert_eq!(
+        region
+            .get_with_expiration::<String>("rt:g", -1)
+            .unwrap()
+            .as_deref(),
+        Some("v1")
+    );
+    assert_eq!(region.get_or_create("rt:g", make).unwrap(), "v2");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // get_or_create_multi: the creator sees only the missing keys, once.
+    region.set("rt:c2", 20u32).unwrap();
+    let mut seen = Vec::new();
+    let values = region
+        .get_or_create_multi(&["rt:c1", "rt:c2", "rt:c3"], |ks| {
+            seen.push(ks.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+            ks.iter()
+                .map(|k| if *k == "rt:c1" { 10 } else { 30 })
+                .collect()
+        })
+        .unwrap();
+    assert_eq!(values, vec![10u32, 20, 30]);
+    assert_eq!(seen, vec![vec!["rt:c1".to_string(), "rt:c3".to_string()]]);
+    assert_eq!(region.get::<u32>("rt:c3").unwrap(), Some(30));
+
+    // Hard invalidation: values created before it count as absent.
+    manual.advance(std::time::Duration::from_millis(10));
+    region.invalidate(true);
+    assert_eq!(region.get::<u32>("rt:c1").unwrap(), None);
+    assert_eq!(region.get_or_create("rt:c1", || 11u32).unwrap(), 11);
+}
+
+/// A proptest runner for the fuzz-style tests: `quick` cases with a fixed seed in a normal run
+/// (CI sees the same cases every time), `long` cases with a random seed when `DOGPILE_FUZZ=1`;
+/// the variable `cases_var` sets the count and `DOGPILE_FUZZ_SEED=N` replays a run.
+pub fn fuzz_runner(cases_var: &str, quick: u32, long: u32) -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+    let env_number = |name: &str| std::env::var(name).ok().and_then(|n| n.parse().ok());
+    let fuzz = std::env::var("DOGPILE_FUZZ").is_ok_and(|v| v == "1");
+    let seed = match env_number("DOGPILE_FUZZ_SEED") {
+        Some(n) => RngSeed::Fixed(n),
+        None if fuzz => RngSeed::Random,
+        None => RngSeed::Fixed(0x00D0_6C11_E5EE_D5ED),
+    };
+    let cases = env_number(cases_var).map_or(if fuzz { long } else { quick }, |n| n as u32);
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        rng_seed: seed,
+        ..Config::default()
+    })
+}
