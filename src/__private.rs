@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -257,6 +258,12 @@ fn cache_failed(region: &CacheRegion, key: &str, what: &str, error: &dogpile_cor
 
 const FALLBACK: &str = "cache unavailable: calling the function without it";
 
+/// The body is taken once, by the creator or by the fallback: never by both, never by neither.
+#[cold]
+fn unreachable_body() -> ! {
+    unreachable!("the body of a decorated function ran without producing a value")
+}
+
 // ------------------------------------------------------------------------------------------------
 // one key
 
@@ -268,45 +275,10 @@ pub fn get_or_create<T: CacheValue, F: FnOnce() -> T>(
     options: &CreateOptions<T>,
     body: F,
 ) -> T {
-    let mut body = Some(body);
-    let mut made: Option<T> = None;
-    let out = region.try_get_or_create(key.as_str(), options, || {
-        let v = match body.take() {
-            Some(f) => f(),
-            None => return Err(()),
-        };
-        made = Some(v.clone());
-        Ok(v)
-    });
-    match out {
+    match try_get_or_create(region, key, options, || Ok::<T, Infallible>(body())) {
         Ok(v) => v,
-        Err(e) => fallback_value(region, key, e, body, made),
+        Err(never) => match never {},
     }
-}
-
-#[cold]
-#[inline(never)]
-fn fallback_value<T>(
-    region: &CacheRegion,
-    key: &Key,
-    e: CreateError<()>,
-    body: Option<impl FnOnce() -> T>,
-    made: Option<T>,
-) -> T {
-    if let CreateError::Cache(e) = &e {
-        cache_failed(region, key.as_str(), FALLBACK, e);
-    }
-    match (made, body) {
-        (Some(v), _) => v,
-        (None, Some(f)) => f(),
-        // The creator takes the body before anything else, so it is here or it made a value.
-        (None, None) => unreachable_body(),
-    }
-}
-
-#[cold]
-fn unreachable_body() -> ! {
-    unreachable!("the body of a decorated function ran without producing a value")
 }
 
 /// A decorated function with `background = true`: its body owns what it uses, so for a stale
@@ -337,6 +309,9 @@ where
 }
 
 /// A decorated function returning `Result`: only `Ok` is cached; `Err` reaches the caller.
+///
+/// The region returns a cache error only before the creator runs (a value that was made is
+/// returned even when storing it fails), so on a cache error the body is still here to call.
 #[inline]
 pub fn try_get_or_create<T, E, F>(
     region: &CacheRegion,
@@ -349,39 +324,21 @@ where
     F: FnOnce() -> Result<T, E>,
 {
     let mut body = Some(body);
-    let mut made: Option<T> = None;
-    let out = region.try_get_or_create(key.as_str(), options, || {
-        let v = match body.take() {
-            Some(f) => f().map_err(Some)?,
-            None => return Err(None),
-        };
-        made = Some(v.clone());
-        Ok(v)
+    let out = region.try_get_or_create(key.as_str(), options, || match body.take() {
+        Some(f) => f().map_err(Some),
+        None => Err(None),
     });
     match out {
         Ok(v) => Ok(v),
         Err(CreateError::Creator(Some(e))) => Err(e),
-        Err(CreateError::Creator(None)) => fallback_result(region, key, None, body, made),
-        Err(CreateError::Cache(e)) => fallback_result(region, key, Some(e), body, made),
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn fallback_result<T, E>(
-    region: &CacheRegion,
-    key: &Key,
-    e: Option<dogpile_core::Error>,
-    body: Option<impl FnOnce() -> Result<T, E>>,
-    made: Option<T>,
-) -> Result<T, E> {
-    if let Some(e) = &e {
-        cache_failed(region, key.as_str(), FALLBACK, e);
-    }
-    match (made, body) {
-        (Some(v), _) => Ok(v),
-        (None, Some(f)) => f(),
-        (None, None) => unreachable_body(),
+        Err(CreateError::Creator(None)) => unreachable_body(),
+        Err(CreateError::Cache(e)) => {
+            cache_failed(region, key.as_str(), FALLBACK, &e);
+            match body {
+                Some(f) => f(),
+                None => unreachable_body(),
+            }
+        }
     }
 }
 
@@ -397,34 +354,12 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
-    let mut body = Some(body);
-    let mut made: Option<T> = None;
-    let out = region
-        .try_get_or_create_async(key.as_str(), options, || {
-            let f = body.take();
-            let made = &mut made;
-            async move {
-                let v = match f {
-                    Some(f) => f().await,
-                    None => return Err(()),
-                };
-                *made = Some(v.clone());
-                Ok(v)
-            }
-        })
-        .await;
-    match out {
+    let out = try_get_or_create_async(region, key, options, || async {
+        Ok::<T, Infallible>(body().await)
+    });
+    match out.await {
         Ok(v) => v,
-        Err(e) => {
-            if let CreateError::Cache(e) = &e {
-                cache_failed(region, key.as_str(), FALLBACK, e);
-            }
-            match (made, body) {
-                (Some(v), _) => v,
-                (None, Some(f)) => f().await,
-                (None, None) => unreachable_body(),
-            }
-        }
+        Err(never) => match never {},
     }
 }
 
@@ -441,34 +376,28 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let mut body = Some(body);
-    let mut made: Option<T> = None;
     let out = region
         .try_get_or_create_async(key.as_str(), options, || {
             let f = body.take();
-            let made = &mut made;
             async move {
-                let v = match f {
-                    Some(f) => f().await.map_err(Some)?,
-                    None => return Err(None),
-                };
-                *made = Some(v.clone());
-                Ok(v)
+                match f {
+                    Some(f) => f().await.map_err(Some),
+                    None => Err(None),
+                }
             }
         })
         .await;
-    let e = match out {
-        Ok(v) => return Ok(v),
-        Err(CreateError::Creator(Some(e))) => return Err(e),
-        Err(CreateError::Creator(None)) => None,
-        Err(CreateError::Cache(e)) => Some(e),
-    };
-    if let Some(e) = &e {
-        cache_failed(region, key.as_str(), FALLBACK, e);
-    }
-    match (made, body) {
-        (Some(v), _) => Ok(v),
-        (None, Some(f)) => f().await,
-        (None, None) => unreachable_body(),
+    match out {
+        Ok(v) => Ok(v),
+        Err(CreateError::Creator(Some(e))) => Err(e),
+        Err(CreateError::Creator(None)) => unreachable_body(),
+        Err(CreateError::Cache(e)) => {
+            cache_failed(region, key.as_str(), FALLBACK, &e);
+            match body {
+                Some(f) => f().await,
+                None => unreachable_body(),
+            }
+        }
     }
 }
 

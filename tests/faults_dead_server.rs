@@ -12,10 +12,9 @@ mod support;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use dogpile::{make_region, CacheRegion, RegionConfig};
-use support::Server;
+use support::{wait_for, Server};
 
 const KEYS: usize = 20;
 
@@ -36,15 +35,6 @@ fn region_on(addr: &str, socket_timeout: f64) -> CacheRegion {
 
 fn value(key: usize) -> String {
     format!("value of key {key}")
-}
-
-/// A readiness wait with a generous bound (a stuck test fails instead of hanging CI).
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 #[derive(Default)]

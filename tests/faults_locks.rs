@@ -11,45 +11,18 @@
 mod support;
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use dogpile::{make_region, CacheRegion, RegionConfig};
-use support::{child_role, spawn_child, TempDir};
+use support::{append_line, child_role, spawn_child, wait_child, wait_for, TempDir};
 
 /// memcached's lock timeout here: long enough that the holder dies well before it expires.
 const LOCK_TIMEOUT: u64 = 6;
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn wait_child(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let mut status = None;
-    wait_for(what, || {
-        status = child.try_wait().expect("waiting for a child");
-        status.is_some()
-    });
-    status.unwrap_or_else(|| unreachable!())
-}
-
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
-}
-
-fn append_line(path: &Path, line: &str) {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(format!("{line}\n").as_bytes()).unwrap();
 }
 
 fn lines(path: &Path) -> Vec<String> {

@@ -5,14 +5,12 @@
 mod support;
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use dogpile::{CacheRegion, Clock, RegionConfig};
-use support::{child_role, spawn_child, TempDir};
+use support::{append_line, child_role, env_path, spawn_child, wait_child, wait_for, TempDir};
 
 fn store_config(path: &Path) -> RegionConfig {
     RegionConfig::new("dogpile.cache.dbm")
@@ -26,43 +24,10 @@ fn region_at(path: &Path) -> CacheRegion {
         .expect("configuring the file store")
 }
 
-/// Polls `cond` every millisecond; a readiness wait with a generous bound, not a timing check.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Waits for a child to exit (bounded, so a stuck child fails the test instead of hanging it).
-fn wait_child(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let mut status = None;
-    wait_for(what, || {
-        status = child.try_wait().expect("waiting for a child");
-        status.is_some()
-    });
-    status.unwrap_or_else(|| unreachable!())
-}
-
-fn append_line(path: &Path, line: &str) {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("opening the counter file");
-    f.write_all(format!("{line}\n").as_bytes())
-        .expect("writing the counter file");
-}
-
 fn count_lines(path: &Path) -> usize {
     fs::read_to_string(path)
         .map(|s| s.lines().count())
         .unwrap_or(0)
-}
-
-fn env_path(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set")))
 }
 
 #[test]

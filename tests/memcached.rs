@@ -7,13 +7,12 @@ mod support;
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use dogpile::backends::memcached::MemcachedBackend;
 use dogpile::{Arguments, Backend, CacheRegion, Clock, RegionConfig};
-use support::{child_role, spawn_child, Server, TempDir};
+use support::{append_line, child_role, env_path, spawn_child, wait_for, Server, TempDir};
 
 fn memcached() -> Option<Server> {
     Server::memcached()
@@ -30,14 +29,6 @@ fn mc_region(url: impl Into<dogpile::ArgValue>) -> CacheRegion {
     dogpile::make_region()
         .configure(config(url))
         .expect("configuring memcached")
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]
@@ -403,19 +394,6 @@ fn one_creator_among_regions_with_the_distributed_lock() {
         }
         assert!(!regions[0].key_is_locked(key).unwrap());
     }
-}
-
-fn env_path(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set")))
-}
-
-fn append_line(path: &Path, line: &str) {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(format!("{line}\n").as_bytes()).unwrap();
 }
 
 #[test]

@@ -486,19 +486,7 @@ impl Backend for MemcachedBackend {
             .collect())
     }
 
-    fn set_multi(&self, items: Vec<(String, CachedValue)>) -> Result<()> {
-        for (k, v) in items {
-            self.set(&k, v)?;
-        }
-        Ok(())
-    }
-
-    fn delete_multi(&self, keys: &[&str]) -> Result<()> {
-        for k in keys {
-            self.delete(k)?;
-        }
-        Ok(())
-    }
+    // set_multi and delete_multi keep the trait's loops: the memcache crate has no batch write.
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
         if !self.distributed_lock {

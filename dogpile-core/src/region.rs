@@ -1096,6 +1096,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
 
     /// [`get_or_create_with`](CacheRegion::get_or_create_with) for a creator that can fail: its
     /// error reaches this caller only, nothing is stored, and the lock is released for the next.
+    ///
+    /// A [`CreateError::Cache`] means the creator did not run: once it has made a value, the
+    /// value is returned even if storing it fails (the failure is logged and counted).
     #[inline]
     pub fn try_get_or_create<T: CacheValue, E>(
         &self,

@@ -330,3 +330,40 @@ pub fn fuzz_runner(cases_var: &str, quick: u32, long: u32) -> proptest::test_run
         ..Config::default()
     })
 }
+
+/// Polls `cond` every millisecond until it holds: a readiness wait with a generous bound (two
+/// minutes), so a stuck test fails instead of hanging CI. Never a timing check.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits for a child process to exit, within [`wait_for`]'s bound.
+pub fn wait_child(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_for(what, || {
+        status = child.try_wait().expect("waiting for a child");
+        status.is_some()
+    });
+    status.unwrap_or_else(|| unreachable!("wait_for returned with the child running"))
+}
+
+/// A path passed to a child process in the environment variable `name`.
+pub fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set")))
+}
+
+/// Appends one line to a file shared by processes (a creation log).
+pub fn append_line(path: &std::path::Path, line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("opening a shared log file");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("appending to a shared log file");
+}
