@@ -1119,11 +1119,12 @@ fn replacing_the_backend_while_readers_run() {
         })
         .collect();
     for _ in 0..50 {
-        let before = reads.load(Ordering::Relaxed);
         region
             .configure(RegionConfig::new("dogpile.cache.memory").replace_existing_backend(true))
             .unwrap();
-        // Readers go on through every swap.
+        // Readers go on through every swap: ten more reads, of which at most one per reader was
+        // under way during the swap; the rest read the new backend.
+        let before = reads.load(Ordering::Relaxed);
         while reads.load(Ordering::Relaxed) < before + 10 {
             std::thread::yield_now();
         }
