@@ -111,7 +111,7 @@ impl LocalLocks {
             registry: self.clone(),
             shard,
             key: Box::from(key),
-            lock,
+            lock: Some(lock),
         }
     }
 
@@ -134,17 +134,23 @@ pub(crate) struct LocalMutex {
     registry: Arc<LocalLocks>,
     shard: usize,
     key: Box<str>,
-    lock: Arc<KeyLock>,
+    /// `None` only inside `drop`, which lets go of it under the shard's lock.
+    lock: Option<Arc<KeyLock>>,
 }
 
 impl LocalMutex {
+    fn lock(&self) -> &KeyLock {
+        self.lock.as_deref().expect("a live handle has its lock")
+    }
+
     fn listen_until_free(&self) -> Option<event_listener::EventListener> {
-        if !self.lock.held.load(Ordering::Acquire) {
+        let lock = self.lock();
+        if !lock.held.load(Ordering::Acquire) {
             return None;
         }
-        let listener = self.lock.released.listen();
+        let listener = lock.released.listen();
         // Look again after registering, or a release in between would be missed.
-        if !self.lock.held.load(Ordering::Acquire) {
+        if !lock.held.load(Ordering::Acquire) {
             return None;
         }
         Some(listener)
@@ -154,7 +160,7 @@ impl LocalMutex {
 impl CacheMutex for LocalMutex {
     fn try_acquire(&self) -> Result<bool> {
         Ok(self
-            .lock
+            .lock()
             .held
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok())
@@ -168,14 +174,15 @@ impl CacheMutex for LocalMutex {
     }
 
     fn release(&self) -> Result<()> {
-        self.lock.held.store(false, Ordering::Release);
+        let lock = self.lock();
+        lock.held.store(false, Ordering::Release);
         // Wake every waiter: they look at the value, which is there now, and need no lock.
-        self.lock.released.notify(usize::MAX);
+        lock.released.notify(usize::MAX);
         Ok(())
     }
 
     fn locked(&self) -> Result<bool> {
-        Ok(self.lock.held.load(Ordering::Acquire))
+        Ok(self.lock().held.load(Ordering::Acquire))
     }
 
     fn wait_async(&self) -> BoxFuture<'_, Result<()>> {
@@ -191,11 +198,17 @@ impl CacheMutex for LocalMutex {
 impl Drop for LocalMutex {
     fn drop(&mut self) {
         let mut map = self.registry.shards[self.shard].lock();
-        // Handles are cloned only under this shard's lock, so the count is exact here: the map's
-        // reference and ours mean nobody else holds or waits on the key.
-        if Arc::strong_count(&self.lock) == 2 {
+        let Some(lock) = self.lock.take() else {
+            return;
+        };
+        // Handles take and let go of their reference only under this shard's lock, so the count
+        // is exact here: the map's reference and ours mean nobody else holds or waits on the
+        // key. Ours goes before the shard unlocks, or the next handle's drop could still count
+        // it and leave the entry behind.
+        if Arc::strong_count(&lock) == 2 {
             map.remove(&self.key);
         }
+        drop(lock);
     }
 }
 
@@ -237,6 +250,41 @@ mod tests {
         holder.release().unwrap();
         for w in waiters {
             assert!(!w.join().unwrap());
+        }
+    }
+
+    #[test]
+    fn entries_vanish_when_the_last_handles_drop_at_once() {
+        // Many handles on one key dropped at the same moment, round after round, more threads
+        // than cores: a drop must never miss that it is the last (which left the entry behind
+        // for good). Before the fix, a drop counted the handles under the shard's lock but let
+        // go of its own after unlocking, so two last drops could each see the other's.
+        const THREADS: usize = 16;
+        let locks = Arc::new(LocalLocks::new());
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (locks, barrier) = (locks.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    for round in 0..2_000 {
+                        let handle = locks.mutex("k");
+                        barrier.wait();
+                        drop(handle);
+                        barrier.wait();
+                        if t == 0 {
+                            assert_eq!(
+                                locks.len(),
+                                0,
+                                "round {round}: an entry outlived its handles"
+                            );
+                        }
+                        barrier.wait();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
         }
     }
 
