@@ -12,7 +12,11 @@
 //!   `sync_writes = "by_key"`;
 //! - `moka get_with`: `moka::sync::Cache::get_with`;
 //! - `dashmap`: a `DashMap<u64, String>`, read then insert on a miss (a plain-map peer);
-//! - `floor`: `parking_lot::RwLock<HashMap<String, String>>` with a `format!` key.
+//! - `floor`: `parking_lot::RwLock<HashMap<String, String>>` with a `format!` key;
+//! - `floor papaya`: what any shared, string-keyed, type-erased cache pays at least: the
+//!   decorated fn's key written into a reused buffer, a lookup in `papaya`'s lock-free map of
+//!   `String` to `Arc<dyn Any>` (foldhash, as the memory backend), a downcast and a clone. No
+//!   expiration, statistics, configuration or fallback.
 //!
 //! Region statistics are always on (per-thread counters), so every region figure includes them.
 //!
@@ -177,6 +181,29 @@ fn hit_path(c: &mut Criterion) {
         let v = match hit {
             Some(v) => v,
             None => dash.entry(n).or_insert_with(|| value(n)).clone(),
+        };
+        black_box(v);
+    });
+
+    type Erased = Arc<dyn std::any::Any + Send + Sync>;
+    let bare: papaya::HashMap<String, Erased, foldhash::fast::RandomState> =
+        papaya::HashMap::with_hasher(Default::default());
+    bench_one(c, "floor papaya<String, Arc<dyn Any>>", move |n| {
+        let hit = with_key(n, |key| {
+            bare.pin()
+                .get(key)
+                .and_then(|v| v.downcast_ref::<String>().cloned())
+        });
+        let v = match hit {
+            Some(v) => v,
+            None => {
+                let v = value(n);
+                let erased: Erased = Arc::new(v.clone());
+                with_key(n, |key| {
+                    bare.pin().insert(key.to_owned(), erased);
+                });
+                v
+            }
         };
         black_box(v);
     });

@@ -26,6 +26,9 @@ CRITERION_ARGS=(--warm-up-time "$WARM" --measurement-time "$MEASURE")
   echo "criterion: warm-up ${WARM}s, measurement ${MEASURE}s; stampede rounds: ${STAMPEDE_ROUNDS:-20}"
 } | tee "$LOG"
 
+# The summary reads only figures written from now on: criterion keeps the groups of earlier runs.
+export BENCH_SINCE="$(date +%s)"
+
 # Build first, so compile time is not mixed with the runs.
 cargo bench --features "$FEATURES" --no-run 2>&1 | tail -n 3
 

@@ -31,6 +31,21 @@ struct Figure {
     high: f64,
 }
 
+/// Whether `file` is older than the run `run.sh` started (`BENCH_SINCE`, Unix seconds). Without
+/// `BENCH_SINCE` (the summary run by hand), every figure counts.
+fn written_before_this_run(file: &Path) -> bool {
+    let Some(since) = std::env::var("BENCH_SINCE")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    let since = std::time::UNIX_EPOCH + std::time::Duration::from_secs(since);
+    fs::metadata(file)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t < since)
+}
+
 fn read_figures(dir: &Path, out: &mut Vec<Figure>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -41,6 +56,10 @@ fn read_figures(dir: &Path, out: &mut Vec<Figure>) {
             continue;
         }
         let new = path.join("new");
+        if written_before_this_run(&new.join("estimates.json")) {
+            // A group an earlier run left (perhaps renamed or removed since): not this run's.
+            continue;
+        }
         if let (Ok(bench), Ok(est)) = (
             fs::read_to_string(new.join("benchmark.json")),
             fs::read_to_string(new.join("estimates.json")),
@@ -188,6 +207,15 @@ fn bars(figs: &Figures, dir: &Path) {
             fmt_ns(c),
             d / c,
             verdict(d / c <= 2.0)
+        );
+    }
+    if let (Some(d), Some(f)) = (deco1, hit("floor papaya<String, Arc<dyn Any>>", "1 thread")) {
+        println!(
+            "- (for scale, no bar) Decorated hit / the bare lock-free string-keyed map: {} / {} = {:.2}x; the map alone is {:.2}x `#[cached]`",
+            fmt_ns(d),
+            fmt_ns(f),
+            d / f,
+            cached1.map_or(f64::NAN, |c| f / c)
         );
     }
     if let (Some(d), Some(m)) = (deco1, moka1) {
