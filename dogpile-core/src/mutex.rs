@@ -1,12 +1,9 @@
 //! The dogpile lock's mutex: the [`CacheMutex`] trait, and the in-process per-key mutexes.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use event_listener::{Event, Listener};
-use parking_lot::Mutex;
 
 use crate::backend::BoxFuture;
 use crate::error::Result;
@@ -67,90 +64,124 @@ impl std::fmt::Debug for LockGuard {
     }
 }
 
-/// One key's lock state.
-#[derive(Default)]
+/// One key's lock state, shared by every handle on the key.
 struct KeyLock {
+    /// The key, to remove the entry when its last handle goes.
+    key: Box<str>,
+    /// How many handles are out, or `DEAD` once the count has reached zero for good.
+    handles: AtomicUsize,
     held: AtomicBool,
     released: Event,
 }
 
-const SHARDS: usize = 16;
+/// `handles` of an entry that has had its last handle: no handle is taken on it again, and it is
+/// removed from the registry (a caller that finds it there makes a new one).
+const DEAD: usize = usize::MAX;
 
-type Shard = Mutex<HashMap<Box<str>, Arc<KeyLock>>>;
+impl KeyLock {
+    /// Counts one more handle, unless the entry is dead.
+    fn take_handle(&self) -> bool {
+        let mut n = self.handles.load(Ordering::Acquire);
+        loop {
+            if n == DEAD {
+                return false;
+            }
+            match self
+                .handles
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+    }
+}
 
 /// The registry of in-process per-key mutexes.
 ///
-/// An entry exists while somebody holds or waits on its key, and vanishes with the last handle,
-/// so the registry does not grow with the number of keys ever created.
+/// An entry exists while somebody holds or waits on its key, and goes with the last handle, so
+/// the registry does not grow with the number of keys ever created. Lookups take no lock (the
+/// map is papaya's): a crowd of callers on one key with a stale value, which all find the lock
+/// held and return at once, never queue behind each other.
+///
+/// Why one key never has two live entries: an entry is removed only once it is dead (its handle
+/// count went from zero to `DEAD`, after which no handle is taken on it), and a new entry for the
+/// key is inserted only where there is none. So every live handle on a key shares one `KeyLock`.
 pub(crate) struct LocalLocks {
-    shards: [Shard; SHARDS],
+    map: papaya::HashMap<Box<str>, Arc<KeyLock>, foldhash::fast::RandomState>,
 }
 
 impl LocalLocks {
     pub(crate) fn new() -> Self {
         LocalLocks {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            map: papaya::HashMap::with_hasher(Default::default()),
         }
-    }
-
-    fn shard(&self, key: &str) -> usize {
-        let mut h = std::hash::DefaultHasher::new();
-        key.hash(&mut h);
-        (h.finish() as usize) % SHARDS
     }
 
     /// A handle on `key`'s mutex, creating its entry if needed.
     pub(crate) fn mutex(self: &Arc<Self>, key: &str) -> LocalMutex {
-        let shard = self.shard(key);
-        let lock = self.shards[shard]
-            .lock()
-            .entry(Box::from(key))
-            .or_default()
-            .clone();
-        LocalMutex {
-            registry: self.clone(),
-            shard,
-            key: Box::from(key),
-            lock: Some(lock),
+        let map = self.map.pin();
+        loop {
+            let lock = match map.get(key) {
+                Some(found) => found.clone(),
+                None => {
+                    let fresh = Arc::new(KeyLock {
+                        key: Box::from(key),
+                        handles: AtomicUsize::new(1),
+                        held: AtomicBool::new(false),
+                        released: Event::new(),
+                    });
+                    match map.try_insert(Box::from(key), fresh.clone()) {
+                        Ok(_) => {
+                            return LocalMutex {
+                                registry: self.clone(),
+                                lock: fresh,
+                            }
+                        }
+                        // Another caller inserted first: take a handle on theirs.
+                        Err(taken) => taken.current.clone(),
+                    }
+                }
+            };
+            if lock.take_handle() {
+                return LocalMutex {
+                    registry: self.clone(),
+                    lock,
+                };
+            }
+            // A dead entry its last handle has not removed yet: remove it, then look again.
+            map.remove_if(key, |_, v| Arc::ptr_eq(v, &lock)).ok();
         }
     }
 
     /// Whether `key` is locked, without creating an entry.
     pub(crate) fn is_locked(&self, key: &str) -> bool {
-        self.shards[self.shard(key)]
-            .lock()
+        self.map
+            .pin()
             .get(key)
             .is_some_and(|l| l.held.load(Ordering::Acquire))
     }
 
     /// How many keys have an entry: for tests of the registry's bound.
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.map.len()
     }
 }
 
 /// A handle on one key's in-process mutex.
 pub(crate) struct LocalMutex {
     registry: Arc<LocalLocks>,
-    shard: usize,
-    key: Box<str>,
-    /// `None` only inside `drop`, which lets go of it under the shard's lock.
-    lock: Option<Arc<KeyLock>>,
+    lock: Arc<KeyLock>,
 }
 
 impl LocalMutex {
-    fn lock(&self) -> &KeyLock {
-        self.lock.as_deref().expect("a live handle has its lock")
-    }
-
     fn listen_until_free(&self) -> Option<event_listener::EventListener> {
-        let lock = self.lock();
-        if !lock.held.load(Ordering::Acquire) {
+        if !self.lock.held.load(Ordering::Acquire) {
             return None;
         }
-        let listener = lock.released.listen();
+        let listener = self.lock.released.listen();
         // Look again after registering, or a release in between would be missed.
-        if !lock.held.load(Ordering::Acquire) {
+        if !self.lock.held.load(Ordering::Acquire) {
             return None;
         }
         Some(listener)
@@ -160,7 +191,7 @@ impl LocalMutex {
 impl CacheMutex for LocalMutex {
     fn try_acquire(&self) -> Result<bool> {
         Ok(self
-            .lock()
+            .lock
             .held
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok())
@@ -174,15 +205,14 @@ impl CacheMutex for LocalMutex {
     }
 
     fn release(&self) -> Result<()> {
-        let lock = self.lock();
-        lock.held.store(false, Ordering::Release);
+        self.lock.held.store(false, Ordering::Release);
         // Wake every waiter: they look at the value, which is there now, and need no lock.
-        lock.released.notify(usize::MAX);
+        self.lock.released.notify(usize::MAX);
         Ok(())
     }
 
     fn locked(&self) -> Result<bool> {
-        Ok(self.lock().held.load(Ordering::Acquire))
+        Ok(self.lock.held.load(Ordering::Acquire))
     }
 
     fn wait_async(&self) -> BoxFuture<'_, Result<()>> {
@@ -197,18 +227,23 @@ impl CacheMutex for LocalMutex {
 
 impl Drop for LocalMutex {
     fn drop(&mut self) {
-        let mut map = self.registry.shards[self.shard].lock();
-        let Some(lock) = self.lock.take() else {
+        let lock = &self.lock;
+        if lock.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
-        };
-        // Handles take and let go of their reference only under this shard's lock, so the count
-        // is exact here: the map's reference and ours mean nobody else holds or waits on the
-        // key. Ours goes before the shard unlocks, or the next handle's drop could still count
-        // it and leave the entry behind.
-        if Arc::strong_count(&lock) == 2 {
-            map.remove(&self.key);
         }
-        drop(lock);
+        // The last handle, unless another is taken before the entry is marked dead: then that
+        // one's drop does this.
+        if lock
+            .handles
+            .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.registry
+                .map
+                .pin()
+                .remove_if(&*lock.key, |_, v| Arc::ptr_eq(v, lock))
+                .ok();
+        }
     }
 }
 
@@ -286,6 +321,38 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
+    }
+
+    #[test]
+    fn one_holder_at_a_time_while_entries_come_and_go() {
+        // Handles are taken and dropped all the time, so the key's entry dies and is made again
+        // over and over; two live entries for one key would let two callers hold the lock.
+        let locks = Arc::new(LocalLocks::new());
+        let holders = Arc::new(AtomicUsize::new(0));
+        let acquired = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (locks, holders, acquired) = (locks.clone(), holders.clone(), acquired.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        let m = locks.mutex("k");
+                        if m.try_acquire().unwrap() {
+                            assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                            acquired.fetch_add(1, Ordering::Relaxed);
+                            std::hint::spin_loop();
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            m.release().unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(acquired.load(Ordering::Relaxed) > 0);
+        assert_eq!(locks.len(), 0);
+        assert!(!locks.is_locked("k"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! The per-key mutex is the in-process one of `mutex.rs` (`LocalMutex`: an atomic flag and an
 //! `event_listener::Event`), re-stated here over loom's atomics and the loom-aware build of
 //! `event-listener`, with the same orderings and the same listen-then-look-again wait; the
-//! registry around it (a `parking_lot` map) is left out, as loom cannot see into it. The
+//! registry around it (a `papaya` map) is modelled separately, at the end: its entry for one key. The
 //! algorithm itself is the real one, driven by a poll-once executor (the source never yields).
 //!
 //! ```text
@@ -273,4 +273,131 @@ fn loom_a_failing_creator_among_three() {
             }
         }
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry's entry for one key (`LocalLocks` in mutex.rs): handles come and go, the entry
+// dies with its last handle and is made again. Re-stated over one key, with the map's get,
+// insert-if-absent and remove-if-same as the atomic steps papaya gives them (here under a loom
+// mutex), and the handle count with the same orderings and the same `DEAD` mark.
+
+/// `LocalMutex`'s shared state for one key.
+struct Entry {
+    handles: AtomicUsize,
+    held: AtomicBool,
+}
+
+const DEAD: usize = usize::MAX;
+
+/// The registry's map, for one key.
+#[derive(Default)]
+struct Registry {
+    slot: Mutex<Option<Arc<Entry>>>,
+}
+
+impl Registry {
+    fn remove_if_same(&self, entry: &Arc<Entry>) {
+        let mut slot = self.slot.lock().unwrap();
+        if slot.as_ref().is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            *slot = None;
+        }
+    }
+
+    /// `LocalLocks::mutex`.
+    fn handle(&self) -> Arc<Entry> {
+        loop {
+            let found = self.slot.lock().unwrap().clone();
+            let entry = match found {
+                Some(e) => e,
+                None => {
+                    let fresh = Arc::new(Entry {
+                        handles: AtomicUsize::new(1),
+                        held: AtomicBool::new(false),
+                    });
+                    let mut slot = self.slot.lock().unwrap();
+                    match &*slot {
+                        Some(theirs) => theirs.clone(),
+                        None => {
+                            *slot = Some(fresh.clone());
+                            return fresh;
+                        }
+                    }
+                }
+            };
+            let mut n = entry.handles.load(Ordering::Acquire);
+            loop {
+                if n == DEAD {
+                    break;
+                }
+                match entry.handles.compare_exchange_weak(
+                    n,
+                    n + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return entry,
+                    Err(now) => n = now,
+                }
+            }
+            self.remove_if_same(&entry);
+        }
+    }
+
+    /// `LocalMutex::drop`.
+    fn drop_handle(&self, entry: Arc<Entry>) {
+        if entry.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        if entry
+            .handles
+            .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.remove_if_same(&entry);
+        }
+    }
+}
+
+/// Each thread takes a handle, tries the lock, and lets the handle go; no two ever hold the lock
+/// (two live entries for the key would allow it), and the entry is gone at the end.
+fn registry_model(threads: usize) {
+    let registry = Arc::new(Registry::default());
+    let holders = Arc::new(AtomicUsize::new(0));
+    let caller = |registry: Arc<Registry>, holders: Arc<AtomicUsize>| {
+        let entry = registry.handle();
+        if entry
+            .held
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+            holders.fetch_sub(1, Ordering::SeqCst);
+            entry.held.store(false, Ordering::Release);
+        }
+        registry.drop_handle(entry);
+    };
+    let others: Vec<_> = (1..threads)
+        .map(|_| {
+            let (registry, holders) = (registry.clone(), holders.clone());
+            thread::spawn(move || caller(registry, holders))
+        })
+        .collect();
+    caller(registry.clone(), holders);
+    for t in others {
+        t.join().unwrap();
+    }
+    assert!(
+        registry.slot.lock().unwrap().is_none(),
+        "the entry outlived its handles"
+    );
+}
+
+#[test]
+fn loom_registry_entries_die_with_their_last_handle_and_never_double() {
+    model(8, || registry_model(2));
+}
+
+#[test]
+fn loom_registry_with_three_callers() {
+    model(3, || registry_model(3));
 }
