@@ -433,6 +433,12 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
     }
 
     async fn try_lock(&mut self) -> Result<bool, CreateError<E>> {
+        // A crowd on a stale value finds the lock held: it learns so from the registry without
+        // taking a handle, so it writes nothing shared. (A backend's distributed lock leaves the
+        // registry empty, and the answer comes from the backend below.)
+        if self.mutex.is_none() && self.region.held_here(self.mkey) {
+            return Ok(false);
+        }
         let io = self.io;
         let m = self.mutex();
         let taken = match io {
@@ -739,6 +745,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
 
     fn local_locks(&self) -> &Arc<LocalLocks> {
         self.locks.get_or_init(|| Arc::new(LocalLocks::new()))
+    }
+
+    /// Whether a caller in this process holds `mkey`'s in-process lock.
+    fn held_here(&self, mkey: &str) -> bool {
+        self.locks.get().is_some_and(|l| l.is_locked(mkey))
     }
 
     fn mutex_for(&self, cfg: &Configured, mkey: &str) -> Box<dyn CacheMutex> {
