@@ -6,7 +6,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dogpile::{cache_multi_on_arguments, cache_on_arguments, CacheRegion, RegionConfig};
+use dogpile::{
+    cache_impl, cache_multi_on_arguments, cache_on_arguments, CacheRegion, RegionConfig,
+};
 
 /// The region: a plain `static`, configured at run time.
 static REGION: CacheRegion = CacheRegion::new();
@@ -46,6 +48,21 @@ impl Users {
         ids.iter()
             .map(|id| format!("user{id}@example.com"))
             .collect()
+    }
+}
+
+/// A trait, and an implementation whose method is memoized: `#[cache_impl]` on the block puts
+/// the companions (`greeting_get`, ...) in an inherent block of `Users`.
+trait Greeter {
+    fn greeting(&self, id: u32) -> String;
+}
+
+#[cache_impl]
+impl Greeter for Users {
+    #[cache_on_arguments(region = REGION, namespace = "Greeter")]
+    fn greeting(&self, id: u32) -> String {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        format!("Hello, user #{id}")
     }
 }
 
@@ -110,4 +127,15 @@ fn main() {
         "  users.emails_get(&[1, 4]) = {:?}",
         users.emails_get(&[1, 4])
     );
+
+    println!("trait methods:");
+    let greeter: &dyn Greeter = &users;
+    let before = users.lookups.load(Ordering::SeqCst);
+    println!("  greeter.greeting(3) = {}", greeter.greeting(3));
+    println!("  greeter.greeting(3) = {}", greeter.greeting(3));
+    println!(
+        "  lookups: {} more (the second call through `dyn Greeter` was a hit)",
+        users.lookups.load(Ordering::SeqCst) - before
+    );
+    println!("  users.greeting_get(3) = {:?}", users.greeting_get(3));
 }

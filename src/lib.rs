@@ -289,6 +289,37 @@ pub use dogpile_macros::cache_on_arguments;
 #[doc(inline)]
 pub use dogpile_macros::cache_multi_on_arguments;
 
+/// # Example
+///
+/// ```
+/// use dogpile::{cache_impl, cache_on_arguments, CacheRegion, RegionConfig};
+///
+/// static REGION: CacheRegion = CacheRegion::new();
+///
+/// trait Users {
+///     fn name(&self, id: u32) -> String;
+/// }
+///
+/// struct Db;
+///
+/// #[cache_impl(pub)]
+/// impl Users for Db {
+///     #[cache_on_arguments(region = REGION, namespace = "Db")]
+///     fn name(&self, id: u32) -> String {
+///         format!("user {id}")
+///     }
+/// }
+///
+/// REGION.configure(RegionConfig::new("dogpile.cache.memory")).unwrap();
+/// let users: &dyn Users = &Db;
+/// assert_eq!(users.name(7), "user 7"); // runs the body and stores its value
+/// assert_eq!(Db.name_get(7).as_deref(), Some("user 7"));
+/// Db.name_invalidate(7);
+/// assert_eq!(Db.name_get(7), None);
+/// ```
+#[doc(inline)]
+pub use dogpile_macros::cache_impl;
+
 /// The backends, for configuring a region with an instance or reading a backend's own API.
 pub use dogpile_backends as backends;
 

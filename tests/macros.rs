@@ -274,6 +274,46 @@ impl Repo {
     }
 }
 
+/// A trait whose implementation is cached: `#[cache_impl]` puts the companions in an inherent
+/// block of `Repo`.
+trait Names {
+    fn display_name(&self, id: u32) -> String;
+}
+
+static TRAITS: CacheRegion = CacheRegion::new();
+
+#[dogpile::cache_impl]
+impl Names for Repo {
+    #[cache_on_arguments(region = TRAITS, namespace = "Names")]
+    fn display_name(&self, id: u32) -> String {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        format!("{}#{id}", self.prefix)
+    }
+}
+
+#[test]
+fn trait_methods_are_cached_through_the_trait_and_dyn() {
+    let map = setup(&TRAITS);
+    let repo = Repo {
+        calls: AtomicUsize::new(0),
+        prefix: "r".into(),
+    };
+    let names: &dyn Names = &repo;
+    assert_eq!(names.display_name(1), "r#1");
+    assert_eq!(names.display_name(1), "r#1");
+    assert_eq!(repo.display_name(1), "r#1");
+    assert_eq!(count(&repo.calls), 1, "one body call for three calls");
+    assert_eq!(map.keys(), vec!["macros:display_name|Names|1".to_string()]);
+    assert_eq!(repo.display_name_get(1).as_deref(), Some("r#1"));
+    repo.display_name_set("set".into(), 2);
+    assert_eq!(names.display_name(2), "set");
+    repo.display_name_invalidate(2);
+    assert_eq!(names.display_name(2), "r#2");
+    assert_eq!(repo.display_name_uncached(3), "r#3");
+    assert_eq!(repo.display_name_get(3), None);
+    assert_eq!(count(&repo.calls), 3);
+}
+
 #[test]
 fn methods_leave_self_out_of_the_key() {
     let map = setup(&METHODS);

@@ -18,7 +18,9 @@ mod expand;
 /// lock); the others wait for it, or get the stale value.
 ///
 /// Applies to free functions, methods in `impl` blocks (`self` is left out of the key), generic
-/// functions whose key arguments implement `KeyArg`, and `async fn` (waiters `.await`).
+/// functions whose key arguments implement `KeyArg`, and `async fn` (waiters `.await`). In an
+/// `impl Trait for Type` block, put `#[cache_impl]` on the block: it moves the companions into an
+/// inherent block, since a trait's `impl` can hold only the trait's methods.
 ///
 /// # Options
 ///
@@ -115,4 +117,22 @@ pub fn cache_on_arguments(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn cache_multi_on_arguments(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::expand(args::Kind::Multi, attr.into(), item.into()).into()
+}
+
+/// Lets `#[cache_on_arguments]` and `#[cache_multi_on_arguments]` work on the methods of an
+/// `impl Trait for Type` block.
+///
+/// The companions of a cached method (`_get`, `_set`, `_invalidate`, `_refresh`, `_uncached`)
+/// are methods of their own, and the `impl` of a trait can hold only the trait's methods. Put
+/// `#[cache_impl]` on the block: it expands the cache attributes of its methods and moves the
+/// companions into an inherent `impl Type` block next to it (with the block's generics and
+/// `where` clause). The trait's methods are cached whichever way they are called, on the type
+/// or through `dyn Trait`.
+///
+/// The companions are private to the module by default; give them a visibility with
+/// `#[cache_impl(pub)]` or `#[cache_impl(pub(crate))]`. On an inherent `impl Type` block the
+/// attribute is not needed, but works the same way.
+#[proc_macro_attribute]
+pub fn cache_impl(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::expand_impl(attr.into(), item.into()).into()
 }
