@@ -632,6 +632,8 @@ fn async_operations() {
             assert_eq!(t.await.unwrap(), "made");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // The creator released the lock (through the async connection) before returning.
+        assert!(!region.key_is_locked("cold").unwrap());
     });
 
     // The server restarts under a live runtime: the shared connection is replaced.
@@ -661,6 +663,13 @@ fn async_operations() {
         assert_eq!(region.get_async::<String>("cold").await.unwrap(), None);
         region.set_async("b", 2u32).await.unwrap();
         assert_eq!(region.get_async::<u32>("b").await.unwrap(), Some(2));
+        // A creation on a single-threaded runtime takes and releases the lock asynchronously.
+        let made = region
+            .get_or_create_async("one-thread", || async { 4u32 })
+            .await
+            .unwrap();
+        assert_eq!(made, 4);
+        assert!(!region.key_is_locked("one-thread").unwrap());
     });
     // Outside tokio, the async methods use the blocking connections.
     let v = futures_block_on(region.get_async::<u32>("b"));

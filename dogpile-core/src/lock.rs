@@ -123,7 +123,7 @@ pub(crate) trait Source {
     async fn wait(&mut self) -> Result<(), Self::Error>;
 
     /// Releases the lock without creating (a fresh value appeared meanwhile).
-    fn unlock(&mut self);
+    async fn unlock(&mut self);
 
     /// Runs the creator, stores its value and releases the lock. Called with the lock held.
     async fn create(&mut self) -> Result<Self::Value, Self::Error>;
@@ -151,7 +151,7 @@ pub(crate) async fn get_or_create<S: Source>(
                 }
                 return match source.lookup().await? {
                     Lookup::Fresh(v) => {
-                        source.unlock();
+                        source.unlock().await;
                         Ok((v, Outcome::Fresh))
                     }
                     Lookup::Stale(v) if source.hand_off() => Ok((v, Outcome::HandedOff)),
@@ -164,7 +164,7 @@ pub(crate) async fn get_or_create<S: Source>(
                 if source.try_lock().await? {
                     return match source.lookup().await? {
                         Lookup::Fresh(v) => {
-                            source.unlock();
+                            source.unlock().await;
                             Ok((
                                 v,
                                 if waited {
@@ -256,7 +256,7 @@ mod tests {
             self.mutex.wait().unwrap();
             Ok(())
         }
-        fn unlock(&mut self) {
+        async fn unlock(&mut self) {
             self.held = false;
             self.mutex.release().unwrap();
         }
@@ -264,7 +264,7 @@ mod tests {
             self.store.creations.fetch_add(1, Ordering::SeqCst);
             let v = (self.creator.take().unwrap())()?;
             *self.store.slot.lock() = Some((v, true));
-            self.unlock();
+            self.unlock().await;
             Ok(v)
         }
         fn hand_off(&mut self) -> bool {

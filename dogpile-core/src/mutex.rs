@@ -36,24 +36,46 @@ pub trait CacheMutex: Send + Sync + 'static {
     fn wait_async(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move { self.wait() })
     }
+
+    /// [`release`](CacheMutex::release) for async callers; the default blocks the calling thread.
+    fn release_async(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.release() })
+    }
 }
 
-/// A held [`CacheMutex`], released when dropped (also when a creator panics).
+/// A held [`CacheMutex`], released when dropped (also when a creator panics), or by
+/// [`release_async`](LockGuard::release_async).
 pub struct LockGuard {
-    mutex: Box<dyn CacheMutex>,
+    /// `None` once released.
+    mutex: Option<Box<dyn CacheMutex>>,
 }
 
 impl LockGuard {
     /// Wraps a mutex that the caller has just taken.
     pub fn new(mutex: Box<dyn CacheMutex>) -> Self {
-        LockGuard { mutex }
+        LockGuard { mutex: Some(mutex) }
+    }
+
+    /// Releases the lock through the mutex's async path, so an async caller does not block its
+    /// thread on the release (one round trip for a distributed lock).
+    pub async fn release_async(mut self) {
+        if let Some(mutex) = self.mutex.take() {
+            released(mutex.release_async().await);
+        }
+    }
+}
+
+/// Logs a failed release: the lock then expires by itself.
+fn released(result: Result<()>) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "releasing a dogpile lock failed; it expires by itself");
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if let Err(e) = self.mutex.release() {
-            tracing::warn!(error = %e, "releasing a dogpile lock failed; it expires by itself");
+        if let Some(mutex) = self.mutex.take() {
+            released(mutex.release());
         }
     }
 }

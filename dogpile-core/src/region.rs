@@ -400,6 +400,16 @@ struct RegionSource<'a, C: BackendCatalog, T, E, Cr> {
 }
 
 impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, C, T, E, Cr> {
+    /// Releases the held lock: on the async path without blocking the task's thread.
+    async fn release(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            match self.io {
+                Io::Blocking => drop(guard),
+                Io::Async => guard.release_async().await,
+            }
+        }
+    }
+
     fn mutex(&mut self) -> &dyn CacheMutex {
         let (region, cfg, mkey) = (self.region, self.cfg, self.mkey);
         &**self
@@ -470,8 +480,8 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         waited.map_err(|e| self.region.backend_failed(e, self.mkey).into())
     }
 
-    fn unlock(&mut self) {
-        self.guard = None;
+    async fn unlock(&mut self) {
+        self.release().await;
     }
 
     async fn create(&mut self) -> Result<T, CreateError<E>> {
@@ -502,7 +512,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
                 self.region.backend_failed(e, self.mkey);
             }
         }
-        self.guard = None;
+        self.release().await;
         Ok(value)
     }
 

@@ -235,6 +235,22 @@ impl CacheMutex for RedisMutex {
         })
     }
 
+    fn release_async(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if !in_tokio() {
+                return self.release();
+            }
+            if self.held.swap(false, Ordering::AcqRel) {
+                self.keeper.unhold(self.id);
+                let _: i64 = self
+                    .conns
+                    .query_async("releasing a lock", &self.release_cmd())
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
     fn wait_async(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             if !in_tokio() {

@@ -134,7 +134,7 @@ impl Source for Caller {
         Ok(())
     }
 
-    fn unlock(&mut self) {
+    async fn unlock(&mut self) {
         assert!(self.held, "unlock without the lock");
         self.held = false;
         self.shared.lock.release();
@@ -153,7 +153,7 @@ impl Source for Caller {
         };
         self.shared.creations.fetch_add(1, Ordering::SeqCst);
         *self.shared.slot.lock().unwrap() = Some((v, true));
-        self.unlock();
+        self.unlock().await;
         Ok(v)
     }
 
