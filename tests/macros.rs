@@ -314,6 +314,45 @@ fn trait_methods_are_cached_through_the_trait_and_dyn() {
     assert_eq!(count(&repo.calls), 3);
 }
 
+/// Two types implementing one trait in one module, with no `namespace`: `#[cache_impl]` gives
+/// each block its type's name as the namespace, so their keys differ.
+trait Sound {
+    fn sound(&self, n: u8) -> String;
+}
+
+struct Cat;
+struct Dog;
+
+static SOUNDS: CacheRegion = CacheRegion::new();
+
+#[dogpile::cache_impl]
+impl Sound for Cat {
+    #[cache_on_arguments(region = SOUNDS)]
+    fn sound(&self, n: u8) -> String {
+        "meow".repeat(n.into())
+    }
+}
+
+#[dogpile::cache_impl]
+impl Sound for Dog {
+    #[cache_on_arguments(region = SOUNDS)]
+    fn sound(&self, n: u8) -> String {
+        "woof".repeat(n.into())
+    }
+}
+
+#[test]
+fn impls_of_one_trait_do_not_share_keys() {
+    let map = setup(&SOUNDS);
+    let animals: [&dyn Sound; 2] = [&Cat, &Dog];
+    assert_eq!(animals[0].sound(1), "meow");
+    assert_eq!(animals[1].sound(1), "woof");
+    assert_eq!(Cat.sound_get(1).as_deref(), Some("meow"));
+    let mut keys = map.keys();
+    keys.sort();
+    assert_eq!(keys, ["macros:sound|Cat|1", "macros:sound|Dog|1"]);
+}
+
 #[test]
 fn methods_leave_self_out_of_the_key() {
     let map = setup(&METHODS);

@@ -14,7 +14,6 @@
 //! cache line it has already loaded instead of following a pointer to the key. The unbounded map
 //! is kept at most a little over half full, so lookups walk short probe sequences.
 
-use std::cell::Cell;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -27,29 +26,36 @@ enum Store {
     Bounded(quick_cache::sync::Cache<MemKey, CachedValue>),
 }
 
-/// The unbounded map, kept at most a little over half full.
+/// The unbounded map, kept at most a little over half full while it is small.
 ///
 /// papaya grows a table only when an insert probes more than 5·log2(slots) steps, so a small
 /// table can fill to nearly every slot, and every lookup then walks a long probe chain: a
 /// 1,000-key map measured 64 to 75 ns per decorated hit (depending on the process's hash seed)
 /// against 57 ns at half load. Reserving ahead costs 9 bytes per spare slot, and the insert
-/// that passes a mark copies the table (papaya's `reserve` finishes the copy), once per growth
-/// by half.
+/// that passes a mark copies the table (papaya's `reserve` finishes the copy at once, where its
+/// own growth copies a little on each operation). Past `RESERVE_UP_TO` keys that copy would
+/// stall one insert for milliseconds, so bigger maps grow the papaya way.
 struct Unbounded {
     map: papaya::HashMap<MemKey, CachedValue, RandomState>,
     /// The length at which to reserve again.
     grow_at: AtomicUsize,
+    /// New keys so far, to look at the length once per `GROW_CHECK_EVERY` of them.
+    new_keys: AtomicUsize,
 }
 
-/// Each thread checks the map's length once per this many new keys: `len` reads one counter
-/// per CPU, too much for every insert.
-const GROW_CHECK_EVERY: u32 = 16;
+/// The map's length is looked at once per this many new keys: `len` reads one counter per CPU,
+/// too much for every insert.
+const GROW_CHECK_EVERY: usize = 16;
+
+/// The largest map that reserves ahead: copying 65,536 entries takes well under a millisecond.
+const RESERVE_UP_TO: usize = 1 << 16;
 
 impl Default for Unbounded {
     fn default() -> Self {
         Unbounded {
             map: papaya::HashMap::with_hasher(RandomState::default()),
             grow_at: AtomicUsize::new(0),
+            new_keys: AtomicUsize::new(0),
         }
     }
 }
@@ -74,21 +80,12 @@ impl Unbounded {
         &self,
         map: &papaya::HashMapRef<'_, MemKey, CachedValue, RandomState, impl papaya::Guard>,
     ) {
-        thread_local! {
-            static NEW_KEYS: Cell<u32> = const { Cell::new(0) };
-        }
-        let due = NEW_KEYS
-            .try_with(|n| {
-                let next = n.get().wrapping_add(1);
-                n.set(next);
-                next % GROW_CHECK_EVERY == 0
-            })
-            .unwrap_or(false);
-        if !due {
+        let n = self.new_keys.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % GROW_CHECK_EVERY != 0 {
             return;
         }
         let len = map.len();
-        if len >= self.grow_at.load(Ordering::Relaxed) {
+        if len >= self.grow_at.load(Ordering::Relaxed) && len <= RESERVE_UP_TO {
             map.reserve(len);
             self.grow_at.store(len + len / 2, Ordering::Relaxed);
         }
@@ -132,7 +129,7 @@ impl MemKey {
 impl Hash for MemKey {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // The same hash as `str`'s, so a `Lookup` finds it.
+        // The same bytes as `Lookup` hashes, so a lookup finds the key.
         state.write(self.as_bytes());
         state.write_u8(0xff);
     }

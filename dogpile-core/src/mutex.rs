@@ -38,6 +38,8 @@ pub trait CacheMutex: Send + Sync + 'static {
     }
 
     /// [`release`](CacheMutex::release) for async callers; the default blocks the calling thread.
+    /// If the future is dropped before it is done, the lock must still count as held, so that a
+    /// later `release` releases it.
     fn release_async(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move { self.release() })
     }
@@ -57,11 +59,14 @@ impl LockGuard {
     }
 
     /// Releases the lock through the mutex's async path, so an async caller does not block its
-    /// thread on the release (one round trip for a distributed lock).
+    /// thread on the release (one round trip for a distributed lock). If this future is dropped
+    /// before the release is done, the guard's `Drop` releases the lock the blocking way.
     pub async fn release_async(mut self) {
-        if let Some(mutex) = self.mutex.take() {
+        if let Some(mutex) = &self.mutex {
             released(mutex.release_async().await);
         }
+        // Released: `Drop` has nothing left to do.
+        self.mutex = None;
     }
 }
 
@@ -313,9 +318,9 @@ mod tests {
     #[test]
     fn entries_vanish_when_the_last_handles_drop_at_once() {
         // Many handles on one key dropped at the same moment, round after round, more threads
-        // than cores: a drop must never miss that it is the last (which left the entry behind
-        // for good). Before the fix, a drop counted the handles under the shard's lock but let
-        // go of its own after unlocking, so two last drops could each see the other's.
+        // than cores: a drop must never miss that it is the last, which would leave the entry
+        // behind for good. (An earlier registry did: it counted handles under a shard lock but
+        // let go of its own after unlocking, so two last drops could each see the other's.)
         const THREADS: usize = 16;
         let locks = Arc::new(LocalLocks::new());
         let barrier = Arc::new(std::sync::Barrier::new(THREADS));

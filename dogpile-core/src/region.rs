@@ -444,8 +444,9 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
 
     async fn try_lock(&mut self) -> Result<bool, CreateError<E>> {
         // A crowd on a stale value finds the lock held: it learns so from the registry without
-        // taking a handle, so it writes nothing shared. (A backend's distributed lock leaves the
-        // registry empty, and the answer comes from the backend below.)
+        // taking a handle, so it writes nothing shared. A backend with its own lock leaves the
+        // registry empty and answers below; the one exception is a creation still running under
+        // the in-process lock of a configuration since replaced, which does hold the key.
         if self.mutex.is_none() && self.region.held_here(self.mkey) {
             return Ok(false);
         }

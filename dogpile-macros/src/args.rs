@@ -63,6 +63,13 @@ pub(crate) struct Args {
 /// The raw options: names with their values, parsed before the attribute kind is known.
 pub(crate) struct RawArgs(Vec<(Ident, Value)>);
 
+impl RawArgs {
+    /// The names of the options given.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &Ident> {
+        self.0.iter().map(|(name, _)| name)
+    }
+}
+
 pub(crate) enum Value {
     Expr(Expr),
     List(Vec<Ident>),

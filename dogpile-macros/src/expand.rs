@@ -50,7 +50,7 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenS
 }
 
 /// The decorated function and its companions, or the first errors.
-fn generate(kind: Kind, attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
+pub(crate) fn generate(kind: Kind, attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
     let args = syn::parse2::<RawArgs>(attr).and_then(|raw| Args::from_raw(raw, kind))?;
     let f = Func::new(func, &args, kind)?;
     match kind {
@@ -59,140 +59,7 @@ fn generate(kind: Kind, attr: TokenStream, func: &ItemFn) -> syn::Result<TokenSt
     }
 }
 
-/// `#[cache_impl]`: expands the cache attributes on the methods of an `impl` block, and moves
-/// their companions into an inherent `impl` block of their own (the `impl` of a trait can hold
-/// only the trait's methods). The companions get the visibility written in the attribute.
-pub(crate) fn expand_impl(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let companion_vis = match syn::parse2::<syn::Visibility>(attr) {
-        Ok(v) => v,
-        Err(e) => return with_item(e, item),
-    };
-    let Ok(mut block) = syn::parse2::<syn::ItemImpl>(item.clone()) else {
-        let err = syn::Error::new(
-            Span::call_site(),
-            "#[cache_impl] applies to an `impl` block (`impl Trait for Type` or `impl Type`) whose methods have #[cache_on_arguments] or #[cache_multi_on_arguments]",
-        );
-        return with_item(err, item);
-    };
-    let in_trait = block.trait_.is_some();
-    let mut companions = Vec::new();
-    let mut errors = TokenStream::new();
-    let mut cached_methods = 0;
-    let mut used_paths: Vec<syn::Path> = Vec::new();
-    for impl_item in &mut block.items {
-        let syn::ImplItem::Fn(method) = impl_item else {
-            continue;
-        };
-        let Some((pos, kind)) = method
-            .attrs
-            .iter()
-            .enumerate()
-            .find_map(|(i, a)| cache_attr_kind(a).map(|k| (i, k)))
-        else {
-            continue;
-        };
-        cached_methods += 1;
-        let attr = method.attrs.remove(pos);
-        used_paths.push(attr.path().clone());
-        let args = match attr.meta {
-            syn::Meta::List(list) => list.tokens,
-            syn::Meta::Path(_) => TokenStream::new(),
-            syn::Meta::NameValue(nv) => {
-                let err = syn::Error::new(
-                    nv.eq_token.span,
-                    "write the options in parentheses: #[cache_on_arguments(region = …)]",
-                );
-                errors.extend(err.to_compile_error());
-                continue;
-            }
-        };
-        let func = ItemFn {
-            attrs: method.attrs.clone(),
-            vis: method.vis.clone(),
-            sig: method.sig.clone(),
-            block: Box::new(method.block.clone()),
-        };
-        let generated = generate(kind, args, &func).and_then(syn::parse2::<Fns>);
-        match generated {
-            Ok(Fns(fns)) => {
-                for mut f in fns {
-                    if f.sig.ident == method.sig.ident {
-                        if in_trait {
-                            f.vis = syn::Visibility::Inherited;
-                        }
-                        *method = f;
-                    } else {
-                        f.vis = companion_vis.clone();
-                        companions.push(f);
-                    }
-                }
-            }
-            Err(e) => errors.extend(e.to_compile_error()),
-        }
-    }
-    if cached_methods == 0 {
-        errors.extend(
-            syn::Error::new(
-                Span::call_site(),
-                "#[cache_impl]: no method of this block has #[cache_on_arguments] or #[cache_multi_on_arguments]",
-            )
-            .to_compile_error(),
-        );
-    }
-    let companions = (!companions.is_empty()).then(|| {
-        let (impl_generics, _, where_clause) = block.generics.split_for_impl();
-        let self_ty = &block.self_ty;
-        quote! {
-            impl #impl_generics #self_ty #where_clause {
-                #(#companions)*
-            }
-        }
-    });
-    // The attributes were expanded here, so the compiler never resolves their paths: name them
-    // once, or the caller's `use dogpile::cache_on_arguments` would be reported unused.
-    let mut seen = Vec::new();
-    used_paths.retain(|p| {
-        let text = p.to_token_stream().to_string();
-        !seen.contains(&text) && {
-            seen.push(text);
-            true
-        }
-    });
-    quote! {
-        #errors
-        #block
-        #companions
-        #(
-            #[allow(unused_imports)]
-            use #used_paths as _;
-        )*
-    }
-}
-
-/// Which cache attribute `attr` is, whatever path names it (`cache_on_arguments`,
-/// `dogpile::cache_on_arguments`).
-fn cache_attr_kind(attr: &Attribute) -> Option<Kind> {
-    match attr.path().segments.last()?.ident.to_string().as_str() {
-        "cache_on_arguments" => Some(Kind::Single),
-        "cache_multi_on_arguments" => Some(Kind::Multi),
-        _ => None,
-    }
-}
-
-/// The functions one expansion makes: the decorated function and its companions.
-struct Fns(Vec<syn::ImplItemFn>);
-
-impl syn::parse::Parse for Fns {
-    fn parse(input: syn::parse::ParseStream<'_>) -> syn::Result<Self> {
-        let mut fns = Vec::new();
-        while !input.is_empty() {
-            fns.push(input.parse()?);
-        }
-        Ok(Fns(fns))
-    }
-}
-
-fn with_item(err: syn::Error, item: TokenStream) -> TokenStream {
+pub(crate) fn with_item(err: syn::Error, item: TokenStream) -> TokenStream {
     let err = err.to_compile_error();
     quote!(#err #item)
 }
@@ -201,7 +68,7 @@ fn item_kind(item: &syn::Item) -> &'static str {
     match item {
         syn::Item::Struct(_) => "a struct",
         syn::Item::Enum(_) => "an enum",
-        syn::Item::Impl(_) => "an `impl` block (put it on a function inside)",
+        syn::Item::Impl(_) => "an `impl` block (put it on a function inside, and #[cache_impl] on the block of a trait's `impl`)",
         syn::Item::Trait(_) => "a trait",
         syn::Item::Mod(_) => "a module",
         syn::Item::Static(_) => "a static",

@@ -11,6 +11,7 @@ use proc_macro::TokenStream;
 
 mod args;
 mod expand;
+mod impl_block;
 
 /// Memoizes a function in a cache region: the first call with some arguments runs the body and
 /// stores its value under a key made from the arguments; later calls return the stored value
@@ -125,14 +126,26 @@ pub fn cache_multi_on_arguments(attr: TokenStream, item: TokenStream) -> TokenSt
 /// The companions of a cached method (`_get`, `_set`, `_invalidate`, `_refresh`, `_uncached`)
 /// are methods of their own, and the `impl` of a trait can hold only the trait's methods. Put
 /// `#[cache_impl]` on the block: it expands the cache attributes of its methods and moves the
-/// companions into an inherent `impl Type` block next to it (with the block's generics and
-/// `where` clause). The trait's methods are cached whichever way they are called, on the type
-/// or through `dyn Trait`.
+/// companions into an inherent `impl Type` block next to it, with the block's generics, `where`
+/// clause, `cfg` and lint attributes (a `Self::Name` type in their signatures is written
+/// `<Type as Trait>::Name` there). The trait's methods are cached whichever way they are called,
+/// on the type or through `dyn Trait`.
 ///
-/// The companions are private to the module by default; give them a visibility with
-/// `#[cache_impl(pub)]` or `#[cache_impl(pub(crate))]`. On an inherent `impl Type` block the
-/// attribute is not needed, but works the same way.
+/// - **Keys.** A method without a `namespace` gets the type's name as its namespace
+///   (`module::path:method|Type|args`), so two types implementing one trait in one module do
+///   not share keys. (The impls of a generic type, `Wrapper<A>` and `Wrapper<B>`, still do: give
+///   them a `key` or `namespace` that tells them apart when their values differ.)
+/// - **Visibility.** In a trait's block the companions are private to the module; give them a
+///   visibility with `#[cache_impl(pub)]` or `#[cache_impl(pub(crate))]`. On an inherent
+///   `impl Type` block (where the attribute is not needed) they keep the method's visibility
+///   unless one is given.
+/// - **No companions.** A type of another crate, a reference or a blanket `impl<T> Trait for T`
+///   cannot have an inherent block: write `#[cache_impl(no_companions)]` to cache the methods
+///   without companions (a clear error says so otherwise).
+///
+/// The cache attributes are recognised by their last path segment: `cache_on_arguments` or
+/// `dogpile::cache_on_arguments`, not a renamed import.
 #[proc_macro_attribute]
 pub fn cache_impl(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand::expand_impl(attr.into(), item.into()).into()
+    impl_block::expand(attr.into(), item.into()).into()
 }

@@ -240,14 +240,19 @@ impl CacheMutex for RedisMutex {
             if !in_tokio() {
                 return self.release();
             }
+            if !self.held.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            // Held until the server has answered: if this future is dropped on the way, the
+            // guard's blocking release (or this handle's drop) still deletes the lock.
+            let deleted: Result<i64> = self
+                .conns
+                .query_async("releasing a lock", &self.release_cmd())
+                .await;
             if self.held.swap(false, Ordering::AcqRel) {
                 self.keeper.unhold(self.id);
-                let _: i64 = self
-                    .conns
-                    .query_async("releasing a lock", &self.release_cmd())
-                    .await?;
             }
-            Ok(())
+            deleted.map(drop)
         })
     }
 

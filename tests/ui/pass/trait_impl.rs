@@ -91,4 +91,36 @@ fn main() {
     assert_eq!(w.names(&[2]), ["72"]);
     assert_eq!(w.plain(), 2);
     let _ = Db::fetch_get;
+    assert_eq!(db.label(3), "label 3");
+    assert_eq!(db.label_get(3).as_deref(), Some("label 3"));
+    assert_eq!("ab".to_string().shout(2), "ABAB");
+}
+
+/// An associated type in the signature: the companions name it `<Db as Keyed>::Id`.
+trait Keyed {
+    type Id: dogpile::KeyArg;
+    fn label(&self, id: Self::Id) -> String;
+}
+
+#[cache_impl]
+impl Keyed for Db {
+    type Id = u64;
+
+    #[cache_on_arguments(region = REGION)]
+    fn label(&self, id: Self::Id) -> String {
+        format!("label {id}")
+    }
+}
+
+/// A trait implemented for a type of another crate: no inherent block, so no companions.
+trait Shout {
+    fn shout(&self, times: u8) -> String;
+}
+
+#[cache_impl(no_companions)]
+impl Shout for String {
+    #[cache_on_arguments(region = REGION)]
+    fn shout(&self, times: u8) -> String {
+        self.to_uppercase().repeat(times.into())
+    }
 }
