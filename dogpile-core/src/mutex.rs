@@ -383,6 +383,53 @@ mod tests {
     }
 
     #[test]
+    fn an_async_release_dropped_midway_releases_the_blocking_way() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        /// A lock whose async release never finishes; counts blocking releases.
+        struct Stuck(Arc<AtomicUsize>);
+        impl CacheMutex for Stuck {
+            fn try_acquire(&self) -> Result<bool> {
+                Ok(true)
+            }
+            fn wait(&self) -> Result<()> {
+                Ok(())
+            }
+            fn release(&self) -> Result<()> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+            fn locked(&self) -> Result<bool> {
+                Ok(true)
+            }
+            fn release_async(&self) -> BoxFuture<'_, Result<()>> {
+                Box::pin(std::future::pending())
+            }
+        }
+
+        let releases = Arc::new(AtomicUsize::new(0));
+        let guard = LockGuard::new(Box::new(Stuck(releases.clone())));
+        let mut release = Box::pin(guard.release_async());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(release.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(releases.load(Ordering::SeqCst), 0);
+        // The caller gives up (a timeout, a dropped request): the lock is still released, once.
+        drop(release);
+        assert_eq!(releases.load(Ordering::SeqCst), 1);
+
+        // A release that finishes releases.
+        let local = Arc::new(LocalLocks::new());
+        let m = local.mutex("k");
+        assert!(m.try_acquire().unwrap());
+        let guard = LockGuard::new(Box::new(m));
+        let mut release = Box::pin(guard.release_async());
+        assert!(release.as_mut().poll(&mut cx).is_ready());
+        drop(release);
+        assert!(!local.is_locked("k"));
+    }
+
+    #[test]
     fn entries_vanish_when_unused() {
         let locks = Arc::new(LocalLocks::new());
         for i in 0..1000 {
