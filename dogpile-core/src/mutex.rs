@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn an_async_release_dropped_midway_releases_the_blocking_way() {
         use std::future::Future;
-        use std::task::{Context, Poll, Waker};
+        use std::task::{Context, Waker};
 
         /// A lock whose async release never finishes; counts blocking releases.
         struct Stuck(Arc<AtomicUsize>);
