@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dogpile::{CacheRegion, RegionConfig};
-use support::{child_role, spawn_child, Server};
+use support::{child_role, raw_redis as raw, redis_cmd as cmd, spawn_child, Server};
 
 // ------------------------------------------------------------------------------------------------
 // servers
@@ -51,21 +51,6 @@ fn redis_server() -> Option<Server> {
 
 fn memcached_server() -> Option<Server> {
     Server::memcached()
-}
-
-/// A plain Redis connection, to look at the server beside the backend.
-fn raw(addr: &str) -> redis::Connection {
-    redis::Client::open(format!("redis://{addr}"))
-        .and_then(|c| c.get_connection())
-        .expect("connecting to the test server")
-}
-
-fn cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
-    let mut c = redis::cmd(args[0]);
-    for a in &args[1..] {
-        c.arg(*a);
-    }
-    c.query(con).expect("a raw command")
 }
 
 /// How many times the server has run `command` (from `INFO commandstats`).

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use dogpile::{CacheRegion, Clock, RegionConfig};
-use support::{child_role, spawn_child, Server, TempDir};
+use support::{child_role, raw_redis as raw, redis_cmd as cmd, spawn_child, Server, TempDir};
 
 fn redis_server() -> Option<Server> {
     Server::redis()
@@ -31,21 +31,6 @@ fn exclusive_ports() -> RwLockWriteGuard<'static, ()> {
 
 fn url(server: &Server) -> String {
     format!("redis://{}", server.addr())
-}
-
-/// A plain connection, to look at the server beside the backend.
-fn raw(addr: &str) -> redis::Connection {
-    redis::Client::open(format!("redis://{addr}"))
-        .and_then(|c| c.get_connection())
-        .expect("connecting to the test server")
-}
-
-fn cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
-    let mut c = redis::cmd(args[0]);
-    for a in &args[1..] {
-        c.arg(*a);
-    }
-    c.query(con).expect("a raw command")
 }
 
 fn region_with(config: RegionConfig) -> CacheRegion {

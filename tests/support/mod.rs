@@ -367,3 +367,19 @@ pub fn append_line(path: &std::path::Path, line: &str) {
     f.write_all(format!("{line}\n").as_bytes())
         .expect("appending to a shared log file");
 }
+
+/// A plain Redis connection to a test server, to look at it beside the backend.
+pub fn raw_redis(addr: &str) -> redis::Connection {
+    redis::Client::open(format!("redis://{addr}"))
+        .and_then(|c| c.get_connection())
+        .expect("connecting to the test server")
+}
+
+/// Runs one raw Redis command, given as its words.
+pub fn redis_cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query(con).expect("a raw command")
+}
