@@ -112,3 +112,57 @@ fn main() -> dogpile::Result<()> {
     print_all();
     Ok(())
 }
+
+/// The recipe, checked: `cargo test` runs this (the example has `test = true`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidating_a_user_remakes_only_that_users_values() {
+        REGION
+            .configure(RegionConfig::new("dogpile.cache.memory"))
+            .unwrap();
+        let calls = || {
+            [
+                user_fn_one(5),
+                user_fn_two(5),
+                user_fn_three(7),
+                user_fn_two(7),
+            ]
+        };
+        let before = calls();
+        assert_eq!(
+            before,
+            [
+                "user fn one: 0, 5",
+                "user fn two: 1, 5",
+                "user fn three: 2, 7",
+                "user fn two: 3, 7"
+            ]
+        );
+        assert_eq!(calls(), before, "the second calls are hits");
+        assert_eq!(
+            *USER_KEYS.read().unwrap(),
+            ["user_fn_one_%d", "user_fn_three_%d", "user_fn_two_%d"]
+                .map(String::from)
+                .into()
+        );
+        assert_eq!(
+            REGION.get::<String>("user_fn_one_5").unwrap().as_deref(),
+            Some("user fn one: 0, 5")
+        );
+
+        invalidate_user_id(&REGION, 5).unwrap();
+        // User 5's values are made again; user 7's are still cached.
+        assert_eq!(
+            calls(),
+            [
+                "user fn one: 4, 5",
+                "user fn two: 5, 5",
+                "user fn three: 2, 7",
+                "user fn two: 3, 7"
+            ]
+        );
+    }
+}

@@ -257,6 +257,36 @@ fn cache_failed(region: &CacheRegion, key: &str, what: &str, error: &dogpile_cor
 }
 
 const FALLBACK: &str = "cache unavailable: calling the function without it";
+const NOT_READ: &str = "cache unavailable: no value read";
+const NOT_STORED: &str = "cache unavailable: value not stored";
+const NOT_DELETED: &str = "cache unavailable: entry not deleted";
+
+/// A companion's cache call: its value, or (when the cache fails) the error logged and the
+/// default (`None`, `()`): caching never breaks the function.
+fn logged<T: Default>(
+    region: &CacheRegion,
+    key: &Key,
+    what: &str,
+    result: dogpile_core::Result<T>,
+) -> T {
+    result.unwrap_or_else(|e| {
+        cache_failed(region, key.as_str(), what, &e);
+        T::default()
+    })
+}
+
+/// The body of a decorated call the cache failed, after logging the failure. The region reports
+/// a cache error only before the creator runs, so the body is always still here.
+#[cold]
+fn body_after_cache_error<F>(
+    region: &CacheRegion,
+    key: &Key,
+    e: &dogpile_core::Error,
+    body: Option<F>,
+) -> F {
+    cache_failed(region, key.as_str(), FALLBACK, e);
+    body.unwrap_or_else(|| unreachable_body())
+}
 
 /// The body is taken once, by the creator or by the fallback: never by both, never by neither.
 #[cold]
@@ -297,14 +327,7 @@ where
 {
     match region.get_or_create_detachable(key.as_str(), options, body) {
         Ok(v) => v,
-        Err((e, body)) => {
-            cache_failed(region, key.as_str(), FALLBACK, &e);
-            match body {
-                Some(f) => f(),
-                // The creator cannot fail, so it is given back unless it ran and returned.
-                None => unreachable_body(),
-            }
-        }
+        Err((e, body)) => body_after_cache_error(region, key, &e, body)(),
     }
 }
 
@@ -332,13 +355,7 @@ where
         Ok(v) => Ok(v),
         Err(CreateError::Creator(Some(e))) => Err(e),
         Err(CreateError::Creator(None)) => unreachable_body(),
-        Err(CreateError::Cache(e)) => {
-            cache_failed(region, key.as_str(), FALLBACK, &e);
-            match body {
-                Some(f) => f(),
-                None => unreachable_body(),
-            }
-        }
+        Err(CreateError::Cache(e)) => body_after_cache_error(region, key, &e, body)(),
     }
 }
 
@@ -391,22 +408,13 @@ where
         Ok(v) => Ok(v),
         Err(CreateError::Creator(Some(e))) => Err(e),
         Err(CreateError::Creator(None)) => unreachable_body(),
-        Err(CreateError::Cache(e)) => {
-            cache_failed(region, key.as_str(), FALLBACK, &e);
-            match body {
-                Some(f) => f().await,
-                None => unreachable_body(),
-            }
-        }
+        Err(CreateError::Cache(e)) => body_after_cache_error(region, key, &e, body)().await,
     }
 }
 
 /// `<fn>_get`: the cached value, if any; `None` (logged) when the cache fails.
 pub fn get<T: CacheValue>(region: &CacheRegion, key: &Key) -> Option<T> {
-    region.get::<T>(key.as_str()).unwrap_or_else(|e| {
-        cache_failed(region, key.as_str(), "cache unavailable: no value read", &e);
-        None
-    })
+    logged(region, key, NOT_READ, region.get::<T>(key.as_str()))
 }
 
 /// `<fn>_get` of a function with its own `expiration_time`: a value older than that is `None`.
@@ -415,71 +423,44 @@ pub fn get_with_expiration<T: CacheValue>(
     key: &Key,
     expiration: Expiration,
 ) -> Option<T> {
-    region
-        .get_with_expiration::<T>(key.as_str(), expiration)
-        .unwrap_or_else(|e| {
-            cache_failed(region, key.as_str(), "cache unavailable: no value read", &e);
-            None
-        })
+    let read = region.get_with_expiration::<T>(key.as_str(), expiration);
+    logged(region, key, NOT_READ, read)
 }
 
 /// `<fn>_get` of an `async fn`.
 pub async fn get_async<T: CacheValue>(region: &CacheRegion, key: &Key) -> Option<T> {
-    region
-        .get_async::<T>(key.as_str())
-        .await
-        .unwrap_or_else(|e| {
-            cache_failed(region, key.as_str(), "cache unavailable: no value read", &e);
-            None
-        })
+    let read = region.get_async::<T>(key.as_str()).await;
+    logged(region, key, NOT_READ, read)
 }
 
 /// `<fn>_set`: stores a value (logged when the cache fails).
 pub fn set<T: CacheValue>(region: &CacheRegion, key: &Key, value: T) {
-    if let Err(e) = region.set(key.as_str(), value) {
-        cache_failed(
-            region,
-            key.as_str(),
-            "cache unavailable: value not stored",
-            &e,
-        );
-    }
+    logged(region, key, NOT_STORED, region.set(key.as_str(), value))
 }
 
 /// `<fn>_set` of an `async fn`.
 pub async fn set_async<T: CacheValue>(region: &CacheRegion, key: &Key, value: T) {
-    if let Err(e) = region.set_async(key.as_str(), value).await {
-        cache_failed(
-            region,
-            key.as_str(),
-            "cache unavailable: value not stored",
-            &e,
-        );
-    }
+    logged(
+        region,
+        key,
+        NOT_STORED,
+        region.set_async(key.as_str(), value).await,
+    )
 }
 
 /// `<fn>_invalidate`: deletes the entry (logged when the cache fails).
 pub fn invalidate(region: &CacheRegion, key: &Key) {
-    if let Err(e) = region.delete(key.as_str()) {
-        cache_failed(
-            region,
-            key.as_str(),
-            "cache unavailable: entry not deleted",
-            &e,
-        );
-    }
+    logged(region, key, NOT_DELETED, region.delete(key.as_str()))
 }
 
 /// `<fn>_invalidate` of an `async fn`.
 pub async fn invalidate_async(region: &CacheRegion, key: &Key) {
-    if let Err(e) = region.delete_async(key.as_str()).await {
-        cache_failed(
-            region,
-            key.as_str(),
-            "cache unavailable: entry not deleted",
-            &e,
-        );
-    }
+    logged(
+        region,
+        key,
+        NOT_DELETED,
+        region.delete_async(key.as_str()).await,
+    )
 }
 
 /// `<fn>_refresh`: stores what the body returned and returns it.

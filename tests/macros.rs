@@ -8,40 +8,17 @@ use std::time::{Duration, SystemTime};
 
 use dogpile::testing::MapBackend;
 use dogpile::{
-    cache_multi_on_arguments, cache_on_arguments, Backend, CacheRegion, CachedValue, Clock,
-    FunctionInfo, KeyArg, ManualClock, PayloadKind, RegionConfig,
+    cache_multi_on_arguments, cache_on_arguments, CacheRegion, Clock, FunctionInfo, KeyArg,
+    ManualClock, RegionConfig,
 };
-
-/// A backend the test keeps a handle on: the region gets a clone of the `Arc`.
-#[derive(Clone, Default)]
-struct Shared(Arc<MapBackend>);
-
-impl Backend for Shared {
-    fn name(&self) -> &str {
-        "shared map"
-    }
-    fn payload_kind(&self) -> PayloadKind {
-        self.0.payload_kind()
-    }
-    fn get(&self, key: &str) -> dogpile::Result<Option<CachedValue>> {
-        self.0.get(key)
-    }
-    fn set(&self, key: &str, value: CachedValue) -> dogpile::Result<()> {
-        self.0.set(key, value)
-    }
-    fn delete(&self, key: &str) -> dogpile::Result<()> {
-        self.0.delete(key)
-    }
-}
 
 /// Configures `region` with a fresh shared map and returns the map.
 fn setup(region: &CacheRegion) -> Arc<MapBackend> {
-    let backend = Shared::default();
-    let handle = backend.0.clone();
+    let map = Arc::new(MapBackend::default());
     region
-        .configure(RegionConfig::with_backend(backend).replace_existing_backend(true))
+        .configure(RegionConfig::with_backend(map.clone()).replace_existing_backend(true))
         .expect("configuring a test region");
-    handle
+    map
 }
 
 fn count(c: &AtomicUsize) -> usize {
@@ -83,9 +60,12 @@ fn default_key_is_module_name_namespace_and_arguments() {
     let map = setup(&myapp::tools::REGION);
     assert_eq!(myapp::tools::one(3, 4), 7);
     assert_eq!(myapp::tools::two(3, 4), 12);
+    // An owned `String` and a borrowed `str` write the same text.
+    assert_eq!(myapp::tools::join("x".to_string(), "y"), "x+y");
     assert_eq!(
         map.keys(),
         vec![
+            "macros::myapp::tools:join|x y".to_string(),
             "macros::myapp::tools:one|foo|3 4".to_string(),
             "macros::myapp::tools:two|3 4".to_string(),
         ]
@@ -540,7 +520,7 @@ fn expiration_time_in_seconds_duration_never_and_per_call() {
     let (clock, manual): (Clock, Arc<ManualClock>) = Clock::manual(SystemTime::UNIX_EPOCH);
     REGION
         .configure(
-            RegionConfig::with_backend(Shared::default())
+            RegionConfig::with_backend(MapBackend::default())
                 .expiration_time(5)
                 .clock(clock),
         )

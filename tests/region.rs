@@ -1231,3 +1231,60 @@ fn statistics_count_what_happened() {
         "{s}"
     );
 }
+
+/// A backend that refuses every region expiration, as Redis refuses one longer than its own TTL.
+struct RefusesExpiration;
+
+impl Backend for RefusesExpiration {
+    fn name(&self) -> &str {
+        "refuses expiration"
+    }
+    fn payload_kind(&self) -> PayloadKind {
+        PayloadKind::Object
+    }
+    fn get(&self, _: &str) -> dogpile::Result<Option<CachedValue>> {
+        Ok(None)
+    }
+    fn set(&self, _: &str, _: CachedValue) -> dogpile::Result<()> {
+        Ok(())
+    }
+    fn delete(&self, _: &str) -> dogpile::Result<()> {
+        Ok(())
+    }
+    fn check_region_expiration(&self, _: Option<&Expiration>) -> dogpile::Result<()> {
+        Err(Error::Config {
+            key: "expiration_time".into(),
+            message: "refused".into(),
+        })
+    }
+}
+
+#[test]
+fn a_backend_shared_through_an_arc_still_checks_the_region_expiration() {
+    for backend in [
+        RegionConfig::with_backend(RefusesExpiration),
+        RegionConfig::with_backend(Arc::new(RefusesExpiration)),
+    ] {
+        let region = CacheRegion::new();
+        let err = region.configure(backend.expiration_time(60)).unwrap_err();
+        assert!(err.to_string().contains("refused"), "{err}");
+    }
+}
+
+#[test]
+fn async_reads_are_counted_like_blocking_ones() {
+    // `MapBackend` may block, so `get_async` takes the backend's async path.
+    let region = make_region()
+        .configure(RegionConfig::with_backend(MapBackend::default()))
+        .unwrap();
+    region.set("k", 1u32).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert_eq!(region.get_async::<u32>("k").await.unwrap(), Some(1));
+        assert_eq!(region.get_async::<u32>("missing").await.unwrap(), None);
+    });
+    let stats = region.stats();
+    assert_eq!((stats.hits, stats.misses), (1, 1));
+}

@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope};
+use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope_for};
 use dogpile_core::{
     ArgValue, Arguments, Backend, CacheMutex, CachedValue, Error, PayloadKind, Result,
 };
@@ -235,14 +235,7 @@ impl FileBackend {
     }
 
     fn encode(&self, key: &str, value: &CachedValue) -> Result<Vec<u8>> {
-        encode_envelope(value).ok_or_else(|| {
-            Error::backend_msg(
-                self.inner.name.clone(),
-                format!(
-                    "{key:?}: an object payload reached a byte backend; the file store keeps bytes"
-                ),
-            )
-        })
+        encode_envelope_for(value, &self.inner.name, key)
     }
 }
 

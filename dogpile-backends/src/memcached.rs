@@ -42,7 +42,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use memcache::{CommandError, ConnectionManager, MemcacheError, Url};
 use parking_lot::{Mutex, RwLock};
 
-use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope};
+use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope_for};
 use dogpile_core::{
     sha1_mangle_key, Arguments, Backend, CacheMutex, CachedValue, Error, PayloadKind, Result,
 };
@@ -413,14 +413,7 @@ impl MemcachedBackend {
     }
 
     fn encode(&self, key: &str, value: &CachedValue) -> Result<Vec<u8>> {
-        encode_envelope(value).ok_or_else(|| {
-            Error::backend_msg(
-                self.inner.name.clone(),
-                format!(
-                    "{key:?}: an object payload reached a byte backend; memcached stores bytes"
-                ),
-            )
-        })
+        encode_envelope_for(value, &self.inner.name, key)
     }
 }
 

@@ -255,6 +255,9 @@ impl<B: Backend> Backend for Arc<B> {
     fn key_mangler(&self) -> Option<fn(&str) -> String> {
         (**self).key_mangler()
     }
+    fn check_region_expiration(&self, expiration: Option<&Expiration>) -> Result<()> {
+        (**self).check_region_expiration(expiration)
+    }
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
         (**self).get_async(key)
     }

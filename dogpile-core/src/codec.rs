@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::backend::{CachedValue, Metadata, Payload, FORMAT_VERSION};
 use crate::clock::Timestamp;
+use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"DGPL";
 const HEADER_LEN: usize = MAGIC.len() + 1 + 8;
@@ -142,6 +143,17 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<CachedValue, DecodeError> {
             created_at: Timestamp::from_nanos(u64::from_le_bytes(created)),
             version,
         },
+    })
+}
+
+/// [`encode_envelope`] for a byte backend's writes: an object payload, which such a backend cannot
+/// store, is an error naming the backend and the key.
+pub fn encode_envelope_for(value: &CachedValue, backend: &str, key: &str) -> Result<Vec<u8>> {
+    encode_envelope(value).ok_or_else(|| {
+        Error::backend_msg(
+            backend,
+            format!("cannot store {key:?}: an object payload reached a byte backend, which stores bytes"),
+        )
     })
 }
 

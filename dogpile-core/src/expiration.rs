@@ -58,11 +58,18 @@ impl Expiration {
 /// Strict: a value is expired when its age is *more* than the duration, except that a zero
 /// duration expires at once (even when a coarse `now` lags the precise creation time).
 #[inline]
-pub(crate) fn is_expired(ttl: Option<Duration>, created: Timestamp, now: Timestamp) -> bool {
+///
+/// `now` is asked only when the answer depends on it, so the hit path reads no clock for a
+/// value that never expires.
+pub(crate) fn is_expired(
+    ttl: Option<Duration>,
+    created: Timestamp,
+    now: impl FnOnce() -> Timestamp,
+) -> bool {
     match ttl {
         None => false,
         Some(d) if d.is_zero() => true,
-        Some(d) => now.saturating_since(created) > d,
+        Some(d) => now().saturating_since(created) > d,
     }
 }
 
@@ -123,19 +130,16 @@ mod tests {
     #[test]
     fn expiry_is_strict() {
         let ttl = Some(Duration::from_secs(10));
-        assert!(!is_expired(ttl, ts(100), ts(110)));
-        assert!(is_expired(
-            ttl,
-            ts(100),
-            ts(110).saturating_add(Duration::from_nanos(1))
-        ));
+        assert!(!is_expired(ttl, ts(100), || ts(110)));
+        assert!(is_expired(ttl, ts(100), || ts(110)
+            .saturating_add(Duration::from_nanos(1))));
     }
 
     #[test]
     fn zero_expires_at_once_and_never_never_does() {
-        assert!(is_expired(Some(Duration::ZERO), ts(100), ts(100)));
-        assert!(is_expired(Some(Duration::ZERO), ts(100), ts(99)));
-        assert!(!is_expired(None, ts(0), ts(u64::MAX / 2_000_000_000)));
+        assert!(is_expired(Some(Duration::ZERO), ts(100), || ts(100)));
+        assert!(is_expired(Some(Duration::ZERO), ts(100), || ts(99)));
+        assert!(!is_expired(None, ts(0), || ts(u64::MAX / 2_000_000_000)));
     }
 
     #[test]

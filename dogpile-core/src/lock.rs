@@ -92,6 +92,16 @@ pub(crate) enum Lookup<V> {
     Absent,
 }
 
+impl<V> Lookup<V> {
+    /// The value if it is fresh: what a plain read returns.
+    pub(crate) fn fresh(self) -> Option<V> {
+        match self {
+            Lookup::Fresh(v) => Some(v),
+            Lookup::Stale(_) | Lookup::Absent => None,
+        }
+    }
+}
+
 /// How a get-or-create call ended, for statistics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {

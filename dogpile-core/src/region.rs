@@ -425,21 +425,14 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
     type Error = CreateError<E>;
 
     async fn lookup(&mut self) -> Result<Lookup<T>, CreateError<E>> {
-        let found = if self.io == Io::Async && !self.cfg.never_blocks {
-            let raw = self
-                .cfg
-                .backend
-                .get_async(self.mkey)
-                .await
-                .map_err(|e| self.region.backend_failed(e, self.mkey))?;
-            match raw {
-                Some(v) => self.region.classify(self.cfg, &v, self.ttl, self.mkey),
-                None => Lookup::Absent,
+        Ok(match self.io {
+            Io::Async => {
+                self.region
+                    .lookup_async(self.cfg, self.mkey, self.ttl)
+                    .await?
             }
-        } else {
-            self.region.lookup(self.cfg, self.mkey, self.ttl)?
-        };
-        Ok(found)
+            Io::Blocking => self.region.lookup(self.cfg, self.mkey, self.ttl)?,
+        })
     }
 
     async fn try_lock(&mut self) -> Result<bool, CreateError<E>> {
@@ -749,9 +742,17 @@ impl<C: BackendCatalog> CacheRegion<C> {
         }
     }
 
-    #[cold]
-    fn soft_invalidated(&self, cfg: &Configured) -> bool {
-        self.invalidator(cfg).was_soft_invalidated()
+    /// The strategy to ask about a value, or `None` when nothing can have been invalidated: the
+    /// default strategy, never used, is the common case and one load decides it.
+    #[inline]
+    fn active_invalidator<'a>(
+        &'a self,
+        cfg: &'a Configured,
+    ) -> Option<&'a dyn RegionInvalidationStrategy> {
+        match &cfg.invalidator {
+            None if !self.invalidation.ever_invalidated() => None,
+            _ => Some(self.invalidator(cfg)),
+        }
     }
 
     fn local_locks(&self) -> &Arc<LocalLocks> {
@@ -772,7 +773,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// Soft invalidation turns values into expired ones; with no expiration that is undefined.
     #[inline(always)]
     fn check_soft(&self, cfg: &Configured, ttl: Option<Duration>, key: &str) -> Result<()> {
-        if ttl.is_none() && self.soft_invalidated(cfg) {
+        if ttl.is_none()
+            && self
+                .active_invalidator(cfg)
+                .is_some_and(|inv| inv.was_soft_invalidated())
+        {
             return Err(self.soft_without_expiration(key));
         }
         Ok(())
@@ -805,22 +810,14 @@ impl<C: BackendCatalog> CacheRegion<C> {
             );
             return Lookup::Absent;
         }
-        // The default strategy with no invalidation yet is the common case: one load decides it.
-        let inv = match &cfg.invalidator {
-            None if !self.invalidation.ever_invalidated() => None,
-            _ => Some(self.invalidator(cfg)),
-        };
+        let inv = self.active_invalidator(cfg);
         if inv.is_some_and(|inv| inv.is_hard_invalidated(meta.created_at)) {
             return Lookup::Absent;
         }
         let Some(v) = decode_payload::<T>(&value.payload, mkey, &cfg.backend_name) else {
             return Lookup::Absent;
         };
-        let expired = match ttl {
-            None => false,
-            Some(d) if d.is_zero() => true,
-            Some(d) => is_expired(Some(d), meta.created_at, cfg.clock.now_coarse()),
-        };
+        let expired = is_expired(ttl, meta.created_at, || cfg.clock.now_coarse());
         if expired || inv.is_some_and(|inv| inv.is_soft_invalidated(meta.created_at)) {
             Lookup::Stale(v)
         } else {
@@ -841,6 +838,25 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .visit(mkey, &mut |v| found = self.classify(cfg, v, ttl, mkey))
             .map_err(|e| self.backend_failed(e, mkey))?;
         Ok(found)
+    }
+
+    /// [`lookup`](Self::lookup) through the backend's async path (its blocking one for a backend
+    /// that never blocks).
+    async fn lookup_async<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Lookup<T>> {
+        if cfg.never_blocks {
+            return self.lookup(cfg, mkey, ttl);
+        }
+        let raw = cfg
+            .backend
+            .get_async(mkey)
+            .await
+            .map_err(|e| self.backend_failed(e, mkey))?;
+        Ok(raw.map_or(Lookup::Absent, |v| self.classify(cfg, &v, ttl, mkey)))
     }
 
     /// Reads and classifies several keys in one backend call, counting what it found.
@@ -960,10 +976,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             self.check_soft(cfg, ttl, key)?;
             let found = self.lookup::<T>(cfg, &mkey, ttl)?;
             self.count_read(&found);
-            Ok(match found {
-                Lookup::Fresh(v) => Some(v),
-                Lookup::Stale(_) | Lookup::Absent => None,
-            })
+            Ok(found.fresh())
         })
     }
 
@@ -977,13 +990,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let mkeys: Vec<Cow<'_, str>> = keys.iter().map(|k| cfg.mangle(k.as_ref())).collect();
         let refs: Vec<&str> = mkeys.iter().map(|k| &**k).collect();
         let raw = self.read_multi(&cfg, &refs, ttl)?;
-        Ok(raw
-            .into_iter()
-            .map(|found| match found {
-                Lookup::Fresh(v) => Some(v),
-                _ => None,
-            })
-            .collect())
+        Ok(raw.into_iter().map(Lookup::fresh).collect())
     }
 
     /// Stores `value` at `key`, created now.
@@ -1041,13 +1048,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let mkey = cfg.mangle(key);
         let ttl = cfg.ttl(None);
         self.check_soft(&cfg, ttl, key)?;
-        Ok(match cfg.backend.get_async(&mkey).await? {
-            Some(v) => match self.classify::<T>(&cfg, &v, ttl, &mkey) {
-                Lookup::Fresh(v) => Some(v),
-                _ => None,
-            },
-            None => None,
-        })
+        // Counted and logged as the blocking read is.
+        let found = self.lookup_async::<T>(&cfg, &mkey, ttl).await?;
+        self.count_read(&found);
+        Ok(found.fresh())
     }
 
     /// [`set`](CacheRegion::set) for async callers.
@@ -1468,7 +1472,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let mkey = cfg.mangle(key);
         match cfg.backend.get_mutex(&mkey) {
             Some(m) => m.locked(),
-            None => Ok(self.locks.get().is_some_and(|l| l.is_locked(&mkey))),
+            None => Ok(self.held_here(&mkey)),
         }
     }
 
@@ -1483,7 +1487,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             let m = v.metadata;
             let fresh = m.version == FORMAT_VERSION
                 && !inv.is_invalidated(m.created_at)
-                && !is_expired(ttl, m.created_at, cfg.clock.now());
+                && !is_expired(ttl, m.created_at, || cfg.clock.now());
             fresh.then_some(m)
         }))
     }

@@ -112,9 +112,7 @@ impl Backend for MapBackend {
                 self.objects.lock().insert(key.to_owned(), value);
             }
             PayloadKind::Bytes => {
-                let bytes = codec::encode_envelope(&value).ok_or_else(|| {
-                    Error::backend_msg(self.name(), "an object payload reached a byte backend")
-                })?;
+                let bytes = codec::encode_envelope_for(&value, self.name(), key)?;
                 self.bytes.lock().insert(key.to_owned(), bytes);
             }
         }

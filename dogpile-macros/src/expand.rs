@@ -79,6 +79,23 @@ fn item_kind(item: &syn::Item) -> &'static str {
     }
 }
 
+/// Whether an attribute of a cached function (or of its `impl` block) also applies to the
+/// companions: `cfg`, lint levels, `deprecated`.
+pub(crate) fn carried_to_companions(attr: &Attribute) -> bool {
+    [
+        "cfg",
+        "cfg_attr",
+        "allow",
+        "expect",
+        "warn",
+        "deny",
+        "forbid",
+        "deprecated",
+    ]
+    .iter()
+    .any(|name| attr.path().is_ident(name))
+}
+
 /// One typed argument of the decorated function.
 struct Param {
     /// The name it has in the generated functions.
@@ -311,19 +328,7 @@ impl<'a> Func<'a> {
         self.item
             .attrs
             .iter()
-            .filter(|a| {
-                [
-                    "cfg",
-                    "allow",
-                    "expect",
-                    "warn",
-                    "deny",
-                    "forbid",
-                    "deprecated",
-                ]
-                .iter()
-                .any(|n| a.path().is_ident(n))
-            })
+            .filter(|a| carried_to_companions(a))
             .collect()
     }
 

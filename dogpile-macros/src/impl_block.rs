@@ -13,7 +13,7 @@ use syn::visit_mut::VisitMut;
 use syn::{Attribute, Ident, ItemFn, ItemImpl, Visibility};
 
 use crate::args::{Kind, RawArgs};
-use crate::expand::{generate, with_item};
+use crate::expand::{carried_to_companions, generate, with_item};
 
 /// What `#[cache_impl(…)]` says.
 enum Companions {
@@ -182,15 +182,6 @@ fn cache_attr_kind(attr: &Attribute) -> Option<Kind> {
         "cache_multi_on_arguments" => Some(Kind::Multi),
         _ => None,
     }
-}
-
-/// The block's attributes that also apply to the companions' block.
-fn carried_to_companions(attr: &Attribute) -> bool {
-    [
-        "cfg", "cfg_attr", "allow", "expect", "warn", "deny", "forbid",
-    ]
-    .iter()
-    .any(|name| attr.path().is_ident(name))
 }
 
 /// The options with `namespace = "<the type>"` added when there is no namespace: two types that

@@ -1,11 +1,13 @@
 //! The attributes of the dogpile caching toolkit: [`macro@cache_on_arguments`] memoizes a
-//! function in a cache region, [`macro@cache_multi_on_arguments`] a batch function.
+//! function in a cache region, [`macro@cache_multi_on_arguments`] a batch function, and
+//! [`macro@cache_impl`] lets both work in the `impl` block of a trait.
 //!
 //! Use them through the `dogpile` crate (`dogpile::cache_on_arguments`): the generated code names
 //! only `::dogpile::__private`, so `dogpile` is the one dependency a user needs. The examples,
 //! compiled and run as tests, are on the re-exports in `dogpile`.
 //!
-//! Layout: `args.rs` parses the options, `expand.rs` generates the code.
+//! Layout: `args.rs` parses the options, `expand.rs` generates the code, `impl_block.rs` handles
+//! `#[cache_impl]`.
 
 use proc_macro::TokenStream;
 

@@ -92,7 +92,7 @@ mod lock;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope};
+use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope_for};
 use dogpile_core::{
     Arguments, Backend, BoxFuture, CacheMutex, CachedValue, Error, Expiration, PayloadKind, Result,
 };
@@ -392,12 +392,7 @@ impl RedisBackend {
     }
 
     fn encode(&self, key: &str, value: &CachedValue) -> Result<Vec<u8>> {
-        encode_envelope(value).ok_or_else(|| {
-            Error::backend_msg(
-                self.conns.desc(),
-                format!("cannot store {key:?}: the value has no bytes (an object payload given to a byte backend)"),
-            )
-        })
+        encode_envelope_for(value, self.conns.desc(), key)
     }
 
     fn set_cmd(&self, key: &str, bytes: &[u8]) -> redis::Cmd {
