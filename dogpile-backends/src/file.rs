@@ -393,6 +393,7 @@ mod lock {
     use std::os::fd::AsRawFd;
     use std::path::PathBuf;
     use std::sync::Arc;
+    use std::time::Instant;
 
     use parking_lot::Mutex;
 
@@ -497,9 +498,10 @@ mod lock {
             }
         }
 
-        fn wait(&self) -> Result<()> {
+        fn wait(&self, _deadline: Instant) -> Result<()> {
             // A shared lock is granted once no exclusive one is held: the holder released it,
             // or died. Let go of it at once; the caller looks at the value again.
+            // TODO(issue 11): SETLKW has no deadline.
             let file = self.open()?;
             fcntl_lock(&file, libc::F_OFD_SETLKW, libc::F_RDLCK, self.slot)
                 .map_err(|e| self.error("waiting on", e))?;
@@ -675,7 +677,8 @@ mod tests {
             assert!(other_file.try_acquire().unwrap());
             a.release().unwrap();
             assert!(!b.locked().unwrap());
-            b.wait().unwrap();
+            b.wait(std::time::Instant::now() + std::time::Duration::from_secs(3600))
+                .unwrap();
             assert!(b.try_acquire().unwrap());
             b.release().unwrap();
             other_file.release().unwrap();

@@ -37,7 +37,7 @@ use std::borrow::Cow;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use memcache::{CommandError, ConnectionManager, MemcacheError, Url};
 use parking_lot::{Mutex, RwLock};
@@ -539,16 +539,17 @@ impl CacheMutex for MemcachedLock {
         Ok(taken)
     }
 
-    fn wait(&self) -> Result<()> {
+    fn wait(&self, deadline: Instant) -> Result<()> {
         // Returns once the lock key is gone, or after a short while (the caller looks at the
         // value and calls again): 0.5 ms, then 1, 2, 2... ms between looks, so a waiter returns
         // within about 2 ms of the release (one look is a round trip, ~0.1-0.2 ms here).
         let mut pause = Duration::from_micros(500);
         for _ in 0..100 {
-            if !self.locked()? {
+            let now = Instant::now();
+            if !self.locked()? || now >= deadline {
                 return Ok(());
             }
-            std::thread::sleep(pause);
+            std::thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(2));
         }
         Ok(())

@@ -263,7 +263,9 @@ mod tests {
             Ok(self.held)
         }
         async fn wait(&mut self) -> Result<(), String> {
-            self.mutex.wait().unwrap();
+            self.mutex
+                .wait(std::time::Instant::now() + Duration::from_secs(3600))
+                .unwrap();
             Ok(())
         }
         async fn unlock(&mut self) {

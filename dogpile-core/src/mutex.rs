@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use event_listener::{Event, Listener};
 
@@ -17,9 +18,12 @@ pub trait CacheMutex: Send + Sync + 'static {
     /// Takes the lock if nobody holds it; `Ok(true)` when taken.
     fn try_acquire(&self) -> Result<bool>;
 
-    /// Blocks until the lock may have been released. It may return early (a distributed lock
-    /// polls): the caller looks at the value again and, if there is still none, tries again.
-    fn wait(&self) -> Result<()>;
+    /// Blocks until the lock may have been released, or until `deadline`, whichever comes first.
+    ///
+    /// It may return early (a distributed lock polls): the caller looks at the value again and,
+    /// if there is still none, tries again or gives up once its own bound has passed. It must not
+    /// block much past `deadline`: that is what keeps every wait of the region bounded.
+    fn wait(&self, deadline: Instant) -> Result<()>;
 
     /// Releases the lock taken by `try_acquire`.
     fn release(&self) -> Result<()>;
@@ -33,8 +37,8 @@ pub trait CacheMutex: Send + Sync + 'static {
     }
 
     /// [`wait`](CacheMutex::wait) for async callers; the default blocks the calling thread.
-    fn wait_async(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.wait() })
+    fn wait_async(&self, deadline: Instant) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.wait(deadline) })
     }
 
     /// [`release`](CacheMutex::release) for async callers; the default blocks the calling thread.
@@ -224,9 +228,11 @@ impl CacheMutex for LocalMutex {
             .is_ok())
     }
 
-    fn wait(&self) -> Result<()> {
+    fn wait(&self, deadline: Instant) -> Result<()> {
         while let Some(l) = self.listen_until_free() {
-            l.wait();
+            if l.wait_deadline(deadline).is_none() {
+                break;
+            }
         }
         Ok(())
     }
@@ -242,7 +248,7 @@ impl CacheMutex for LocalMutex {
         Ok(self.lock.held.load(Ordering::Acquire))
     }
 
-    fn wait_async(&self) -> BoxFuture<'_, Result<()>> {
+    fn wait_async(&self, _deadline: Instant) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             while let Some(l) = self.listen_until_free() {
                 l.await;
@@ -279,6 +285,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
     #[test]
     fn one_holder_at_a_time_and_release_from_another_thread() {
         let locks = Arc::new(LocalLocks::new());
@@ -303,7 +313,7 @@ mod tests {
             .map(|_| {
                 let m = locks.mutex("k");
                 std::thread::spawn(move || {
-                    m.wait().unwrap();
+                    m.wait(far()).unwrap();
                     m.locked().unwrap()
                 })
             })
@@ -393,7 +403,7 @@ mod tests {
             fn try_acquire(&self) -> Result<bool> {
                 Ok(true)
             }
-            fn wait(&self) -> Result<()> {
+            fn wait(&self, _deadline: Instant) -> Result<()> {
                 Ok(())
             }
             fn release(&self) -> Result<()> {

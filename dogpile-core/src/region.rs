@@ -466,9 +466,11 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         }
         let m = self.mutex();
         let start = Instant::now();
+        // TODO(issue 11): the region's bound on waiting (lock_blocking_timeout).
+        let deadline = start + Duration::from_secs(3600);
         let waited = match io {
-            Io::Blocking => m.wait(),
-            Io::Async => m.wait_async().await,
+            Io::Blocking => m.wait(deadline),
+            Io::Async => m.wait_async(deadline).await,
         };
         stats.add_time(Counter::WaitNanos, start.elapsed());
         waited.map_err(|e| self.region.backend_failed(e, self.mkey).into())
@@ -1374,7 +1376,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
                     self.stats.incr(Counter::Waits);
                 }
                 let start = Instant::now();
-                let waited = mutex.wait();
+                let waited = mutex.wait(start + Duration::from_secs(3600));
                 self.stats.add_time(Counter::WaitNanos, start.elapsed());
                 waited.map_err(|e| self.backend_failed(e, mkey))?;
                 match self.lookup::<T>(&cfg, mkey, ttl)? {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dogpile_core::{BoxFuture, CacheMutex, Result};
 use parking_lot::Mutex;
@@ -197,10 +197,14 @@ impl CacheMutex for RedisMutex {
 
     /// Polls the lock, pausing 0.5 ms, 1 ms, 2 ms… up to `lock_sleep` between looks, and returns
     /// once it is free. The region then reads the value, which the holder stored before releasing.
-    fn wait(&self) -> Result<()> {
+    fn wait(&self, deadline: Instant) -> Result<()> {
         let mut pause = FIRST_PAUSE;
         while self.locked()? {
-            std::thread::sleep(pause);
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::sleep(pause.min(deadline - now));
             pause = self.next_pause(pause);
         }
         Ok(())
@@ -256,10 +260,10 @@ impl CacheMutex for RedisMutex {
         })
     }
 
-    fn wait_async(&self) -> BoxFuture<'_, Result<()>> {
+    fn wait_async(&self, deadline: Instant) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             if !in_tokio() {
-                return self.wait();
+                return self.wait(deadline);
             }
             let mut pause = FIRST_PAUSE;
             let cmd = self.exists_cmd();
@@ -268,7 +272,11 @@ impl CacheMutex for RedisMutex {
                 .query_async::<bool>("looking at a lock", &cmd)
                 .await?
             {
-                tokio::time::sleep(pause).await;
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                tokio::time::sleep(pause.min(deadline - now)).await;
                 pause = self.next_pause(pause);
             }
             Ok(())
