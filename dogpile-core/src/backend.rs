@@ -192,6 +192,13 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// How long a caller may wait for another caller's creation of a key, as this backend's
+    /// arguments say (dogpile's `lock_blocking_timeout`; `lock_blocking = false` is
+    /// `Some(Duration::ZERO)`). `None` (the default) leaves the bound to the region.
+    fn lock_blocking_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// [`get`](Backend::get) for async callers. Backends with an async client override it; the
     /// default calls the blocking method.
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
@@ -254,6 +261,9 @@ impl<B: Backend> Backend for Arc<B> {
     }
     fn key_mangler(&self) -> Option<fn(&str) -> String> {
         (**self).key_mangler()
+    }
+    fn lock_blocking_timeout(&self) -> Option<std::time::Duration> {
+        (**self).lock_blocking_timeout()
     }
     fn check_region_expiration(&self, expiration: Option<&Expiration>) -> Result<()> {
         (**self).check_region_expiration(expiration)

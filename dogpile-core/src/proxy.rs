@@ -129,6 +129,14 @@ impl Backend for Proxied {
         self.inner.key_mangler()
     }
 
+    fn lock_blocking_timeout(&self) -> Option<std::time::Duration> {
+        self.inner.lock_blocking_timeout()
+    }
+
+    fn check_region_expiration(&self, expiration: Option<&crate::Expiration>) -> Result<()> {
+        self.inner.check_region_expiration(expiration)
+    }
+
     // A proxy is written against the blocking methods, so async calls go through them too.
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
         Box::pin(async move { self.get(key) })
