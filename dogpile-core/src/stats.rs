@@ -217,16 +217,26 @@ impl RegionStats {
     }
 }
 
-/// Something counts can be added to.
+/// Something counts can be added to: a region's counters, or a handle on them.
 pub(crate) trait CountSink {
+    /// Adds `n` to a counter.
+    fn add(&self, counter: Counter, n: u64);
+
     /// Adds one to a counter.
-    fn incr(&self, counter: Counter);
+    fn incr(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    /// Adds a duration, in nanoseconds, to a counter.
+    fn add_time(&self, counter: Counter, d: Duration) {
+        self.add(counter, u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
 }
 
 impl CountSink for RegionStats {
     #[inline]
-    fn incr(&self, counter: Counter) {
-        RegionStats::incr(self, counter)
+    fn add(&self, counter: Counter, n: u64) {
+        RegionStats::add(self, counter, n)
     }
 }
 
@@ -236,7 +246,7 @@ pub(crate) struct StatsHandle {
     row: usize,
 }
 
-impl StatsHandle {
+impl CountSink for StatsHandle {
     fn add(&self, counter: Counter, n: u64) {
         if self.row >= ROWS {
             return;
@@ -248,17 +258,6 @@ impl StatsHandle {
                 Ordering::Relaxed,
             );
         });
-    }
-
-    /// Adds a duration, in nanoseconds, to a counter.
-    pub(crate) fn add_time(&self, counter: Counter, d: Duration) {
-        self.add(counter, u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    }
-}
-
-impl CountSink for StatsHandle {
-    fn incr(&self, counter: Counter) {
-        self.add(counter, 1);
     }
 }
 
