@@ -121,7 +121,8 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 .iter()
                 .map(|mkey| keys[pending[mkey].0[0]].as_ref())
                 .collect();
-            let creation = CreationGuard::start(&self.stats);
+            let creation = CreationGuard::start(&self.stats, &cfg.clock);
+            let created_at = creation.created_at();
             let values = creation
                 .finish(creator(&originals), |values| values.len() as u64)
                 .map_err(CreateError::Creator)?;
@@ -135,7 +136,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             let mut store = Vec::new();
             for (mkey, value) in to_create.iter().zip(values) {
                 if options.should_cache_fn.is_none_or(|f| f(&value)) {
-                    match cfg.wrap_value(mkey, &value) {
+                    match cfg.wrap_value(mkey, &value, created_at) {
                         Ok(w) => store.push(((*mkey).to_owned(), w)),
                         Err(e) => {
                             tracing::warn!(key = mkey, error = %e, "encoding a created value failed")

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{CacheRegion, CacheValue, Configured, CreateOptions};
+use crate::clock::{Clock, Timestamp};
 use crate::error::{CreateError, Error, Result};
 use crate::lock::{self, AsyncCreation, Lookup, Source};
 use crate::mutex::{CacheMutex, LockGuard};
@@ -70,21 +71,31 @@ where
 /// The bookkeeping of one creator run, written once for the three creators and the batch: the
 /// time it took, the values it made, and a creator error when it ends without a value (it
 /// failed, or panicked and unwound through the guard).
+///
+/// It also stamps the values: a value counts as created when its creation started, so a value
+/// whose creator was running when `invalidate(true)` came is not fresh after it.
 pub(super) struct CreationGuard<'s, S: CountSink> {
     stats: &'s S,
     start: Instant,
+    created_at: Timestamp,
     /// How many values the creator made; `None` until it returned them.
     made: Option<u64>,
 }
 
 impl<'s, S: CountSink> CreationGuard<'s, S> {
-    /// Starts the clock of a creation.
-    pub(super) fn start(stats: &'s S) -> Self {
+    /// Starts the clock of a creation; `clock` stamps its values.
+    pub(super) fn start(stats: &'s S, clock: &Clock) -> Self {
         CreationGuard {
             stats,
             start: Instant::now(),
+            created_at: clock.now(),
             made: None,
         }
+    }
+
+    /// The creation time of the values this creation makes: when it started.
+    pub(super) fn created_at(&self) -> Timestamp {
+        self.created_at
     }
 
     /// Passes the creator's result through; a success counts `count(&value)` creations.
@@ -215,14 +226,15 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
             .take()
             .expect("the lock algorithm creates at most once per call");
         tracing::debug!(key = self.mkey, backend = %self.cfg.backend_name, "creating value");
-        let creation = CreationGuard::start(&self.region.stats);
+        let creation = CreationGuard::start(&self.region.stats, &self.cfg.clock);
+        let created_at = creation.created_at();
         let value = creation
             .finish(creator.create().await, |_| 1)
             .map_err(CreateError::Creator)?;
         if self.should_cache.is_none_or(|f| f(&value)) {
             let stored = match self.io {
-                Io::Blocking => self.cfg.store(self.mkey, &value),
-                Io::Async => self.cfg.store_async(self.mkey, &value).await,
+                Io::Blocking => self.cfg.store(self.mkey, &value, created_at),
+                Io::Async => self.cfg.store_async(self.mkey, &value, created_at).await,
             };
             if let Err(e) = stored {
                 // The value is good: hand it out, and let the next caller try to store again.
@@ -255,10 +267,11 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         runner.run(AsyncCreation::new(
             self.key.to_owned(),
             Box::new(move || {
-                let creation = CreationGuard::start(&stats);
+                let creation = CreationGuard::start(&stats, &cfg.clock);
+                let created_at = creation.created_at();
                 if let Ok(value) = creation.finish(job().ok_or(()), |_| 1) {
                     if should_cache.is_none_or(|f| f(&value)) {
-                        if let Err(e) = cfg.store(&mkey, &value) {
+                        if let Err(e) = cfg.store(&mkey, &value, created_at) {
                             stats.incr(Counter::BackendErrors);
                             tracing::warn!(key = mkey, error = %e, "storing a value created in the background failed");
                         }

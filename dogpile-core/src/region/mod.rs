@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::{Backend, CachedValue, Metadata, Payload, PayloadKind, FORMAT_VERSION};
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::codec;
 use crate::config::RegionConfig;
 use crate::error::{CreateError, Error, Result};
@@ -138,8 +138,14 @@ impl Configured {
             .and_then(Expiration::resolve)
     }
 
-    /// Wraps a value for this backend: the object itself, or its bytes.
-    fn wrap_value<T: CacheValue>(&self, key: &str, value: &T) -> Result<CachedValue> {
+    /// Wraps a value for this backend, the object itself or its bytes, stamped as created at
+    /// `created_at`.
+    fn wrap_value<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &T,
+        created_at: Timestamp,
+    ) -> Result<CachedValue> {
         let payload = match self.kind {
             PayloadKind::Object => Payload::Object(Arc::new(value.clone())),
             PayloadKind::Bytes => Payload::Bytes(Arc::from(codec::encode_value(value).map_err(
@@ -151,18 +157,24 @@ impl Configured {
         };
         Ok(CachedValue {
             payload,
-            metadata: Metadata::new(self.clock.now()),
+            metadata: Metadata::new(created_at),
         })
     }
 
-    /// Stores a value at an already mangled key.
-    fn store<T: CacheValue>(&self, mkey: &str, value: &T) -> Result<()> {
-        self.backend.set(mkey, self.wrap_value(mkey, value)?)
+    /// Stores a value created at `created_at` at an already mangled key.
+    fn store<T: CacheValue>(&self, mkey: &str, value: &T, created_at: Timestamp) -> Result<()> {
+        self.backend
+            .set(mkey, self.wrap_value(mkey, value, created_at)?)
     }
 
     /// Stores a value at an already mangled key, through the backend's async path.
-    async fn store_async<T: CacheValue>(&self, mkey: &str, value: &T) -> Result<()> {
-        let wrapped = self.wrap_value(mkey, value)?;
+    async fn store_async<T: CacheValue>(
+        &self,
+        mkey: &str,
+        value: &T,
+        created_at: Timestamp,
+    ) -> Result<()> {
+        let wrapped = self.wrap_value(mkey, value, created_at)?;
         if self.never_blocks {
             self.backend.set(mkey, wrapped)
         } else {
@@ -374,7 +386,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .unwrap_or_else(|| Box::new(self.local_locks().mutex(mkey)))
     }
 
-    /// Soft invalidation turns values into expired ones; with no expiration that is undefined.
+    /// Soft invalidation turns values into expired ones; with no expiration a creation path cannot
+    /// tell when to create again, so it is an error there (plain reads treat such values as
+    /// misses, as dogpile does).
     #[inline(always)]
     fn check_soft(&self, cfg: &Configured, ttl: Option<Duration>, key: &str) -> Result<()> {
         if ttl.is_none()

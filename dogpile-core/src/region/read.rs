@@ -49,7 +49,6 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 return Ok(out);
             }
             let ttl = cfg.ttl(expiration);
-            self.check_soft(cfg, ttl, key)?;
             let found = self.lookup::<T>(cfg, &mkey, ttl)?;
             self.count_read(&found);
             Ok(found.fresh())
@@ -60,9 +59,6 @@ impl<C: BackendCatalog> CacheRegion<C> {
     pub fn get_multi<T: CacheValue, K: AsRef<str>>(&self, keys: &[K]) -> Result<Vec<Option<T>>> {
         let cfg = self.configured()?;
         let ttl = cfg.ttl(None);
-        if let Some(k) = keys.first() {
-            self.check_soft(&cfg, ttl, k.as_ref())?;
-        }
         let mkeys: Vec<Cow<'_, str>> = keys.iter().map(|k| cfg.mangle(k.as_ref())).collect();
         let refs: Vec<&str> = mkeys.iter().map(|k| &**k).collect();
         let raw = self.read_multi(&cfg, &refs, ttl)?;
@@ -73,21 +69,24 @@ impl<C: BackendCatalog> CacheRegion<C> {
     pub fn set<T: CacheValue>(&self, key: &str, value: T) -> Result<()> {
         self.state.with(|cfg| {
             let cfg = cfg.ok_or_else(|| self.not_configured())?;
-            cfg.store(&cfg.mangle(key), &value)
+            cfg.store(&cfg.mangle(key), &value, cfg.clock.now())
         })
     }
 
-    /// Stores every pair, in one backend call where the backend has a batch command.
+    /// Stores every pair, in one backend call where the backend has a batch command; every value
+    /// of the call is stamped with one creation time.
     pub fn set_multi<T: CacheValue, K: AsRef<str>>(
         &self,
         items: impl IntoIterator<Item = (K, T)>,
     ) -> Result<()> {
         let cfg = self.configured()?;
+        // One call, one creation time for every value, as dogpile stamps them.
+        let created_at = cfg.clock.now();
         let wrapped = items
             .into_iter()
             .map(|(k, v)| {
                 let mkey = cfg.mangle(k.as_ref()).into_owned();
-                let value = cfg.wrap_value(&mkey, &v)?;
+                let value = cfg.wrap_value(&mkey, &v, created_at)?;
                 Ok((mkey, value))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -123,7 +122,6 @@ impl<C: BackendCatalog> CacheRegion<C> {
         }
         let mkey = cfg.mangle(key);
         let ttl = cfg.ttl(None);
-        self.check_soft(&cfg, ttl, key)?;
         // Counted and logged as the blocking read is.
         let found = self.lookup_async::<T>(&cfg, &mkey, ttl).await?;
         self.count_read(&found);
@@ -133,7 +131,8 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// [`set`](CacheRegion::set) for async callers.
     pub async fn set_async<T: CacheValue>(&self, key: &str, value: T) -> Result<()> {
         let cfg = self.configured()?;
-        cfg.store_async(&cfg.mangle(key), &value).await
+        cfg.store_async(&cfg.mangle(key), &value, cfg.clock.now())
+            .await
     }
 
     /// [`delete`](CacheRegion::delete) for async callers.
