@@ -34,9 +34,10 @@ pub(crate) enum Counter {
     WaitNanos,
     AsyncRefreshes,
     BackendErrors,
+    LockTimeouts,
 }
 
-const COUNTERS: usize = 11;
+const COUNTERS: usize = 12;
 
 /// How many regions can have a per-thread row at once.
 pub(crate) const ROWS: usize = 64;
@@ -307,6 +308,13 @@ pub struct Stats {
     pub async_refreshes: u64,
     /// Backend calls that failed.
     pub backend_errors: u64,
+    /// Callers that gave up waiting for another's creation past `lock_blocking_timeout` (a
+    /// decorated function then ran its body).
+    pub lock_timeouts: u64,
+    /// Locks that a backend found gone when it extended or released them (their holder's
+    /// creation then ran unprotected), reported through [`lock_lost`](crate::lock::lock_lost).
+    /// Counted for the whole process, not per region: a backend's lock does not know its region.
+    pub locks_lost: u64,
 }
 
 impl Stats {
@@ -324,6 +332,8 @@ impl Stats {
             wait_time: Duration::from_nanos(c[WaitNanos as usize]),
             async_refreshes: c[AsyncRefreshes as usize],
             backend_errors: c[BackendErrors as usize],
+            lock_timeouts: c[LockTimeouts as usize],
+            locks_lost: crate::lock::locks_lost(),
         }
     }
 
@@ -363,6 +373,8 @@ impl fmt::Display for Stats {
             ("mean wait", avg(self.wait_time, self.waits)),
             ("async refreshes", self.async_refreshes.to_string()),
             ("backend errors", self.backend_errors.to_string()),
+            ("lock wait timeouts", self.lock_timeouts.to_string()),
+            ("locks lost", self.locks_lost.to_string()),
         ];
         writeln!(f, "| {:<20} | {:>12} |", "statistic", "value")?;
         writeln!(f, "|{:-<22}|{:->14}|", "", "")?;

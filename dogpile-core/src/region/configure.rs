@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use super::{CacheRegion, Configured, ManglerChoice, RegionBuilder};
 use crate::backend::Backend;
-use crate::config::{BackendSpec, RegionConfig};
+use crate::config::{BackendSpec, RegionConfig, DEFAULT_LOCK_BLOCKING_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::invalidation::DefaultInvalidation;
 use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler};
@@ -130,6 +130,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
             ManglerChoice::Disabled => None,
             ManglerChoice::Use(m) => Some(m.clone()),
         };
+        // The region's own setting wins, then the backend's arguments, then the default.
+        let lock_wait = config
+            .lock_blocking_timeout
+            .or_else(|| backend.lock_blocking_timeout())
+            .unwrap_or(DEFAULT_LOCK_BLOCKING_TIMEOUT);
         let backend = wrap_chain(backend, &config.wrap);
         let configured = Configured {
             kind: backend.payload_kind(),
@@ -140,6 +145,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             mangler,
             clock: config.clock,
             invalidator: config.region_invalidator,
+            lock_wait,
         };
         self.state.store(Arc::new(configured));
         tracing::debug!(region = self.name(), "configured");

@@ -1,4 +1,5 @@
-//! Get-or-create of one key under the dogpile lock: the creators and the lock source.
+//! Get-or-create under the dogpile lock: the creators, the lock source the algorithm of
+//! `lock.rs` runs on (for one key and for a batch), and the creation guard.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,21 +10,22 @@ use std::time::{Duration, Instant};
 use super::{CacheRegion, CacheValue, Configured, CreateOptions};
 use crate::clock::{Clock, Timestamp};
 use crate::error::{CreateError, Error, Result};
-use crate::lock::{self, AsyncCreation, Lookup, Source};
+use crate::lock::{self, AsyncCreation, KeyState, Lookup, Source};
 use crate::mutex::{CacheMutex, LockGuard};
 use crate::registry::BackendCatalog;
 use crate::stats::{CountSink, Counter};
 
 /// Which way a source does its I/O.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Io {
+pub(super) enum Io {
     Blocking,
     Async,
 }
 
-/// A value creator as the lock algorithm runs it.
-trait Creator<T, E>: Sized {
-    async fn create(self) -> Result<T, E>;
+/// A value creator as the lock algorithm runs it: for one key or a batch.
+pub(super) trait Creator<T, E>: Sized {
+    /// The values of `keys` (the caller's keys, in the caller's order), in that order.
+    async fn create(self, keys: &[&str]) -> Result<Vec<T>, E>;
 
     /// The creator as a job that can run on another thread (`None` from the job: it failed);
     /// `Err(self)` when it cannot move.
@@ -35,8 +37,8 @@ trait Creator<T, E>: Sized {
 struct BlockingCreator<F>(F);
 
 impl<T, E, F: FnOnce() -> Result<T, E>> Creator<T, E> for BlockingCreator<F> {
-    async fn create(self) -> Result<T, E> {
-        (self.0)()
+    async fn create(self, _: &[&str]) -> Result<Vec<T>, E> {
+        (self.0)().map(|v| vec![v])
     }
 }
 
@@ -47,8 +49,8 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    async fn create(self) -> Result<T, E> {
-        (self.0)().await
+    async fn create(self, _: &[&str]) -> Result<Vec<T>, E> {
+        (self.0)().await.map(|v| vec![v])
     }
 }
 
@@ -58,13 +60,22 @@ impl<T, F> Creator<T, Infallible> for DetachableCreator<F>
 where
     F: FnOnce() -> T + Send + 'static,
 {
-    async fn create(self) -> Result<T, Infallible> {
-        Ok((self.0)())
+    async fn create(self, _: &[&str]) -> Result<Vec<T>, Infallible> {
+        Ok(vec![(self.0)()])
     }
 
     fn detach(self) -> Result<Box<dyn FnOnce() -> Option<T> + Send>, Self> {
         let f = self.0;
         Ok(Box::new(move || Some(f())))
+    }
+}
+
+/// The creator of a batch: the missing keys in, their values out, in the same order.
+pub(super) struct BatchCreator<F>(pub(super) F);
+
+impl<T, E, F: FnOnce(&[&str]) -> Result<Vec<T>, E>> Creator<T, E> for BatchCreator<F> {
+    async fn create(self, keys: &[&str]) -> Result<Vec<T>, E> {
+        (self.0)(keys)
     }
 }
 
@@ -122,27 +133,84 @@ impl<S: CountSink> Drop for CreationGuard<'_, S> {
     }
 }
 
-/// One key of one get-or-create call, as the lock algorithm sees it.
-struct RegionSource<'a, C: BackendCatalog, T, E, Cr> {
-    region: &'a CacheRegion<C>,
-    cfg: &'a Arc<Configured>,
-    key: &'a str,
-    mkey: &'a str,
-    ttl: Option<Duration>,
-    should_cache: Option<fn(&T) -> bool>,
-    creator: Option<Cr>,
-    io: Io,
-    mutex: Option<Box<dyn CacheMutex>>,
+/// One key of a get-or-create call: its names, its mutex handle and its held lock.
+pub(super) struct KeySlot<'k> {
+    /// The caller's key, as the creator sees it.
+    key: &'k str,
+    /// The key as the backend sees it.
+    mkey: &'k str,
+    /// Where the key first stands in the caller's list: the creator gets keys in that order.
+    order: usize,
+    mutex: Option<Arc<dyn CacheMutex>>,
     guard: Option<LockGuard>,
-    /// Whether this caller has waited for another's creation.
-    waited: bool,
-    _error: PhantomData<fn() -> E>,
 }
 
-impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, C, T, E, Cr> {
-    /// Releases the held lock: on the async path without blocking the task's thread.
-    async fn release(&mut self) {
-        if let Some(guard) = self.guard.take() {
+impl<'k> KeySlot<'k> {
+    pub(super) fn new(key: &'k str, mkey: &'k str, order: usize) -> Self {
+        KeySlot {
+            key,
+            mkey,
+            order,
+            mutex: None,
+            guard: None,
+        }
+    }
+
+    /// The key as the backend sees it.
+    pub(super) fn mkey(&self) -> &'k str {
+        self.mkey
+    }
+}
+
+/// The keys of one get-or-create call (one, or a batch in lock order), as the lock algorithm
+/// sees them.
+pub(super) struct RegionSource<'a, 'k, C: BackendCatalog, T, E, Cr> {
+    pub(super) region: &'a CacheRegion<C>,
+    pub(super) cfg: &'a Arc<Configured>,
+    pub(super) slots: &'a mut [KeySlot<'k>],
+    pub(super) ttl: Option<Duration>,
+    pub(super) should_cache: Option<fn(&T) -> bool>,
+    pub(super) creator: Option<Cr>,
+    pub(super) io: Io,
+    /// When this call first waited: its bound on waiting runs from there.
+    pub(super) wait_start: Option<Instant>,
+    pub(super) _error: PhantomData<fn() -> E>,
+}
+
+impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
+    RegionSource<'a, 'k, C, T, E, Cr>
+{
+    pub(super) fn new(
+        region: &'a CacheRegion<C>,
+        cfg: &'a Arc<Configured>,
+        slots: &'a mut [KeySlot<'k>],
+        ttl: Option<Duration>,
+        options: &CreateOptions<T>,
+        creator: Cr,
+        io: Io,
+    ) -> Self {
+        RegionSource {
+            region,
+            cfg,
+            slots,
+            ttl,
+            should_cache: options.should_cache_fn,
+            creator: Some(creator),
+            io,
+            wait_start: None,
+            _error: PhantomData,
+        }
+    }
+
+    /// Runs the lock algorithm over `keys` (the first reads, one per slot), counting each key's
+    /// outcome. The blocking source never yields, so `pollster` drives it on this thread.
+    pub(super) async fn run(&mut self, keys: &mut [KeyState<T>]) -> Result<(), CreateError<E>> {
+        lock::get_or_create(self, keys).await
+    }
+
+    /// Releases `key`'s held lock: on the async path without blocking the task's thread.
+    async fn release(&mut self, key: usize) {
+        if let Some(guard) = self.slots[key].guard.take() {
             match self.io {
                 Io::Blocking => drop(guard),
                 Io::Async => guard.release_async().await,
@@ -150,102 +218,135 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, C,
         }
     }
 
-    fn mutex(&mut self) -> &dyn CacheMutex {
-        let (region, cfg, mkey) = (self.region, self.cfg, self.mkey);
-        &**self
-            .mutex
-            .get_or_insert_with(|| region.mutex_for(cfg, mkey))
+    fn mutex(&mut self, key: usize) -> Arc<dyn CacheMutex> {
+        let (region, cfg) = (self.region, self.cfg);
+        let slot = &mut self.slots[key];
+        slot.mutex
+            .get_or_insert_with(|| region.mutex_for(cfg, slot.mkey))
+            .clone()
+    }
+
+    /// The error past the bound on waiting, counted and logged.
+    #[cold]
+    fn gave_up(&self, key: usize, waited: Duration) -> CreateError<E> {
+        let key = self.slots[key].key;
+        self.region.stats.incr(Counter::LockTimeouts);
+        tracing::warn!(
+            region = self.region.name(),
+            key,
+            ?waited,
+            "gave up waiting for another caller's creation (lock_blocking_timeout)"
+        );
+        CreateError::Cache(Error::LockTimeout {
+            region: self.region.name().to_owned(),
+            key: key.to_owned(),
+            waited,
+        })
     }
 }
 
 impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
-    for RegionSource<'_, C, T, E, Cr>
+    for RegionSource<'_, '_, C, T, E, Cr>
 {
     type Value = T;
     type Error = CreateError<E>;
 
-    async fn lookup(&mut self) -> Result<Lookup<T>, CreateError<E>> {
-        Ok(match self.io {
-            Io::Async => {
-                self.region
-                    .lookup_async(self.cfg, self.mkey, self.ttl)
-                    .await?
-            }
-            Io::Blocking => self.region.lookup(self.cfg, self.mkey, self.ttl)?,
-        })
+    async fn lookup(&mut self, keys: &[usize]) -> Result<Vec<Lookup<T>>, CreateError<E>> {
+        let (region, cfg, ttl) = (self.region, self.cfg, self.ttl);
+        if let [key] = *keys {
+            let mkey = self.slots[key].mkey;
+            let found = match self.io {
+                Io::Async => region.lookup_async(cfg, mkey, ttl).await?,
+                Io::Blocking => region.lookup(cfg, mkey, ttl)?,
+            };
+            return Ok(vec![found]);
+        }
+        let mkeys: Vec<&str> = keys.iter().map(|&i| self.slots[i].mkey).collect();
+        Ok(region.lookup_multi(cfg, &mkeys, ttl)?)
     }
 
-    async fn try_lock(&mut self) -> Result<bool, CreateError<E>> {
+    async fn try_lock(&mut self, key: usize) -> Result<bool, CreateError<E>> {
         // A crowd on a stale value finds the lock held: it learns so from the registry without
         // taking a handle, so it writes nothing shared. A backend with its own lock leaves the
         // registry empty and answers below; the one exception is a creation still running under
         // the in-process lock of a configuration since replaced, which does hold the key.
-        if self.mutex.is_none() && self.region.held_here(self.mkey) {
+        let mkey = self.slots[key].mkey;
+        if self.slots[key].mutex.is_none() && self.region.held_here(mkey) {
             return Ok(false);
         }
-        let io = self.io;
-        let m = self.mutex();
-        let taken = match io {
+        let m = self.mutex(key);
+        let taken = match self.io {
             Io::Blocking => m.try_acquire(),
             Io::Async => m.try_acquire_async().await,
         }
-        .map_err(|e| self.region.backend_failed(e, self.mkey))?;
+        .map_err(|e| self.region.backend_failed(e, mkey))?;
         if taken {
-            self.guard = self.mutex.take().map(LockGuard::new);
+            let slot = &mut self.slots[key];
+            slot.guard = slot.mutex.take().map(LockGuard::shared);
         }
         Ok(taken)
     }
 
-    async fn wait(&mut self) -> Result<(), CreateError<E>> {
-        let io = self.io;
+    async fn wait(&mut self, key: usize) -> Result<(), CreateError<E>> {
+        let stats = &self.region.stats;
+        let now = Instant::now();
         // A caller counts once however many times it waits, and whether it then gets another's
         // value or creates one itself (after a failed creator), so the mean wait is per caller.
-        let stats = &self.region.stats;
-        if !std::mem::replace(&mut self.waited, true) {
+        let since = *self.wait_start.get_or_insert_with(|| {
             stats.incr(Counter::Waits);
+            now
+        });
+        let deadline = since
+            .checked_add(self.cfg.lock_wait)
+            .unwrap_or(now + LONG_WAIT);
+        if now >= deadline {
+            return Err(self.gave_up(key, now - since));
         }
-        let m = self.mutex();
-        let start = Instant::now();
-        // TODO(issue 11): the region's bound on waiting (lock_blocking_timeout).
-        let deadline = start + Duration::from_secs(3600);
-        let waited = match io {
+        let m = self.mutex(key);
+        let waited = match self.io {
             Io::Blocking => m.wait(deadline),
             Io::Async => m.wait_async(deadline).await,
         };
-        stats.add_time(Counter::WaitNanos, start.elapsed());
-        waited.map_err(|e| self.region.backend_failed(e, self.mkey).into())
+        stats.add_time(Counter::WaitNanos, now.elapsed());
+        waited.map_err(|e| self.region.backend_failed(e, self.slots[key].mkey).into())
     }
 
-    async fn unlock(&mut self) {
-        self.release().await;
+    async fn unlock(&mut self, key: usize) {
+        self.release(key).await;
     }
 
-    async fn create(&mut self) -> Result<T, CreateError<E>> {
+    async fn create(&mut self, keys: &[usize]) -> Result<Vec<T>, CreateError<E>> {
         let creator = self
             .creator
             .take()
             .expect("the lock algorithm creates at most once per call");
-        tracing::debug!(key = self.mkey, backend = %self.cfg.backend_name, "creating value");
+        // The creator sees the caller's keys in the caller's order, whatever the lock order.
+        let mut order = keys.to_vec();
+        order.sort_by_key(|&i| self.slots[i].order);
+        let names: Vec<&str> = order.iter().map(|&i| self.slots[i].key).collect();
+        tracing::debug!(keys = ?names, backend = %self.cfg.backend_name, "creating values");
         let creation = CreationGuard::start(&self.region.stats, &self.cfg.clock);
         let created_at = creation.created_at();
-        let value = creation
-            .finish(creator.create().await, |_| 1)
+        let values = creation
+            .finish(creator.create(&names).await, |v| v.len() as u64)
             .map_err(CreateError::Creator)?;
-        if self.should_cache.is_none_or(|f| f(&value)) {
-            let stored = match self.io {
-                Io::Blocking => self.cfg.store(self.mkey, &value, created_at),
-                Io::Async => self.cfg.store_async(self.mkey, &value, created_at).await,
-            };
-            if let Err(e) = stored {
-                // The value is good: hand it out, and let the next caller try to store again.
-                self.region.backend_failed(e, self.mkey);
-            }
+        if values.len() != names.len() {
+            return Err(CreateError::Cache(Error::Key(format!(
+                "the multi creator returned {} values for {} keys",
+                values.len(),
+                names.len()
+            ))));
         }
-        self.release().await;
-        Ok(value)
+        let mut made: Vec<(usize, T)> = order.into_iter().zip(values).collect();
+        made.sort_by_key(|&(i, _)| i);
+        self.store(&made, created_at).await;
+        for &(i, _) in &made {
+            self.release(i).await;
+        }
+        Ok(made.into_iter().map(|(_, v)| v).collect())
     }
 
-    fn hand_off(&mut self) -> bool {
+    fn hand_off(&mut self, key: usize) -> bool {
         let Some(runner) = self.region.async_creation_runner.clone() else {
             return false;
         };
@@ -259,13 +360,14 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
                 return false;
             }
         };
-        let guard = self.guard.take();
+        let slot = &mut self.slots[key];
+        let guard = slot.guard.take();
         let cfg = self.cfg.clone();
-        let mkey = self.mkey.to_owned();
+        let mkey = slot.mkey.to_owned();
         let should_cache = self.should_cache;
         let stats = self.region.stats.handle();
         runner.run(AsyncCreation::new(
-            self.key.to_owned(),
+            slot.key.to_owned(),
             Box::new(move || {
                 let creation = CreationGuard::start(&stats, &cfg.clock);
                 let created_at = creation.created_at();
@@ -283,6 +385,44 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         true
     }
 }
+
+impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_, C, T, E, Cr> {
+    /// Stores the values a creator made (those `should_cache_fn` accepts): a value is good even
+    /// when storing it fails, so a failure is logged and counted, and the next caller tries again.
+    async fn store(&self, made: &[(usize, T)], created_at: Timestamp) {
+        let keep = |v: &T| self.should_cache.is_none_or(|f| f(v));
+        if let [(i, v)] = made {
+            let mkey = self.slots[*i].mkey;
+            let stored = match self.io {
+                _ if !keep(v) => return,
+                Io::Blocking => self.cfg.store(mkey, v, created_at),
+                Io::Async => self.cfg.store_async(mkey, v, created_at).await,
+            };
+            if let Err(e) = stored {
+                self.region.backend_failed(e, mkey);
+            }
+            return;
+        }
+        let mut items = Vec::with_capacity(made.len());
+        for (i, v) in made.iter().filter(|(_, v)| keep(v)) {
+            let mkey = self.slots[*i].mkey;
+            match self.cfg.wrap_value(mkey, v, created_at) {
+                Ok(w) => items.push((mkey.to_owned(), w)),
+                Err(e) => tracing::warn!(key = mkey, error = %e, "encoding a created value failed"),
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        let first = self.slots[made[0].0].mkey;
+        if let Err(e) = self.cfg.backend.set_multi(items) {
+            self.region.backend_failed(e, first);
+        }
+    }
+}
+
+/// The wait bound when `lock_blocking_timeout` is too large to add to an instant.
+const LONG_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl<C: BackendCatalog> CacheRegion<C> {
     /// The value at `key`; when it is missing or expired, one caller runs `creator` and stores
@@ -429,26 +569,12 @@ impl<C: BackendCatalog> CacheRegion<C> {
         )
         .entered();
         self.count_read(&first);
-        let mut source = RegionSource {
-            region: self,
-            cfg,
-            key,
-            mkey,
-            ttl,
-            should_cache: options.should_cache_fn,
-            creator: Some(creator),
-            io,
-            mutex: None,
-            guard: None,
-            waited: false,
-            _error: PhantomData,
-        };
+        let mut slots = [KeySlot::new(key, mkey, 0)];
+        let mut keys = [KeyState::new(first)];
+        let mut source = RegionSource::new(self, cfg, &mut slots, ttl, options, creator, io);
         // The blocking source never yields, so this drives the algorithm on this thread.
-        match pollster::block_on(lock::get_or_create(&mut source, first)) {
-            Ok((value, outcome)) => {
-                self.count_outcome(outcome, mkey);
-                Ok(value)
-            }
+        match pollster::block_on(source.run(&mut keys)) {
+            Ok(()) => Ok(self.one_outcome(keys, mkey)),
             Err(e) => Err((e, source.creator.take())),
         }
     }
@@ -484,34 +610,33 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let ttl = cfg.ttl(options.expiration_time.as_ref());
         self.check_soft(&cfg, ttl, key)?;
         let mkey = cfg.mangle(key);
-        let mut source = RegionSource {
-            region: self,
-            cfg: &cfg,
-            key,
-            mkey: &mkey,
-            ttl,
-            should_cache: options.should_cache_fn,
-            creator: Some(AsyncCreator(creator)),
-            io: Io::Async,
-            mutex: None,
-            guard: None,
-            waited: false,
-            _error: PhantomData,
-        };
-        let first = source.lookup().await?;
+        let mut slots = [KeySlot::new(key, &mkey, 0)];
+        let creator = AsyncCreator(creator);
+        let mut source =
+            RegionSource::new(self, &cfg, &mut slots, ttl, options, creator, Io::Async);
+        let first = source.lookup(&[0]).await?.pop().unwrap_or(Lookup::Absent);
         self.count_read(&first);
         if let Lookup::Fresh(v) = first {
             return Ok(v);
         }
+        let mut keys = [KeyState::new(first)];
         let span = tracing::debug_span!(
             "get_or_create",
             region = self.name(),
             key = &*mkey,
             backend = %cfg.backend_name
         );
-        let (value, outcome) =
-            tracing::Instrument::instrument(lock::get_or_create(&mut source, first), span).await?;
-        self.count_outcome(outcome, &mkey);
-        Ok(value)
+        tracing::Instrument::instrument(source.run(&mut keys), span).await?;
+        Ok(self.one_outcome(keys, &mkey))
+    }
+
+    /// The value of a one-key call the lock algorithm has finished, its outcome counted.
+    fn one_outcome<T>(&self, keys: [KeyState<T>; 1], mkey: &str) -> T {
+        let [key] = keys;
+        let (value, outcome) = key
+            .into_done()
+            .expect("the lock algorithm finishes every key it returns for");
+        self.count_outcome(outcome, mkey);
+        value
     }
 }

@@ -119,6 +119,8 @@ struct Configured {
     mangler: Option<KeyMangler>,
     clock: Clock,
     invalidator: Option<Arc<dyn RegionInvalidationStrategy>>,
+    /// How long a caller may wait for another's creation (`lock_blocking_timeout`).
+    lock_wait: Duration,
 }
 
 impl Configured {
@@ -380,10 +382,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
         self.locks.get().is_some_and(|l| l.is_locked(mkey))
     }
 
-    fn mutex_for(&self, cfg: &Configured, mkey: &str) -> Box<dyn CacheMutex> {
-        cfg.backend
-            .get_mutex(mkey)
-            .unwrap_or_else(|| Box::new(self.local_locks().mutex(mkey)))
+    fn mutex_for(&self, cfg: &Configured, mkey: &str) -> Arc<dyn CacheMutex> {
+        match cfg.backend.get_mutex(mkey) {
+            Some(distributed) => Arc::from(distributed),
+            None => Arc::new(self.local_locks().mutex(mkey)),
+        }
     }
 
     /// Soft invalidation turns values into expired ones; with no expiration a creation path cannot
@@ -477,8 +480,8 @@ impl<C: BackendCatalog> CacheRegion<C> {
         Ok(raw.map_or(Lookup::Absent, |v| self.classify(cfg, &v, ttl, mkey)))
     }
 
-    /// Reads and classifies several keys in one backend call, counting what it found.
-    fn read_multi<T: CacheValue>(
+    /// Reads and classifies several keys in one backend call.
+    fn lookup_multi<T: CacheValue>(
         &self,
         cfg: &Configured,
         mkeys: &[&str],
@@ -491,12 +494,20 @@ impl<C: BackendCatalog> CacheRegion<C> {
         Ok(raw
             .into_iter()
             .zip(mkeys)
-            .map(|(v, mkey)| {
-                let found = v.map_or(Lookup::Absent, |v| self.classify(cfg, &v, ttl, mkey));
-                self.count_read(&found);
-                found
-            })
+            .map(|(v, mkey)| v.map_or(Lookup::Absent, |v| self.classify(cfg, &v, ttl, mkey)))
             .collect())
+    }
+
+    /// [`lookup_multi`](Self::lookup_multi) as a first read: counting what it found.
+    fn read_multi<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkeys: &[&str],
+        ttl: Option<Duration>,
+    ) -> Result<Vec<Lookup<T>>> {
+        let found = self.lookup_multi(cfg, mkeys, ttl)?;
+        found.iter().for_each(|f| self.count_read(f));
+        Ok(found)
     }
 
     /// Counts what a first read found.
