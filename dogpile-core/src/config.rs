@@ -486,11 +486,11 @@ impl RegionConfig {
 
     /// How long a caller may wait for another caller's creation of a value (dogpile's
     /// `lock_blocking_timeout`). Past it, region methods return
-    /// [`Error::LockTimeout`](crate::Error::LockTimeout) and a decorated function runs its body.
+    /// [`Error::LockTimeout`] and a decorated function runs its body.
     ///
     /// Every waiter has a bound, in-process ones included: this setting, else the backend's own
     /// (its `lock_blocking_timeout` argument, see
-    /// [`Backend::lock_blocking_timeout`](crate::Backend::lock_blocking_timeout)), else
+    /// [`Backend::lock_blocking_timeout`]), else
     /// [`DEFAULT_LOCK_BLOCKING_TIMEOUT`].
     ///
     /// ```

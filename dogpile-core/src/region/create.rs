@@ -520,8 +520,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// [`get_or_create_with`](CacheRegion::get_or_create_with) whose creator can run on the
-    /// region's [`AsyncCreationRunner`]: for a stale value, the runner creates the new one while
-    /// this caller gets the stale one at once. Without a runner it is `get_or_create_with`.
+    /// region's [`AsyncCreationRunner`](crate::AsyncCreationRunner): for a stale value, the
+    /// runner creates the new one while this caller gets the stale one at once. Without a runner
+    /// it is `get_or_create_with`.
     /// (`get_or_create` cannot hand its creator to another thread: it may borrow from the
     /// caller.)
     pub fn get_or_create_in_background<T: CacheValue>(
