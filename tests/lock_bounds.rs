@@ -8,27 +8,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dogpile::backend::PayloadKind;
 use dogpile::testing::MapBackend;
-use dogpile::{
-    make_region, Backend, CacheRegion, CachedValue, Error, PayloadKind, RegionConfig, Result,
-};
+use dogpile::{make_region, Backend, CacheRegion, CachedValue, Error, RegionConfig, Result};
 
-/// How long a test waits before it calls a call hung.
-const HANG: Duration = Duration::from_secs(60);
-
-/// Runs `f` on a helper thread and returns its result, or fails the test if it has not finished
-/// within `HANG`.
-fn within_hang_deadline<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG)
-        .unwrap_or_else(|_| panic!("{what}: still not done after {HANG:?}: hung"))
-}
+mod support;
+use support::within_hang_deadline;
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -209,7 +194,7 @@ fn the_region_setting_wins_over_the_backends_which_wins_over_the_default() {
     });
     assert_lock_timeout(&err, region_bound);
     assert_eq!(
-        dogpile_core::DEFAULT_LOCK_BLOCKING_TIMEOUT,
+        dogpile::config::DEFAULT_LOCK_BLOCKING_TIMEOUT,
         Duration::from_secs(30)
     );
 }
@@ -310,7 +295,7 @@ fn a_decorated_function_runs_its_body_past_the_bound_and_counts_it() {
 fn a_lost_lock_is_counted_and_shown_in_stats() {
     let region: CacheRegion = make_region().configure("dogpile.cache.memory").unwrap();
     let before = region.stats().locks_lost;
-    dogpile_core::lock::lock_lost("test backend", "_lock:k");
+    dogpile::lock::lock_lost("test backend", "_lock:k");
     assert!(region.stats().locks_lost > before);
     assert!(region.stats().to_string().contains("locks lost"));
 }
