@@ -385,3 +385,15 @@ pub fn redis_cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[
     }
     c.query(con).expect("a raw command")
 }
+
+/// Sends one raw memcached command and returns the first line of its answer, as another
+/// client would see it.
+pub fn memcached_line(addr: &str, cmd: &[u8]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = TcpStream::connect(addr).expect("connecting to memcached");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(cmd).unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    line
+}
