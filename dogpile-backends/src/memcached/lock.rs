@@ -167,7 +167,7 @@ struct Entry {
 
 /// The locks of one backend that need work while nobody calls: extension of held locks, and
 /// the deletion of locks whose add or release was lost. Its thread starts with the first job
-/// and ends soon after the backend and every lock handle are dropped.
+/// and ends once the backend and every lock handle are dropped and no job is left.
 pub(crate) struct Keeper {
     inner: Arc<Inner>,
     period: Duration,
@@ -309,13 +309,20 @@ impl Keeper {
     }
 }
 
+/// The keeper's thread. It holds the keeper only weakly while there is nothing to do, so it
+/// ends soon after the backend and its lock handles are dropped; while jobs are left (a lost
+/// lock to delete) it keeps the keeper alive until they are done.
 fn keep(keeper: Weak<Keeper>, tick: Duration) {
+    let mut busy: Option<Arc<Keeper>> = None;
     loop {
         std::thread::sleep(tick);
-        let Some(keeper) = keeper.upgrade() else {
+        let Some(keeper) = busy.take().or_else(|| keeper.upgrade()) else {
             return;
         };
         keeper.round();
+        if !keeper.jobs.lock().is_empty() {
+            busy = Some(keeper);
+        }
     }
 }
 

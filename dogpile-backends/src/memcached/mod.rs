@@ -8,7 +8,7 @@
 //! | `url` | string, list, or comma-separated string | required | servers, as `host`, `host:port` or `memcache://host:port` (port 11211 when left out) |
 //! | `memcached_expire_time` | integer seconds | `0` (never) | server-side expiry of every value, at most 30 days |
 //! | `distributed_lock` | bool | `false` | the dogpile lock is a memcached key, shared by every process using the servers (needs memcached 1.6 or later) |
-//! | `lock_timeout` | seconds | `30` | expiry of that lock key, so a lock whose holder died frees itself (`0`: never, as dogpile's default) |
+//! | `lock_timeout` | seconds | `30` | expiry of that lock key, so a lock whose holder died frees itself (`0`: never, as dogpile's default); memcached counts whole seconds of its own clock, so a lock lives between `lock_timeout - 1` and `lock_timeout` seconds unless extended: use 2 or more |
 //! | `socket_timeout` | seconds | `1.0` | bound on each wait for a server: connecting, each write, each read |
 //! | `key_placement` | `"dogpile"` or `"pymemcache"` | `"dogpile"` | how keys are spread over several servers (see below) |
 //!
