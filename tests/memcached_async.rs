@@ -6,31 +6,17 @@
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile::{CacheRegion, RegionConfig};
-use support::Server;
-
-fn region(addr: &str, lock_timeout: u64) -> CacheRegion {
-    dogpile::make_region()
-        .configure(
-            RegionConfig::new("dogpile.cache.memcached")
-                .expiration_time(60)
-                .argument("url", addr)
-                .argument("distributed_lock", true)
-                .argument("lock_timeout", lock_timeout)
-                .argument("socket_timeout", 2.0),
-        )
-        .unwrap()
-}
+use dogpile::CacheRegion;
+use support::{memcached_locking_region as region, within, Server};
 
 /// 32 tasks on one cold key, on `runtime`: the values they got and the number of creations.
 /// The creator takes 300 ms, awaiting a timer: it can only finish if the waiters let the
 /// thread go. Run on a helper thread, so a hang fails the test after 30 s.
 fn thirty_two_tasks(runtime: tokio::runtime::Runtime, region: CacheRegion) -> (Vec<u32>, usize) {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
+    within("32 tasks on one cold key", move || {
         let region = Arc::new(region);
         let calls = Arc::new(AtomicUsize::new(0));
         let got = runtime.block_on(async {
@@ -55,41 +41,41 @@ fn thirty_two_tasks(runtime: tokio::runtime::Runtime, region: CacheRegion) -> (V
             }
             got
         });
-        let _ = tx.send((got, calls.load(Ordering::SeqCst)));
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("32 tasks on one cold key did not finish within 30 s")
+        (got, calls.load(Ordering::SeqCst))
+    })
+}
+
+/// One creation and the right value for all 32 tasks. lock_timeout is far above the hang
+/// bound: a waiter that blocks the thread holds up the creator until the lock expires, and
+/// then a second creator runs, or the bound is hit.
+fn one_creator_on(runtime: tokio::runtime::Runtime) {
+    let Some(server) = Server::memcached() else {
+        return;
+    };
+    let (got, calls) = thirty_two_tasks(runtime, region(&server.addr(), 20));
+    assert_eq!(got, vec![7; 32]);
+    assert_eq!(calls, 1, "creations");
 }
 
 #[test]
 fn thirty_two_tasks_on_a_current_thread_runtime_get_one_creator() {
-    let Some(server) = Server::memcached() else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    // lock_timeout is far above the test's bound: a waiter that blocks the thread holds up the
-    // creator until the lock expires, and then a second creator runs, or the bound is hit.
-    let (got, calls) = thirty_two_tasks(runtime, region(&server.addr(), 20));
-    assert_eq!(got, vec![7; 32]);
-    assert_eq!(calls, 1, "creations");
+    one_creator_on(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
 }
 
 #[test]
 fn thirty_two_tasks_on_two_workers_get_one_creator() {
-    let Some(server) = Server::memcached() else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (got, calls) = thirty_two_tasks(runtime, region(&server.addr(), 20));
-    assert_eq!(got, vec![7; 32]);
-    assert_eq!(calls, 1, "creations");
+    one_creator_on(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
 }
 
 #[test]

@@ -7,23 +7,13 @@
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dogpile::backends::memcached::MemcachedBackend;
-use dogpile::{Arguments, Backend, CacheMutex, CacheRegion, RegionConfig};
+use dogpile::{Arguments, Backend, CacheMutex};
 use support::fault_proxy::{Fault, FaultProxy};
-use support::Server;
-
-/// Runs `f` on a helper thread: a call that hangs fails the test after a generous bound.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("{what} did not return within 30 s"))
-}
+use support::{memcached_locking_region as region, within, Server};
 
 fn backend(addr: &str, lock_timeout: u64, socket_timeout: f64) -> MemcachedBackend {
     MemcachedBackend::from_arguments(
@@ -38,19 +28,6 @@ fn backend(addr: &str, lock_timeout: u64, socket_timeout: f64) -> MemcachedBacke
 
 fn mutex(b: &MemcachedBackend, key: &str) -> Box<dyn CacheMutex> {
     b.get_mutex(key).expect("a distributed mutex")
-}
-
-fn region(addr: &str, lock_timeout: u64) -> CacheRegion {
-    dogpile::make_region()
-        .configure(
-            RegionConfig::new("dogpile.cache.memcached")
-                .expiration_time(60)
-                .argument("url", addr)
-                .argument("distributed_lock", true)
-                .argument("lock_timeout", lock_timeout)
-                .argument("socket_timeout", 2.0),
-        )
-        .unwrap()
 }
 
 /// Waits up to `bound` for `cond`; whether it came true.
@@ -150,6 +127,20 @@ fn stat(addr: &str, name: &str) -> u64 {
     }
 }
 
+/// A backend through a fault proxy (`ours`, 0.3 s socket timeout) and one straight to the
+/// server (`direct`), both with a 60 s lock_timeout.
+fn proxied(server: &Server) -> (FaultProxy, MemcachedBackend, MemcachedBackend) {
+    let proxy = FaultProxy::start(&server.addr());
+    let ours = backend(&proxy.addr(), 60, 0.3);
+    let direct = backend(&server.addr(), 60, 2.0);
+    (proxy, ours, direct)
+}
+
+/// Whether the lock of "k" exists, as another process sees it.
+fn k_locked(direct: &MemcachedBackend) -> bool {
+    mutex(direct, "k").locked().unwrap()
+}
+
 /// An add sent through a link slower than `socket_timeout`: the caller gets an error, and the
 /// add reaches the server afterwards and stores the handle's token (its answer is lost).
 fn add_with_a_lost_answer(proxy: &FaultProxy, m: Box<dyn CacheMutex>) -> Box<dyn CacheMutex> {
@@ -169,15 +160,13 @@ fn an_add_whose_answer_is_lost_leaves_no_lock_once_the_fault_clears() {
     let Some(server) = Server::memcached() else {
         return;
     };
-    let proxy = FaultProxy::start(&server.addr());
-    let ours = backend(&proxy.addr(), 60, 0.3);
-    let direct = backend(&server.addr(), 60, 2.0);
+    let (proxy, ours, direct) = proxied(&server);
     let m = add_with_a_lost_answer(&proxy, mutex(&ours, "k"));
     // The caller gave up on the lock (the region runs the body without it).
     drop(m);
     assert!(
         eventually(Duration::from_secs(10), || stat(&server.addr(), "delete_hits") > 0
-            && !mutex(&direct, "k").locked().unwrap()),
+            && !k_locked(&direct)),
         "a lock of ours that nobody holds is still there 10 s after the fault cleared (lock_timeout is 60 s)"
     );
 }
@@ -187,14 +176,10 @@ fn a_retried_add_recognises_our_own_lock() {
     let Some(server) = Server::memcached() else {
         return;
     };
-    let proxy = FaultProxy::start(&server.addr());
-    let ours = backend(&proxy.addr(), 60, 0.3);
-    let direct = backend(&server.addr(), 60, 2.0);
+    let (proxy, ours, direct) = proxied(&server);
     let m = add_with_a_lost_answer(&proxy, mutex(&ours, "k"));
     assert!(
-        eventually(Duration::from_secs(10), || mutex(&direct, "k")
-            .locked()
-            .unwrap()),
+        eventually(Duration::from_secs(10), || k_locked(&direct)),
         "the slow add never reached the server"
     );
     // Our own first add stored the lock: trying again finds it ours, not someone else's.
@@ -203,7 +188,7 @@ fn a_retried_add_recognises_our_own_lock() {
         "our own lock was taken for another's"
     );
     m.release().unwrap();
-    assert!(!mutex(&direct, "k").locked().unwrap());
+    assert!(!k_locked(&direct));
 }
 
 #[test]

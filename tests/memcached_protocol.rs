@@ -9,23 +9,13 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dogpile::backends::memcached::MemcachedBackend;
 use dogpile::{Arguments, CacheRegion, RegionConfig};
 use support::fault_proxy::{Fault, FaultProxy};
-use support::Server;
-
-/// Runs `f` on a helper thread: a call that hangs fails the test after a generous bound.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("{what} did not return within 30 s"))
-}
+use support::{within, Server};
 
 /// What the fake server sends after each request line: the bytes, and whether it then closes.
 #[derive(Clone)]

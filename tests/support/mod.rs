@@ -397,3 +397,29 @@ pub fn memcached_line(addr: &str, cmd: &[u8]) -> String {
     BufReader::new(&s).read_line(&mut line).unwrap();
     line
 }
+
+/// Runs `f` on a helper thread and returns what it returns: a call that hangs fails the test
+/// after a generous 30 s bound instead of hanging the test run.
+pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what} did not return within 30 s"))
+}
+
+/// A region on the memcached server at `addr` with its distributed lock.
+#[cfg(feature = "memcached")]
+pub fn memcached_locking_region(addr: &str, lock_timeout: u64) -> dogpile::CacheRegion {
+    dogpile::make_region()
+        .configure(
+            dogpile::RegionConfig::new("dogpile.cache.memcached")
+                .expiration_time(60)
+                .argument("url", addr)
+                .argument("distributed_lock", true)
+                .argument("lock_timeout", lock_timeout)
+                .argument("socket_timeout", 2.0),
+        )
+        .expect("configuring memcached")
+}
