@@ -340,3 +340,34 @@ fn pymemcache_placement_stores_each_key_where_it_says() {
         "arguments.key_placement: expected \"dogpile\" or \"pymemcache\", got \"ketama\""
     );
 }
+
+#[test]
+fn large_batches_and_values_round_trip() {
+    let Some(server) = Server::memcached() else {
+        return;
+    };
+    let region = region(&server.addr(), 5.0);
+    // 3,000 keys of 200 bytes: one `get` line of 600 kB (memcached reads multigets unbounded).
+    let keys: Vec<String> = (0..3000).map(|i| format!("{i:0>200}")).collect();
+    region
+        .set_multi(keys.iter().enumerate().map(|(i, k)| (k.as_str(), i as u32)))
+        .unwrap();
+    assert_eq!(
+        region.get_multi::<u32, _>(&keys).unwrap(),
+        (0..3000).map(Some).collect::<Vec<_>>()
+    );
+    // Values larger than the receive buffer, one and several at once.
+    let big: Vec<String> = (0..5).map(|i| i.to_string().repeat(300_000)).collect();
+    for (i, v) in big.iter().enumerate() {
+        region.set(&format!("big{i}"), v.clone()).unwrap();
+    }
+    assert_eq!(
+        region.get::<String>("big0").unwrap().as_ref(),
+        Some(&big[0])
+    );
+    let names: Vec<String> = (0..5).map(|i| format!("big{i}")).collect();
+    let got = region.get_multi::<String, _>(&names).unwrap();
+    assert_eq!(got, big.into_iter().map(Some).collect::<Vec<_>>());
+    region.delete_multi(&keys).unwrap();
+    assert_eq!(region.get::<u32>(&keys[0]).unwrap(), None);
+}

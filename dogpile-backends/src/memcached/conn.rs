@@ -139,6 +139,11 @@ fn closed() -> io::Error {
     )
 }
 
+/// The receive buffer of a new connection: room for a batch of small values in one read.
+const START_BUF: usize = 16 * 1024;
+/// A buffer grown past this by a large reply is replaced by a new small one once it is read.
+const KEEP_BUF: usize = 256 * 1024;
+
 /// Bytes received and not yet parsed.
 struct RecvBuf {
     buf: Vec<u8>,
@@ -149,7 +154,7 @@ struct RecvBuf {
 impl RecvBuf {
     fn new() -> Self {
         RecvBuf {
-            buf: vec![0; 16 * 1024],
+            buf: vec![0; START_BUF],
             start: 0,
             end: 0,
         }
@@ -175,6 +180,10 @@ impl RecvBuf {
                 }
                 self.start = 0;
                 self.end = 0;
+                // A large reply grew the buffer: an idle pooled connection keeps a small one.
+                if self.buf.len() > KEEP_BUF {
+                    self.buf = vec![0; START_BUF];
+                }
                 return Ok(true);
             }
         }
