@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dogpile::backends::memcached::MemcachedBackend;
-use dogpile::{Arguments, Backend, CacheMutex};
+use dogpile::backend::memcached::MemcachedBackend;
+use dogpile::config::Arguments;
+use dogpile::{Backend, CacheMutex};
 use support::fault_proxy::{Fault, FaultProxy};
 use support::{memcached_locking_region as region, within, Server};
 

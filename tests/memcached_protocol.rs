@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dogpile::backends::memcached::MemcachedBackend;
-use dogpile::{Arguments, CacheRegion, RegionConfig};
+use dogpile::backend::memcached::MemcachedBackend;
+use dogpile::config::Arguments;
+use dogpile::{CacheRegion, RegionConfig};
 use support::fault_proxy::{Fault, FaultProxy};
 use support::{within, Server};
 
