@@ -606,7 +606,7 @@ fn the_memcached_errors() {
     }
     assert_eq!(
         mc(&[url(), ("servers", ArgValue::Int(1))]),
-        "arguments.servers: unknown argument for dogpile.cache.memcached; it takes: url, memcached_expire_time, distributed_lock, lock_timeout, socket_timeout"
+        "arguments.servers: unknown argument for dogpile.cache.memcached; it takes: url, memcached_expire_time, distributed_lock, lock_timeout, socket_timeout, key_placement"
     );
     assert_eq!(
         mc(&[("url", ArgValue::Bool(true))]),

@@ -10,7 +10,7 @@ use dogpile::lock::AsyncCreation;
 use dogpile::{make_region, CacheRegion, CreateOptions, Error, RegionConfig};
 
 mod support;
-use support::{manual_memory_region, within_hang_deadline};
+use support::{manual_memory_region, within};
 
 /// A get-or-create held open on another thread: its creator calls `pause`, which holds it there
 /// until [`finish`](PausedCall::finish).
@@ -41,7 +41,7 @@ impl<T: Send + 'static> PausedCall<T> {
     /// Lets the creator go on, and returns the call's result.
     fn finish(self) -> T {
         self.go.send(()).unwrap();
-        within_hang_deadline("a paused call", move || self.done.join().unwrap())
+        within("a paused call", move || self.done.join().unwrap())
     }
 }
 
@@ -109,7 +109,7 @@ fn a_pre_hard_value_is_not_served_stale_while_another_caller_creates() {
     };
     std::thread::sleep(Duration::from_millis(50));
     let created = creator.finish().unwrap();
-    let waited = within_hang_deadline("the waiter", move || waiter.join().unwrap());
+    let waited = within("the waiter", move || waiter.join().unwrap());
     assert_eq!(created, 3);
     assert_eq!(
         waited, 3,

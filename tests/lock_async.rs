@@ -14,7 +14,7 @@ use dogpile::testing::MapBackend;
 use dogpile::{make_region, Backend, CacheMutex, CacheRegion, CachedValue, RegionConfig, Result};
 
 mod support;
-use support::within_hang_deadline;
+use support::within;
 
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ impl Backend for BlockingLockBackend {
 fn thirty_two_tasks_on_a_cold_key(region: CacheRegion, runtime: tokio::runtime::Runtime) {
     let region = Arc::new(region);
     let creations = Arc::new(AtomicUsize::new(0));
-    let values = within_hang_deadline("32 tasks on a cold key", {
+    let values = within("32 tasks on a cold key", {
         let (region, creations) = (region.clone(), creations.clone());
         move || {
             runtime.block_on(async move {

@@ -13,7 +13,7 @@ use dogpile::testing::MapBackend;
 use dogpile::{make_region, Backend, CacheRegion, CachedValue, Error, RegionConfig, Result};
 
 mod support;
-use support::within_hang_deadline;
+use support::within;
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -74,14 +74,14 @@ fn a_waiter_gives_up_past_lock_blocking_timeout_with_an_error_naming_the_key() {
     let bound = Duration::from_millis(150);
     let region = bounded_region(bound);
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("a bounded blocking wait", {
+    let err = within("a bounded blocking wait", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
     assert_lock_timeout(&err, bound);
     assert_eq!(region.stats().lock_timeouts, 1);
     // A batch waits under the same bound.
-    let err = within_hang_deadline("a bounded batch wait", {
+    let err = within("a bounded batch wait", {
         let region = region.clone();
         move || {
             region
@@ -98,7 +98,7 @@ fn an_async_waiter_gives_up_past_the_bound_on_a_current_thread_runtime() {
     let bound = Duration::from_millis(150);
     let region = bounded_region(bound);
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("a bounded async wait", {
+    let err = within("a bounded async wait", {
         let region = region.clone();
         move || {
             current_thread().block_on(async move {
@@ -121,7 +121,7 @@ fn lock_blocking_false_means_do_not_wait() {
             .unwrap(),
     );
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("a non-blocking caller", {
+    let err = within("a non-blocking caller", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
@@ -167,7 +167,7 @@ fn the_region_setting_wins_over_the_backends_which_wins_over_the_default() {
             .unwrap(),
     );
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("the backend's bound", {
+    let err = within("the backend's bound", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
@@ -188,7 +188,7 @@ fn the_region_setting_wins_over_the_backends_which_wins_over_the_default() {
             .unwrap(),
     );
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("the region's bound", {
+    let err = within("the region's bound", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
@@ -211,7 +211,7 @@ fn lock_blocking_timeout_and_lock_blocking_in_config_maps() {
     ])
     .unwrap();
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("a bound from a config map", {
+    let err = within("a bound from a config map", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
@@ -225,7 +225,7 @@ fn lock_blocking_timeout_and_lock_blocking_in_config_maps() {
     ])
     .unwrap();
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("lock_blocking = false from a config map", {
+    let err = within("lock_blocking = false from a config map", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
@@ -283,7 +283,7 @@ fn a_decorated_function_runs_its_body_past_the_bound_and_counts_it() {
     started_rx.recv().unwrap();
     // The first call holds the key's lock for as long as its body runs: the second gives up
     // waiting and runs its own body.
-    let second = within_hang_deadline("a decorated call past the bound", || slow(4));
+    let second = within("a decorated call past the bound", || slow(4));
     assert_eq!(second, 41, "the second call's own body");
     assert_eq!(REGION.stats().lock_timeouts, 1);
     go_tx.send(()).unwrap();

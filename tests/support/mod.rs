@@ -391,10 +391,7 @@ pub fn redis_cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[
 
 /// Runs `f` on a helper thread and returns its result; fails the test when it has not finished
 /// within a generous bound (60 s). How a test tells a hang, never by a tight wall-clock bound.
-pub fn within_hang_deadline<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     const HANG: Duration = Duration::from_secs(60);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -402,6 +399,18 @@ pub fn within_hang_deadline<T: Send + 'static>(
     });
     rx.recv_timeout(HANG)
         .unwrap_or_else(|_| panic!("{what}: still not done after {HANG:?}: hung"))
+}
+
+/// Sends one raw memcached command and returns the first line of its answer, as another
+/// client would see it.
+pub fn memcached_line(addr: &str, cmd: &[u8]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = TcpStream::connect(addr).expect("connecting to memcached");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(cmd).unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    line
 }
 
 /// A memory region with `expiration` on a manual clock, and the clock's handle.
@@ -420,4 +429,19 @@ pub fn manual_memory_region(
         )
         .unwrap();
     (region, handle)
+}
+
+/// A region on the memcached server at `addr` with its distributed lock.
+#[cfg(feature = "memcached")]
+pub fn memcached_locking_region(addr: &str, lock_timeout: u64) -> dogpile::CacheRegion {
+    dogpile::make_region()
+        .configure(
+            dogpile::RegionConfig::new("dogpile.cache.memcached")
+                .expiration_time(60)
+                .argument("url", addr)
+                .argument("distributed_lock", true)
+                .argument("lock_timeout", lock_timeout)
+                .argument("socket_timeout", 2.0),
+        )
+        .expect("configuring memcached")
 }
