@@ -19,11 +19,11 @@
 //!
 //! **The dogpile lock.** On Linux, `get_mutex` takes an exclusive open-file-description lock
 //! (`fcntl(F_OFD_SETLK)`) on one byte of the lock file: byte `hash(key) mod 2^20`, so each key
-//! (up to rare hash collisions, which only serialize two keys) has its own lock, in one file.
-//! These locks conflict between threads as well as processes, and the kernel drops them when
-//! their holder dies, so a killed creator never blocks the others. Waiters block in
-//! `F_OFD_SETLKW` on a shared lock of that byte and wake the moment the holder lets go: no
-//! polling. On other systems the region's in-process lock is used.
+//! (up to rare hash collisions, which only serialize two keys across processes) has its own lock,
+//! in one file. Within a process a byte is locked once and shared by every key on it, so a caller
+//! never waits on its own process's lock for another key; the same key is still held once. The
+//! kernel drops the locks of a process that dies, so a killed creator never blocks the others.
+//! Waits poll, and end by their deadline. On other systems the region's in-process lock is used.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,7 +53,7 @@ struct Inner {
     path: PathBuf,
     name: String,
     idle: Mutex<Vec<Connection>>,
-    lockfile: Option<Arc<PathBuf>>,
+    lockfile: Option<Arc<lock::LockFile>>,
 }
 
 impl std::fmt::Debug for FileBackend {
@@ -195,21 +195,22 @@ impl FileBackend {
         if let Some(why) = why {
             return Err(Error::backend_msg(name, format!("the file is {why}")));
         }
-        if let Some(lf) = &lockfile {
-            lock::open(lf).map_err(|e| {
+        let lockfile = match &lockfile {
+            Some(lf) => Some(lock::open(lf).map_err(|e| {
                 Error::backend(
                     name.clone(),
                     format!("cannot open the dogpile lock file {}: {e}", lf.display()),
                     e,
                 )
-            })?;
-        }
+            })?),
+            None => None,
+        };
         Ok(FileBackend {
             inner: Arc::new(Inner {
                 path,
                 name,
                 idle: Mutex::new(vec![conn]),
-                lockfile: lockfile.map(Arc::new),
+                lockfile,
             }),
         })
     }
@@ -232,10 +233,6 @@ impl FileBackend {
     /// Whether the store is empty.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
-    }
-
-    fn encode(&self, key: &str, value: &CachedValue) -> Result<Vec<u8>> {
-        encode_envelope_for(value, &self.inner.name, key)
     }
 }
 
@@ -262,6 +259,30 @@ impl Inner {
 
     fn error(&self, what: &str, e: rusqlite::Error) -> Error {
         Error::backend(self.name.clone(), format!("{what} failed: {e}"), e)
+    }
+
+    fn encode(&self, key: &str, value: &CachedValue) -> Result<Vec<u8>> {
+        encode_envelope_for(value, &self.name, key)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<CachedValue>> {
+        let raw = self.with_conn("get", |c| read_value(&mut c.prepare_cached(SELECT)?, key))?;
+        Ok(raw.and_then(|b| decode_envelope_or_miss(&b, &self.name, key)))
+    }
+
+    fn set(&self, key: &str, value: &CachedValue) -> Result<()> {
+        let bytes = self.encode(key, value)?;
+        self.with_conn("set", |c| {
+            c.prepare_cached(UPSERT)?
+                .execute(rusqlite::params![key, bytes])
+                .map(|_| ())
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.with_conn("delete", |c| {
+            c.prepare_cached(DELETE)?.execute([key]).map(|_| ())
+        })
     }
 }
 
@@ -298,25 +319,15 @@ impl Backend for FileBackend {
     }
 
     fn get(&self, key: &str) -> Result<Option<CachedValue>> {
-        let raw = self
-            .inner
-            .with_conn("get", |c| read_value(&mut c.prepare_cached(SELECT)?, key))?;
-        Ok(raw.and_then(|b| decode_envelope_or_miss(&b, &self.inner.name, key)))
+        self.inner.get(key)
     }
 
     fn set(&self, key: &str, value: CachedValue) -> Result<()> {
-        let bytes = self.encode(key, &value)?;
-        self.inner.with_conn("set", |c| {
-            c.prepare_cached(UPSERT)?
-                .execute(rusqlite::params![key, bytes])
-                .map(|_| ())
-        })
+        self.inner.set(key, &value)
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        self.inner.with_conn("delete", |c| {
-            c.prepare_cached(DELETE)?.execute([key]).map(|_| ())
-        })
+        self.inner.delete(key)
     }
 
     fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<CachedValue>>> {
@@ -348,7 +359,7 @@ impl Backend for FileBackend {
         }
         let encoded = items
             .iter()
-            .map(|(k, v)| Ok((k.as_str(), self.encode(k, v)?)))
+            .map(|(k, v)| Ok((k.as_str(), self.inner.encode(k, v)?)))
             .collect::<Result<Vec<_>>>()?;
         self.inner.with_conn("set_multi", |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -387,20 +398,29 @@ impl Backend for FileBackend {
 #[cfg(target_os = "linux")]
 mod lock;
 
+/// The byte of the lock file that locks `key` (for tests that need two keys on one byte).
+#[cfg(target_os = "linux")]
+#[doc(hidden)]
+pub use lock::slot as lock_slot;
+
 #[cfg(not(target_os = "linux"))]
 mod lock {
     //! Without open-file-description locks, the region's in-process lock is used.
 
-    use std::path::PathBuf;
+    use std::path::Path;
     use std::sync::Arc;
 
     use dogpile_core::CacheMutex;
 
-    pub(super) fn open(_path: &PathBuf) -> std::io::Result<()> {
-        Ok(())
+    /// Nothing: no lock file is used.
+    #[derive(Debug)]
+    pub(crate) struct LockFile;
+
+    pub(crate) fn open(_path: &Path) -> std::io::Result<Arc<LockFile>> {
+        Ok(Arc::new(LockFile))
     }
 
-    pub(super) fn mutex(_path: Arc<PathBuf>, _key: &str) -> Option<Box<dyn CacheMutex>> {
+    pub(crate) fn mutex(_file: Arc<LockFile>, _key: &str) -> Option<Box<dyn CacheMutex>> {
         None
     }
 }
