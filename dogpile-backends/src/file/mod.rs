@@ -24,6 +24,10 @@
 //! never waits on its own process's lock for another key; the same key is still held once. The
 //! kernel drops the locks of a process that dies, so a killed creator never blocks the others.
 //! Waits poll, and end by their deadline. On other systems the region's in-process lock is used.
+//!
+//! **Async callers.** `get_async`, `set_async`, `delete_async` and the lock's `wait_async` run
+//! their blocking SQLite and lock calls on the `blocking` crate's thread pool, which needs no
+//! particular runtime: an executor thread never waits on the file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,7 +39,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope_for};
 use dogpile_core::{
-    ArgValue, Arguments, Backend, CacheMutex, CachedValue, Error, PayloadKind, Result,
+    ArgValue, Arguments, Backend, BoxFuture, CacheMutex, CachedValue, Error, PayloadKind, Result,
 };
 
 const NAME: &str = "dogpile.cache.dbm";
@@ -286,6 +290,16 @@ impl Inner {
     }
 }
 
+/// Runs `f` on the `blocking` crate's thread pool, off the caller's executor thread: SQLite
+/// calls block (on the disk, and on another process's write for up to the busy timeout).
+fn off_executor<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+) -> BoxFuture<'static, Result<T>> {
+    let inner = inner.clone();
+    Box::pin(blocking::unblock(move || f(&inner)))
+}
+
 fn read_value(
     stmt: &mut rusqlite::CachedStatement<'_>,
     key: &str,
@@ -392,6 +406,21 @@ impl Backend for FileBackend {
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
         let lockfile = self.inner.lockfile.as_ref()?;
         lock::mutex(lockfile.clone(), key)
+    }
+
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
+        let key = key.to_owned();
+        off_executor(&self.inner, move |inner| inner.get(&key))
+    }
+
+    fn set_async<'a>(&'a self, key: &'a str, value: CachedValue) -> BoxFuture<'a, Result<()>> {
+        let key = key.to_owned();
+        off_executor(&self.inner, move |inner| inner.set(&key, &value))
+    }
+
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        let key = key.to_owned();
+        off_executor(&self.inner, move |inner| inner.delete(&key))
     }
 }
 
