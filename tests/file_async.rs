@@ -5,42 +5,17 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use dogpile::{CacheRegion, RegionConfig};
-use support::{child_role, TempDir};
-
-/// How long a runtime may run before the test counts it as hung: far beyond any honest run.
-const HANG: Duration = Duration::from_secs(60);
-
-fn region_at(path: &Path) -> CacheRegion {
-    dogpile::make_region()
-        .configure(
-            RegionConfig::new("dogpile.cache.dbm")
-                .expiration_time(60)
-                .argument("filename", path.to_string_lossy().into_owned()),
-        )
-        .expect("configuring the file store")
-}
-
-/// Runs `f` on a helper thread, failing the test if it takes longer than [`HANG`].
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG)
-        .unwrap_or_else(|e| panic!("{what}: no answer within {HANG:?} ({e}): it hangs"))
-}
+use support::{child_role, file_store_region, within, TempDir};
 
 /// 32 tasks on one cold key of a file store with its distributed lock, and a slow creator:
 /// every task gets the value, and the creator runs once.
 fn thirty_two_tasks_on_one_cold_key(runtime: tokio::runtime::Runtime, tag: &str) {
     let dir = TempDir::new(tag);
-    let region = Arc::new(region_at(&dir.path().join("cache.db")));
+    let region = Arc::new(file_store_region(&dir.path().join("cache.db")));
     let creations = Arc::new(AtomicUsize::new(0));
     let (values, creations) = within("32 tasks on one cold key", move || {
         let values = runtime.block_on(async {
@@ -104,7 +79,7 @@ fn an_async_write_queued_behind_another_writer_leaves_the_executor_free() {
     }
     let dir = TempDir::new("file-async-busy");
     let path = dir.path().join("cache.db");
-    let region = Arc::new(region_at(&path));
+    let region = Arc::new(file_store_region(&path));
     // Another program holds the store's write lock until told to let go.
     let (release, released) = mpsc::channel::<()>();
     let (locked, is_locked) = mpsc::channel::<()>();

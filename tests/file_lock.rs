@@ -12,25 +12,13 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dogpile::{CacheRegion, RegionConfig};
 use dogpile_backends::file::{lock_slot, FileBackend};
-use support::{append_line, child_role, env_path, spawn_child, wait_for, TempDir};
-
-/// How long a call may take before it counts as hung: far beyond any honest run.
-const HANG: Duration = Duration::from_secs(60);
-
-fn region_at(path: &Path) -> CacheRegion {
-    dogpile::make_region()
-        .configure(
-            RegionConfig::new("dogpile.cache.dbm")
-                .expiration_time(60)
-                .argument("filename", path.to_string_lossy().into_owned()),
-        )
-        .expect("configuring the file store")
-}
+use support::{
+    append_line, child_role, env_path, file_store_region, spawn_child, wait_for, within, TempDir,
+    HANG,
+};
 
 /// Two keys that start with `prefix` and share a lock byte.
 fn slot_mates(prefix: &str) -> (String, String) {
@@ -44,24 +32,13 @@ fn slot_mates(prefix: &str) -> (String, String) {
     unreachable!("the key space is unbounded")
 }
 
-/// Runs `f` on a helper thread and returns its result, failing the test if it takes longer than
-/// [`HANG`] (the thread is left behind: it is stuck).
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG)
-        .unwrap_or_else(|e| panic!("{what}: no answer within {HANG:?} ({e}): it hangs"))
-}
-
 #[test]
 fn a_cold_batch_over_two_keys_on_one_lock_byte_completes() {
     if child_role().is_some() {
         return;
     }
     let dir = TempDir::new("file-lock-batch");
-    let region = region_at(&dir.path().join("cache.db"));
+    let region = file_store_region(&dir.path().join("cache.db"));
     let (a, b) = slot_mates("batch:");
     let keys = vec![a.clone(), "batch:other".to_string(), b.clone()];
     let (values, asked) = within("a cold batch over slot-mates", move || {
@@ -95,7 +72,7 @@ fn a_creator_that_asks_for_its_slot_mate_completes() {
         return;
     }
     let dir = TempDir::new("file-lock-nested");
-    let region = region_at(&dir.path().join("cache.db"));
+    let region = file_store_region(&dir.path().join("cache.db"));
     let (a, b) = slot_mates("nested:");
     let (outer, inner) = within("a creator asking for its slot-mate", move || {
         let outer: String = region
@@ -127,7 +104,7 @@ fn batcher(reverse: bool) {
     let store = env_path("DOGPILE_TEST_STORE");
     let log = env_path("DOGPILE_TEST_LOG");
     let go = env_path("DOGPILE_TEST_GO");
-    let region = region_at(&store);
+    let region = file_store_region(&store);
     append_line(&log.with_extension("ready"), "ready");
     wait_for("the go file", || go.exists());
     for round in 0..ROUNDS {
@@ -170,7 +147,7 @@ fn two_processes_batching_slot_mates_in_opposite_orders_do_not_deadlock() {
     }
     let dir = TempDir::new("file-lock-procs");
     let store = dir.path().join("cache.db");
-    drop(region_at(&store)); // made once here, not raced by the children
+    drop(file_store_region(&store)); // made once here, not raced by the children
     let log = dir.path().join("created.log");
     let go = dir.path().join("go");
     let env = vec![
@@ -215,6 +192,14 @@ fn two_processes_batching_slot_mates_in_opposite_orders_do_not_deadlock() {
     assert_eq!(counts.len(), 3 * ROUNDS);
 }
 
+/// The file store at `store`, with its default lock file, as a backend to take locks of.
+fn store_backend(store: &Path) -> FileBackend {
+    FileBackend::from_arguments(
+        &dogpile_core::Arguments::new().with("filename", store.to_string_lossy().into_owned()),
+    )
+    .unwrap()
+}
+
 /// The lock file of a store, and a description of it of our own: what another process holds.
 fn foreign_description(store: &Path) -> File {
     let mut lock = store.as_os_str().to_owned();
@@ -251,10 +236,7 @@ fn a_wait_on_a_key_held_by_another_process_ends_by_its_deadline() {
     }
     let dir = TempDir::new("file-lock-deadline");
     let store = dir.path().join("cache.db");
-    let backend = FileBackend::from_arguments(
-        &dogpile_core::Arguments::new().with("filename", store.to_string_lossy().into_owned()),
-    )
-    .unwrap();
+    let backend = store_backend(&store);
     let other = foreign_description(&store);
     assert!(foreign_lock(&other, "k", libc::F_WRLCK));
     let m = dogpile_core::Backend::get_mutex(&backend, "k").unwrap();
@@ -289,10 +271,7 @@ fn releasing_a_lock_not_held_is_an_error_and_frees_nothing() {
     }
     let dir = TempDir::new("file-lock-release");
     let store = dir.path().join("cache.db");
-    let backend = FileBackend::from_arguments(
-        &dogpile_core::Arguments::new().with("filename", store.to_string_lossy().into_owned()),
-    )
-    .unwrap();
+    let backend = store_backend(&store);
     let mutex = |k: &str| dogpile_core::Backend::get_mutex(&backend, k).unwrap();
     let (a, b) = slot_mates("release:");
     let holder = mutex(&a);

@@ -383,3 +383,32 @@ pub fn redis_cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[
     }
     c.query(con).expect("a raw command")
 }
+
+/// The configuration of a `dogpile.cache.dbm` region at `path` with a 60 s expiration and the
+/// default lock file (`PATH.dogpile.lock`).
+pub fn file_store_config(path: &std::path::Path) -> dogpile::RegionConfig {
+    dogpile::RegionConfig::new("dogpile.cache.dbm")
+        .expiration_time(60)
+        .argument("filename", path.to_string_lossy().into_owned())
+}
+
+/// A region on the file store at `path` (see [`file_store_config`]).
+pub fn file_store_region(path: &std::path::Path) -> dogpile::CacheRegion {
+    dogpile::make_region()
+        .configure(file_store_config(path))
+        .expect("configuring the file store")
+}
+
+/// How long [`within`] lets a call run before it counts as hung: far beyond any honest run.
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// Runs `f` on a helper thread and returns its result, failing the test if it takes longer than
+/// [`HANG`]: how a test catches a hang (the stuck thread is left behind).
+pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(HANG)
+        .unwrap_or_else(|e| panic!("{what}: no answer within {HANG:?} ({e}): it hangs"))
+}
