@@ -494,6 +494,36 @@ mod tests {
     }
 
     #[test]
+    fn one_holder_per_key_while_slot_mates_come_and_go() {
+        // Threads take and give back two slot-mates over and over with fresh handles: each key
+        // has one holder at a time, and the kernel lock is let go once neither is held.
+        use std::sync::atomic::AtomicUsize;
+        let (_dir, file) = lock_file("stress");
+        let (a, b) = slot_mates("stress:");
+        let holders = [AtomicUsize::new(0), AtomicUsize::new(0)];
+        let other = other_description(&file);
+        std::thread::scope(|s| {
+            for t in 0..6 {
+                let (file, holders, keys) = (&file, &holders, [&a, &b]);
+                s.spawn(move || {
+                    for _ in 0..3_000 {
+                        let which = t % 2;
+                        let m = handle(file, keys[which]);
+                        if m.try_acquire().unwrap() {
+                            assert_eq!(holders[which].fetch_add(1, Ordering::SeqCst), 0);
+                            std::hint::spin_loop();
+                            holders[which].fetch_sub(1, Ordering::SeqCst);
+                            m.release().unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        assert!(file.slots.lock().is_empty());
+        fcntl_lock(&other, libc::F_OFD_SETLK, libc::F_WRLCK, slot(&a)).unwrap();
+    }
+
+    #[test]
     fn a_dropped_holder_gives_its_key_back() {
         let (_dir, file) = lock_file("drop");
         let m = handle(&file, "k");
