@@ -5,6 +5,8 @@
 //! (set by `.ci/run`), where a missing binary fails the test.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
