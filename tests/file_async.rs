@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use support::{child_role, file_store_region, within, TempDir};
+use support::{child_role, file_store_region, within_hang_deadline, TempDir};
 
 /// 32 tasks on one cold key of a file store with its distributed lock, and a slow creator:
 /// every task gets the value, and the creator runs once.
@@ -17,7 +17,7 @@ fn thirty_two_tasks_on_one_cold_key(runtime: tokio::runtime::Runtime, tag: &str)
     let dir = TempDir::new(tag);
     let region = Arc::new(file_store_region(&dir.path().join("cache.db")));
     let creations = Arc::new(AtomicUsize::new(0));
-    let (values, creations) = within("32 tasks on one cold key", move || {
+    let (values, creations) = within_hang_deadline("32 tasks on one cold key", move || {
         let values = runtime.block_on(async {
             let tasks: Vec<_> = (0..32)
                 .map(|_| {
@@ -98,7 +98,7 @@ fn an_async_write_queued_behind_another_writer_leaves_the_executor_free() {
         .enable_all()
         .build()
         .unwrap();
-    let stored = within("an async write behind another writer", move || {
+    let stored = within_hang_deadline("an async write behind another writer", move || {
         runtime.block_on(async move {
             let r = region.clone();
             let write = tokio::spawn(async move { r.set_async("k", 7u32).await });

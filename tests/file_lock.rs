@@ -16,9 +16,12 @@ use std::time::{Duration, Instant};
 
 use dogpile_backends::file::{lock_slot, FileBackend};
 use support::{
-    append_line, child_role, env_path, file_store_region, spawn_child, wait_for, within, TempDir,
-    HANG,
+    append_line, child_role, env_path, file_store_region, spawn_child, wait_for,
+    within_hang_deadline, TempDir,
 };
+
+/// How long the two-process test lets its children run before it counts them as deadlocked.
+const HANG: Duration = Duration::from_secs(60);
 
 /// Two keys that start with `prefix` and share a lock byte.
 fn slot_mates(prefix: &str) -> (String, String) {
@@ -41,7 +44,7 @@ fn a_cold_batch_over_two_keys_on_one_lock_byte_completes() {
     let region = file_store_region(&dir.path().join("cache.db"));
     let (a, b) = slot_mates("batch:");
     let keys = vec![a.clone(), "batch:other".to_string(), b.clone()];
-    let (values, asked) = within("a cold batch over slot-mates", move || {
+    let (values, asked) = within_hang_deadline("a cold batch over slot-mates", move || {
         let mut asked = Vec::new();
         let values = region
             .get_or_create_multi(&keys, |ks| {
@@ -74,7 +77,7 @@ fn a_creator_that_asks_for_its_slot_mate_completes() {
     let dir = TempDir::new("file-lock-nested");
     let region = file_store_region(&dir.path().join("cache.db"));
     let (a, b) = slot_mates("nested:");
-    let (outer, inner) = within("a creator asking for its slot-mate", move || {
+    let (outer, inner) = within_hang_deadline("a creator asking for its slot-mate", move || {
         let outer: String = region
             .get_or_create(&a, || {
                 let inner: String = region.get_or_create(&b, || "inner".to_string()).unwrap();
@@ -242,7 +245,7 @@ fn a_wait_on_a_key_held_by_another_process_ends_by_its_deadline() {
     let m = dogpile_core::Backend::get_mutex(&backend, "k").unwrap();
     assert!(m.locked().unwrap());
     assert!(!m.try_acquire().unwrap());
-    let waited = within("a bounded wait on a foreign holder", move || {
+    let waited = within_hang_deadline("a bounded wait on a foreign holder", move || {
         let start = Instant::now();
         m.wait(start + Duration::from_millis(50)).unwrap();
         let waited = start.elapsed();

@@ -404,16 +404,35 @@ pub fn file_store_region(path: &std::path::Path) -> dogpile::CacheRegion {
         .expect("configuring the file store")
 }
 
-/// How long [`within`] lets a call run before it counts as hung: far beyond any honest run.
-pub const HANG: Duration = Duration::from_secs(60);
-
-/// Runs `f` on a helper thread and returns its result, failing the test if it takes longer than
-/// [`HANG`]: how a test catches a hang (the stuck thread is left behind).
-pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+/// Runs `f` on a helper thread and returns its result; fails the test when it has not finished
+/// within a generous bound (60 s). How a test tells a hang, never by a tight wall-clock bound.
+pub fn within_hang_deadline<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    const HANG: Duration = Duration::from_secs(60);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
     rx.recv_timeout(HANG)
-        .unwrap_or_else(|e| panic!("{what}: no answer within {HANG:?} ({e}): it hangs"))
+        .unwrap_or_else(|_| panic!("{what}: still not done after {HANG:?}: hung"))
+}
+
+/// A memory region with `expiration` on a manual clock, and the clock's handle.
+pub fn manual_memory_region(
+    expiration: impl Into<dogpile::Expiration>,
+) -> (
+    dogpile::CacheRegion,
+    std::sync::Arc<dogpile::clock::ManualClock>,
+) {
+    let (clock, handle) = dogpile::clock::Clock::manual(std::time::SystemTime::now());
+    let region = dogpile::make_region()
+        .configure(
+            dogpile::RegionConfig::new("dogpile.cache.memory")
+                .expiration_time(expiration)
+                .clock(clock),
+        )
+        .unwrap();
+    (region, handle)
 }

@@ -296,10 +296,6 @@ impl FileMutex {
     }
 }
 
-// `try_acquire_async` and `release_async` keep the trait's defaults, which run the blocking
-// calls in place: neither ever waits (an in-process table and a non-blocking `fcntl` on a file
-// already open), and with no await point inside, a dropped future cannot leave a key taken by
-// nobody or half released.
 impl CacheMutex for FileMutex {
     fn try_acquire(&self) -> Result<bool> {
         if self.held.load(Ordering::Acquire) {
@@ -332,13 +328,27 @@ impl CacheMutex for FileMutex {
         self.file.locked(self.slot, &self.key)
     }
 
-    fn wait_async(&self, deadline: Instant) -> BoxFuture<'_, Result<()>> {
-        let (file, slot, key) = (self.file.clone(), self.slot, self.key.clone());
+    // `try_acquire_async` and `release_async` run in place, not on the pool as the trait's
+    // defaults do: neither ever waits (an in-process table and a non-blocking `fcntl` on a file
+    // already open), so a thread hop would only cost time, and with no await point inside, a
+    // dropped future cannot leave a key taken by nobody or released twice.
+    fn try_acquire_async(self: Arc<Self>) -> BoxFuture<'static, Result<bool>> {
+        Box::pin(async move { self.try_acquire() })
+    }
+
+    fn release_async(self: Arc<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move { self.release() })
+    }
+
+    // On the pool in slices rather than in one go (the default): a dropped wait frees its pool
+    // thread within a slice instead of holding it until the deadline.
+    fn wait_async(self: Arc<Self>, deadline: Instant) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
             loop {
                 let until = deadline.min(Instant::now() + ASYNC_SLICE);
-                let (file2, key2) = (file.clone(), key.clone());
-                let waited = blocking::unblock(move || file2.wait(slot, &key2, until)).await?;
+                let this = self.clone();
+                let waited =
+                    blocking::unblock(move || this.file.wait(this.slot, &this.key, until)).await?;
                 if waited == Waited::Free || Instant::now() >= deadline {
                     return Ok(());
                 }
