@@ -268,6 +268,44 @@ fn a_wait_on_a_key_held_by_another_process_ends_by_its_deadline() {
 }
 
 #[test]
+fn an_async_wait_on_a_key_held_by_another_process_ends_by_its_deadline() {
+    if child_role().is_some() {
+        return;
+    }
+    let dir = TempDir::new("file-lock-deadline-async");
+    let store = dir.path().join("cache.db");
+    let backend = store_backend(&store);
+    let other = foreign_description(&store);
+    assert!(foreign_lock(&other, "k", libc::F_WRLCK));
+    let m: std::sync::Arc<dyn dogpile_core::CacheMutex> =
+        dogpile_core::Backend::get_mutex(&backend, "k")
+            .unwrap()
+            .into();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let waiter = m.clone();
+    let ticks = within_hang_deadline("a bounded async wait on a foreign holder", move || {
+        runtime.block_on(async move {
+            let wait = tokio::spawn(waiter.wait_async(Instant::now() + Duration::from_millis(50)));
+            // The executor's one thread stays free while the wait polls.
+            let mut ticks = 0;
+            while !wait.is_finished() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                ticks += 1;
+            }
+            wait.await.unwrap().unwrap();
+            ticks
+        })
+    });
+    assert!(ticks > 0, "the wait held the executor's thread");
+    assert!(m.locked().unwrap(), "still held by the other process");
+    assert!(foreign_lock(&other, "k", libc::F_UNLCK));
+    assert!(!m.locked().unwrap());
+}
+
+#[test]
 fn releasing_a_lock_not_held_is_an_error_and_frees_nothing() {
     if child_role().is_some() {
         return;
