@@ -389,6 +389,21 @@ pub fn redis_cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[
     c.query(con).expect("a raw command")
 }
 
+/// The configuration of a `dogpile.cache.dbm` region at `path` with a 60 s expiration and the
+/// default lock file (`PATH.dogpile.lock`).
+pub fn file_store_config(path: &std::path::Path) -> dogpile::RegionConfig {
+    dogpile::RegionConfig::new("dogpile.cache.dbm")
+        .expiration_time(60)
+        .argument("filename", path.to_string_lossy().into_owned())
+}
+
+/// A region on the file store at `path` (see [`file_store_config`]).
+pub fn file_store_region(path: &std::path::Path) -> dogpile::CacheRegion {
+    dogpile::make_region()
+        .configure(file_store_config(path))
+        .expect("configuring the file store")
+}
+
 /// Runs `f` on a helper thread and returns its result; fails the test when it has not finished
 /// within a generous bound (60 s). How a test tells a hang, never by a tight wall-clock bound.
 pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
