@@ -324,7 +324,10 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         let mut order = keys.to_vec();
         order.sort_by_key(|&i| self.slots[i].order);
         let names: Vec<&str> = order.iter().map(|&i| self.slots[i].key).collect();
-        tracing::debug!(keys = ?names, backend = %self.cfg.backend_name, "creating values");
+        match names.as_slice() {
+            [key] => tracing::debug!(key, backend = %self.cfg.backend_name, "creating value"),
+            keys => tracing::debug!(?keys, backend = %self.cfg.backend_name, "creating values"),
+        }
         let creation = CreationGuard::start(&self.region.stats, &self.cfg.clock);
         let created_at = creation.created_at();
         let values = creation
