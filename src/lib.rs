@@ -30,12 +30,12 @@
 
 pub use dogpile_core::{
     backend, clock, codec, coerce_string, config, error, expiration, function_key_generator,
-    function_multi_key_generator, invalidation, key, key_text, mutex, proxy, register_backend,
-    sha1_mangle_key, testing, write_args, write_key_text, ArgValue, Arguments, AsyncCreation,
-    AsyncCreationRunner, Backend, BackendSpec, BoxError, BoxFuture, CacheMutex, CacheValue,
-    CachedValue, Clock, CreateError, CreateOptions, DefaultInvalidation, Error, Expiration,
-    FunctionInfo, FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyArg, KeyMangler, LockGuard,
-    ManualClock, Metadata, Payload, PayloadKind, ProxyBackend, RegionConfig,
+    function_multi_key_generator, invalidation, key, key_text, length_conditional_mangler, mutex,
+    proxy, register_backend, sha1_mangle_key, testing, write_args, write_key_text, ArgValue,
+    Arguments, AsyncCreation, AsyncCreationRunner, Backend, BackendSpec, BoxError, BoxFuture,
+    CacheMutex, CacheValue, CachedValue, Clock, CreateError, CreateOptions, DefaultInvalidation,
+    Error, Expiration, FunctionInfo, FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyArg,
+    KeyMangler, LockGuard, ManualClock, Metadata, Payload, PayloadKind, ProxyBackend, RegionConfig,
     RegionInvalidationStrategy, Result, Timestamp, FORMAT_VERSION,
 };
 
