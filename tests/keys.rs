@@ -214,7 +214,7 @@ fn args_text(args: &[Val]) -> String {
     out
 }
 
-fn same_list(a: &Vec<Val>, b: &Vec<Val>) -> bool {
+fn same_list(a: &[Val], b: &[Val]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same(a, b))
 }
 
@@ -236,7 +236,7 @@ proptest! {
 
     #[test]
     fn different_argument_lists_give_different_keys(lists in argument_lists()) {
-        assert_injective(&lists, |l| args_text(l), same_list)?;
+        assert_injective(&lists, |l| args_text(l), |a, b| same_list(a, b))?;
         let info = FunctionInfo { module_path: "myapp::tools", name: "one", namespace: Some("foo") };
         assert_injective(
             &lists,
@@ -244,7 +244,7 @@ proptest! {
                 let dyns: Vec<&dyn KeyArg> = l.iter().map(|a| a as &dyn KeyArg).collect();
                 function_key_generator(&info, &dyns)
             },
-            same_list,
+            |a, b| same_list(a, b),
         )?;
     }
 
@@ -266,7 +266,7 @@ proptest! {
                 let dyns: Vec<&dyn KeyArg> = l.iter().map(|a| a as &dyn KeyArg).collect();
                 Key::build(&region, &site, &dyns, |_| unreachable!("a template key")).as_str().to_owned()
             },
-            same_list,
+            |a, b| same_list(a, b),
         )?;
     }
 }
@@ -352,15 +352,7 @@ fn default_and_template_keys_stay_readable() {
     );
     let key = concat!(module_path!(), ":describe|[ann] 3");
     assert!(region.get::<String>(key).unwrap().is_some());
-    let info = FunctionInfo {
-        module_path: "myapp::tools",
-        name: "one",
-        namespace: Some("foo"),
-    };
-    assert_eq!(
-        function_key_generator(&info, &[&3, &4]),
-        "myapp::tools:one|foo|3 4"
-    );
+    // The seed's `myapp::tools:one|foo|3 4` is pinned in dogpile-core's key tests.
 }
 
 // ---------------------------------------------------------------------------------------------
