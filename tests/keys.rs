@@ -9,10 +9,8 @@
 use std::collections::HashMap;
 
 use dogpile::__private::{Key, Piece, Site};
-use dogpile::{
-    cache_on_arguments, function_key_generator, key_text, write_args, CacheRegion, FunctionInfo,
-    KeyArg, RegionConfig,
-};
+use dogpile::key::{key_text, write_args, FunctionInfo};
+use dogpile::{cache_on_arguments, function_key_generator, CacheRegion, KeyArg, RegionConfig};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -360,7 +358,7 @@ fn default_and_template_keys_stay_readable() {
 
 #[cfg(feature = "memcached")]
 mod memcached {
-    use dogpile::backends::memcached::{is_valid_key, memcached_key_mangler};
+    use dogpile::backend::memcached::{is_valid_key, memcached_key_mangler};
     use proptest::prelude::*;
 
     /// Keys near the mangler's edges: the marker `#`, 40 hex digits, spaces, controls,

@@ -4,7 +4,8 @@
 
 mod support;
 
-use dogpile::{make_region, ArgValue, Arguments, RegionConfig};
+use dogpile::config::{ArgValue, Arguments};
+use dogpile::{make_region, RegionConfig};
 
 /// Secrets the tests write, none of which may show in a text.
 const SECRETS: &[&str] = &[
@@ -97,7 +98,7 @@ fn redis_configuration_errors_hide_secrets() {
     assert_hidden(&e);
     assert!(e.contains("redis://***@h:notaport"), "{e}");
     // The backend's own Debug.
-    let backend = dogpile::backends::redis::RedisBackend::from_arguments(
+    let backend = dogpile::backend::redis::RedisBackend::from_arguments(
         &Arguments::new()
             .with("url", "redis://user:pw-in-url@127.0.0.1:1/0")
             .with("password", "hunter2"),
