@@ -29,8 +29,10 @@
 //!
 //! **Keys.** memcached refuses keys longer than 250 bytes or holding spaces or control
 //! characters. The backend's recommended mangler ([`memcached_key_mangler`]) keeps valid keys as
-//! they are and turns any other into `readable-prefix#sha1`; the backend applies the same rule to
-//! every key it receives, so a region with its own mangler cannot cause a protocol error either.
+//! they are (but those holding `#`, so no key can pose as the mangled form of another) and turns
+//! any other into `readable-prefix#sha1`; the backend applies the same rule to every key it
+//! receives, so a region with its own mangler cannot cause a protocol error either (a key the
+//! region mangled already is hashed once more there: still one stored key per key).
 //!
 //! **Failures.** An operation on a dead server fails at once (a refused connection) or after
 //! `socket_timeout` (a silent one), with an error naming the server. A reply that cannot be
@@ -87,8 +89,14 @@ pub fn is_valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(valid_key_byte)
 }
 
+/// The marker between the readable prefix and the digest of a mangled key.
+const MARKER: u8 = b'#';
+
 fn safe_key(key: &str) -> Cow<'_, str> {
-    if is_valid_key(key) {
+    // A key holding the marker is hashed too, valid or not: kept keys never hold it and mangled
+    // ones always do, so no key can be written to equal (and so read or overwrite) the mangled
+    // form of another.
+    if is_valid_key(key) && !key.as_bytes().contains(&MARKER) {
         return Cow::Borrowed(key);
     }
     let digest = sha1_mangle_key(key);
@@ -96,15 +104,16 @@ fn safe_key(key: &str) -> Cow<'_, str> {
     let room = MAX_KEY_LEN - 1 - digest.len();
     let prefix = key
         .bytes()
-        .take_while(|b| valid_key_byte(*b))
+        .take_while(|b| valid_key_byte(*b) && *b != MARKER)
         .count()
         .min(room);
     Cow::Owned(format!("{}#{digest}", &key[..prefix]))
 }
 
-/// The key mangler this backend recommends: a key memcached accepts is kept as it is; any other
-/// (too long, spaces, control characters, non-ASCII, empty) becomes its longest valid leading
-/// part (cut to fit) followed by `#` and the SHA-1 of the whole key, in at most 250 bytes.
+/// The key mangler this backend recommends: a key memcached accepts is kept as it is, unless it
+/// holds `#`; any other (too long, spaces, control characters, non-ASCII, empty, a `#`) becomes
+/// its longest valid leading part without `#` (cut to fit) followed by `#` and the SHA-1 of the
+/// whole key, in at most 250 bytes. So a kept key never equals the mangled form of another.
 ///
 /// ```
 /// use dogpile_backends::memcached::memcached_key_mangler;
@@ -112,6 +121,8 @@ fn safe_key(key: &str) -> Cow<'_, str> {
 /// let k = memcached_key_mangler("user:42 with spaces");
 /// assert!(k.starts_with("user:42#") && k.len() == 8 + 40);
 /// assert!(memcached_key_mangler(&"x".repeat(10_000)).len() <= 250);
+/// // A key that holds the marker is hashed, so it cannot pose as the mangled form of another.
+/// assert_ne!(memcached_key_mangler(&k), k);
 /// ```
 pub fn memcached_key_mangler(key: &str) -> String {
     safe_key(key).into_owned()
