@@ -200,6 +200,8 @@ impl<T> fmt::Display for Secret<T> {
 /// assert!(is_secret_argument("AUTH_TOKEN"));
 /// assert!(!is_secret_argument("url"));
 /// assert!(!is_secret_argument("max_keys"));
+/// assert!(is_secret_argument("api_key"));
+/// assert!(!is_secret_argument("key_placement"));
 /// ```
 pub fn is_secret_argument(name: &str) -> bool {
     const ENDINGS: &[&str] = &[
@@ -210,11 +212,17 @@ pub fn is_secret_argument(name: &str) -> bool {
         "token",
         "apikey",
     ];
-    name.split(['_', '.', '-']).any(|part| {
-        let part = part.to_ascii_lowercase();
-        matches!(part.as_str(), "key" | "keyfile" | "pwd" | "credentials")
-            || ENDINGS.iter().any(|w| part.ends_with(w))
-    })
+    let parts: Vec<String> = name
+        .split(['_', '.', '-'])
+        .map(str::to_ascii_lowercase)
+        .collect();
+    // `key` names a secret only as the last word (`api_key`, `ssl_key`): as the first it is
+    // about cache keys (`key_placement`, `key_prefix`), which must stay readable in errors.
+    parts.last().is_some_and(|p| p == "key")
+        || parts.iter().any(|part| {
+            matches!(part.as_str(), "keyfile" | "pwd" | "credentials")
+                || ENDINGS.iter().any(|w| part.ends_with(w))
+        })
 }
 
 /// Whether a config map's text for this argument is taken as written, with no coercion to a
