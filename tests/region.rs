@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, SystemTime};
 
+use dogpile::backend::PayloadKind;
+use dogpile::clock::{Clock, ManualClock};
+use dogpile::lock::AsyncCreation;
 use dogpile::testing::MapBackend;
 use dogpile::{
-    make_region, register_backend, sha1_mangle_key, AsyncCreation, Backend, CacheRegion,
-    CachedValue, Clock, CreateError, CreateOptions, Error, Expiration, ManualClock, PayloadKind,
-    ProxyBackend, RegionConfig,
+    make_region, register_backend, sha1_mangle_key, Backend, CacheRegion, CachedValue, CreateError,
+    CreateOptions, Error, Expiration, ProxyBackend, RegionConfig,
 };
 
 fn memory_region(expiration: impl Into<Expiration>) -> (CacheRegion, Arc<ManualClock>) {
@@ -587,7 +589,7 @@ fn value_metadata_tells_the_creation_time() {
     region.set("k", 1u8).unwrap();
     let meta = region.get_value_metadata("k").unwrap().unwrap();
     assert_eq!(meta.created_at, before);
-    assert_eq!(meta.version, dogpile::FORMAT_VERSION);
+    assert_eq!(meta.version, dogpile::backend::FORMAT_VERSION);
     clock.advance(Duration::from_secs(11));
     assert_eq!(region.get_value_metadata("k").unwrap(), None);
     assert_eq!(region.get_value_metadata("missing").unwrap(), None);
@@ -624,7 +626,7 @@ impl Backend for DictionaryBackend {
 
 #[test]
 fn a_custom_backend_registered_by_name() {
-    register_backend("dictionary", |args: &dogpile::Arguments| {
+    register_backend("dictionary", |args: &dogpile::config::Arguments| {
         args.expect_only("dictionary", &[])?;
         Ok(DictionaryBackend::default())
     });

@@ -37,7 +37,7 @@ use std::fmt;
 /// ```
 /// use dogpile_core::AsyncCreation;
 ///
-/// // The seed's runner: a new thread per creation.
+/// // dogpile's example runner: a new thread per creation.
 /// let runner = |creation: AsyncCreation| {
 ///     std::thread::spawn(move || creation.run());
 /// };

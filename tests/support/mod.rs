@@ -5,6 +5,8 @@
 //! (set by `.ci/run`), where a missing binary fails the test.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -223,7 +225,10 @@ pub fn spawn_child(test_name: &str, role: &str, envs: &[(&str, String)]) -> Chil
 
 /// Every region operation on a region with a 60 s expiration and the manual clock `manual`: the
 /// round trip that each backend's tests run. Uses keys `rt:*` only.
-pub fn check_region_operations(region: &dogpile::CacheRegion, manual: &dogpile::ManualClock) {
+pub fn check_region_operations(
+    region: &dogpile::CacheRegion,
+    manual: &dogpile::clock::ManualClock,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     // set / get / delete; deleting a missing key is fine.
