@@ -5,10 +5,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use dogpile::{
-    make_region, AsyncCreation, CacheRegion, Clock, CreateOptions, Error, Expiration, ManualClock,
-    RegionConfig,
-};
+use dogpile::{make_region, CacheRegion, CreateOptions, Error, Expiration, RegionConfig};
+use dogpile::clock::{Clock, ManualClock};
+use dogpile::lock::AsyncCreation;
 
 fn memory_region(expiration: impl Into<Expiration>) -> (CacheRegion, Arc<ManualClock>) {
     let (clock, handle) = Clock::manual(SystemTime::now());

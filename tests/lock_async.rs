@@ -10,9 +10,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use dogpile::testing::MapBackend;
-use dogpile::{
-    make_region, Backend, CacheMutex, CacheRegion, CachedValue, PayloadKind, RegionConfig, Result,
-};
+use dogpile::{make_region, Backend, CacheMutex, CacheRegion, CachedValue, RegionConfig, Result};
+use dogpile::backend::PayloadKind;
 
 use std::sync::mpsc;
 use std::time::Duration;

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dogpile::testing::MapBackend;
-use dogpile::{
-    make_region, Backend, CacheRegion, CachedValue, Error, PayloadKind, RegionConfig, Result,
-};
+use dogpile::{make_region, Backend, CacheRegion, CachedValue, Error, RegionConfig, Result};
+use dogpile::backend::PayloadKind;
 
 /// How long a test waits before it calls a call hung.
 const HANG: Duration = Duration::from_secs(60);
