@@ -60,7 +60,11 @@ fn workload(c: &mut Criterion) {
             score: 98.5,
         },
     );
-    bench_value(c, "vec_u64_100", &(0..100u64).map(|i| i * 1_000_003).collect::<Vec<_>>());
+    bench_value(
+        c,
+        "vec_u64_100",
+        &(0..100u64).map(|i| i * 1_000_003).collect::<Vec<_>>(),
+    );
 }
 
 criterion_group!(benches, workload);

@@ -40,8 +40,8 @@ pub use dogpile_core::{
 // One path for the rest: the backend author's API (`backend`, `mutex`, `proxy`, `codec`,
 // `registry`, `config`), the serializers, keys, time, expiry, invalidation, the lock and the statistics.
 pub use dogpile_core::{
-    clock, codec, config, error, expiration, invalidation, key, lock, mutex, proxy, registry, serializer,
-    stats,
+    clock, codec, config, error, expiration, invalidation, key, lock, mutex, proxy, registry,
+    serializer, stats,
 };
 
 /// Backends: the [`Backend`](backend::Backend) trait with what it stores, and the built-in

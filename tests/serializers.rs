@@ -64,10 +64,18 @@ fn a_value_read_as_another_type_is_a_miss_with_the_default_serializer() {
         assert_eq!(region.get::<String>("n").unwrap(), None, "{label}");
 
         // The right type still reads, and the creator of a miss overwrites the foreign entry.
-        assert_eq!(region.get::<Profile>("p").unwrap(), Some(profile()), "{label}");
+        assert_eq!(
+            region.get::<Profile>("p").unwrap(),
+            Some(profile()),
+            "{label}"
+        );
         let got: Vec<u64> = region.get_or_create("s", || vec![1u64, 2]).unwrap();
         assert_eq!(got, vec![1, 2], "{label}");
-        assert_eq!(region.get::<Vec<u64>>("s").unwrap(), Some(vec![1, 2]), "{label}");
+        assert_eq!(
+            region.get::<Vec<u64>>("s").unwrap(),
+            Some(vec![1, 2]),
+            "{label}"
+        );
     }
 }
 
@@ -88,7 +96,11 @@ fn round_trips_through(serializer: impl Serializer + Copy) {
     for (label, region) in byte_regions(|c| c.serializer(serializer)) {
         let label = format!("{label} {}", serializer.name());
         region.set("s", "x".repeat(32)).unwrap();
-        assert_eq!(region.get::<String>("s").unwrap(), Some("x".repeat(32)), "{label}");
+        assert_eq!(
+            region.get::<String>("s").unwrap(),
+            Some("x".repeat(32)),
+            "{label}"
+        );
         region.set("v", (0..100u64).collect::<Vec<_>>()).unwrap();
         assert_eq!(
             region.get::<Vec<u64>>("v").unwrap(),
@@ -96,9 +108,17 @@ fn round_trips_through(serializer: impl Serializer + Copy) {
             "{label}"
         );
         region.set("p", profile()).unwrap();
-        assert_eq!(region.get::<Profile>("p").unwrap(), Some(profile()), "{label}");
+        assert_eq!(
+            region.get::<Profile>("p").unwrap(),
+            Some(profile()),
+            "{label}"
+        );
         region.set("o", Some(-5i32)).unwrap();
-        assert_eq!(region.get::<Option<i32>>("o").unwrap(), Some(Some(-5)), "{label}");
+        assert_eq!(
+            region.get::<Option<i32>>("o").unwrap(),
+            Some(Some(-5)),
+            "{label}"
+        );
         let map = HashMap::from([("a".to_string(), 1u32)]);
         region.set("m", map.clone()).unwrap();
         assert_eq!(
@@ -108,7 +128,11 @@ fn round_trips_through(serializer: impl Serializer + Copy) {
         );
         let got: String = region.get_or_create("c", || "made".to_string()).unwrap();
         assert_eq!(got, "made", "{label}");
-        assert_eq!(region.get::<String>("c").unwrap().as_deref(), Some("made"), "{label}");
+        assert_eq!(
+            region.get::<String>("c").unwrap().as_deref(),
+            Some("made"),
+            "{label}"
+        );
     }
 }
 
@@ -124,15 +148,24 @@ fn every_built_in_serializer_round_trips_through_a_region() {
 fn the_serializer_key_of_a_config_map() {
     let config = |name: &str| {
         HashMap::from([
-            ("cache.backend".to_string(), "dogpile.cache.memory_pickle".to_string()),
+            (
+                "cache.backend".to_string(),
+                "dogpile.cache.memory_pickle".to_string(),
+            ),
             ("cache.serializer".to_string(), name.to_string()),
         ])
     };
     for name in ["msgpack", "json", "pickle", "bincode"] {
         let region: CacheRegion = CacheRegion::new();
-        region.configure_from_config(&config(name), "cache.").unwrap();
+        region
+            .configure_from_config(&config(name), "cache.")
+            .unwrap();
         region.set("k", profile()).unwrap();
-        assert_eq!(region.get::<Profile>("k").unwrap(), Some(profile()), "{name}");
+        assert_eq!(
+            region.get::<Profile>("k").unwrap(),
+            Some(profile()),
+            "{name}"
+        );
     }
     let err = RegionConfig::from_config(&config("yaml"), "cache.")
         .unwrap_err()

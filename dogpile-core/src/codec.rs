@@ -94,7 +94,10 @@ pub(crate) fn bincode_encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>
 pub(crate) fn bincode_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match decode_limited::<T>(bytes) {
         Ok((v, used)) if used == bytes.len() => Ok(v),
-        Ok((_, used)) => Err(format!("{} bytes left over after {used}", bytes.len() - used)),
+        Ok((_, used)) => Err(format!(
+            "{} bytes left over after {used}",
+            bytes.len() - used
+        )),
         Err(e) => Err(e.to_string()),
     }
 }

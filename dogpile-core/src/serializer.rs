@@ -177,8 +177,7 @@ impl Builtin {
                 de.end().map_err(|e| e.to_string())
             }
             Builtin::Pickle => {
-                let mut de =
-                    serde_pickle::Deserializer::new(bytes, serde_pickle::DeOptions::new());
+                let mut de = serde_pickle::Deserializer::new(bytes, serde_pickle::DeOptions::new());
                 erased(visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de)))?;
                 de.end().map_err(|e| e.to_string())
             }
@@ -275,7 +274,10 @@ pub fn by_name(name: &str, key: &str) -> Result<Arc<dyn Serializer>> {
 }
 
 /// Encodes `value` with `serializer`: built-ins directly, users' own through type erasure.
-pub fn encode_with<T: Serialize>(serializer: &dyn Serializer, value: &T) -> Result<Vec<u8>, String> {
+pub fn encode_with<T: Serialize>(
+    serializer: &dyn Serializer,
+    value: &T,
+) -> Result<Vec<u8>, String> {
     match serializer.builtin() {
         Some(b) => b.encode(value),
         None => serializer.encode(value),
