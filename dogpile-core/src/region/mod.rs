@@ -447,7 +447,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if inv.is_some_and(|inv| inv.is_hard_invalidated(meta.created_at)) {
             return Lookup::Absent;
         }
-        let Some(v) = decode_payload::<T>(&value.payload, mkey, &cfg) else {
+        let Some(v) = decode_payload::<T>(&value.payload, mkey, cfg) else {
             return Lookup::Absent;
         };
         let expired = is_expired(ttl, meta.created_at, || cfg.clock.now_coarse());
