@@ -1,6 +1,6 @@
 //! Serialization for byte backends.
 //!
-//! A region hands byte backends its values encoded with its [serializer](crate::serializer)
+//! A region hands byte backends its values encoded with its serializer ([`crate::serializer`])
 //! (MessagePack with named fields unless configured otherwise); a byte backend wraps that payload
 //! and its metadata in a small versioned envelope:
 //!
