@@ -5,12 +5,18 @@
 //! Groups (every value a 32-byte `String`; keys cycle through 1,000 prepared ones):
 //! - `server/hit`: `region.get` on each backend; a decorated fn (`#[cache_on_arguments]`) on
 //!   each; the raw clients on the same keys: `redis::Connection` `GET` (the kind of connection
-//!   the backend pools) and `memcache::Client::get` (binary protocol, as the backend uses);
+//!   the backend pools) and `memcache::Client::get` (the crate the backend used before);
 //! - `server/read miss`: `region.get` of a key that is not there;
 //! - `server/create miss`: `region.get_or_create` of a key deleted in the untimed setup (the
 //!   creator runs and the value is stored);
 //! - `server/get_multi 100`: `region.get_multi` of 100 keys beside 100 `region.get` calls, and
-//!   the raw clients' `MGET` / `gets` and 100 single raw gets.
+//!   the raw clients' `MGET` / `gets` and 100 single raw gets;
+//! - `server/set_multi 100`: `region.set_multi` of 100 keys.
+//!
+//! memcached also has a raw-socket floor in `server/hit`, `server/get_multi 100` and
+//! `server/set_multi 100`: a `TcpStream` with a `BufReader`, sending `get k`, `get k1 … k100`,
+//! or 100 `set … noreply` and a `version` in one write, with the same bytes the region stores
+//! (its envelopes): what a client can do at best on this machine.
 //!
 //! Before the groups run, the Redis server's command statistics show how many commands one
 //! `get_multi` of 100 keys sends.
@@ -285,6 +291,137 @@ fn bench_memcached_raw_multi(multi: &mut Group<'_>, addr: &str, keys: &[String])
     });
 }
 
+/// The memcached floor: a buffered socket speaking the text protocol, nothing else.
+struct RawSocket {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+    line: String,
+    value: Vec<u8>,
+}
+
+impl RawSocket {
+    fn connect(addr: &str) -> RawSocket {
+        let s = std::net::TcpStream::connect(addr).expect("a raw memcached socket");
+        s.set_nodelay(true).expect("TCP_NODELAY");
+        RawSocket {
+            reader: std::io::BufReader::new(s.try_clone().expect("a second handle")),
+            writer: s,
+            line: String::new(),
+            value: Vec::new(),
+        }
+    }
+
+    /// Sends `req` and reads `VALUE` items up to `END`: how many there were.
+    fn get(&mut self, req: &[u8]) -> usize {
+        use std::io::{BufRead, Read, Write};
+        self.writer.write_all(req).expect("write");
+        let mut hits = 0;
+        loop {
+            self.line.clear();
+            self.reader.read_line(&mut self.line).expect("read");
+            if self.line == "END\r\n" {
+                return hits;
+            }
+            let len: usize = self
+                .line
+                .trim_end()
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("a VALUE line");
+            self.value.resize(len + 2, 0);
+            self.reader.read_exact(&mut self.value).expect("read");
+            hits += 1;
+        }
+    }
+
+    /// Sends a pipeline ended by `version` and reads its one answer.
+    fn pipeline(&mut self, req: &[u8]) {
+        use std::io::{BufRead, Write};
+        self.writer.write_all(req).expect("write");
+        self.line.clear();
+        self.reader.read_line(&mut self.line).expect("read");
+        assert!(self.line.starts_with("VERSION"), "{:?}", self.line);
+    }
+}
+
+fn bench_memcached_floor_hit(hit: &mut Group<'_>, addr: &str, keys: &[String]) {
+    let mut raw = RawSocket::connect(addr);
+    let reqs: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| format!("get {k}\r\n").into_bytes())
+        .collect();
+    hit.bench_function("memcached raw-socket get (floor)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(raw.get(&reqs[i]))
+        })
+    });
+}
+
+fn bench_memcached_floor_multi(multi: &mut Group<'_>, addr: &str, keys: &[String]) {
+    let mut raw = RawSocket::connect(addr);
+    let reqs: Vec<Vec<u8>> = (0..KEYS / MULTI)
+        .map(|c| format!("get {}\r\n", keys[c * MULTI..(c + 1) * MULTI].join(" ")).into_bytes())
+        .collect();
+    multi.bench_function("memcached raw-socket get_multi (floor)", |b| {
+        let mut c = 0;
+        b.iter(|| {
+            c = (c + 1) % reqs.len();
+            let hits = raw.get(&reqs[c]);
+            debug_assert_eq!(hits, MULTI);
+            black_box(hits)
+        })
+    });
+}
+
+fn bench_set_multi(g: &mut Group<'_>, s: &Subject, keys: &[String]) {
+    g.bench_function(format!("{} region set_multi", s.name), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + MULTI) % KEYS;
+            s.region
+                .set_multi(
+                    keys[i..i + MULTI]
+                        .iter()
+                        .enumerate()
+                        .map(|(n, k)| (k, value((i + n) as u64))),
+                )
+                .expect("set_multi")
+        })
+    });
+}
+
+/// 100 `set … noreply` and a `version`, in one write, of the bytes the region stored at
+/// those keys.
+fn bench_memcached_floor_set_multi(g: &mut Group<'_>, addr: &str, keys: &[String]) {
+    let mut raw = RawSocket::connect(addr);
+    let reqs: Vec<Vec<u8>> = (0..KEYS / MULTI)
+        .map(|c| {
+            let mut req = Vec::new();
+            for k in &keys[c * MULTI..(c + 1) * MULTI] {
+                raw.get(format!("get {k}\r\n").as_bytes());
+                let stored = &raw.value[..raw.value.len() - 2];
+                req.extend_from_slice(
+                    format!("set {k} 0 0 {} noreply\r\n", stored.len()).as_bytes(),
+                );
+                req.extend_from_slice(stored);
+                req.extend_from_slice(b"\r\n");
+            }
+            req.extend_from_slice(b"version\r\n");
+            req
+        })
+        .collect();
+    g.bench_function("memcached raw-socket set_multi (floor)", |b| {
+        let mut c = 0;
+        b.iter(|| {
+            c = (c + 1) % reqs.len();
+            raw.pipeline(&reqs[c])
+        })
+    });
+}
+
 // ------------------------------------------------------------------------------------------------
 
 fn main() {
@@ -375,6 +512,7 @@ fn main() {
         }
         if let Some(server) = &memcached {
             bench_memcached_raw_hit(&mut g, &server.addr(), &keys);
+            bench_memcached_floor_hit(&mut g, &server.addr(), &keys);
         }
         g.finish();
     }
@@ -388,6 +526,17 @@ fn main() {
         }
         if let Some(server) = &memcached {
             bench_memcached_raw_multi(&mut g, &server.addr(), &keys);
+            bench_memcached_floor_multi(&mut g, &server.addr(), &keys);
+        }
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group("server/set_multi 100");
+        for s in &subjects {
+            bench_set_multi(&mut g, s, &keys);
+        }
+        if let Some(server) = &memcached {
+            bench_memcached_floor_set_multi(&mut g, &server.addr(), &keys);
         }
         g.finish();
     }

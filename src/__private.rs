@@ -204,16 +204,7 @@ impl Key {
         let mut buf = KEY_BUF.try_with(Cell::take).unwrap_or_default();
         buf.clear();
         if let Some(template) = site.template {
-            for piece in template {
-                match *piece {
-                    Piece::Lit(s) => buf.push_str(s),
-                    Piece::Arg(i) => {
-                        if let Some(a) = args.get(i) {
-                            a.write_key(&mut buf);
-                        }
-                    }
-                }
-            }
+            write_template(&mut buf, template, args);
         } else if let Some(generator) = site.generator.or_else(|| region.function_key_generator()) {
             let made = generator(&site.info, args);
             buf.push_str(&made);
@@ -228,6 +219,52 @@ impl Key {
     #[inline]
     pub fn as_str(&self) -> &str {
         &self.buf
+    }
+}
+
+/// Writes a `key = "…"` template. The literal after an argument is what tells where that
+/// argument's text ends, so the text is escaped for the literal's first character `d`: `\` and
+/// `d` get a backslash (nothing changes for the usual `user:{id}:{lang}` with integers and plain
+/// words). Two arguments with nothing between them, or before a literal that starts with a
+/// backslash, are separated by a space, escaped for in the same way. So different argument
+/// lists give different keys, whatever the template and the arguments' texts.
+fn write_template(buf: &mut String, template: &[Piece], args: &[&dyn KeyArg]) {
+    for (i, piece) in template.iter().enumerate() {
+        match *piece {
+            Piece::Lit(s) => buf.push_str(s),
+            Piece::Arg(a) => {
+                let start = buf.len();
+                if let Some(arg) = args.get(a) {
+                    arg.write_key(buf);
+                }
+                let end = match template.get(i + 1) {
+                    None => continue,
+                    Some(Piece::Lit(s)) => s.chars().next().filter(|&c| c != '\\'),
+                    Some(Piece::Arg(_)) => None,
+                };
+                match end {
+                    Some(c) => escape_for(buf, start, c),
+                    None => {
+                        escape_for(buf, start, ' ');
+                        buf.push(' ');
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Escapes `\` and `end` in `buf[start..]` with a backslash.
+fn escape_for(buf: &mut String, start: usize, end: char) {
+    if !buf[start..].contains(['\\', end]) {
+        return;
+    }
+    let text = buf.split_off(start);
+    for c in text.chars() {
+        if c == '\\' || c == end {
+            buf.push('\\');
+        }
+        buf.push(c);
     }
 }
 
@@ -257,6 +294,8 @@ fn cache_failed(region: &CacheRegion, key: &str, what: &str, error: &dogpile_cor
 }
 
 const FALLBACK: &str = "cache unavailable: calling the function without it";
+const WAITED_TOO_LONG: &str =
+    "another caller's creation outlasted lock_blocking_timeout: calling the function without the cache";
 const NOT_READ: &str = "cache unavailable: no value read";
 const NOT_STORED: &str = "cache unavailable: value not stored";
 const NOT_DELETED: &str = "cache unavailable: entry not deleted";
@@ -284,7 +323,13 @@ fn body_after_cache_error<F>(
     e: &dogpile_core::Error,
     body: Option<F>,
 ) -> F {
-    cache_failed(region, key.as_str(), FALLBACK, e);
+    let what = match e {
+        // Not a broken cache: another caller's creation outlasted lock_blocking_timeout (the
+        // region has counted and logged it), so this call computes its own value.
+        dogpile_core::Error::LockTimeout { .. } => WAITED_TOO_LONG,
+        _ => FALLBACK,
+    };
+    cache_failed(region, key.as_str(), what, e);
     body.unwrap_or_else(|| unreachable_body())
 }
 

@@ -32,9 +32,10 @@
 // The root holds what a user of regions and attributes writes (and the names of DESIGN section 4);
 // the backend author's API and the rest live in their modules, one concept each.
 pub use dogpile_core::{
-    function_key_generator, function_multi_key_generator, register_backend, sha1_mangle_key,
-    Backend, CacheMutex, CacheValue, CachedValue, CreateError, CreateOptions, Error, Expiration,
-    KeyArg, ProxyBackend, RegionConfig, RegionInvalidationStrategy, Result, Stats,
+    function_key_generator, function_multi_key_generator, length_conditional_mangler,
+    register_backend, sha1_mangle_key, Backend, CacheMutex, CacheValue, CachedValue, CreateError,
+    CreateOptions, Error, Expiration, KeyArg, ProxyBackend, RegionConfig,
+    RegionInvalidationStrategy, Result, Stats,
 };
 
 // One path for the rest: the backend author's API (`backend`, `mutex`, `proxy`, `codec`,
@@ -44,7 +45,7 @@ pub use dogpile_core::{
     serializer, stats,
 };
 
-/// Backends: the [`Backend`](backend::Backend) trait with what it stores, and the built-in
+/// Backends: the [`Backend`] trait with what it stores, and the built-in
 /// backends, each behind its cargo feature.
 ///
 /// | name | module | feature |

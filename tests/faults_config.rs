@@ -43,6 +43,9 @@ const ARGUMENT_NAMES: &[&str] = &[
     "lock_timeout",
     "socket_timeout",
     "servers",
+    "password",
+    "sasl_password",
+    "auth_token",
     "",
     "MAX_SIZE",
     "max_size ",
@@ -244,6 +247,9 @@ fn check(case: &Case, dir: &std::path::Path) {
         Ok(r) => r,
         Err(_) => panic!("configure_from_config panicked on {map:?} under {prefix:?}"),
     };
+    if let Err(e) = &result {
+        assert_no_secret(&map, prefix, &e.to_string());
+    }
     match result {
         Ok(()) => {
             assert!(region.is_configured());
@@ -298,6 +304,41 @@ fn check(case: &Case, dir: &std::path::Path) {
             assert!(e.to_string().contains(&*dir.to_string_lossy()), "{e}");
         }
         Err(e) => panic!("unexpected error for {map:?}: {e}"),
+    }
+}
+
+/// An error shows no secret of the map: neither the credentials of a URL in a value nor the
+/// value of a secret argument (as far as it is long enough to be told from other words, and
+/// is no part of another value or name the error may echo).
+fn assert_no_secret(map: &BTreeMap<String, String>, prefix: &str, text: &str) {
+    let backend_key = format!("{prefix}backend");
+    let values = || map.iter().filter(|(k, _)| **k != backend_key);
+    for (key, value) in values() {
+        let redacted = dogpile::config::redact_url(value);
+        if let Some(at) = redacted.find("***") {
+            let credentials = &value[at..value.len() - (redacted.len() - at - 3)];
+            if credentials.len() >= 3 {
+                assert!(
+                    !text.contains(credentials),
+                    "{key}'s credentials {credentials:?} show in {text}"
+                );
+            }
+        }
+        let name = key
+            .strip_prefix(prefix)
+            .and_then(|k| k.strip_prefix("arguments."));
+        let secret = value.trim();
+        // Backend and argument names are in messages of their own.
+        let names = format!("{BACKENDS:?} {ARGUMENT_NAMES:?}").to_lowercase();
+        let elsewhere = values().any(|(k, v)| k != key && v.contains(secret))
+            || map.keys().any(|k| k.contains(secret))
+            || names.contains(&secret.to_lowercase());
+        if name.is_some_and(dogpile::config::is_secret_argument)
+            && secret.chars().count() >= 6
+            && !elsewhere
+        {
+            assert!(!text.contains(secret), "{key}'s value shows in {text}");
+        }
     }
 }
 
@@ -371,7 +412,7 @@ fn the_config_map_errors() {
     );
     assert_eq!(
         from_config_err(&[("c.backend", "dogpile.cache.memory"), ("c.backnd", "y")]),
-        "c.backnd: unknown configuration key; under \"c.\" dogpile reads backend, expiration_time, replace_existing_backend and arguments.NAME"
+        "c.backnd: unknown configuration key; under \"c.\" dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer and arguments.NAME"
     );
     assert_eq!(
         from_config_err(&[
@@ -606,7 +647,7 @@ fn the_memcached_errors() {
     }
     assert_eq!(
         mc(&[url(), ("servers", ArgValue::Int(1))]),
-        "arguments.servers: unknown argument for dogpile.cache.memcached; it takes: url, memcached_expire_time, distributed_lock, lock_timeout, socket_timeout"
+        "arguments.servers: unknown argument for dogpile.cache.memcached; it takes: url, memcached_expire_time, distributed_lock, lock_timeout, socket_timeout, key_placement"
     );
     assert_eq!(
         mc(&[("url", ArgValue::Bool(true))]),

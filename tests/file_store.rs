@@ -11,19 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use dogpile::clock::Clock;
 use dogpile::{CacheRegion, RegionConfig};
-use support::{append_line, child_role, env_path, spawn_child, wait_child, wait_for, TempDir};
-
-fn store_config(path: &Path) -> RegionConfig {
-    RegionConfig::new("dogpile.cache.dbm")
-        .expiration_time(60)
-        .argument("filename", path.to_string_lossy().into_owned())
-}
-
-fn region_at(path: &Path) -> CacheRegion {
-    dogpile::make_region()
-        .configure(store_config(path))
-        .expect("configuring the file store")
-}
+use support::{
+    append_line, child_role, env_path, file_store_config, file_store_region, spawn_child,
+    wait_child, wait_for, TempDir,
+};
 
 fn count_lines(path: &Path) -> usize {
     fs::read_to_string(path)
@@ -40,7 +31,7 @@ fn round_trips_of_every_region_operation() {
     let path = dir.path().join("cache.db");
     let (clock, manual) = Clock::manual(SystemTime::now());
     let region = dogpile::make_region()
-        .configure(store_config(&path).clock(clock))
+        .configure(file_store_config(&path).clock(clock))
         .unwrap();
 
     support::check_region_operations(&region, &manual);
@@ -61,7 +52,7 @@ fn values_survive_a_restart_and_configs_read_as_in_dogpile() {
     let dir = TempDir::new("file-restart");
     let path = dir.path().join("file.dbm");
     {
-        let region = region_at(&path);
+        let region = file_store_region(&path);
         region.set("kept", vec![1u8, 2, 3]).unwrap();
         region.set("big", "x".repeat(1 << 20)).unwrap();
     }
@@ -97,7 +88,7 @@ fn several_regions_in_one_process_share_the_store_and_the_lock() {
     }
     let dir = TempDir::new("file-threads");
     let path = dir.path().join("cache.db");
-    let regions: Vec<CacheRegion> = (0..4).map(|_| region_at(&path)).collect();
+    let regions: Vec<CacheRegion> = (0..4).map(|_| file_store_region(&path)).collect();
     let calls = AtomicUsize::new(0);
     let results: Vec<u64> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
@@ -129,7 +120,7 @@ fn contender() {
     let go = env_path("DOGPILE_TEST_GO");
     let ready = env_path("DOGPILE_TEST_READY");
     let key = std::env::var("DOGPILE_TEST_KEY").unwrap();
-    let region = region_at(&store);
+    let region = file_store_region(&store);
     fs::write(&ready, b"ready").unwrap();
     wait_for("the go file", || go.exists());
     let value: String = region
@@ -201,7 +192,7 @@ fn four_processes_on_one_key_run_the_creator_once() {
     // An expired value: written an hour ago by a region on a manual clock.
     let (clock, _manual) = Clock::manual(SystemTime::now() - Duration::from_secs(3600));
     let old = dogpile::make_region()
-        .configure(store_config(&store).clock(clock))
+        .configure(file_store_config(&store).clock(clock))
         .unwrap();
     old.set("stale", "old".to_string()).unwrap();
 
@@ -216,11 +207,17 @@ fn four_processes_on_one_key_run_the_creator_once() {
     assert_eq!(cold, vec!["new"; 4]);
 
     assert_eq!(
-        region_at(&store).get::<String>("stale").unwrap().as_deref(),
+        file_store_region(&store)
+            .get::<String>("stale")
+            .unwrap()
+            .as_deref(),
         Some("new")
     );
     assert_eq!(
-        region_at(&fresh).get::<String>("cold").unwrap().as_deref(),
+        file_store_region(&fresh)
+            .get::<String>("cold")
+            .unwrap()
+            .as_deref(),
         Some("new")
     );
 }
@@ -231,7 +228,7 @@ fn a_creator_killed_while_holding_the_lock_does_not_block_the_others() {
     if role.as_deref() == Some("holder") || role.as_deref() == Some("waiter") {
         let store = env_path("DOGPILE_TEST_STORE");
         let signal = env_path("DOGPILE_TEST_SIGNAL");
-        let region = region_at(&store);
+        let region = file_store_region(&store);
         if role.as_deref() == Some("holder") {
             let _: String = region
                 .get_or_create("k", || {
@@ -250,7 +247,7 @@ fn a_creator_killed_while_holding_the_lock_does_not_block_the_others() {
     }
     let dir = TempDir::new("file-kill");
     let store = dir.path().join("cache.db");
-    let region = region_at(&store);
+    let region = file_store_region(&store);
     let test = "a_creator_killed_while_holding_the_lock_does_not_block_the_others";
     let holder_signal = dir.path().join("holder.signal");
     let waiter_signal = dir.path().join("waiter.signal");
@@ -298,7 +295,7 @@ fn bad_files_and_arguments_are_clear_errors() {
     )
     .unwrap();
     let err = dogpile::make_region()
-        .configure(store_config(&garbage))
+        .configure(file_store_config(&garbage))
         .unwrap_err()
         .to_string();
     assert!(err.contains(&*garbage.to_string_lossy()), "{err}");
@@ -307,14 +304,14 @@ fn bad_files_and_arguments_are_clear_errors() {
     let text = dir.path().join("notes.txt");
     fs::write(&text, "just some text, not a cache\n".repeat(20)).unwrap();
     let err = dogpile::make_region()
-        .configure(store_config(&text))
+        .configure(file_store_config(&text))
         .unwrap_err()
         .to_string();
     assert!(err.contains(&*text.to_string_lossy()), "{err}");
 
     let nowhere = dir.path().join("no-such-dir").join("cache.db");
     let err = dogpile::make_region()
-        .configure(store_config(&nowhere))
+        .configure(file_store_config(&nowhere))
         .unwrap_err()
         .to_string();
     assert!(err.contains(&*nowhere.to_string_lossy()), "{err}");
@@ -328,7 +325,7 @@ fn bad_files_and_arguments_are_clear_errors() {
         "arguments.filename: missing: the path of the store is required"
     );
     let err = dogpile::make_region()
-        .configure(store_config(&dir.path().join("ok.db")).argument("file_name", "x"))
+        .configure(file_store_config(&dir.path().join("ok.db")).argument("file_name", "x"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -336,7 +333,7 @@ fn bad_files_and_arguments_are_clear_errors() {
         "{err}"
     );
     let err = dogpile::make_region()
-        .configure(store_config(&dir.path().join("ok.db")).argument("dogpile_lockfile", 3))
+        .configure(file_store_config(&dir.path().join("ok.db")).argument("dogpile_lockfile", 3))
         .unwrap_err()
         .to_string();
     assert!(
@@ -352,7 +349,7 @@ fn a_store_damaged_while_in_use_gives_errors_naming_it_or_misses() {
     }
     let dir = TempDir::new("file-damaged");
     let path = dir.path().join("cache.db");
-    let region = region_at(&path);
+    let region = file_store_region(&path);
     for i in 0..50u32 {
         region.set(&format!("k{i}"), i).unwrap();
     }
@@ -378,7 +375,7 @@ fn a_store_damaged_while_in_use_gives_errors_naming_it_or_misses() {
     }
     // A new configuration on the damaged file is refused, naming the file.
     let err = dogpile::make_region()
-        .configure(store_config(&path))
+        .configure(file_store_config(&path))
         .unwrap_err()
         .to_string();
     assert!(err.contains(&name), "{err}");

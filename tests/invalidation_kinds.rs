@@ -5,20 +5,44 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use dogpile::{make_region, CacheRegion, CreateOptions, Error, Expiration, RegionConfig};
-use dogpile::clock::{Clock, ManualClock};
+use dogpile::clock::Clock;
 use dogpile::lock::AsyncCreation;
+use dogpile::{make_region, CacheRegion, CreateOptions, Error, RegionConfig};
 
-fn memory_region(expiration: impl Into<Expiration>) -> (CacheRegion, Arc<ManualClock>) {
-    let (clock, handle) = Clock::manual(SystemTime::now());
-    let region = make_region()
-        .configure(
-            RegionConfig::new("dogpile.cache.memory")
-                .expiration_time(expiration)
-                .clock(clock),
-        )
-        .unwrap();
-    (region, handle)
+mod support;
+use support::{manual_memory_region, within};
+
+/// A get-or-create held open on another thread: its creator calls `pause`, which holds it there
+/// until [`finish`](PausedCall::finish).
+struct PausedCall<T> {
+    go: mpsc::Sender<()>,
+    done: std::thread::JoinHandle<T>,
+}
+
+/// Starts `call` on a thread and returns once its creator has paused.
+fn paused_call<T: Send + 'static>(
+    region: &Arc<CacheRegion>,
+    call: impl FnOnce(&CacheRegion, &dyn Fn()) -> T + Send + 'static,
+) -> PausedCall<T> {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let region = region.clone();
+    let done = std::thread::spawn(move || {
+        call(&region, &|| {
+            started_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        })
+    });
+    started_rx.recv().unwrap();
+    PausedCall { go, done }
+}
+
+impl<T: Send + 'static> PausedCall<T> {
+    /// Lets the creator go on, and returns the call's result.
+    fn finish(self) -> T {
+        self.go.send(()).unwrap();
+        within("a paused call", move || self.done.join().unwrap())
+    }
 }
 
 #[test]
@@ -64,7 +88,7 @@ fn a_soft_invalidation_after_a_hard_one_does_not_revive_older_values() {
 fn a_pre_hard_value_is_not_served_stale_while_another_caller_creates() {
     // The stale-while-creating path is where a weakened hard invalidation shows: a caller that
     // finds the lock held gets the stale value at once, so a pre-hard value must be absent there.
-    let (region, clock) = memory_region(60);
+    let (region, clock) = manual_memory_region(60);
     let region = Arc::new(region);
     region.set("k", 1u8).unwrap();
     clock.advance(Duration::from_millis(1));
@@ -72,35 +96,20 @@ fn a_pre_hard_value_is_not_served_stale_while_another_caller_creates() {
     clock.advance(Duration::from_millis(1));
     region.invalidate(false);
 
-    let (started_tx, started_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let creator = {
-        let region = region.clone();
-        std::thread::spawn(move || {
-            region
-                .get_or_create("k", || {
-                    started_tx.send(()).unwrap();
-                    go_rx.recv().unwrap();
-                    3u8
-                })
-                .unwrap()
+    let creator = paused_call(&region, |region, pause| {
+        region.get_or_create("k", || {
+            pause();
+            3u8
         })
-    };
-    started_rx.recv().unwrap();
+    });
     // This caller finds the lock held and no servable value: it waits for the creation.
     let waiter = {
         let region = region.clone();
         std::thread::spawn(move || region.get_or_create("k", || 4u8).unwrap())
     };
     std::thread::sleep(Duration::from_millis(50));
-    go_tx.send(()).unwrap();
-    let (done_tx, done_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send((creator.join().unwrap(), waiter.join().unwrap()));
-    });
-    let (created, waited) = done_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the callers finish");
+    let created = creator.finish().unwrap();
+    let waited = within("the waiter", move || waiter.join().unwrap());
     assert_eq!(created, 3);
     assert_eq!(
         waited, 3,
@@ -110,29 +119,19 @@ fn a_pre_hard_value_is_not_served_stale_while_another_caller_creates() {
 
 #[test]
 fn a_value_whose_creation_started_before_a_hard_invalidation_is_not_fresh_after_it() {
-    let (region, clock) = memory_region(60);
+    let (region, clock) = manual_memory_region(60);
     let region = Arc::new(region);
-    let (started_tx, started_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let creator = {
-        let region = region.clone();
-        std::thread::spawn(move || {
-            region
-                .get_or_create("k", || {
-                    started_tx.send(()).unwrap();
-                    go_rx.recv().unwrap();
-                    1u8
-                })
-                .unwrap()
+    let creator = paused_call(&region, |region, pause| {
+        region.get_or_create("k", || {
+            pause();
+            1u8
         })
-    };
-    started_rx.recv().unwrap();
+    });
     clock.advance(Duration::from_millis(1));
     region.invalidate(true);
     clock.advance(Duration::from_millis(1));
-    go_tx.send(()).unwrap();
     assert_eq!(
-        creator.join().unwrap(),
+        creator.finish().unwrap(),
         1,
         "its caller gets the value it made"
     );
@@ -147,28 +146,18 @@ fn a_value_whose_creation_started_before_a_hard_invalidation_is_not_fresh_after_
 
 #[test]
 fn a_batch_whose_creation_started_before_a_hard_invalidation_is_not_fresh_after_it() {
-    let (region, clock) = memory_region(60);
+    let (region, clock) = manual_memory_region(60);
     let region = Arc::new(region);
-    let (started_tx, started_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let creator = {
-        let region = region.clone();
-        std::thread::spawn(move || {
-            region
-                .get_or_create_multi(&["a", "b"], |keys| {
-                    started_tx.send(()).unwrap();
-                    go_rx.recv().unwrap();
-                    keys.iter().map(|_| 1u8).collect()
-                })
-                .unwrap()
+    let creator = paused_call(&region, |region, pause| {
+        region.get_or_create_multi(&["a", "b"], |keys| {
+            pause();
+            keys.iter().map(|_| 1u8).collect()
         })
-    };
-    started_rx.recv().unwrap();
+    });
     clock.advance(Duration::from_millis(1));
     region.invalidate(true);
     clock.advance(Duration::from_millis(1));
-    go_tx.send(()).unwrap();
-    assert_eq!(creator.join().unwrap(), vec![1, 1]);
+    assert_eq!(creator.finish().unwrap(), vec![1, 1]);
     assert_eq!(
         region.get_multi::<u8, _>(&["a", "b"]).unwrap(),
         vec![None, None]

@@ -9,29 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use dogpile::backend::PayloadKind;
 use dogpile::testing::MapBackend;
 use dogpile::{make_region, Backend, CacheMutex, CacheRegion, CachedValue, RegionConfig, Result};
-use dogpile::backend::PayloadKind;
 
-use std::sync::mpsc;
+mod support;
+use support::within;
+
 use std::time::Duration;
-
-/// How long a test waits before it calls a call hung.
-const HANG: Duration = Duration::from_secs(60);
-
-/// Runs `f` on a helper thread and returns its result, or fails the test if it has not finished
-/// within `HANG`.
-fn within_hang_deadline<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG)
-        .unwrap_or_else(|_| panic!("{what}: still not done after {HANG:?}: hung"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // A backend whose lock only has blocking methods: the async defaults of `CacheMutex` are all an
@@ -112,7 +97,7 @@ impl Backend for BlockingLockBackend {
 fn thirty_two_tasks_on_a_cold_key(region: CacheRegion, runtime: tokio::runtime::Runtime) {
     let region = Arc::new(region);
     let creations = Arc::new(AtomicUsize::new(0));
-    let values = within_hang_deadline("32 tasks on a cold key", {
+    let values = within("32 tasks on a cold key", {
         let (region, creations) = (region.clone(), creations.clone());
         move || {
             runtime.block_on(async move {

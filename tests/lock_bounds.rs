@@ -8,26 +8,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dogpile::backend::PayloadKind;
 use dogpile::testing::MapBackend;
 use dogpile::{make_region, Backend, CacheRegion, CachedValue, Error, RegionConfig, Result};
-use dogpile::backend::PayloadKind;
 
-/// How long a test waits before it calls a call hung.
-const HANG: Duration = Duration::from_secs(60);
-
-/// Runs `f` on a helper thread and returns its result, or fails the test if it has not finished
-/// within `HANG`.
-fn within_hang_deadline<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG)
-        .unwrap_or_else(|_| panic!("{what}: still not done after {HANG:?}: hung"))
-}
+mod support;
+use support::within;
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -88,14 +74,14 @@ fn a_waiter_gives_up_past_lock_blocking_timeout_with_an_error_naming_the_key() {
     let bound = Duration::from_millis(150);
     let region = bounded_region(bound);
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("a bounded blocking wait", {
+    let err = within("a bounded blocking wait", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
     assert_lock_timeout(&err, bound);
     assert_eq!(region.stats().lock_timeouts, 1);
     // A batch waits under the same bound.
-    let err = within_hang_deadline("a bounded batch wait", {
+    let err = within("a bounded batch wait", {
         let region = region.clone();
         move || {
             region
@@ -112,7 +98,7 @@ fn an_async_waiter_gives_up_past_the_bound_on_a_current_thread_runtime() {
     let bound = Duration::from_millis(150);
     let region = bounded_region(bound);
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("a bounded async wait", {
+    let err = within("a bounded async wait", {
         let region = region.clone();
         move || {
             current_thread().block_on(async move {
@@ -135,7 +121,7 @@ fn lock_blocking_false_means_do_not_wait() {
             .unwrap(),
     );
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("a non-blocking caller", {
+    let err = within("a non-blocking caller", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
@@ -181,7 +167,7 @@ fn the_region_setting_wins_over_the_backends_which_wins_over_the_default() {
             .unwrap(),
     );
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("the backend's bound", {
+    let err = within("the backend's bound", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
@@ -202,13 +188,13 @@ fn the_region_setting_wins_over_the_backends_which_wins_over_the_default() {
             .unwrap(),
     );
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("the region's bound", {
+    let err = within("the region's bound", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
     assert_lock_timeout(&err, region_bound);
     assert_eq!(
-        dogpile_core::DEFAULT_LOCK_BLOCKING_TIMEOUT,
+        dogpile::config::DEFAULT_LOCK_BLOCKING_TIMEOUT,
         Duration::from_secs(30)
     );
 }
@@ -225,7 +211,7 @@ fn lock_blocking_timeout_and_lock_blocking_in_config_maps() {
     ])
     .unwrap();
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("a bound from a config map", {
+    let err = within("a bound from a config map", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
@@ -239,7 +225,7 @@ fn lock_blocking_timeout_and_lock_blocking_in_config_maps() {
     ])
     .unwrap();
     let _holder = hold_creation(&region, "k");
-    let err = within_hang_deadline("lock_blocking = false from a config map", {
+    let err = within("lock_blocking = false from a config map", {
         let region = region.clone();
         move || region.get_or_create("k", || 2u32).unwrap_err()
     });
@@ -297,7 +283,7 @@ fn a_decorated_function_runs_its_body_past_the_bound_and_counts_it() {
     started_rx.recv().unwrap();
     // The first call holds the key's lock for as long as its body runs: the second gives up
     // waiting and runs its own body.
-    let second = within_hang_deadline("a decorated call past the bound", || slow(4));
+    let second = within("a decorated call past the bound", || slow(4));
     assert_eq!(second, 41, "the second call's own body");
     assert_eq!(REGION.stats().lock_timeouts, 1);
     go_tx.send(()).unwrap();
@@ -309,7 +295,7 @@ fn a_decorated_function_runs_its_body_past_the_bound_and_counts_it() {
 fn a_lost_lock_is_counted_and_shown_in_stats() {
     let region: CacheRegion = make_region().configure("dogpile.cache.memory").unwrap();
     let before = region.stats().locks_lost;
-    dogpile_core::lock::lock_lost("test backend", "_lock:k");
+    dogpile::lock::lock_lost("test backend", "_lock:k");
     assert!(region.stats().locks_lost > before);
     assert!(region.stats().to_string().contains("locks lost"));
 }

@@ -6,7 +6,6 @@
 mod support;
 
 use std::fs;
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -59,14 +58,14 @@ fn region_round_trips_on_one_server() {
 
 /// Writes raw bytes at a key with memcached's text protocol, as another client would.
 fn raw_set(addr: &str, key: &str, value: &[u8]) {
-    use std::io::{BufRead, BufReader};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "set {key} 0 0 {}\r\n", value.len()).unwrap();
-    s.write_all(value).unwrap();
-    s.write_all(b"\r\n").unwrap();
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).unwrap();
-    assert_eq!(line, "STORED\r\n");
+    let mut cmd = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
+    cmd.extend_from_slice(value);
+    cmd.extend_from_slice(b"\r\n");
+    assert_eq!(support::memcached_line(addr, &cmd), "STORED\r\n");
+}
+
+fn raw_line(addr: &str, cmd: &str) -> String {
+    support::memcached_line(addr, cmd.as_bytes())
 }
 
 #[test]
@@ -109,7 +108,7 @@ fn python_names_and_config_maps_work_unchanged() {
     assert!(err(RegionConfig::new("dogpile.cache.memcached")).starts_with("arguments.url: missing"));
     assert!(
         err(config(a.addr()).argument("servers", "x")).starts_with(
-            "arguments.servers: unknown argument for dogpile.cache.memcached; it takes: url, memcached_expire_time, distributed_lock, lock_timeout, socket_timeout"
+            "arguments.servers: unknown argument for dogpile.cache.memcached; it takes: url, memcached_expire_time, distributed_lock, lock_timeout, socket_timeout, key_placement"
         )
     );
     assert!(err(config(a.addr()).argument("lock_timeout", "soon"))
@@ -325,13 +324,21 @@ fn the_distributed_lock_is_shared_released_only_by_its_owner_and_expires() {
     assert!(!m2.locked().unwrap());
     m2.wait(Instant::now() + Duration::from_secs(60)).unwrap();
 
-    // A holder that dies keeps the lock only until lock_timeout.
-    assert!(m2.try_acquire().unwrap());
-    let m3 = one.get_mutex("k").unwrap();
+    // A holder that died (in another process: nobody extends its lock) keeps the lock only
+    // until lock_timeout. Written raw, as that process wrote it.
+    assert_eq!(
+        raw_line(&server.addr(), "add _lockk 0 2 4\r\ndead\r\n"),
+        "STORED\r\n"
+    );
+    assert!(!m2.try_acquire().unwrap());
     wait_for("the dead holder's lock to expire", || {
-        m3.try_acquire().unwrap()
+        m2.try_acquire().unwrap()
     });
-    // The late holder's release must not free the lock that now belongs to m3.
+    // Our lock vanishes (as if it expired while we were stopped) and another holder takes it:
+    // our late release must not free the lock that now belongs to m3.
+    assert_eq!(raw_line(&server.addr(), "delete _lockk\r\n"), "DELETED\r\n");
+    let m3 = one.get_mutex("k").unwrap();
+    assert!(m3.try_acquire().unwrap());
     m2.release().unwrap();
     assert!(one.get_mutex("k").unwrap().locked().unwrap());
     m3.release().unwrap();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, SystemTime};
 
 use dogpile::backend::PayloadKind;
-use dogpile::clock::{Clock, ManualClock};
+use dogpile::clock::Clock;
 use dogpile::lock::AsyncCreation;
 use dogpile::testing::MapBackend;
 use dogpile::{
@@ -16,17 +16,8 @@ use dogpile::{
     CreateOptions, Error, Expiration, ProxyBackend, RegionConfig,
 };
 
-fn memory_region(expiration: impl Into<Expiration>) -> (CacheRegion, Arc<ManualClock>) {
-    let (clock, handle) = Clock::manual(SystemTime::now());
-    let region = make_region()
-        .configure(
-            RegionConfig::new("dogpile.cache.memory")
-                .expiration_time(expiration)
-                .clock(clock),
-        )
-        .unwrap();
-    (region, handle)
-}
+mod support;
+use support::manual_memory_region as memory_region;
 
 // ---------------------------------------------------------------------------------------------
 // configuration

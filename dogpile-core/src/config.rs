@@ -2,6 +2,7 @@
 //! (`prefix.backend`, `prefix.expiration_time`, `prefix.arguments.NAME`), and the typed backend
 //! [`Arguments`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -21,7 +22,9 @@ use crate::serializer::Serializer;
 pub const DEFAULT_LOCK_BLOCKING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One backend argument.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Its `Debug` and `Display` show the credentials of a URL as `***` (see [`redact_url`]).
+#[derive(Clone, PartialEq)]
 pub enum ArgValue {
     /// `none` / `None` in a config file.
     None,
@@ -51,6 +54,19 @@ impl ArgValue {
     }
 }
 
+impl fmt::Debug for ArgValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArgValue::None => f.write_str("None"),
+            ArgValue::Bool(b) => f.debug_tuple("Bool").field(b).finish(),
+            ArgValue::Int(i) => f.debug_tuple("Int").field(i).finish(),
+            ArgValue::Float(x) => f.debug_tuple("Float").field(x).finish(),
+            ArgValue::Str(s) => f.debug_tuple("Str").field(&redact_url(s)).finish(),
+            ArgValue::List(l) => f.debug_tuple("List").field(l).finish(),
+        }
+    }
+}
+
 impl fmt::Display for ArgValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -58,7 +74,7 @@ impl fmt::Display for ArgValue {
             ArgValue::Bool(b) => write!(f, "{b}"),
             ArgValue::Int(i) => write!(f, "{i}"),
             ArgValue::Float(x) => write!(f, "{x}"),
-            ArgValue::Str(s) => write!(f, "{s:?}"),
+            ArgValue::Str(s) => write!(f, "{:?}", redact_url(s)),
             ArgValue::List(l) => {
                 f.write_str("[")?;
                 for (i, v) in l.iter().enumerate() {
@@ -142,6 +158,123 @@ impl<T: Into<ArgValue>> From<Option<T>> for ArgValue {
     }
 }
 
+/// What a secret shows as in any text: `Debug`, `Display`, errors and logs.
+pub const REDACTED: &str = "***";
+
+/// A value that shows as `***` in `Debug` and `Display`: for a password or a token kept in a
+/// struct that derives `Debug`, or handed to a log or an error message.
+///
+/// ```
+/// use dogpile_core::config::Secret;
+///
+/// let password = Secret("hunter2".to_string());
+/// assert_eq!(format!("{password:?} {password}"), "*** ***");
+/// assert_eq!(password.0, "hunter2");
+/// ```
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Secret<T>(pub T);
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// Whether a backend argument holds a secret, by its name: a name with a part (between `_`,
+/// `.` or `-`) saying password, secret, token or key (`password`, `sasl_password`,
+/// `auth_token`, `ssl_keyfile`, `api_key`, `client_secret`). Its value shows as `***` in the
+/// `Debug` of [`Arguments`] and [`RegionConfig`] and in configuration errors, and a config map's
+/// text is taken as written (see [`RegionConfig::from_config`]).
+///
+/// ```
+/// use dogpile_core::config::is_secret_argument;
+///
+/// assert!(is_secret_argument("password"));
+/// assert!(is_secret_argument("sasl_password"));
+/// assert!(is_secret_argument("ssl_keyfile"));
+/// assert!(is_secret_argument("AUTH_TOKEN"));
+/// assert!(!is_secret_argument("url"));
+/// assert!(!is_secret_argument("max_keys"));
+/// ```
+pub fn is_secret_argument(name: &str) -> bool {
+    const ENDINGS: &[&str] = &[
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "token",
+        "apikey",
+    ];
+    name.split(['_', '.', '-']).any(|part| {
+        let part = part.to_ascii_lowercase();
+        matches!(part.as_str(), "key" | "keyfile" | "pwd" | "credentials")
+            || ENDINGS.iter().any(|w| part.ends_with(w))
+    })
+}
+
+/// Whether a config map's text for this argument is taken as written, with no coercion to a
+/// number, a boolean or none: the secrets, and the user name that goes with a password.
+fn is_credential(name: &str) -> bool {
+    is_secret_argument(name)
+        || matches!(
+            name.to_ascii_lowercase().as_str(),
+            "username" | "user" | "login" | "sasl_username"
+        )
+}
+
+/// `url` with the credentials it holds (the user information before `@`: a user name, a
+/// password, both) shown as `***`; a text without them is returned as it is. Addresses without
+/// a scheme (`user:pw@host:6379`) are read the same way.
+///
+/// ```
+/// use dogpile_core::config::redact_url;
+///
+/// assert_eq!(redact_url("redis://:pw@host:6379/0"), "redis://***@host:6379/0");
+/// assert_eq!(redact_url("redis://user:p@ss@host"), "redis://***@host");
+/// assert_eq!(redact_url("user:pw@host:6379"), "***@host:6379");
+/// assert_eq!(redact_url("redis://host:6379/0"), "redis://host:6379/0");
+/// assert_eq!(redact_url("/var/cache/a@b"), "/var/cache/a@b");
+/// ```
+pub fn redact_url(url: &str) -> Cow<'_, str> {
+    match url_credentials(url) {
+        Some(creds) => Cow::Owned(format!(
+            "{}{REDACTED}{}",
+            &url[..creds.start],
+            &url[creds.end..]
+        )),
+        None => Cow::Borrowed(url),
+    }
+}
+
+/// Where the credentials of a URL are: between the scheme's `://` (or the start) and the last
+/// `@` before the path.
+fn url_credentials(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority.rfind('@').map(|at| start..start + at)
+}
+
+/// The texts of `value` that are secret: all of it for a secret argument, the credentials of
+/// the URLs it holds otherwise.
+fn secret_texts(name: &str, value: &ArgValue, out: &mut Vec<String>) {
+    match value {
+        ArgValue::List(items) => items.iter().for_each(|i| secret_texts(name, i, out)),
+        ArgValue::Str(s) if is_secret_argument(name) => out.push(s.clone()),
+        ArgValue::Str(s) => out.extend(url_credentials(s).map(|r| s[r].to_owned())),
+        ArgValue::Int(_) | ArgValue::Float(_) | ArgValue::Bool(_) if is_secret_argument(name) => {
+            out.push(value.to_string())
+        }
+        _ => {}
+    }
+}
+
 /// Reads a string from a config file as dogpile does: integers, floats, `true` / `false` (any
 /// case) and `None` / `none` become those values; anything else stays a string. Surrounding
 /// white space is dropped.
@@ -217,7 +350,11 @@ fn looks_like_float(s: &str) -> bool {
 ///     "arguments.url: unknown argument for dogpile.cache.memory; it takes: max_size"
 /// );
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Secrets never show: in its `Debug` the value of a secret argument ([`is_secret_argument`]) is
+/// `***`, and so are URL credentials ([`redact_url`]); errors made by [`Arguments::error`] show
+/// no secret of these arguments either.
+#[derive(Clone, Default, PartialEq)]
 pub struct Arguments {
     values: BTreeMap<String, ArgValue>,
     /// What stands before an argument's name in errors: `arguments.` in code,
@@ -265,9 +402,53 @@ impl Arguments {
         format!("{}{name}", self.origin)
     }
 
-    /// An error about argument `name`.
+    /// An error about argument `name`. Any secret of these arguments in `message` (the value of
+    /// a secret argument, the credentials of a URL, as written or as `{:?}` writes them) shows
+    /// as `***`, so a message may echo what it rejects.
+    ///
+    /// ```
+    /// use dogpile_core::Arguments;
+    ///
+    /// let args = Arguments::new().with("url", "memcache://user:hunter2@host:1/x");
+    /// let url = args.string("url").unwrap().unwrap();
+    /// let err = args.error("url", format!("{url:?} is not a server address"));
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     r#"arguments.url: "memcache://***@host:1/x" is not a server address"#
+    /// );
+    /// ```
     pub fn error(&self, name: &str, message: impl fmt::Display) -> Error {
-        Error::config(self.key(name), message)
+        Error::config(self.key(name), self.redact(&message.to_string()))
+    }
+
+    /// `text` with every secret of these arguments in it shown as `***`: the values of secret
+    /// arguments and the credentials of URLs, as written and as `{:?}` writes them. For
+    /// messages that echo an argument (or a client library's error about it). Secrets shorter
+    /// than 3 characters are left (they would hide words); [`Arguments::error`] and the typed
+    /// getters never echo a secret argument's value.
+    pub fn redact(&self, text: &str) -> String {
+        let mut secrets = Vec::new();
+        for (name, value) in &self.values {
+            secret_texts(name, value, &mut secrets);
+        }
+        let escaped: Vec<String> = secrets
+            .iter()
+            .map(|s| {
+                let debug = format!("{s:?}");
+                debug[1..debug.len() - 1].to_owned()
+            })
+            .collect();
+        secrets.extend(escaped);
+        secrets.retain(|s| s.chars().count() >= 3);
+        // The longest first, so a secret holding another is hidden whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let mut out = text.to_owned();
+        for secret in &secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), REDACTED);
+            }
+        }
+        out
     }
 
     fn typed<T>(
@@ -279,9 +460,14 @@ impl Arguments {
         match self.values.get(name) {
             None | Some(ArgValue::None) => Ok(None),
             Some(v) => convert(v).map(Some).ok_or_else(|| {
+                let shown: &dyn fmt::Display = if is_secret_argument(name) {
+                    &REDACTED
+                } else {
+                    v
+                };
                 self.error(
                     name,
-                    format!("expected {expected}, got {} {v}", v.type_name()),
+                    format!("expected {expected}, got {} {shown}", v.type_name()),
                 )
             }),
         }
@@ -378,6 +564,32 @@ impl Arguments {
                 ),
             )),
         }
+    }
+}
+
+impl fmt::Debug for Arguments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// The values, those of secret arguments as `***`.
+        struct Values<'a>(&'a BTreeMap<String, ArgValue>);
+        impl fmt::Debug for Values<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let hidden = Secret(());
+                f.debug_map()
+                    .entries(self.0.iter().map(|(name, value)| {
+                        let shown: &dyn fmt::Debug = if is_secret_argument(name) {
+                            &hidden
+                        } else {
+                            value
+                        };
+                        (name, shown)
+                    }))
+                    .finish()
+            }
+        }
+        f.debug_struct("Arguments")
+            .field("values", &Values(&self.values))
+            .field("origin", &self.origin)
+            .finish()
     }
 }
 
@@ -490,11 +702,11 @@ impl RegionConfig {
 
     /// How long a caller may wait for another caller's creation of a value (dogpile's
     /// `lock_blocking_timeout`). Past it, region methods return
-    /// [`Error::LockTimeout`](crate::Error::LockTimeout) and a decorated function runs its body.
+    /// [`Error::LockTimeout`] and a decorated function runs its body.
     ///
     /// Every waiter has a bound, in-process ones included: this setting, else the backend's own
     /// (its `lock_blocking_timeout` argument, see
-    /// [`Backend::lock_blocking_timeout`](crate::Backend::lock_blocking_timeout)), else
+    /// [`Backend::lock_blocking_timeout`]), else
     /// [`DEFAULT_LOCK_BLOCKING_TIMEOUT`].
     ///
     /// ```
@@ -564,8 +776,20 @@ impl RegionConfig {
     /// `PREFIXlock_blocking` (`false`: never wait), `PREFIXserializer` (`msgpack`, `json`,
     /// `pickle` or `bincode`, see [`serializer`](RegionConfig::serializer)), and
     /// `PREFIXarguments.NAME` for each backend argument.
-    /// Values are coerced as [`coerce_string`] does. Other keys under the prefix are errors that
-    /// name them.
+    /// Values are coerced as [`coerce_string`] does, but credentials (secret arguments, see
+    /// [`is_secret_argument`], and `username`) are taken as the text written: a password `0123`
+    /// stays `0123`, `none` stays `none`. Other keys under the prefix are errors that name them.
+    ///
+    /// ```
+    /// use dogpile_core::RegionConfig;
+    ///
+    /// let config = RegionConfig::from_config(
+    ///     [("c.backend", "dogpile.cache.redis"), ("c.arguments.password", "0123")],
+    ///     "c.",
+    /// )
+    /// .unwrap();
+    /// assert!(!format!("{config:?}").contains("0123")); // and a secret never shows
+    /// ```
     pub fn from_config<I, K, V>(map: I, prefix: &str) -> Result<Self>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -595,7 +819,13 @@ impl RegionConfig {
                         "an argument needs a name after `arguments.`",
                     ));
                 }
-                arguments.insert(name, coerce_string(v));
+                // Credentials are text: a password `0123`, `1e3` or `none` is that text.
+                let value = if is_credential(name) {
+                    ArgValue::Str(v.trim().to_owned())
+                } else {
+                    coerce_string(v)
+                };
+                arguments.insert(name, value);
                 continue;
             }
             match rest {
@@ -781,6 +1011,87 @@ mod tests {
         assert_eq!(
             args.u64("max_size").unwrap_err().to_string(),
             "c.arguments.max_size: expected a non-negative integer, got a string \"ten\""
+        );
+    }
+
+    #[test]
+    fn credentials_are_taken_as_written() {
+        let config = RegionConfig::from_config(
+            [
+                ("c.backend", "x"),
+                ("c.arguments.password", " 0123 "),
+                ("c.arguments.sasl_password", "1e3"),
+                ("c.arguments.auth_token", "none"),
+                ("c.arguments.client_secret", "true"),
+                ("c.arguments.username", "007"),
+                ("c.arguments.port", "0123"),
+            ],
+            "c.",
+        )
+        .unwrap();
+        let args = &config.arguments;
+        let text = |name| args.get(name).cloned();
+        assert_eq!(text("password"), Some(ArgValue::Str("0123".into())));
+        assert_eq!(text("sasl_password"), Some(ArgValue::Str("1e3".into())));
+        assert_eq!(text("auth_token"), Some(ArgValue::Str("none".into())));
+        assert_eq!(text("client_secret"), Some(ArgValue::Str("true".into())));
+        assert_eq!(text("username"), Some(ArgValue::Str("007".into())));
+        assert_eq!(args.string("password").unwrap().as_deref(), Some("0123"));
+        // Other arguments are coerced as dogpile does.
+        assert_eq!(text("port"), Some(ArgValue::Int(123)));
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let config = RegionConfig::new("dogpile.cache.redis")
+            .argument("password", "hunter2")
+            .argument("sasl_password", "s3cr3t-sasl")
+            .argument("ssl_keyfile", "/keys/private.pem")
+            .argument("url", "redis://user:pw-in-url@host:6379/0")
+            .argument("startup_nodes", vec!["redis://:pw-in-list@h:1", "h:2"])
+            .argument("username", "ann");
+        let debug = format!("{config:?}");
+        for secret in [
+            "hunter2",
+            "s3cr3t-sasl",
+            "private.pem",
+            "pw-in-url",
+            "pw-in-list",
+            "user:",
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("\"password\": ***"), "{debug}");
+        assert!(debug.contains("redis://***@host:6379/0"), "{debug}");
+        assert!(debug.contains("\"ann\""), "{debug}");
+
+        // Type errors name the argument and echo nothing secret.
+        let args = Arguments::new().with("password", vec!["hunter2"]).with(
+            "url",
+            vec![
+                ArgValue::from("redis://:pw-in-list@h:1"),
+                ArgValue::Bool(true),
+            ],
+        );
+        assert_eq!(
+            args.string("password").unwrap_err().to_string(),
+            "arguments.password: expected a string, got a list ***"
+        );
+        assert_eq!(
+            args.string_list("url").unwrap_err().to_string(),
+            "arguments.url: expected a string or a list of strings, got a list [\"redis://***@h:1\", true]"
+        );
+        // A message that echoes a value hides the secrets it holds.
+        let args = Arguments::new()
+            .with("password", "pa\"ss")
+            .with("url", "memcache://me:hunter2@h:1/x");
+        let err = args.error(
+            "url",
+            "memcache://me:hunter2@h:1/x, \"pa\\\"ss\" and pa\"ss",
+        );
+        assert_eq!(
+            err.to_string(),
+            "arguments.url: memcache://***@h:1/x, \"***\" and ***"
         );
     }
 

@@ -1,10 +1,38 @@
 //! Cache keys: the text of function arguments ([`KeyArg`]), the default key generators, and key
-//! manglers ([`sha1_mangle_key`]).
+//! manglers ([`sha1_mangle_key`], [`length_conditional_mangler`]).
 //!
 //! The default key of a memoized function is dogpile's: `module::path:function|namespace|a b`
-//! (no `|namespace` part without a namespace). Argument texts are joined by one space. Text that
-//! holds a character with a meaning in the key (`\`, space, `|`, `,`, brackets) is escaped with a
-//! backslash, so two different argument lists never give the same key.
+//! (no `|namespace` part without a namespace). Argument texts are joined by one space.
+//!
+//! # Key texts
+//!
+//! Integers, `bool`s and text without special characters are written as they are (`3`, `true`,
+//! `user:7`), so keys stay readable. The rest is framed so that **two different values of one
+//! type never write the same text**, nested too:
+//!
+//! | value | text |
+//! |---|---|
+//! | text holding `\`, space, `\|`, `,`, `(`, `)`, `[`, `]` or `"` | that character after a `\`: `a b` is `a\ b` |
+//! | the empty text | `""` |
+//! | the text `None` | `\None` |
+//! | `None` | `None` |
+//! | `Some(v)` | the text of `v`; `Some(…)` around it when that text is `None` or starts with `Some(`, so `Some(None)` is `Some(None)` |
+//! | a slice, array or `Vec` | `[a,b]` (`[]` when empty) |
+//! | a tuple | `(a,b)` |
+//! | a float | as Rust prints it (`1.5`, `-0`, `inf`, `NaN`); a NaN other than `f64::NAN` (or `f32::NAN`) adds its bits, `NaN:fff8000000000000` |
+//!
+//! So within one type: texts give back their value; no built-in text is empty or holds an
+//! unescaped space, `|` or `"` (but the `""` of the empty text), and every unescaped `,` is
+//! inside brackets, which balance. This is what makes joined argument lists (by [`write_args`])
+//! and nested values decodable, and so injective.
+//!
+//! Across types texts may meet: the string `3`, the integer `3` and `Some(3)` all write `3`. A
+//! function's arguments have fixed types, so one function never gives two argument lists one
+//! key; functions are told apart by their module path, name and namespace.
+//!
+//! A [`KeyArg`] of your own keeps these guarantees when its text follows the same rules: build it
+//! from the built-in implementations and [`write_key_text`] for free text, and keep your own
+//! separators inside brackets or use characters that are not special (`:`, `/`, `=`).
 
 use std::fmt::Write as _;
 
@@ -13,8 +41,9 @@ use sha1::{Digest, Sha1};
 /// A value that can be part of a cache key: the `to_str` of dogpile.
 ///
 /// Implemented for integers, floats, `bool`, `char`, `str`, `String`, `Option<T>` (`None` is
-/// written `None`), references, tuples, slices, arrays and `Vec`. Implement it for your own types
-/// by writing something that identifies the value, with [`write_key_text`] for free text:
+/// written `None`), references, tuples, slices, arrays and `Vec`; the [module
+/// documentation](self) lists the texts, and what is guaranteed of them. Implement it for your own
+/// types by writing something that identifies the value, with [`write_key_text`] for free text:
 ///
 /// ```
 /// use dogpile_core::{key_text, write_key_text, KeyArg};
@@ -54,12 +83,33 @@ pub fn key_text<T: KeyArg + ?Sized>(value: &T) -> String {
     s
 }
 
-/// Characters that have a meaning in a key, and so are escaped in free text.
-const SPECIAL: &[char] = &['\\', ' ', '|', ',', '(', ')', '[', ']'];
+/// Characters that have a meaning in a key, and so are escaped in free text: the escape itself,
+/// the separators of arguments (space) and of the key's parts (`|`), those of sequences and
+/// tuples, and the quote that writes the empty text.
+const SPECIAL: &[char] = &['\\', ' ', '|', ',', '(', ')', '[', ']', '"'];
 
-/// Appends free text to a key, escaping the characters that structure keys (and the text `None`,
-/// which stands for an absent `Option`).
+/// Appends free text to a key, escaping the characters that structure keys with a backslash;
+/// the empty text is written `""`, and the text `None` (which stands for an absent `Option`)
+/// `\None`. Different texts give different results.
+///
+/// ```
+/// use dogpile_core::write_key_text;
+///
+/// let text = |t: &str| {
+///     let mut out = String::new();
+///     write_key_text(&mut out, t);
+///     out
+/// };
+/// assert_eq!(text("user:7"), "user:7");
+/// assert_eq!(text("a b|c"), r"a\ b\|c");
+/// assert_eq!(text(""), r#""""#);
+/// assert_eq!(text("None"), r"\None");
+/// ```
 pub fn write_key_text(out: &mut String, text: &str) {
+    if text.is_empty() {
+        out.push_str("\"\"");
+        return;
+    }
     if text == "None" {
         out.push_str("\\None");
         return;
@@ -88,17 +138,29 @@ macro_rules! int_key_arg {
 }
 int_key_arg!(u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128 isize);
 
-macro_rules! display_key_arg {
+impl KeyArg for bool {
+    fn write_key(&self, out: &mut String) {
+        out.push_str(if *self { "true" } else { "false" });
+    }
+}
+
+macro_rules! float_key_arg {
     ($($t:ty)*) => {$(
         impl KeyArg for $t {
             fn write_key(&self, out: &mut String) {
-                let _ = write!(out, "{}", self);
+                // Rust prints the shortest text that reads back as the same float, so distinct
+                // floats print distinct texts (`-0` too); only NaNs all print `NaN`, so a NaN
+                // other than the usual one adds its bits.
+                if self.is_nan() && self.to_bits() != <$t>::NAN.to_bits() {
+                    let _ = write!(out, "NaN:{:x}", self.to_bits());
+                } else {
+                    let _ = write!(out, "{}", self);
+                }
             }
         }
     )*};
 }
-// Floats print as Rust prints them (`1.5`, `-0`, `NaN`, `inf`); none of these hold a special.
-display_key_arg!(f32 f64 bool);
+float_key_arg!(f32 f64);
 
 impl KeyArg for char {
     fn write_key(&self, out: &mut String) {
@@ -161,7 +223,18 @@ impl<T: KeyArg + ToOwned + ?Sized> KeyArg for std::borrow::Cow<'_, T> {
 impl<T: KeyArg> KeyArg for Option<T> {
     fn write_key(&self, out: &mut String) {
         match self {
-            Some(v) => v.write_key(out),
+            Some(v) => {
+                let start = out.len();
+                v.write_key(out);
+                // `Some(x)` is written as `x`, unless `x` could be read as `None` or as a
+                // `Some(…)` of this rule (nested options): then it is framed, so `Some(None)`
+                // and `None` differ.
+                let text = &out[start..];
+                if text == "None" || text.starts_with("Some(") {
+                    out.insert_str(start, "Some(");
+                    out.push(')');
+                }
+            }
             None => out.push_str("None"),
         }
     }
@@ -335,21 +408,65 @@ impl std::fmt::Debug for KeyMangler {
 }
 
 /// The SHA-1 of a key, as 40 lowercase hex digits: a mangler that gives every key the same
-/// length and alphabet.
+/// length and alphabet. It takes text (a `&str`, a `String`) or bytes, as dogpile's takes `str`
+/// or `bytes`; text is hashed as its UTF-8 bytes, so both give the same digest.
 ///
 /// ```
 /// use dogpile_core::sha1_mangle_key;
 ///
 /// assert_eq!(sha1_mangle_key("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+/// assert_eq!(sha1_mangle_key(b"abc"), sha1_mangle_key("abc"));
+/// assert_eq!(sha1_mangle_key(&vec![0xffu8, 0x00]).len(), 40);
 /// assert_eq!(sha1_mangle_key("a key of any length, with spaces").len(), 40);
+///
+/// // It is a plain `fn(&str) -> String` where a mangler is wanted.
+/// let mangler: fn(&str) -> String = sha1_mangle_key;
+/// assert_eq!(mangler("abc").len(), 40);
 /// ```
-pub fn sha1_mangle_key(key: &str) -> String {
-    let digest = Sha1::digest(key.as_bytes());
+pub fn sha1_mangle_key<K: AsRef<[u8]> + ?Sized>(key: &K) -> String {
+    let digest = Sha1::digest(key.as_ref());
     let mut out = String::with_capacity(40);
     for b in digest {
         let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+/// A mangler that applies `mangler` to keys of `length` bytes or more and keeps shorter keys as
+/// they are: dogpile's `util.length_conditional_mangler` (which counts characters; for ASCII keys
+/// the same), to keep short keys readable and long ones within a server's limit.
+///
+/// A short key is kept as it is, so it could be written to equal the mangled form of a long one
+/// (40 hex digits, for [`sha1_mangle_key`]); keys made by [`function_key_generator`] hold `:` and
+/// cannot.
+///
+/// ```
+/// use dogpile_core::{length_conditional_mangler, sha1_mangle_key, CacheRegion, RegionBuilder};
+///
+/// let mangle = length_conditional_mangler(50, sha1_mangle_key);
+/// assert_eq!(mangle("user:7"), "user:7");
+/// let long = "x".repeat(50);
+/// assert_eq!(mangle(&long), sha1_mangle_key(&long));
+///
+/// let region: CacheRegion = RegionBuilder::new()
+///     .key_mangler_fn(length_conditional_mangler(250, sha1_mangle_key))
+///     .build();
+/// # let _ = region;
+/// ```
+pub fn length_conditional_mangler<M>(
+    length: usize,
+    mangler: M,
+) -> impl Fn(&str) -> String + Send + Sync + 'static
+where
+    M: Fn(&str) -> String + Send + Sync + 'static,
+{
+    move |key: &str| {
+        if key.len() >= length {
+            mangler(key)
+        } else {
+            key.to_owned()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -398,6 +515,64 @@ mod tests {
         assert_eq!(key_text(&(1, "a")), "(1,a)");
         assert_eq!(key_text(&[1u8, 2, 3][..]), "[1,2,3]");
         assert_eq!(key_text(&vec![vec![1], vec![]]), "[[1],[]]");
+    }
+
+    #[test]
+    fn values_that_wrote_one_text_now_differ() {
+        // Each pair wrote the same text before the framing: `[]`, `None`, `[,]`, `[]`.
+        assert_ne!(
+            key_text(&Vec::<String>::new()),
+            key_text(&vec![String::new()])
+        );
+        assert_ne!(key_text(&None::<Option<i32>>), key_text(&Some(None::<i32>)));
+        assert_ne!(
+            key_text(&vec![String::new(), String::new()]),
+            key_text(&vec![",".to_string()])
+        );
+        assert_ne!(
+            key_text(&Some(Vec::<&str>::new())),
+            key_text(&Some(vec![""]))
+        );
+        assert_ne!(key_text(&f64::NAN), key_text(&-f64::NAN));
+    }
+
+    #[test]
+    fn framed_texts() {
+        assert_eq!(key_text(""), "\"\"");
+        assert_eq!(key_text("\"\""), "\\\"\\\"");
+        assert_eq!(key_text(&vec![""]), "[\"\"]");
+        assert_eq!(key_text(&Some(None::<i32>)), "Some(None)");
+        assert_eq!(key_text(&Some(Some(None::<i32>))), "Some(Some(None))");
+        assert_eq!(key_text(&Some(Some(3))), "3");
+        assert_eq!(key_text(&Some("Some(x)")), "Some\\(x\\)");
+        assert_eq!(key_text(&-f64::NAN), "NaN:fff8000000000000");
+        assert_eq!(key_text(&f32::NAN), "NaN");
+        assert_eq!(key_text(&-0.0f64), "-0");
+    }
+
+    #[test]
+    fn length_conditional_mangler_hashes_long_keys_only() {
+        let m = length_conditional_mangler(5, sha1_mangle_key);
+        assert_eq!(m("abcd"), "abcd");
+        // dogpile mangles from `length` on (`len(key) >= length`).
+        assert_eq!(m("abcde"), sha1_mangle_key("abcde"));
+        assert_eq!(m("abcdef"), sha1_mangle_key("abcdef"));
+        // Bytes, not characters: `é` is two.
+        assert_eq!(m("ab\u{e9}d"), sha1_mangle_key("ab\u{e9}d"));
+    }
+
+    #[test]
+    fn sha1_takes_text_and_bytes() {
+        assert_eq!(sha1_mangle_key(b"abc"), sha1_mangle_key("abc"));
+        assert_eq!(
+            sha1_mangle_key(&[0xffu8][..]),
+            sha1_mangle_key(&vec![0xffu8])
+        );
+        // sha1 of the empty input, a published vector.
+        assert_eq!(
+            sha1_mangle_key(b""),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        );
     }
 
     #[test]

@@ -33,9 +33,9 @@ pub use error::{BoxError, CreateError, Error, Result};
 pub use expiration::Expiration;
 pub use invalidation::{DefaultInvalidation, RegionInvalidationStrategy};
 pub use key::{
-    function_key_generator, function_multi_key_generator, key_text, sha1_mangle_key, write_args,
-    write_key_text, FunctionInfo, FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyArg,
-    KeyMangler,
+    function_key_generator, function_multi_key_generator, key_text, length_conditional_mangler,
+    sha1_mangle_key, write_args, write_key_text, FunctionInfo, FunctionKeyGenerator,
+    FunctionMultiKeyGenerator, KeyArg, KeyMangler,
 };
 pub use lock::{AsyncCreation, AsyncCreationRunner};
 pub use mutex::{CacheMutex, LockGuard};

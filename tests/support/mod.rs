@@ -388,3 +388,75 @@ pub fn redis_cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[
     }
     c.query(con).expect("a raw command")
 }
+
+/// The configuration of a `dogpile.cache.dbm` region at `path` with a 60 s expiration and the
+/// default lock file (`PATH.dogpile.lock`).
+pub fn file_store_config(path: &std::path::Path) -> dogpile::RegionConfig {
+    dogpile::RegionConfig::new("dogpile.cache.dbm")
+        .expiration_time(60)
+        .argument("filename", path.to_string_lossy().into_owned())
+}
+
+/// A region on the file store at `path` (see [`file_store_config`]).
+pub fn file_store_region(path: &std::path::Path) -> dogpile::CacheRegion {
+    dogpile::make_region()
+        .configure(file_store_config(path))
+        .expect("configuring the file store")
+}
+
+/// Runs `f` on a helper thread and returns its result; fails the test when it has not finished
+/// within a generous bound (60 s). How a test tells a hang, never by a tight wall-clock bound.
+pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    const HANG: Duration = Duration::from_secs(60);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(HANG)
+        .unwrap_or_else(|_| panic!("{what}: still not done after {HANG:?}: hung"))
+}
+
+/// Sends one raw memcached command and returns the first line of its answer, as another
+/// client would see it.
+pub fn memcached_line(addr: &str, cmd: &[u8]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = TcpStream::connect(addr).expect("connecting to memcached");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(cmd).unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    line
+}
+
+/// A memory region with `expiration` on a manual clock, and the clock's handle.
+pub fn manual_memory_region(
+    expiration: impl Into<dogpile::Expiration>,
+) -> (
+    dogpile::CacheRegion,
+    std::sync::Arc<dogpile::clock::ManualClock>,
+) {
+    let (clock, handle) = dogpile::clock::Clock::manual(std::time::SystemTime::now());
+    let region = dogpile::make_region()
+        .configure(
+            dogpile::RegionConfig::new("dogpile.cache.memory")
+                .expiration_time(expiration)
+                .clock(clock),
+        )
+        .unwrap();
+    (region, handle)
+}
+
+/// A region on the memcached server at `addr` with its distributed lock.
+#[cfg(feature = "memcached")]
+pub fn memcached_locking_region(addr: &str, lock_timeout: u64) -> dogpile::CacheRegion {
+    dogpile::make_region()
+        .configure(
+            dogpile::RegionConfig::new("dogpile.cache.memcached")
+                .expiration_time(60)
+                .argument("url", addr)
+                .argument("distributed_lock", true)
+                .argument("lock_timeout", lock_timeout)
+                .argument("socket_timeout", 2.0),
+        )
+        .expect("configuring memcached")
+}

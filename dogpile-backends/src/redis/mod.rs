@@ -93,6 +93,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope_for};
+use dogpile_core::config::Secret;
 use dogpile_core::{
     Arguments, Backend, BoxFuture, CacheMutex, CachedValue, Error, Expiration, PayloadKind, Result,
 };
@@ -128,7 +129,8 @@ const COMMON_ARGS: &[&str] = &[
 #[derive(Clone, Debug, PartialEq)]
 struct Common {
     username: Option<String>,
-    password: Option<String>,
+    /// `***` in `Debug`.
+    password: Option<Secret<String>>,
     socket_timeout: Option<Duration>,
     connect_timeout: Duration,
     ttl: Option<Duration>,
@@ -172,7 +174,7 @@ impl Common {
         };
         Ok(Common {
             username: args.string("username")?,
-            password: args.string("password")?,
+            password: args.string("password")?.map(Secret),
             socket_timeout,
             connect_timeout,
             ttl,
@@ -194,15 +196,9 @@ fn with_scheme(addr: &str) -> String {
     }
 }
 
-/// A URL for an error message, without the user name and password it may hold.
+/// A URL for an error message, its user name and password shown as `***`.
 fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
-        }
-        (None, Some(at)) => format!("…@{}", &url[at + 1..]),
-        _ => url.to_owned(),
-    }
+    dogpile_core::config::redact_url(url).into_owned()
 }
 
 fn parse_url(args: &Arguments, name: &str, url: &str) -> Result<redis::ConnectionInfo> {
@@ -261,7 +257,7 @@ fn single_server_info(args: &Arguments, common: &Common) -> Result<redis::Connec
     if let Some(u) = &common.username {
         settings = settings.set_username(u);
     }
-    if let Some(p) = &common.password {
+    if let Some(Secret(p)) = &common.password {
         settings = settings.set_password(p);
     }
     info = info.set_redis_settings(settings);
@@ -345,7 +341,7 @@ impl RedisBackend {
         if let Some(u) = &common.username {
             builder = builder.username(u);
         }
-        if let Some(p) = &common.password {
+        if let Some(Secret(p)) = &common.password {
             builder = builder.password(p);
         }
         let client = builder

@@ -324,7 +324,10 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         let mut order = keys.to_vec();
         order.sort_by_key(|&i| self.slots[i].order);
         let names: Vec<&str> = order.iter().map(|&i| self.slots[i].key).collect();
-        tracing::debug!(keys = ?names, backend = %self.cfg.backend_name, "creating values");
+        match names.as_slice() {
+            [key] => tracing::debug!(key, backend = %self.cfg.backend_name, "creating value"),
+            keys => tracing::debug!(?keys, backend = %self.cfg.backend_name, "creating values"),
+        }
         let creation = CreationGuard::start(&self.region.stats, &self.cfg.clock);
         let created_at = creation.created_at();
         let values = creation
@@ -520,8 +523,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// [`get_or_create_with`](CacheRegion::get_or_create_with) whose creator can run on the
-    /// region's [`AsyncCreationRunner`]: for a stale value, the runner creates the new one while
-    /// this caller gets the stale one at once. Without a runner it is `get_or_create_with`.
+    /// region's [`AsyncCreationRunner`](crate::AsyncCreationRunner): for a stale value, the
+    /// runner creates the new one while this caller gets the stale one at once. Without a runner
+    /// it is `get_or_create_with`.
     /// (`get_or_create` cannot hand its creator to another thread: it may borrow from the
     /// caller.)
     pub fn get_or_create_in_background<T: CacheValue>(

@@ -19,11 +19,15 @@
 //!
 //! **The dogpile lock.** On Linux, `get_mutex` takes an exclusive open-file-description lock
 //! (`fcntl(F_OFD_SETLK)`) on one byte of the lock file: byte `hash(key) mod 2^20`, so each key
-//! (up to rare hash collisions, which only serialize two keys) has its own lock, in one file.
-//! These locks conflict between threads as well as processes, and the kernel drops them when
-//! their holder dies, so a killed creator never blocks the others. Waiters block in
-//! `F_OFD_SETLKW` on a shared lock of that byte and wake the moment the holder lets go: no
-//! polling. On other systems the region's in-process lock is used.
+//! (up to rare hash collisions, which only serialize two keys across processes) has its own lock,
+//! in one file. Within a process a byte is locked once and shared by every key on it, so a caller
+//! never waits on its own process's lock for another key; the same key is still held once. The
+//! kernel drops the locks of a process that dies, so a killed creator never blocks the others.
+//! Waits poll, and end by their deadline. On other systems the region's in-process lock is used.
+//!
+//! **Async callers.** `get_async`, `set_async`, `delete_async` and the lock's `wait_async` run
+//! their blocking SQLite and lock calls on the `blocking` crate's thread pool, which needs no
+//! particular runtime: an executor thread never waits on the file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,7 +39,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope_for};
 use dogpile_core::{
-    ArgValue, Arguments, Backend, CacheMutex, CachedValue, Error, PayloadKind, Result,
+    ArgValue, Arguments, Backend, BoxFuture, CacheMutex, CachedValue, Error, PayloadKind, Result,
 };
 
 const NAME: &str = "dogpile.cache.dbm";
@@ -53,7 +57,7 @@ struct Inner {
     path: PathBuf,
     name: String,
     idle: Mutex<Vec<Connection>>,
-    lockfile: Option<Arc<PathBuf>>,
+    lockfile: Option<Arc<lock::LockFile>>,
 }
 
 impl std::fmt::Debug for FileBackend {
@@ -195,21 +199,22 @@ impl FileBackend {
         if let Some(why) = why {
             return Err(Error::backend_msg(name, format!("the file is {why}")));
         }
-        if let Some(lf) = &lockfile {
-            lock::open(lf).map_err(|e| {
+        let lockfile = match &lockfile {
+            Some(lf) => Some(lock::open(lf).map_err(|e| {
                 Error::backend(
                     name.clone(),
                     format!("cannot open the dogpile lock file {}: {e}", lf.display()),
                     e,
                 )
-            })?;
-        }
+            })?),
+            None => None,
+        };
         Ok(FileBackend {
             inner: Arc::new(Inner {
                 path,
                 name,
                 idle: Mutex::new(vec![conn]),
-                lockfile: lockfile.map(Arc::new),
+                lockfile,
             }),
         })
     }
@@ -232,10 +237,6 @@ impl FileBackend {
     /// Whether the store is empty.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
-    }
-
-    fn encode(&self, key: &str, value: &CachedValue) -> Result<Vec<u8>> {
-        encode_envelope_for(value, &self.inner.name, key)
     }
 }
 
@@ -263,6 +264,40 @@ impl Inner {
     fn error(&self, what: &str, e: rusqlite::Error) -> Error {
         Error::backend(self.name.clone(), format!("{what} failed: {e}"), e)
     }
+
+    fn encode(&self, key: &str, value: &CachedValue) -> Result<Vec<u8>> {
+        encode_envelope_for(value, &self.name, key)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<CachedValue>> {
+        let raw = self.with_conn("get", |c| read_value(&mut c.prepare_cached(SELECT)?, key))?;
+        Ok(raw.and_then(|b| decode_envelope_or_miss(&b, &self.name, key)))
+    }
+
+    fn set(&self, key: &str, value: &CachedValue) -> Result<()> {
+        let bytes = self.encode(key, value)?;
+        self.with_conn("set", |c| {
+            c.prepare_cached(UPSERT)?
+                .execute(rusqlite::params![key, bytes])
+                .map(|_| ())
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.with_conn("delete", |c| {
+            c.prepare_cached(DELETE)?.execute([key]).map(|_| ())
+        })
+    }
+}
+
+/// Runs `f` on the `blocking` crate's thread pool, off the caller's executor thread: SQLite
+/// calls block (on the disk, and on another process's write for up to the busy timeout).
+fn off_executor<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+) -> BoxFuture<'static, Result<T>> {
+    let inner = inner.clone();
+    Box::pin(blocking::unblock(move || f(&inner)))
 }
 
 fn read_value(
@@ -298,25 +333,15 @@ impl Backend for FileBackend {
     }
 
     fn get(&self, key: &str) -> Result<Option<CachedValue>> {
-        let raw = self
-            .inner
-            .with_conn("get", |c| read_value(&mut c.prepare_cached(SELECT)?, key))?;
-        Ok(raw.and_then(|b| decode_envelope_or_miss(&b, &self.inner.name, key)))
+        self.inner.get(key)
     }
 
     fn set(&self, key: &str, value: CachedValue) -> Result<()> {
-        let bytes = self.encode(key, &value)?;
-        self.inner.with_conn("set", |c| {
-            c.prepare_cached(UPSERT)?
-                .execute(rusqlite::params![key, bytes])
-                .map(|_| ())
-        })
+        self.inner.set(key, &value)
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        self.inner.with_conn("delete", |c| {
-            c.prepare_cached(DELETE)?.execute([key]).map(|_| ())
-        })
+        self.inner.delete(key)
     }
 
     fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<CachedValue>>> {
@@ -348,7 +373,7 @@ impl Backend for FileBackend {
         }
         let encoded = items
             .iter()
-            .map(|(k, v)| Ok((k.as_str(), self.encode(k, v)?)))
+            .map(|(k, v)| Ok((k.as_str(), self.inner.encode(k, v)?)))
             .collect::<Result<Vec<_>>>()?;
         self.inner.with_conn("set_multi", |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -382,306 +407,52 @@ impl Backend for FileBackend {
         let lockfile = self.inner.lockfile.as_ref()?;
         lock::mutex(lockfile.clone(), key)
     }
+
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
+        let key = key.to_owned();
+        off_executor(&self.inner, move |inner| inner.get(&key))
+    }
+
+    fn set_async<'a>(&'a self, key: &'a str, value: CachedValue) -> BoxFuture<'a, Result<()>> {
+        let key = key.to_owned();
+        off_executor(&self.inner, move |inner| inner.set(&key, &value))
+    }
+
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        let key = key.to_owned();
+        off_executor(&self.inner, move |inner| inner.delete(&key))
+    }
 }
 
 #[cfg(target_os = "linux")]
-mod lock {
-    //! Per-key locks as open-file-description byte-range locks on one file.
+mod lock;
 
-    use std::fs::{File, OpenOptions};
-    use std::io;
-    use std::os::fd::AsRawFd;
-    use std::path::PathBuf;
-    use std::sync::Arc;
-    use std::time::Instant;
-
-    use parking_lot::Mutex;
-
-    use dogpile_core::{CacheMutex, Error, Result};
-
-    /// Lock slots: keys share a byte when their hashes agree modulo this.
-    const SLOTS: u64 = 1 << 20;
-
-    pub(super) fn open(path: &PathBuf) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-    }
-
-    fn slot(key: &str) -> u64 {
-        // FNV-1a: stable across processes and builds, as every process must pick the same byte.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in key.as_bytes() {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h % SLOTS
-    }
-
-    pub(super) fn mutex(path: Arc<PathBuf>, key: &str) -> Option<Box<dyn CacheMutex>> {
-        Some(Box::new(FileMutex {
-            path,
-            slot: slot(key),
-            held: Mutex::new(None),
-        }))
-    }
-
-    struct FileMutex {
-        path: Arc<PathBuf>,
-        slot: u64,
-        /// The open file holding the lock, while held: closing it releases the lock.
-        held: Mutex<Option<File>>,
-    }
-
-    /// One `fcntl` byte-range call on `slot`; returns the `flock` (for `F_OFD_GETLK`).
-    fn fcntl_lock(
-        file: &File,
-        cmd: libc::c_int,
-        kind: libc::c_int,
-        slot: u64,
-    ) -> io::Result<libc::flock> {
-        // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = kind as _;
-        fl.l_whence = libc::SEEK_SET as _;
-        fl.l_start = slot as _;
-        fl.l_len = 1;
-        fl.l_pid = 0; // required by the OFD commands
-        loop {
-            // SAFETY: the descriptor is open for the call, and `fl` is a valid, live `flock`.
-            let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
-            if r != -1 {
-                return Ok(fl);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-
-    fn would_block(e: &io::Error) -> bool {
-        matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES))
-    }
-
-    impl FileMutex {
-        fn open(&self) -> Result<File> {
-            open(&self.path).map_err(|e| self.error("opening", e))
-        }
-
-        fn error(&self, what: &str, e: io::Error) -> Error {
-            Error::backend(
-                format!("{} {}", super::NAME, self.path.display()),
-                format!("{what} the dogpile lock file failed: {e}"),
-                e,
-            )
-        }
-    }
-
-    impl CacheMutex for FileMutex {
-        fn try_acquire(&self) -> Result<bool> {
-            let mut held = self.held.lock();
-            if held.is_some() {
-                return Ok(false);
-            }
-            let file = self.open()?;
-            match fcntl_lock(&file, libc::F_OFD_SETLK, libc::F_WRLCK, self.slot) {
-                Ok(_) => {
-                    *held = Some(file);
-                    Ok(true)
-                }
-                Err(e) if would_block(&e) => Ok(false),
-                Err(e) => Err(self.error("locking", e)),
-            }
-        }
-
-        fn wait(&self, _deadline: Instant) -> Result<()> {
-            // A shared lock is granted once no exclusive one is held: the holder released it,
-            // or died. Let go of it at once; the caller looks at the value again.
-            // TODO(issue 11): SETLKW has no deadline.
-            let file = self.open()?;
-            fcntl_lock(&file, libc::F_OFD_SETLKW, libc::F_RDLCK, self.slot)
-                .map_err(|e| self.error("waiting on", e))?;
-            fcntl_lock(&file, libc::F_OFD_SETLK, libc::F_UNLCK, self.slot)
-                .map_err(|e| self.error("unlocking", e))?;
-            Ok(())
-        }
-
-        fn release(&self) -> Result<()> {
-            if let Some(file) = self.held.lock().take() {
-                // Closing the file releases the lock too; unlocking first says so plainly.
-                fcntl_lock(&file, libc::F_OFD_SETLK, libc::F_UNLCK, self.slot)
-                    .map_err(|e| self.error("unlocking", e))?;
-            }
-            Ok(())
-        }
-
-        fn locked(&self) -> Result<bool> {
-            if self.held.lock().is_some() {
-                return Ok(true);
-            }
-            let file = self.open()?;
-            // Asks whether a shared lock would be refused: only an exclusive holder refuses it,
-            // so waiters do not count.
-            let fl = fcntl_lock(&file, libc::F_OFD_GETLK, libc::F_RDLCK, self.slot)
-                .map_err(|e| self.error("testing", e))?;
-            Ok(i32::from(fl.l_type) != libc::F_UNLCK)
-        }
-    }
-}
+/// The byte of the lock file that locks `key` (for tests that need two keys on one byte).
+#[cfg(target_os = "linux")]
+#[doc(hidden)]
+pub use lock::slot as lock_slot;
 
 #[cfg(not(target_os = "linux"))]
 mod lock {
     //! Without open-file-description locks, the region's in-process lock is used.
 
-    use std::path::PathBuf;
+    use std::path::Path;
     use std::sync::Arc;
 
     use dogpile_core::CacheMutex;
 
-    pub(super) fn open(_path: &PathBuf) -> std::io::Result<()> {
-        Ok(())
+    /// Nothing: no lock file is used.
+    #[derive(Debug)]
+    pub(crate) struct LockFile;
+
+    pub(crate) fn open(_path: &Path) -> std::io::Result<Arc<LockFile>> {
+        Ok(Arc::new(LockFile))
     }
 
-    pub(super) fn mutex(_path: Arc<PathBuf>, _key: &str) -> Option<Box<dyn CacheMutex>> {
+    pub(crate) fn mutex(_file: Arc<LockFile>, _key: &str) -> Option<Box<dyn CacheMutex>> {
         None
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use dogpile_core::{Metadata, Payload, Timestamp};
-
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(tag: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!(
-                "dogpile-file-unit-{tag}-{}-{}",
-                std::process::id(),
-                SystemTimeNanos::now()
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    struct SystemTimeNanos;
-    impl SystemTimeNanos {
-        fn now() -> u128 {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        }
-    }
-
-    fn value(bytes: &[u8]) -> CachedValue {
-        CachedValue {
-            payload: Payload::Bytes(Arc::from(bytes)),
-            metadata: Metadata::new(Timestamp::from_nanos(42)),
-        }
-    }
-
-    fn args(path: &Path) -> Arguments {
-        Arguments::new().with("filename", path.to_string_lossy().into_owned())
-    }
-
-    #[test]
-    fn round_trip_and_undecodable_entries_are_misses() {
-        let dir = Dir::new("rt");
-        let path = dir.0.join("c.db");
-        let b = FileBackend::from_arguments(&args(&path)).unwrap();
-        assert!(b.is_empty().unwrap());
-        b.set("k", value(b"payload")).unwrap();
-        let got = b.get("k").unwrap().unwrap();
-        assert_eq!(got.metadata, Metadata::new(Timestamp::from_nanos(42)));
-        assert!(matches!(got.payload, Payload::Bytes(p) if &*p == b"payload"));
-        // Foreign bytes, text and numbers written by someone else: misses, never errors.
-        let c = Connection::open(&path).unwrap();
-        c.execute(UPSERT, rusqlite::params!["blob", b"garbage".to_vec()])
-            .unwrap();
-        c.execute(UPSERT, rusqlite::params!["text", "some text"])
-            .unwrap();
-        c.execute(UPSERT, rusqlite::params!["int", 7]).unwrap();
-        for k in ["blob", "text", "int"] {
-            assert!(b.get(k).unwrap().is_none(), "{k}");
-        }
-        let multi = b.get_multi(&["k", "blob", "none"]).unwrap();
-        assert!(multi[0].is_some() && multi[1].is_none() && multi[2].is_none());
-        assert_eq!(b.len().unwrap(), 4);
-        b.delete_multi(&["k", "blob", "text", "int"]).unwrap();
-        assert!(b.is_empty().unwrap());
-    }
-
-    #[test]
-    fn another_applications_database_is_refused_and_left_alone() {
-        let dir = Dir::new("foreign");
-        let path = dir.0.join("app.sqlite");
-        let c = Connection::open(&path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE users (id INTEGER PRIMARY KEY); INSERT INTO users VALUES (1);",
-        )
-        .unwrap();
-        let err = FileBackend::from_arguments(&args(&path))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(&*path.to_string_lossy()), "{err}");
-        assert!(err.contains("not a dogpile store"), "{err}");
-        let tables: i64 = c
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(tables, 1);
-
-        let other = dir.0.join("other.sqlite");
-        let c = Connection::open(&other).unwrap();
-        c.execute_batch("PRAGMA application_id = 1234").unwrap();
-        let err = FileBackend::from_arguments(&args(&other))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("another application"), "{err}");
-    }
-
-    #[test]
-    fn lockfile_arguments_read_as_in_dogpile() {
-        let dir = Dir::new("lockargs");
-        let path = dir.0.join("c.db");
-        let off =
-            FileBackend::from_arguments(&args(&path).with("dogpile_lockfile", false)).unwrap();
-        assert!(off.get_mutex("k").is_none());
-        let named = dir.0.join("my.lock");
-        let on = FileBackend::from_arguments(
-            &args(&path)
-                .with("dogpile_lockfile", named.to_string_lossy().into_owned())
-                .with("rw_lockfile", true),
-        )
-        .unwrap();
-        assert!(named.exists());
-        let default = FileBackend::from_arguments(&args(&path)).unwrap();
-        assert!(with_suffix(&path, ".dogpile.lock").exists());
-        if cfg!(target_os = "linux") {
-            let a = on.get_mutex("k").unwrap();
-            let b = on.get_mutex("k").unwrap();
-            let other_file = default.get_mutex("k").unwrap();
-            assert!(a.try_acquire().unwrap());
-            assert!(!b.try_acquire().unwrap());
-            assert!(b.locked().unwrap());
-            // Another lock file is another lock.
-            assert!(other_file.try_acquire().unwrap());
-            a.release().unwrap();
-            assert!(!b.locked().unwrap());
-            b.wait(std::time::Instant::now() + std::time::Duration::from_secs(3600))
-                .unwrap();
-            assert!(b.try_acquire().unwrap());
-            b.release().unwrap();
-            other_file.release().unwrap();
-        }
-    }
-}
+mod tests;
