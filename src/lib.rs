@@ -39,9 +39,10 @@ pub use dogpile_core::{
 };
 
 // One path for the rest: the backend author's API (`backend`, `mutex`, `proxy`, `codec`,
-// `registry`, `config`), keys, time, expiry, invalidation, the lock and the statistics.
+// `registry`, `config`), the serializers, keys, time, expiry, invalidation, the lock and the statistics.
 pub use dogpile_core::{
-    clock, codec, config, error, expiration, invalidation, key, lock, mutex, proxy, registry, stats,
+    clock, codec, config, error, expiration, invalidation, key, lock, mutex, proxy, registry,
+    serializer, stats,
 };
 
 /// Backends: the [`Backend`] trait with what it stores, and the built-in

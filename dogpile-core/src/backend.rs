@@ -16,7 +16,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The version of the value format: the envelope of byte backends and the metadata of object
 /// backends. An entry of another version is a miss.
-pub const FORMAT_VERSION: u8 = 1;
+///
+/// Version 2: payloads are MessagePack by default (version 1 wrote bincode), so an entry an
+/// earlier build wrote is a clean miss rather than bincode bytes read as MessagePack.
+pub const FORMAT_VERSION: u8 = 2;
 
 /// What is stored beside a payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 //! Serialization for byte backends.
 //!
-//! A region hands byte backends its values encoded with `bincode` (serde, standard configuration);
-//! a byte backend wraps that payload and its metadata in a small versioned envelope:
+//! A region hands byte backends its values encoded with its serializer ([`crate::serializer`])
+//! (MessagePack with named fields unless configured otherwise); a byte backend wraps that payload
+//! and its metadata in a small versioned envelope:
 //!
 //! ```text
 //! b"DGPL" | format version: u8 | created_at: u64 LE, ns since the epoch | payload
@@ -18,6 +19,7 @@ use serde::Serialize;
 use crate::backend::{CachedValue, Metadata, Payload, FORMAT_VERSION};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::serializer::{self, MessagePack, Serializer};
 
 const MAGIC: &[u8; 4] = b"DGPL";
 const HEADER_LEN: usize = MAGIC.len() + 1 + 8;
@@ -52,25 +54,51 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// Encodes a value as a payload.
+/// Encodes a value as a payload with the default serializer ([`MessagePack`]), as a region
+/// configured without a `serializer` does.
 pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    encode_value_with(&MessagePack, value)
+}
+
+/// Encodes a value as a payload with `serializer`.
+pub fn encode_value_with<T: Serialize>(
+    serializer: &dyn Serializer,
+    value: &T,
+) -> Result<Vec<u8>, String> {
+    serializer::encode_with(serializer, value)
+}
+
+/// Decodes a payload written by the default serializer ([`MessagePack`]) as a `T`. Every byte
+/// must be used: bytes left over mean the payload was written for another type.
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_value_with(&MessagePack, bytes)
+}
+
+/// Decodes a payload written by `serializer` as a `T`.
+pub fn decode_value_with<T: DeserializeOwned>(
+    serializer: &dyn Serializer,
+    bytes: &[u8],
+) -> Result<T, DecodeError> {
+    serializer::decode_with(serializer, bytes).map_err(|message| DecodeError::Payload {
+        type_name: std::any::type_name::<T>(),
+        message,
+    })
+}
+
+/// bincode's half of [`Bincode`](crate::serializer::Bincode).
+pub(crate) fn bincode_encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
     bincode::serde::encode_to_vec(value, config()).map_err(|e| e.to_string())
 }
 
-/// Decodes a payload as a `T`. Every byte must be used: bytes left over mean the payload was
-/// written for another type.
-pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let err = |message: String| DecodeError::Payload {
-        type_name: std::any::type_name::<T>(),
-        message,
-    };
+/// bincode's half of [`Bincode`](crate::serializer::Bincode): every byte must be used.
+pub(crate) fn bincode_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match decode_limited::<T>(bytes) {
         Ok((v, used)) if used == bytes.len() => Ok(v),
-        Ok((_, used)) => Err(err(format!(
+        Ok((_, used)) => Err(format!(
             "{} bytes left over after {used}",
             bytes.len() - used
-        ))),
-        Err(e) => Err(err(e.to_string())),
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -223,6 +251,11 @@ mod tests {
 
     #[test]
     fn lying_length_prefixes_are_errors_not_huge_allocations() {
+        let bincode = crate::serializer::Bincode;
+        let encode_value = |v: &dyn erased_serde::Serialize| encode_value_with(&bincode, &v);
+        fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+            decode_value_with(&crate::serializer::Bincode, bytes)
+        }
         // Varint length markers: 0xFC = a u32 follows, 0xFD = a u64 follows.
         for prefix in [
             &[0xFC, 0xFF, 0xFF, 0xFF, 0xFF][..],

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::expiration::Expiration;
 use crate::invalidation::RegionInvalidationStrategy;
 use crate::proxy::ProxyBackend;
+use crate::serializer::Serializer;
 
 /// The bound on waiting for another caller's creation when neither the region nor its backend
 /// sets one: long enough for any creation a cache should front (a slow query, a remote call),
@@ -633,6 +634,8 @@ pub struct RegionConfig {
     pub(crate) lock_blocking_timeout: Option<Duration>,
     /// The configuration key the backend name came from, for errors.
     pub(crate) backend_key: Option<String>,
+    /// How values become the payloads of byte backends (`None`: the default).
+    pub(crate) serializer: Option<Arc<dyn Serializer>>,
 }
 
 impl RegionConfig {
@@ -657,6 +660,7 @@ impl RegionConfig {
             region_invalidator: None,
             lock_blocking_timeout: None,
             backend_key: None,
+            serializer: None,
         }
     }
 
@@ -741,6 +745,30 @@ impl RegionConfig {
         self
     }
 
+    /// How the region encodes values for byte backends (the object-storing memory backend never
+    /// encodes): one of [`crate::serializer`]'s built-ins or the caller's own. The default is
+    /// [`MessagePack`](crate::serializer::MessagePack). Every process sharing a byte backend must
+    /// use the same serializer: bytes another one wrote are misses.
+    ///
+    /// ```
+    /// use dogpile_core::serializer::Json;
+    /// use dogpile_core::{CacheRegion, RegionConfig};
+    ///
+    /// let region: CacheRegion = CacheRegion::new();
+    /// region
+    ///     .configure(
+    ///         RegionConfig::with_backend(dogpile_core::testing::MapBackend::bytes())
+    ///             .serializer(Json),
+    ///     )
+    ///     .unwrap();
+    /// region.set("k", "v".to_string()).unwrap();
+    /// assert_eq!(region.get::<String>("k").unwrap().as_deref(), Some("v"));
+    /// ```
+    pub fn serializer(mut self, serializer: impl Serializer) -> Self {
+        self.serializer = Some(Arc::new(serializer));
+        self
+    }
+
     /// The backend name, or `<instance>`.
     pub fn backend_name(&self) -> &str {
         match &self.backend {
@@ -753,8 +781,9 @@ impl RegionConfig {
     /// `PREFIXbackend` (required), `PREFIXexpiration_time` (seconds; `-1` or `none` for never),
     /// `PREFIXreplace_existing_backend`, `PREFIXlock_blocking_timeout` (seconds; `none` for the
     /// default, see [`lock_blocking_timeout`](RegionConfig::lock_blocking_timeout)),
-    /// `PREFIXlock_blocking` (`false`: never wait), and `PREFIXarguments.NAME` for each backend
-    /// argument.
+    /// `PREFIXlock_blocking` (`false`: never wait), `PREFIXserializer` (`msgpack`, `json`,
+    /// `pickle` or `bincode`, see [`serializer`](RegionConfig::serializer)), and
+    /// `PREFIXarguments.NAME` for each backend argument.
     /// Values are coerced as [`coerce_string`] does, but credentials (secret arguments, see
     /// [`is_secret_argument`], and `username`) are taken as the text written: a password `0123`
     /// stays `0123`, `none` stays `none`. Other keys under the prefix are errors that name them.
@@ -781,6 +810,7 @@ impl RegionConfig {
         let mut replace = false;
         let mut lock_timeout = None;
         let mut lock_blocking = true;
+        let mut serializer = None;
         let mut arguments = Arguments {
             values: BTreeMap::new(),
             origin: args_prefix.clone(),
@@ -857,6 +887,7 @@ impl RegionConfig {
                         }
                     }
                 }
+                "serializer" => serializer = Some(crate::serializer::by_name(v, k)?),
                 "replace_existing_backend" => {
                     replace = match coerce_string(v) {
                         ArgValue::Bool(b) => b,
@@ -869,7 +900,7 @@ impl RegionConfig {
                     return Err(Error::config(
                         k,
                         format!(
-                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking and arguments.NAME"
+                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer and arguments.NAME"
                         ),
                     ))
                 }
@@ -888,6 +919,7 @@ impl RegionConfig {
         config.lock_blocking_timeout = lock_timeout;
         config = config.lock_blocking(lock_blocking);
         config.backend_key = Some(backend_key);
+        config.serializer = serializer;
         Ok(config)
     }
 }
@@ -912,6 +944,7 @@ impl fmt::Debug for RegionConfig {
             .field("arguments", &self.arguments)
             .field("wrap", &self.wrap.len())
             .field("replace_existing_backend", &self.replace_existing_backend)
+            .field("serializer", &self.serializer.as_ref().map(|s| s.name()))
             .finish()
     }
 }

@@ -17,6 +17,7 @@ pub mod mutex;
 pub mod proxy;
 pub mod region;
 pub mod registry;
+pub mod serializer;
 mod slot;
 pub mod stats;
 pub mod testing;

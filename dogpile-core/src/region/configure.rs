@@ -146,6 +146,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
             clock: config.clock,
             invalidator: config.region_invalidator,
             lock_wait,
+            serializer: config
+                .serializer
+                .unwrap_or_else(crate::serializer::default_serializer),
         };
         self.state.store(Arc::new(configured));
         tracing::debug!(region = self.name(), "configured");

@@ -33,6 +33,7 @@ use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler};
 use crate::lock::{AsyncCreationRunner, Lookup, Outcome};
 use crate::mutex::{CacheMutex, LocalLocks};
 use crate::registry::{BackendCatalog, NoBuiltins};
+use crate::serializer::Serializer;
 use crate::slot::Slot;
 use crate::stats::{Counter, RegionStats, Stats};
 
@@ -121,6 +122,8 @@ struct Configured {
     invalidator: Option<Arc<dyn RegionInvalidationStrategy>>,
     /// How long a caller may wait for another's creation (`lock_blocking_timeout`).
     lock_wait: Duration,
+    /// How values become the payloads of byte backends.
+    serializer: Arc<dyn Serializer>,
 }
 
 impl Configured {
@@ -150,12 +153,14 @@ impl Configured {
     ) -> Result<CachedValue> {
         let payload = match self.kind {
             PayloadKind::Object => Payload::Object(Arc::new(value.clone())),
-            PayloadKind::Bytes => Payload::Bytes(Arc::from(codec::encode_value(value).map_err(
-                |message| Error::Encode {
-                    key: key.to_owned(),
-                    message,
-                },
-            )?)),
+            PayloadKind::Bytes => Payload::Bytes(Arc::from(
+                codec::encode_value_with(&*self.serializer, value).map_err(|message| {
+                    Error::Encode {
+                        key: key.to_owned(),
+                        message,
+                    }
+                })?,
+            )),
         };
         Ok(CachedValue {
             payload,
@@ -187,7 +192,8 @@ impl Configured {
 
 /// Reads the `T` out of a stored payload; `None` (logged) when it holds something else.
 #[inline]
-fn decode_payload<T: CacheValue>(payload: &Payload, mkey: &str, backend: &str) -> Option<T> {
+fn decode_payload<T: CacheValue>(payload: &Payload, mkey: &str, cfg: &Configured) -> Option<T> {
+    let backend = cfg.backend_name.as_str();
     match payload {
         Payload::Object(obj) => {
             let v = (&**obj as &dyn Any).downcast_ref::<T>().cloned();
@@ -201,10 +207,16 @@ fn decode_payload<T: CacheValue>(payload: &Payload, mkey: &str, backend: &str) -
             }
             v
         }
-        Payload::Bytes(bytes) => match codec::decode_value::<T>(bytes) {
+        Payload::Bytes(bytes) => match codec::decode_value_with::<T>(&*cfg.serializer, bytes) {
             Ok(v) => Some(v),
             Err(e) => {
-                tracing::warn!(backend, key = mkey, error = %e, "undecodable cache entry read as a miss");
+                tracing::warn!(
+                    backend,
+                    key = mkey,
+                    serializer = cfg.serializer.name(),
+                    error = %e,
+                    "undecodable cache entry read as a miss"
+                );
                 None
             }
         },
@@ -435,7 +447,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if inv.is_some_and(|inv| inv.is_hard_invalidated(meta.created_at)) {
             return Lookup::Absent;
         }
-        let Some(v) = decode_payload::<T>(&value.payload, mkey, &cfg.backend_name) else {
+        let Some(v) = decode_payload::<T>(&value.payload, mkey, cfg) else {
             return Lookup::Absent;
         };
         let expired = is_expired(ttl, meta.created_at, || cfg.clock.now_coarse());

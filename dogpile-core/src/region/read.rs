@@ -43,7 +43,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 let mut out = None;
                 cfg.backend.visit(&mkey, &mut |v| {
                     if v.metadata.version == FORMAT_VERSION {
-                        out = decode_payload::<T>(&v.payload, &mkey, &cfg.backend_name);
+                        out = decode_payload::<T>(&v.payload, &mkey, cfg);
                     }
                 })?;
                 return Ok(out);

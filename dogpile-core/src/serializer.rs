@@ -1,0 +1,419 @@
+//! The serializers that turn a region's values into the payloads of byte backends.
+//!
+//! A region encodes each value it hands a byte backend (file, Redis, memcached, memory_pickle) with
+//! its serializer, chosen with [`RegionConfig::serializer`](crate::RegionConfig::serializer) or the
+//! `PREFIXserializer` configuration key. The built-in ones:
+//!
+//! | name      | type            | format                                              |
+//! |-----------|-----------------|-----------------------------------------------------|
+//! | `msgpack` | [`MessagePack`] | MessagePack, structs as maps of named fields (default) |
+//! | `json`    | [`Json`]        | JSON                                                |
+//! | `pickle`  | [`Pickle`]      | Python pickle (protocol 3, read: protocols 0 to 5)  |
+//! | `bincode` | [`Bincode`]     | bincode 2, standard configuration                   |
+//!
+//! The default is MessagePack with named fields: it is maintained, compact and fast (BENCHMARKS.md,
+//! "Serializers"), and it describes itself, so a value written as one type and read as another
+//! does not decode and is a miss, as DESIGN section 3 asks. bincode, the format of earlier builds,
+//! does not describe itself (a `String` reads back as a `Vec<u64>` of its bytes) and is no longer
+//! maintained upstream; it stays for callers who choose it.
+//!
+//! Every serializer must use all the bytes it is given: bytes left over mean the payload was
+//! written for another type, which is a miss too.
+//!
+//! Users' own serializers implement [`Serializer`] through [`erased_serde`], so that a region can
+//! hold one as a trait object:
+//!
+//! ```
+//! use dogpile_core::serializer::{erased_serde, Serializer, Visit};
+//!
+//! /// JSON with a trailing newline, so that entries read well in `redis-cli`.
+//! #[derive(Debug)]
+//! struct JsonLines;
+//!
+//! impl Serializer for JsonLines {
+//!     fn name(&self) -> &str {
+//!         "json-lines"
+//!     }
+//!
+//!     fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String> {
+//!         let mut out = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+//!         out.push(b'\n');
+//!         Ok(out)
+//!     }
+//!
+//!     fn decode(&self, bytes: &[u8], visit: Visit<'_>) -> Result<(), String> {
+//!         let mut de = serde_json::Deserializer::from_slice(bytes);
+//!         visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de)).map_err(|e| e.to_string())?;
+//!         de.end().map_err(|e| e.to_string())
+//!     }
+//! }
+//!
+//! let region: dogpile_core::CacheRegion = dogpile_core::CacheRegion::new();
+//! region
+//!     .configure(
+//!         dogpile_core::RegionConfig::with_backend(dogpile_core::testing::MapBackend::bytes())
+//!             .serializer(JsonLines),
+//!     )
+//!     .unwrap();
+//! region.set("k", vec![1u64, 2, 3]).unwrap();
+//! assert_eq!(region.get::<Vec<u64>>("k").unwrap(), Some(vec![1, 2, 3]));
+//! assert_eq!(region.get::<String>("k").unwrap(), None);
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use erased_serde;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// The callback a [`Serializer::decode`] hands its deserializer to: it reads the value the region
+/// asked for.
+pub type Visit<'a> =
+    &'a mut dyn FnMut(&mut dyn erased_serde::Deserializer<'_>) -> Result<(), erased_serde::Error>;
+
+/// Turns values into the payload bytes of byte backends and back.
+///
+/// Implementations must be deterministic readers of what they write, must fail (never panic) on
+/// bytes they did not write, and must fail when bytes are left over after the value.
+pub trait Serializer: fmt::Debug + Send + Sync + 'static {
+    /// The name used in configuration maps and logs, such as `msgpack`.
+    fn name(&self) -> &str;
+
+    /// Encodes a value.
+    fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String>;
+
+    /// Decodes `bytes`: makes a deserializer over them, passes it to `visit`, which reads the
+    /// value, then checks that no bytes are left over.
+    fn decode(&self, bytes: &[u8], visit: Visit<'_>) -> Result<(), String>;
+
+    /// A built-in serializer, which the region calls without type erasure. Not for users' types.
+    #[doc(hidden)]
+    fn builtin(&self) -> Option<Builtin> {
+        None
+    }
+}
+
+/// The built-in serializers, for the region's direct (not type-erased) path.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builtin {
+    MessagePack,
+    Json,
+    Pickle,
+    Bincode,
+}
+
+impl Builtin {
+    const ALL: [Builtin; 4] = [
+        Builtin::MessagePack,
+        Builtin::Json,
+        Builtin::Pickle,
+        Builtin::Bincode,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Builtin::MessagePack => "msgpack",
+            Builtin::Json => "json",
+            Builtin::Pickle => "pickle",
+            Builtin::Bincode => "bincode",
+        }
+    }
+
+    fn serializer(self) -> Arc<dyn Serializer> {
+        match self {
+            Builtin::MessagePack => Arc::new(MessagePack),
+            Builtin::Json => Arc::new(Json),
+            Builtin::Pickle => Arc::new(Pickle),
+            Builtin::Bincode => Arc::new(Bincode),
+        }
+    }
+
+    fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>, String> {
+        match self {
+            Builtin::MessagePack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
+            Builtin::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
+            Builtin::Pickle => serde_pickle::to_vec(value, serde_pickle::SerOptions::new())
+                .map_err(|e| e.to_string()),
+            Builtin::Bincode => crate::codec::bincode_encode(value),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
+        match self {
+            Builtin::MessagePack => {
+                let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+                let v = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+                left_over(bytes.len(), de.position() as usize)?;
+                Ok(v)
+            }
+            Builtin::Json => {
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                let v = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+                de.end().map_err(|e| e.to_string())?;
+                Ok(v)
+            }
+            // serde-pickle reads up to the STOP opcode and fails on bytes past it.
+            Builtin::Pickle => serde_pickle::from_slice(bytes, serde_pickle::DeOptions::new())
+                .map_err(|e| e.to_string()),
+            Builtin::Bincode => crate::codec::bincode_decode(bytes),
+        }
+    }
+
+    fn decode_erased(self, bytes: &[u8], visit: Visit<'_>) -> Result<(), String> {
+        let erased = |r: Result<(), erased_serde::Error>| r.map_err(|e| e.to_string());
+        match self {
+            Builtin::MessagePack => {
+                let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+                erased(visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de)))?;
+                left_over(bytes.len(), de.position() as usize)
+            }
+            Builtin::Json => {
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                erased(visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de)))?;
+                de.end().map_err(|e| e.to_string())
+            }
+            Builtin::Pickle => {
+                let mut de = serde_pickle::Deserializer::new(bytes, serde_pickle::DeOptions::new());
+                erased(visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de)))?;
+                de.end().map_err(|e| e.to_string())
+            }
+            // bincode 2 has no public `serde::Deserializer` over a slice: decode through a
+            // self-describing value is not possible either, so the erased path is refused. The
+            // region never takes it for a built-in (see `encode_value`/`decode_value`).
+            Builtin::Bincode => {
+                Err("bincode cannot decode through a type-erased deserializer".to_owned())
+            }
+        }
+    }
+}
+
+fn left_over(len: usize, used: usize) -> Result<(), String> {
+    if used == len {
+        Ok(())
+    } else {
+        Err(format!("{} bytes left over after {used}", len - used))
+    }
+}
+
+macro_rules! builtin {
+    ($(#[$doc:meta])* $ty:ident => $kind:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $ty;
+
+        impl Serializer for $ty {
+            fn name(&self) -> &str {
+                Builtin::$kind.name()
+            }
+
+            fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String> {
+                Builtin::$kind.encode(&value)
+            }
+
+            fn decode(&self, bytes: &[u8], visit: Visit<'_>) -> Result<(), String> {
+                Builtin::$kind.decode_erased(bytes, visit)
+            }
+
+            fn builtin(&self) -> Option<Builtin> {
+                Some(Builtin::$kind)
+            }
+        }
+    };
+}
+
+builtin!(
+    /// MessagePack (`rmp-serde`) with structs as maps of named fields: the default. Self-describing,
+    /// so a value of another type, or a struct without the fields asked for, is a miss.
+    MessagePack => MessagePack
+);
+builtin!(
+    /// JSON (`serde_json`). Readable by any language; larger and slower than MessagePack.
+    Json => Json
+);
+builtin!(
+    /// Python pickle (`serde-pickle`): writes protocol 3, which every Python 3 reads; reads the
+    /// protocols Python writes (0 to 5). A pickled class instance is an error, not a value.
+    /// `serde-pickle` reads back integers up to `i64::MAX` only: a `u64` above it encodes but does
+    /// not decode (a miss).
+    Pickle => Pickle
+);
+builtin!(
+    /// bincode 2, standard configuration: the format of earlier dogpile builds. Not
+    /// self-describing (a value of another type can decode as garbage) and unmaintained upstream;
+    /// prefer [`MessagePack`].
+    Bincode => Bincode
+);
+
+/// The serializer a region uses unless told otherwise: [`MessagePack`].
+pub fn default_serializer() -> Arc<dyn Serializer> {
+    Builtin::MessagePack.serializer()
+}
+
+/// The built-in serializer called `name` (`msgpack`, `json`, `pickle` or `bincode`); `key` names
+/// the configuration key it came from, for the error that lists the known names.
+pub fn by_name(name: &str, key: &str) -> Result<Arc<dyn Serializer>> {
+    let wanted = name.trim();
+    Builtin::ALL
+        .into_iter()
+        .find(|b| b.name().eq_ignore_ascii_case(wanted))
+        .map(Builtin::serializer)
+        .ok_or_else(|| {
+            let known: Vec<&str> = Builtin::ALL.iter().map(|b| b.name()).collect();
+            Error::config(
+                key,
+                format!(
+                    "unknown serializer {wanted:?}; the known ones are {}",
+                    known.join(", ")
+                ),
+            )
+        })
+}
+
+/// Encodes `value` with `serializer`: built-ins directly, users' own through type erasure.
+pub fn encode_with<T: Serialize>(
+    serializer: &dyn Serializer,
+    value: &T,
+) -> Result<Vec<u8>, String> {
+    match serializer.builtin() {
+        Some(b) => b.encode(value),
+        None => serializer.encode(value),
+    }
+}
+
+/// Decodes a `T` from `bytes` with `serializer`.
+pub fn decode_with<T: DeserializeOwned>(
+    serializer: &dyn Serializer,
+    bytes: &[u8],
+) -> Result<T, String> {
+    if let Some(b) = serializer.builtin() {
+        return b.decode(bytes);
+    }
+    let mut out = None;
+    serializer.decode(bytes, &mut |de| {
+        out = Some(erased_serde::deserialize::<T>(de)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| format!("serializer {:?} decoded nothing", serializer.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Point {
+        x: i64,
+        label: String,
+        tags: Vec<u64>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Account {
+        id: u64,
+        owner: String,
+    }
+
+    fn all() -> Vec<Arc<dyn Serializer>> {
+        Builtin::ALL.into_iter().map(Builtin::serializer).collect()
+    }
+
+    /// The same serializer behind the type-erased path, as a user's own would be.
+    #[derive(Debug)]
+    struct Erased(Builtin);
+
+    impl Serializer for Erased {
+        fn name(&self) -> &str {
+            "erased"
+        }
+        fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String> {
+            self.0.encode(&value)
+        }
+        fn decode(&self, bytes: &[u8], visit: Visit<'_>) -> Result<(), String> {
+            self.0.decode_erased(bytes, visit)
+        }
+    }
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(value: T) {
+        for s in all() {
+            let bytes = encode_with(&*s, &value).unwrap();
+            let back = decode_with::<T>(&*s, &bytes);
+            assert_eq!(back.as_ref(), Ok(&value), "{} {value:?}", s.name());
+        }
+        for b in [Builtin::MessagePack, Builtin::Json, Builtin::Pickle] {
+            let s = Erased(b);
+            let bytes = encode_with(&s, &value).unwrap();
+            assert_eq!(bytes, b.encode(&value).unwrap(), "{b:?}");
+            let back = decode_with::<T>(&s, &bytes);
+            assert_eq!(back.as_ref(), Ok(&value), "erased {b:?}");
+        }
+    }
+
+    #[test]
+    fn every_serializer_round_trips_the_test_value_types() {
+        round_trip("x".repeat(32));
+        round_trip(String::new());
+        round_trip((0..100u64).collect::<Vec<_>>());
+        round_trip(Point {
+            x: -3,
+            label: "p".into(),
+            tags: vec![1, i64::MAX as u64],
+        });
+        round_trip(Some(7u8));
+        round_trip(None::<u8>);
+        round_trip(42i64);
+        round_trip(i64::MAX as u64);
+        round_trip(vec![("a".to_string(), 1u32)]);
+        round_trip(true);
+    }
+
+    #[test]
+    fn self_describing_serializers_refuse_another_type() {
+        let point = Point {
+            x: 1,
+            label: "a".into(),
+            tags: vec![],
+        };
+        for b in [Builtin::MessagePack, Builtin::Json, Builtin::Pickle] {
+            let s = b.encode(&"x".repeat(32)).unwrap();
+            assert!(b.decode::<Vec<u64>>(&s).is_err(), "{b:?}");
+            assert!(b.decode::<u64>(&s).is_err(), "{b:?}");
+            let v = b.encode(&vec![1u64, 2, 3]).unwrap();
+            assert!(b.decode::<String>(&v).is_err(), "{b:?}");
+            let p = b.encode(&point).unwrap();
+            assert!(b.decode::<Account>(&p).is_err(), "{b:?}");
+            assert!(b.decode::<String>(&p).is_err(), "{b:?}");
+            let n = b.encode(&7u64).unwrap();
+            assert!(b.decode::<String>(&n).is_err(), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_and_left_over_bytes_are_errors() {
+        for s in all() {
+            let mut bytes = encode_with(&*s, &7u64).unwrap();
+            bytes.extend_from_slice(b"!!");
+            assert!(decode_with::<u64>(&*s, &bytes).is_err(), "{}", s.name());
+            for garbage in [&b""[..], b"\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff"] {
+                assert!(decode_with::<String>(&*s, garbage).is_err(), "{}", s.name());
+            }
+        }
+    }
+
+    #[test]
+    fn names_resolve_and_unknown_names_list_the_known_ones() {
+        for b in Builtin::ALL {
+            assert_eq!(by_name(b.name(), "k").unwrap().name(), b.name());
+        }
+        assert_eq!(by_name(" MsgPack ", "k").unwrap().name(), "msgpack");
+        let err = by_name("yaml", "cache.serializer").unwrap_err().to_string();
+        assert!(err.contains("cache.serializer"), "{err}");
+        assert!(err.contains("\"yaml\""), "{err}");
+        assert!(err.contains("msgpack, json, pickle, bincode"), "{err}");
+        assert_eq!(default_serializer().name(), "msgpack");
+    }
+}
