@@ -5,7 +5,8 @@
 //!
 //! What is and is not re-encoded. As the usage guide's note says of pickle, the proxy sees the value
 //! *after* the region has serialized it: for a byte backend the region hands over a
-//! [`CachedValue`] whose payload is the value already encoded by the region's codec (bincode),
+//! [`CachedValue`] whose payload is the value already encoded by the region's serializer
+//! (MessagePack with field names by default; the region's `serializer` option chooses another),
 //! beside its metadata (creation time, format version). The proxy does not know the value's type,
 //! so it cannot turn the value itself into MessagePack. What it does:
 //!
@@ -16,7 +17,7 @@
 //!   that do not unpack (written by something else) are a miss, as the region treats them.
 //!
 //! So the creation time and version become readable to any MessagePack reader, while the value
-//! inside stays bincode. The example prints the sizes at each step, and the size the value would
+//! inside stays as the region's serializer wrote it. The example prints the sizes at each step, and the size the value would
 //! have as MessagePack on its own, which only code that knows the type can produce.
 //!
 //! Run with `cargo run --example msgpack_proxy`.
@@ -178,7 +179,7 @@ fn main() -> dogpile::Result<()> {
     println!("stored and read back through the proxy: {back:?}");
     println!("  round trip intact: {}", back.as_ref() == Some(&profile));
 
-    let bincode_len = dogpile::codec::encode_value(&profile)
+    let region_len = dogpile::codec::encode_value(&profile)
         .map_err(|message| dogpile::Error::Encode {
             key: "profile:7".into(),
             message,
@@ -187,12 +188,12 @@ fn main() -> dogpile::Result<()> {
     let stored = store.get("profile:7")?;
     let stored_len = stored.as_ref().map(payload_len).unwrap_or(0);
     println!("sizes:");
-    println!("  the value, as the region encodes it (bincode): {bincode_len:>3} bytes");
+    println!("  the value, as the region encodes it:           {region_len:>3} bytes");
     println!("  what the backend stores (MessagePack record):  {stored_len:>3} bytes: that payload, its version and creation time");
     let alone = rmp_serde::to_vec(&profile)
         .map(|v| v.len().to_string())
         .unwrap_or_else(|e| format!("(does not encode: {e})"));
-    println!("  the value itself as MessagePack, for scale:    {alone:>3} bytes (needs the type: a proxy cannot make it)");
+    println!("  the value as MessagePack without field names:  {alone:>3} bytes (needs the type: a proxy cannot make it)");
     if let Some(Payload::Bytes(packed)) = stored.as_ref().map(|v| &v.payload) {
         if let Ok(Record(version, created_at, Bin(inner))) = rmp_serde::from_slice(packed) {
             let created = Timestamp::from_nanos(created_at)
