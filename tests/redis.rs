@@ -181,8 +181,10 @@ fn distributed_mutex() {
     let mut con = raw(&server.addr());
     let pttl: i64 = cmd(&mut con, &["PTTL", "_lockk"]);
     assert!(pttl > 0 && pttl <= 30_000, "lock PTTL {pttl}");
-    // A handle that does not hold the lock cannot release it.
-    b.release().unwrap();
+    // A handle that does not hold the lock cannot release it: an error naming the key, and the
+    // holder's lock stays.
+    let e = b.release().unwrap_err().to_string();
+    assert!(e.contains("no acquire held for key \"k\""), "{e}");
     assert!(a.locked().unwrap());
     // Nor can a holder whose lock expired and was taken by another.
     let _: () = cmd(&mut con, &["SET", "_lockk", "somebody else"]);
@@ -195,6 +197,8 @@ fn distributed_mutex() {
     assert!(b.try_acquire().unwrap());
     b.release().unwrap();
     assert!(!region.key_is_locked("k").unwrap());
+    // Released once: a second release is an error too.
+    assert!(b.release().is_err());
 
     // Waiters return once the holder releases, and find the value it stored.
     let region = Arc::new(region);
