@@ -40,8 +40,13 @@ const EXTEND_SCRIPT: &str =
 const FIRST_PAUSE: Duration = Duration::from_micros(500);
 
 /// The keeper's first pause after a failed round (the server did not answer); it doubles up to
-/// a third of `lock_timeout`.
+/// [`MAX_RETRY_PAUSE`] (or a third of `lock_timeout`, if shorter).
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The keeper's longest pause between tries of a round the server did not answer: a waiter on a
+/// possibly-ours lock of a dropped handle is freed at most about this long after the server
+/// answers again.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// The most possibly-ours locks waiting for their compare-and-delete; past it the oldest is
 /// left to expire (a server gone for long, with many calls failing meanwhile).
@@ -234,6 +239,7 @@ impl Drop for Keeper {
 /// connection.
 fn keep(shared: &Shared) {
     let period = shared.timeout / 3;
+    let max_pause = period.min(MAX_RETRY_PAUSE).max(RETRY_PAUSE);
     let mut next_round = Instant::now() + period;
     let mut failed_pause = RETRY_PAUSE;
     loop {
@@ -287,7 +293,7 @@ fn keep(shared: &Shared) {
                 Err(e) => {
                     tracing::warn!(backend = %shared.conn.desc(), error = %e, locks = extend.len(), "extending held dogpile locks failed; trying again");
                     next_round = Instant::now() + failed_pause;
-                    failed_pause = (failed_pause * 2).min(period);
+                    failed_pause = (failed_pause * 2).min(max_pause);
                 }
             }
         }
@@ -349,7 +355,7 @@ fn delete_orphans(shared: &Shared, orphans: Vec<Owned>) {
         .collect();
     let replies = run_scripts(&shared.conn, "releasing locks", &cmds);
     let now = Instant::now();
-    let period = shared.timeout / 3;
+    let max_pause = (shared.timeout / 3).min(MAX_RETRY_PAUSE).max(RETRY_PAUSE);
     let mut book = shared.book.lock();
     book.orphans.retain_mut(|o| {
         let Some(i) = orphans.iter().position(|l| *l == o.lock) else {
@@ -365,7 +371,7 @@ fn delete_orphans(shared: &Shared, orphans: Vec<Owned>) {
         };
         if !done {
             o.next_try = now + o.pause;
-            o.pause = (o.pause * 2).min(period.max(RETRY_PAUSE));
+            o.pause = (o.pause * 2).min(max_pause);
         }
         !done
     });
@@ -551,8 +557,7 @@ impl CacheMutex for RedisMutex {
     }
 
     fn locked(&self) -> Result<bool> {
-        self.conns()
-            .query("looking at a lock", &self.exists_cmd())
+        self.conns().query("looking at a lock", &self.exists_cmd())
     }
 
     fn try_acquire_async(&self) -> BoxFuture<'_, Result<bool>> {

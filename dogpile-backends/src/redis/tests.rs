@@ -132,7 +132,10 @@ fn lock_blocking_and_lock_prefix() {
             .with("lock_blocking_timeout", 1),
     )
     .unwrap();
-    assert_eq!(cluster.lock_blocking_timeout(), Some(Duration::from_secs(1)));
+    assert_eq!(
+        cluster.lock_blocking_timeout(),
+        Some(Duration::from_secs(1))
+    );
 
     let b = RedisBackend::from_arguments(
         &Arguments::new()
