@@ -62,6 +62,12 @@ fn warnings_with(parts: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// A Redis region at `url`, with the arguments `more` adds.
+fn region_at(url: String, more: impl FnOnce(RegionConfig) -> RegionConfig) -> dogpile::CacheRegion {
+    let config = RegionConfig::new("dogpile.cache.redis").argument("url", url);
+    dogpile::make_region().configure(more(config)).unwrap()
+}
+
 /// As in dogpile, `url` wins: `host`, `port` and `db` beside it are ignored (the data goes to
 /// the URL's database), with one `warn` event naming them. On main `host` or `port` beside a
 /// `url` was an error, and `db` moved the data.
@@ -71,15 +77,11 @@ fn url_wins_over_host_port_and_db_with_one_warning() {
     let Some(server) = Server::redis() else {
         return;
     };
-    let region = dogpile::make_region()
-        .configure(
-            RegionConfig::new("dogpile.cache.redis")
-                .argument("url", format!("redis://{}/2", server.addr()))
-                .argument("host", "elsewhere.invalid")
-                .argument("port", 1)
-                .argument("db", 5),
-        )
-        .unwrap();
+    let region = region_at(format!("redis://{}/2", server.addr()), |c| {
+        c.argument("host", "elsewhere.invalid")
+            .argument("port", 1)
+            .argument("db", 5)
+    });
     region.set("where", 1u32).unwrap();
     let mut con = raw(&server.addr());
     let _: () = cmd(&mut con, &["SELECT", "2"]);
@@ -100,9 +102,7 @@ fn url_wins_over_host_port_and_db_with_one_warning() {
     assert!(said[0].contains("ignored"), "{said:?}");
 
     // Without anything beside the url: no warning.
-    dogpile::make_region()
-        .configure(RegionConfig::new("dogpile.cache.redis").argument("url", "redis://h:1"))
-        .unwrap();
+    region_at("redis://h:1".to_owned(), |c| c);
     assert_eq!(warnings_with(&["url is given"]).len(), 1);
 }
 
@@ -115,14 +115,10 @@ fn a_lost_lock_is_a_warning_naming_its_key() {
     let Some(server) = Server::redis() else {
         return;
     };
-    let region = dogpile::make_region()
-        .configure(
-            RegionConfig::new("dogpile.cache.redis")
-                .argument("url", format!("redis://{}", server.addr()))
-                .argument("distributed_lock", true)
-                .argument("lock_timeout", 0.6),
-        )
-        .unwrap();
+    let region = region_at(format!("redis://{}", server.addr()), |c| {
+        c.argument("distributed_lock", true)
+            .argument("lock_timeout", 0.6)
+    });
     let lock = region.backend().unwrap().get_mutex("gone").unwrap();
     assert!(lock.try_acquire().unwrap());
     let _: () = cmd(&mut raw(&server.addr()), &["DEL", "_lockgone"]);

@@ -102,8 +102,6 @@ struct Orphan {
     until: Instant,
     next_try: Instant,
     pause: Duration,
-    /// Whether the server has answered a delete of it (with "not ours").
-    answered: bool,
 }
 
 /// What the keeper's thread works on.
@@ -220,7 +218,6 @@ impl Keeper {
             until: now + self.settings.timeout,
             next_try: now,
             pause: RETRY_PAUSE,
-            answered: false,
         });
         drop(book);
         self.shared.wake.notify_all();
@@ -347,7 +344,8 @@ fn extend_all(shared: &Shared, held: &[(u64, Owned)]) -> Result<()> {
 }
 
 /// Compare-and-deletes orphans; those the server deleted, or answered for after they would have
-/// expired, are done; the others are tried again later.
+/// expired, are done; the others are tried again later. An orphan the server has not answered
+/// for during two `lock_timeout`s is given up (said at `warn`): a server gone that long.
 fn delete_orphans(shared: &Shared, orphans: Vec<Owned>) {
     let cmds: Vec<redis::Cmd> = orphans
         .iter()
@@ -363,9 +361,10 @@ fn delete_orphans(shared: &Shared, orphans: Vec<Owned>) {
         };
         let done = match &replies {
             Ok(r) if r.get(i) == Some(&1) => true,
-            Ok(_) => {
-                o.answered = true;
-                now >= o.until
+            Ok(_) => now >= o.until,
+            Err(_) if now >= o.until + shared.timeout => {
+                tracing::warn!(backend = %shared.conn.desc(), lock = %o.lock.key, "the server did not answer the release of a dogpile lock for two lock_timeouts; giving up (it expires by itself)");
+                true
             }
             Err(_) => false,
         };
