@@ -33,7 +33,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dogpile::{Backend, CacheRegion, CachedValue, Clock, ProxyBackend, RegionConfig};
+use dogpile::clock::Clock;
+use dogpile::{Backend, CacheRegion, CachedValue, ProxyBackend, RegionConfig};
 use support::{Server, TempDir};
 
 /// Callers on the key, in all processes together.

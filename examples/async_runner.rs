@@ -1,6 +1,6 @@
 //! The async creation runner: when a value has expired, the caller that would regenerate it gets
 //! the stale value at once instead, and the new value is made on a background thread. This is
-//! the seed's `async_creation_runner`, which starts a thread per creation.
+//! the usage guide's `async_creation_runner`, which starts a thread per creation.
 //!
 //! The runner receives an `AsyncCreation` that owns the key's dogpile lock: running it calls the
 //! creator, stores the value and releases the lock, on whatever thread runs it. While it runs,
@@ -17,7 +17,8 @@ use std::sync::{LazyLock, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dogpile::{AsyncCreation, CacheRegion, CreateOptions, RegionConfig};
+use dogpile::lock::AsyncCreation;
+use dogpile::{CacheRegion, CreateOptions, RegionConfig};
 
 /// The threads the runner started, so `main` can wait for them before it reads the new value.
 static BACKGROUND: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
@@ -29,7 +30,7 @@ fn now() -> String {
     format!("{:>7.1} ms", START.elapsed().as_secs_f64() * 1e3)
 }
 
-/// The seed's runner: a new thread per creation.
+/// The usage guide's runner: a new thread per creation.
 fn run_in_a_thread(creation: AsyncCreation) {
     println!(
         "{}  runner: refreshing {:?} on a background thread",

@@ -1,10 +1,10 @@
-//! The seed's "Creating Backends": a `DictionaryBackend` written in a few lines, registered by
+//! The usage guide's "Creating Backends": a `DictionaryBackend` written in a few lines, registered by
 //! name with `register_backend("dictionary", …)`, and then chosen like a built-in backend, from
 //! code with `configure("dictionary")` or from a configuration map (`cache.dict.backend =
 //! dictionary`). Its arguments are checked like the built-in backends' are.
 //!
 //! What a backend stores is a `CachedValue`: the payload and its metadata (creation time and
-//! format version), the seed's `(payload, metadata)` tuple. This backend says it keeps objects
+//! format version), the usage guide's `(payload, metadata)` tuple. This backend says it keeps objects
 //! (`PayloadKind::Object`), so the region hands it the values themselves, unserialized; a backend
 //! that stores bytes says `PayloadKind::Bytes` and receives encoded values instead.
 //!
@@ -13,11 +13,11 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use dogpile::{
-    cache_on_arguments, register_backend, Arguments, Backend, CacheRegion, CachedValue, PayloadKind,
-};
+use dogpile::backend::PayloadKind;
+use dogpile::config::Arguments;
+use dogpile::{cache_on_arguments, register_backend, Backend, CacheRegion, CachedValue};
 
-/// The seed's `DictionaryBackend`: a map behind a mutex.
+/// The usage guide's `DictionaryBackend`: a map behind a mutex.
 struct DictionaryBackend {
     cache: Mutex<HashMap<String, CachedValue>>,
 }
@@ -62,7 +62,7 @@ impl Backend for DictionaryBackend {
     }
 
     fn delete(&self, key: &str) -> dogpile::Result<()> {
-        // Unlike the seed's `dict.pop(key)`, deleting a missing key is not an error.
+        // Unlike the usage guide's `dict.pop(key)`, deleting a missing key is not an error.
         self.map().remove(key);
         Ok(())
     }
@@ -78,10 +78,10 @@ fn double(x: u64) -> u64 {
 }
 
 fn main() -> dogpile::Result<()> {
-    // In the seed: register_backend("dictionary", "mypackage.mybackend", "DictionaryBackend").
+    // In dogpile's usage guide: register_backend("dictionary", "mypackage.mybackend", "DictionaryBackend").
     register_backend("dictionary", DictionaryBackend::from_arguments);
 
-    // From code, as in the seed.
+    // From code, as in the usage guide.
     let region = dogpile::make_region()
         .name("myregion")
         .configure("dictionary")?;

@@ -1,4 +1,4 @@
-//! The seed's recipe "Invalidating a group of related keys": three memoized functions of a user
+//! The usage guide's recipe "Invalidating a group of related keys": three memoized functions of a user
 //! id, a region-wide `function_key_generator` that remembers a key template for each function it
 //! sees, and `invalidate_user_id`, which deletes every key of one user in one go.
 //!
@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, RwLock};
 
-use dogpile::{cache_on_arguments, key_text, CacheRegion, FunctionInfo, KeyArg, RegionConfig};
+use dogpile::key::{key_text, FunctionInfo};
+use dogpile::{cache_on_arguments, CacheRegion, KeyArg, RegionConfig};
 
 /// The key templates seen so far, one per function (and per extra arguments, if any).
 static USER_KEYS: RwLock<BTreeSet<String>> = RwLock::new(BTreeSet::new());
@@ -21,7 +22,7 @@ static USER_KEYS: RwLock<BTreeSet<String>> = RwLock::new(BTreeSet::new());
 const ID: &str = "%d";
 
 /// The key of one call: `fname_<user id>[_<other arguments>]`. The first argument is taken to be
-/// the user id, as in the seed.
+/// the user id, as in the usage guide.
 fn user_key_generator(info: &FunctionInfo, args: &[&dyn KeyArg]) -> String {
     let mut template = format!("{}_{ID}", info.name);
     for arg in args.iter().skip(1) {

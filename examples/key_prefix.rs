@@ -1,4 +1,4 @@
-//! The seed's recipe "Prefixing all keys in Redis": a key mangler that puts `myapp:dogpile:` in
+//! The usage guide's recipe "Prefixing all keys in Redis": a key mangler that puts `myapp:dogpile:` in
 //! front of every key the region sends to its backend, so dogpile's entries cannot collide with
 //! keys your own code keeps on the same server. The mangler applies to `region.get` / `set` /
 //! `delete` and to the keys of `#[cache_on_arguments]` functions alike; callers keep using the
@@ -17,7 +17,7 @@ use dogpile::{cache_on_arguments, Backend, CacheRegion, CachedValue, ProxyBacken
 
 const PREFIX: &str = "myapp:dogpile:";
 
-/// The seed's `key_mangler=lambda key: "myapp:dogpile:" + key`.
+/// The usage guide's `key_mangler=lambda key: "myapp:dogpile:" + key`.
 fn prefix_keys(key: &str) -> String {
     format!("{PREFIX}{key}")
 }

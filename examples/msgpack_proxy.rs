@@ -1,9 +1,9 @@
-//! The seed's recipe "Encoding/decoding data into another format": a [`ProxyBackend`] that
+//! The usage guide's recipe "Encoding/decoding data into another format": a [`ProxyBackend`] that
 //! re-encodes what reaches a byte backend as MessagePack (with `rmp-serde`), and decodes it back
 //! on the way out. The backend is `dogpile.cache.memory_pickle`, which stores bytes as Redis or
 //! memcached would.
 //!
-//! What is and is not re-encoded. As the seed's note says of pickle, the proxy sees the value
+//! What is and is not re-encoded. As the usage guide's note says of pickle, the proxy sees the value
 //! *after* the region has serialized it: for a byte backend the region hands over a
 //! [`CachedValue`] whose payload is the value already encoded by the region's codec (bincode),
 //! beside its metadata (creation time, format version). The proxy does not know the value's type,
@@ -23,10 +23,10 @@
 
 use std::sync::Arc;
 
-use dogpile::backends::memory::MemoryBackend;
-use dogpile::{
-    Backend, CacheRegion, CachedValue, Metadata, Payload, ProxyBackend, RegionConfig, Timestamp,
-};
+use dogpile::backend::memory::MemoryBackend;
+use dogpile::backend::{Metadata, Payload};
+use dogpile::clock::Timestamp;
+use dogpile::{Backend, CacheRegion, CachedValue, ProxyBackend, RegionConfig};
 use serde::{Deserialize, Serialize};
 
 /// Bytes that MessagePack writes as `bin` (serde would otherwise write a `Vec<u8>` as an array of
@@ -62,7 +62,7 @@ impl<'de> Deserialize<'de> for Bin {
 #[derive(Serialize, Deserialize)]
 struct Record(u8, u64, Bin);
 
-/// The seed's `MsgpackProxy`: encodes on `set` / `set_multi`, decodes on `get` / `get_multi`.
+/// The usage guide's `MsgpackProxy`: encodes on `set` / `set_multi`, decodes on `get` / `get_multi`.
 struct MsgpackProxy;
 
 impl MsgpackProxy {
@@ -140,7 +140,7 @@ impl ProxyBackend for MsgpackProxy {
     }
 }
 
-/// A JSON-like value, the kind of data the seed has in mind.
+/// A JSON-like value, the kind of data dogpile's usage guide has in mind.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct Profile {
     id: u64,

@@ -1,10 +1,10 @@
-//! The seed's recipe "Asynchronous data updates with ORM events", on SQLite: when a transaction
+//! The usage guide's recipe "Asynchronous data updates with ORM events", on SQLite: when a transaction
 //! that changed the data commits, the cached query result is refreshed in a background thread
 //! with the generated `get_some_data_refresh`. The writer does not wait for the re-query, and
 //! readers never wait either: they keep getting the cached value until the refreshed one replaces
 //! it.
 //!
-//! The seed hooks SQLAlchemy's `after_commit` event. SQLite's own hook,
+//! The usage guide hooks SQLAlchemy's `after_commit` event. SQLite's own hook,
 //! `Connection::commit_hook`, runs *while* the transaction commits: the new rows are not yet
 //! visible to other connections, and the commit can still fail. Starting the refresh from inside
 //! the hook would race the commit and could cache the old rows. So the hook only marks the
@@ -12,7 +12,7 @@
 //! rollback hook drops the refreshes of a transaction that is rolled back.
 //!
 //! The database is a file in the temporary directory, removed at the end: the refresh opens a
-//! connection of its own, as the seed's refresh uses a session local to it.
+//! connection of its own, as the usage guide's refresh uses a session local to it.
 //!
 //! Run with `cargo run --example refresh_after_commit`.
 
@@ -97,7 +97,7 @@ impl Session {
         Ok(Session { conn, queued, due })
     }
 
-    /// The seed's `cache_refresh(session, refresher, *args)`: run `refresher` in a background
+    /// The usage guide's `cache_refresh(session, refresher, *args)`: run `refresher` in a background
     /// thread after the current transaction commits, and not at all if it rolls back.
     fn cache_refresh(&self, refresher: impl FnOnce() + Send + 'static) {
         lock(&self.queued).push(Box::new(refresher));
@@ -126,7 +126,7 @@ impl Session {
     }
 }
 
-/// The seed's `add_new_data`: add a row, and ask for the cached query to be refreshed after the
+/// The usage guide's `add_new_data`: add a row, and ask for the cached query to be refreshed after the
 /// commit.
 fn add_new_data(session: &Session, argument: &str, value: &str) -> rusqlite::Result<()> {
     session.conn.execute(

@@ -257,6 +257,8 @@ fn cache_failed(region: &CacheRegion, key: &str, what: &str, error: &dogpile_cor
 }
 
 const FALLBACK: &str = "cache unavailable: calling the function without it";
+const WAITED_TOO_LONG: &str =
+    "another caller's creation outlasted lock_blocking_timeout: calling the function without the cache";
 const NOT_READ: &str = "cache unavailable: no value read";
 const NOT_STORED: &str = "cache unavailable: value not stored";
 const NOT_DELETED: &str = "cache unavailable: entry not deleted";
@@ -284,7 +286,13 @@ fn body_after_cache_error<F>(
     e: &dogpile_core::Error,
     body: Option<F>,
 ) -> F {
-    cache_failed(region, key.as_str(), FALLBACK, e);
+    let what = match e {
+        // Not a broken cache: another caller's creation outlasted lock_blocking_timeout (the
+        // region has counted and logged it), so this call computes its own value.
+        dogpile_core::Error::LockTimeout { .. } => WAITED_TOO_LONG,
+        _ => FALLBACK,
+    };
+    cache_failed(region, key.as_str(), what, e);
     body.unwrap_or_else(|| unreachable_body())
 }
 

@@ -27,17 +27,64 @@
 //! `dogpile.cache.redis_cluster` (feature `redis`), `dogpile.cache.memcached` (feature
 //! `memcached`, also under the names `pylibmc`, `pymemcache` and `bmemcached`).
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The root holds what a user of regions and attributes writes (and the names of DESIGN section 4);
+// the backend author's API and the rest live in their modules, one concept each.
 pub use dogpile_core::{
-    backend, clock, codec, coerce_string, config, error, expiration, function_key_generator,
-    function_multi_key_generator, invalidation, key, key_text, mutex, proxy, register_backend,
-    sha1_mangle_key, testing, write_args, write_key_text, ArgValue, Arguments, AsyncCreation,
-    AsyncCreationRunner, Backend, BackendSpec, BoxError, BoxFuture, CacheMutex, CacheValue,
-    CachedValue, Clock, CreateError, CreateOptions, DefaultInvalidation, Error, Expiration,
-    FunctionInfo, FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyArg, KeyMangler, LockGuard,
-    ManualClock, Metadata, Payload, PayloadKind, ProxyBackend, RegionConfig,
-    RegionInvalidationStrategy, Result, Timestamp, FORMAT_VERSION,
+    function_key_generator, function_multi_key_generator, register_backend, sha1_mangle_key,
+    Backend, CacheMutex, CacheValue, CachedValue, CreateError, CreateOptions, Error, Expiration,
+    KeyArg, ProxyBackend, RegionConfig, RegionInvalidationStrategy, Result, Stats,
 };
+
+// One path for the rest: the backend author's API (`backend`, `mutex`, `proxy`, `codec`,
+// `registry`, `config`), keys, time, expiry, invalidation, the lock and the statistics.
+pub use dogpile_core::{
+    clock, codec, config, error, expiration, invalidation, key, lock, mutex, proxy, registry, stats,
+};
+
+/// Backends: the [`Backend`](backend::Backend) trait with what it stores, and the built-in
+/// backends, each behind its cargo feature.
+///
+/// | name | module | feature |
+/// |---|---|---|
+/// | `dogpile.cache.memory`, `dogpile.cache.memory_pickle` | `memory` | `memory` (default) |
+/// | `dogpile.cache.null` | [`null`](backend::null) | always |
+/// | `dogpile.cache.dbm` | `file` | `file` |
+/// | `dogpile.cache.redis`, `dogpile.cache.redis_cluster` | `redis` | `redis` |
+/// | `dogpile.cache.memcached` (and `pylibmc`, `pymemcache`, `bmemcached`) | `memcached` | `memcached` |
+///
+/// ```
+/// use dogpile::backend::{Backend, PayloadKind};
+/// use dogpile::backend::null::NullBackend;
+///
+/// let null = NullBackend::default();
+/// assert_eq!(null.payload_kind(), PayloadKind::Object);
+/// assert!(null.get("anything").unwrap().is_none());
+/// ```
+pub mod backend {
+    pub use dogpile_backends::null;
+    pub use dogpile_core::backend::*;
+
+    #[cfg(feature = "file")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
+    pub use dogpile_backends::file;
+    #[cfg(feature = "memcached")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "memcached")))]
+    pub use dogpile_backends::memcached;
+    #[cfg(feature = "memory")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+    pub use dogpile_backends::memory;
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub use dogpile_backends::redis;
+    /// The catalog of built-in backends by name, which [`CacheRegion`](crate::CacheRegion) uses.
+    pub use dogpile_backends::Builtins;
+}
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use dogpile_core::testing;
 
 /// Memoizes a function in a [`CacheRegion`].
 ///
@@ -137,10 +184,11 @@ pub use dogpile_core::{
 /// ```
 ///
 /// `key` (a template checked at compile time), `ignore` (arguments left out of the key) and
-/// `function_key_generator` (a [`FunctionKeyGenerator`] for this function):
+/// `function_key_generator` (a [`FunctionKeyGenerator`](key::FunctionKeyGenerator) for this function):
 ///
 /// ```
-/// use dogpile::{cache_on_arguments, CacheRegion, FunctionInfo, KeyArg, RegionConfig};
+/// use dogpile::{cache_on_arguments, CacheRegion, KeyArg, RegionConfig};
+/// use dogpile::key::FunctionInfo;
 ///
 /// static REGION: CacheRegion = CacheRegion::new();
 ///
@@ -153,7 +201,7 @@ pub use dogpile_core::{
 ///
 /// fn short_keys(info: &FunctionInfo, args: &[&dyn KeyArg]) -> String {
 ///     let mut key = format!("{}/", info.name);
-///     dogpile::write_args(&mut key, args);
+///     dogpile::key::write_args(&mut key, args);
 ///     key
 /// }
 ///
@@ -319,9 +367,6 @@ pub use dogpile_macros::cache_multi_on_arguments;
 /// ```
 #[doc(inline)]
 pub use dogpile_macros::cache_impl;
-
-/// The backends, for configuring a region with an instance or reading a backend's own API.
-pub use dogpile_backends as backends;
 
 /// A cache region that knows every backend of this build by name. See
 /// [`dogpile_core::CacheRegion`] for its methods.

@@ -18,8 +18,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fmt::Debug;
 
+use dogpile::backend::{Metadata, Payload};
+use dogpile::clock::Timestamp;
 use dogpile::codec::{decode_envelope, decode_value, encode_envelope, encode_value};
-use dogpile::{CachedValue, Metadata, Payload, Timestamp};
+use dogpile::CachedValue;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -12,7 +12,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use dogpile::{make_region, ArgValue, Arguments, CacheRegion, Error, RegionConfig};
+use dogpile::config::{ArgValue, Arguments};
+use dogpile::{make_region, CacheRegion, Error, RegionConfig};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -228,7 +229,7 @@ fn inside(dir: &std::path::Path, value: &str) -> String {
 }
 
 fn coerce(s: &str) -> ArgValue {
-    dogpile::coerce_string(s)
+    dogpile::config::coerce_string(s)
 }
 
 /// The property: no panic; an error names the key (or the backend, or the file).

@@ -10,10 +10,10 @@ mod support;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use dogpile::backend::{Metadata, Payload, FORMAT_VERSION};
+use dogpile::clock::Timestamp;
 use dogpile::codec::{encode_envelope, encode_value};
-use dogpile::{
-    make_region, CacheRegion, CachedValue, Metadata, Payload, Timestamp, FORMAT_VERSION,
-};
+use dogpile::{make_region, CacheRegion, CachedValue};
 
 /// The value read at every key; the good one is a wide number (nine bytes encoded).
 const GOOD: i64 = 1 << 40;

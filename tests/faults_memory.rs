@@ -8,8 +8,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use dogpile::backends::memory::MemoryBackend;
-use dogpile::{make_region, Backend, CachedValue, Metadata, Payload, RegionConfig, Timestamp};
+use dogpile::backend::memory::MemoryBackend;
+use dogpile::backend::{Metadata, Payload};
+use dogpile::clock::Timestamp;
+use dogpile::{make_region, Backend, CachedValue, RegionConfig};
 
 const BOUND: usize = 10_000;
 const KEYS: usize = 1_000_000;

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use dogpile::{CacheRegion, Clock, RegionConfig};
+use dogpile::clock::Clock;
+use dogpile::{CacheRegion, RegionConfig};
 use support::{append_line, child_role, env_path, spawn_child, wait_child, wait_for, TempDir};
 
 fn store_config(path: &Path) -> RegionConfig {

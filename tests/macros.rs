@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
+use dogpile::clock::{Clock, ManualClock};
+use dogpile::key::FunctionInfo;
 use dogpile::testing::MapBackend;
-use dogpile::{
-    cache_multi_on_arguments, cache_on_arguments, CacheRegion, Clock, FunctionInfo, KeyArg,
-    ManualClock, RegionConfig,
-};
+use dogpile::{cache_multi_on_arguments, cache_on_arguments, CacheRegion, KeyArg, RegionConfig};
 
 /// Configures `region` with a fresh shared map and returns the map.
 fn setup(region: &CacheRegion) -> Arc<MapBackend> {
@@ -842,7 +841,7 @@ static BACKGROUND_CLOCK: LazyLock<(Clock, Arc<ManualClock>)> =
 
 static BACKGROUND: LazyLock<CacheRegion> = LazyLock::new(|| {
     dogpile::make_region()
-        .async_creation_runner(|creation: dogpile::AsyncCreation| {
+        .async_creation_runner(|creation: dogpile::lock::AsyncCreation| {
             RUNNER_CREATIONS.lock().push(creation.key().to_owned());
             std::thread::spawn(move || creation.run());
         })

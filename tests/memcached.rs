@@ -10,22 +10,24 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use dogpile::backends::memcached::MemcachedBackend;
-use dogpile::{Arguments, Backend, CacheRegion, Clock, RegionConfig};
+use dogpile::backend::memcached::MemcachedBackend;
+use dogpile::clock::Clock;
+use dogpile::config::Arguments;
+use dogpile::{Backend, CacheRegion, RegionConfig};
 use support::{append_line, child_role, env_path, spawn_child, wait_for, Server, TempDir};
 
 fn memcached() -> Option<Server> {
     Server::memcached()
 }
 
-fn config(url: impl Into<dogpile::ArgValue>) -> RegionConfig {
+fn config(url: impl Into<dogpile::config::ArgValue>) -> RegionConfig {
     RegionConfig::new("dogpile.cache.memcached")
         .expiration_time(60)
         .argument("url", url)
         .argument("socket_timeout", 2.0)
 }
 
-fn mc_region(url: impl Into<dogpile::ArgValue>) -> CacheRegion {
+fn mc_region(url: impl Into<dogpile::config::ArgValue>) -> CacheRegion {
     dogpile::make_region()
         .configure(config(url))
         .expect("configuring memcached")

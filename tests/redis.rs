@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use dogpile::{CacheRegion, Clock, RegionConfig};
+use dogpile::clock::Clock;
+use dogpile::{CacheRegion, RegionConfig};
 use support::{child_role, raw_redis as raw, redis_cmd as cmd, spawn_child, Server, TempDir};
 
 fn redis_server() -> Option<Server> {

@@ -10,19 +10,24 @@
 //! | `dogpile.cache.redis`, `dogpile.cache.redis_cluster` | `redis` | serialized values, on Redis |
 //! | `dogpile.cache.memcached` (and `pylibmc`, `pymemcache`, `bmemcached`) | `memcached` | serialized values, on memcached |
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::sync::Arc;
 
 use dogpile_core::{Arguments, Backend, BackendCatalog, BuiltinBackend, Result};
 
 #[cfg(feature = "file")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub mod file;
 #[cfg(feature = "memcached")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memcached")))]
 pub mod memcached;
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub mod memory;
 pub mod null;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
 /// Every backend of this crate, by name: the catalog of the `dogpile` facade's regions.

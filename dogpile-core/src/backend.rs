@@ -89,7 +89,7 @@ pub enum PayloadKind {
 /// batch commands override them. Keys reach the backend mangled (see [`Backend::key_mangler`]).
 /// Errors are [`Error::Backend`](crate::Error::Backend) values that name the backend and server.
 ///
-/// The seed's `DictionaryBackend`, in Rust:
+/// The `DictionaryBackend` of dogpile's usage guide, in Rust:
 ///
 /// ```
 /// use std::collections::HashMap;

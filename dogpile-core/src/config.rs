@@ -14,6 +14,11 @@ use crate::expiration::Expiration;
 use crate::invalidation::RegionInvalidationStrategy;
 use crate::proxy::ProxyBackend;
 
+/// The bound on waiting for another caller's creation when neither the region nor its backend
+/// sets one: long enough for any creation a cache should front (a slow query, a remote call),
+/// short enough that a stuck or lost creator costs each waiter half a minute, not forever.
+pub const DEFAULT_LOCK_BLOCKING_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One backend argument.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ArgValue {
@@ -404,6 +409,8 @@ pub struct RegionConfig {
     pub(crate) replace_existing_backend: bool,
     pub(crate) clock: Clock,
     pub(crate) region_invalidator: Option<Arc<dyn RegionInvalidationStrategy>>,
+    /// The region's own bound on waiting for another caller's creation, if set.
+    pub(crate) lock_blocking_timeout: Option<Duration>,
     /// The configuration key the backend name came from, for errors.
     pub(crate) backend_key: Option<String>,
 }
@@ -428,6 +435,7 @@ impl RegionConfig {
             replace_existing_backend: false,
             clock: Clock::System,
             region_invalidator: None,
+            lock_blocking_timeout: None,
             backend_key: None,
         }
     }
@@ -476,6 +484,43 @@ impl RegionConfig {
         self
     }
 
+    /// How long a caller may wait for another caller's creation of a value (dogpile's
+    /// `lock_blocking_timeout`). Past it, region methods return
+    /// [`Error::LockTimeout`] and a decorated function runs its body.
+    ///
+    /// Every waiter has a bound, in-process ones included: this setting, else the backend's own
+    /// (its `lock_blocking_timeout` argument, see
+    /// [`Backend::lock_blocking_timeout`]), else
+    /// [`DEFAULT_LOCK_BLOCKING_TIMEOUT`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dogpile_core::{CacheRegion, RegionConfig};
+    ///
+    /// let region: CacheRegion = CacheRegion::new();
+    /// region
+    ///     .configure(
+    ///         RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())
+    ///             .lock_blocking_timeout(Duration::from_secs(2)),
+    ///     )
+    ///     .unwrap();
+    /// ```
+    pub fn lock_blocking_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_blocking_timeout = Some(timeout);
+        self
+    }
+
+    /// dogpile's `lock_blocking`: `false` means a caller never waits for another's creation (a
+    /// bound of zero); `true` undoes an earlier `false`.
+    pub fn lock_blocking(mut self, blocking: bool) -> Self {
+        if !blocking {
+            self.lock_blocking_timeout = Some(Duration::ZERO);
+        } else if self.lock_blocking_timeout == Some(Duration::ZERO) {
+            self.lock_blocking_timeout = None;
+        }
+        self
+    }
+
     /// The backend name, or `<instance>`.
     pub fn backend_name(&self) -> &str {
         match &self.backend {
@@ -486,7 +531,10 @@ impl RegionConfig {
 
     /// Reads a configuration from a string map with dogpile's layout under `prefix`:
     /// `PREFIXbackend` (required), `PREFIXexpiration_time` (seconds; `-1` or `none` for never),
-    /// `PREFIXreplace_existing_backend`, and `PREFIXarguments.NAME` for each backend argument.
+    /// `PREFIXreplace_existing_backend`, `PREFIXlock_blocking_timeout` (seconds; `none` for the
+    /// default, see [`lock_blocking_timeout`](RegionConfig::lock_blocking_timeout)),
+    /// `PREFIXlock_blocking` (`false`: never wait), and `PREFIXarguments.NAME` for each backend
+    /// argument.
     /// Values are coerced as [`coerce_string`] does. Other keys under the prefix are errors that
     /// name them.
     pub fn from_config<I, K, V>(map: I, prefix: &str) -> Result<Self>
@@ -499,6 +547,8 @@ impl RegionConfig {
         let mut backend: Option<(String, String)> = None;
         let mut expiration = None;
         let mut replace = false;
+        let mut lock_timeout = None;
+        let mut lock_blocking = true;
         let mut arguments = Arguments {
             values: BTreeMap::new(),
             origin: args_prefix.clone(),
@@ -546,6 +596,29 @@ impl RegionConfig {
                         }
                     }
                 }
+                "lock_blocking_timeout" => {
+                    lock_timeout = match coerce_string(v) {
+                        ArgValue::None => None,
+                        ArgValue::Int(i) if i >= 0 => Some(Duration::from_secs(i as u64)),
+                        ArgValue::Float(x) if Duration::try_from_secs_f64(x).is_ok() => {
+                            Duration::try_from_secs_f64(x).ok()
+                        }
+                        other => {
+                            return Err(Error::config(
+                                k,
+                                format!("expected a number of seconds (0 or more) or none; got {other}"),
+                            ))
+                        }
+                    }
+                }
+                "lock_blocking" => {
+                    lock_blocking = match coerce_string(v) {
+                        ArgValue::Bool(b) => b,
+                        other => {
+                            return Err(Error::config(k, format!("expected true or false, got {other}")))
+                        }
+                    }
+                }
                 "replace_existing_backend" => {
                     replace = match coerce_string(v) {
                         ArgValue::Bool(b) => b,
@@ -558,7 +631,7 @@ impl RegionConfig {
                     return Err(Error::config(
                         k,
                         format!(
-                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend and arguments.NAME"
+                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking and arguments.NAME"
                         ),
                     ))
                 }
@@ -574,6 +647,8 @@ impl RegionConfig {
             .arguments(arguments)
             .replace_existing_backend(replace);
         config.expiration_time = expiration;
+        config.lock_blocking_timeout = lock_timeout;
+        config = config.lock_blocking(lock_blocking);
         config.backend_key = Some(backend_key);
         Ok(config)
     }

@@ -80,6 +80,20 @@ pub enum Error {
         message: String,
     },
 
+    /// A caller waited for another caller's creation of a value longer than the region's
+    /// `lock_blocking_timeout` (see
+    /// [`RegionConfig::lock_blocking_timeout`](crate::RegionConfig::lock_blocking_timeout)); the
+    /// other creation may still be running.
+    #[error("region {region}: gave up waiting for the creation of {key:?} by another caller after {waited:?} (lock_blocking_timeout)")]
+    LockTimeout {
+        /// The region's name, or `<unnamed>`.
+        region: String,
+        /// The key waited for (before mangling).
+        key: String,
+        /// How long this caller waited.
+        waited: std::time::Duration,
+    },
+
     /// The `function_key_generator` or `function_multi_key_generator` produced something unusable.
     #[error("key generation failed: {0}")]
     Key(String),

@@ -1,6 +1,6 @@
 //! Region invalidation: `invalidate(hard)`, and the strategy behind it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::clock::Timestamp;
 
@@ -32,61 +32,71 @@ pub trait RegionInvalidationStrategy: Send + Sync + 'static {
     }
 }
 
-/// The default strategy: the time and kind of the last invalidation, kept in the region.
+/// The default strategy: the times of the last hard and of the last soft invalidation, kept in
+/// the region.
 ///
-/// Values created strictly before that time are invalidated; a value created at the same instant
-/// (possible with a manual clock) is not.
+/// The two kinds have a slot each, so a soft invalidation never weakens an earlier hard one: a
+/// value created before the last hard invalidation stays absent whatever comes after, and one
+/// created after it but before the last soft one is expired. Each slot is one atomic word, so a
+/// reader never sees half of an invalidation.
+///
+/// Values created strictly before an invalidation's time are invalidated; a value created at the
+/// same instant (possible with a manual clock) is not.
 #[derive(Debug, Default)]
 pub struct DefaultInvalidation {
-    /// Nanoseconds since the epoch of the last invalidation; 0 for none.
-    at: AtomicU64,
-    hard: AtomicBool,
+    /// Nanoseconds since the epoch of the last hard invalidation; 0 for none.
+    hard: AtomicU64,
+    /// Nanoseconds since the epoch of the last soft invalidation; 0 for none.
+    soft: AtomicU64,
 }
 
 impl DefaultInvalidation {
     /// A strategy with no invalidation yet.
     pub const fn new() -> Self {
         DefaultInvalidation {
-            at: AtomicU64::new(0),
-            hard: AtomicBool::new(false),
+            hard: AtomicU64::new(0),
+            soft: AtomicU64::new(0),
         }
     }
 
-    /// Whether any invalidation has happened: one load, for the hit path's fast exit.
+    /// Whether any invalidation has happened: the hit path's fast exit.
     #[inline]
     pub(crate) fn ever_invalidated(&self) -> bool {
-        self.at.load(Ordering::Relaxed) != 0
+        (self.hard.load(Ordering::Relaxed) | self.soft.load(Ordering::Relaxed)) != 0
     }
+}
 
-    fn before_last(&self, created_at: Timestamp) -> bool {
-        let at = self.at.load(Ordering::Acquire);
-        at != 0 && created_at.as_nanos() < at
-    }
+/// Whether `created_at` is before the invalidation kept in `slot` (0: none).
+#[inline]
+fn before(slot: &AtomicU64, created_at: Timestamp) -> bool {
+    created_at.as_nanos() < slot.load(Ordering::Acquire)
 }
 
 impl RegionInvalidationStrategy for DefaultInvalidation {
     fn invalidate(&self, hard: bool, now: Timestamp) {
-        // The kind first, then the time: a reader that sees the new time sees its kind.
-        self.hard.store(hard, Ordering::Release);
-        self.at.store(now.as_nanos().max(1), Ordering::Release);
+        let slot = if hard { &self.hard } else { &self.soft };
+        // `fetch_max`: two invalidations racing keep the later time, whichever stores last.
+        slot.fetch_max(now.as_nanos().max(1), Ordering::AcqRel);
     }
 
     #[inline]
     fn is_hard_invalidated(&self, created_at: Timestamp) -> bool {
-        self.before_last(created_at) && self.hard.load(Ordering::Acquire)
+        before(&self.hard, created_at)
     }
 
     #[inline]
     fn is_soft_invalidated(&self, created_at: Timestamp) -> bool {
-        self.before_last(created_at) && !self.hard.load(Ordering::Acquire)
+        // A value the hard slot has made absent is not merely expired.
+        before(&self.soft, created_at) && !before(&self.hard, created_at)
     }
 
     fn was_hard_invalidated(&self) -> bool {
-        self.at.load(Ordering::Acquire) != 0 && self.hard.load(Ordering::Acquire)
+        let hard = self.hard.load(Ordering::Acquire);
+        hard != 0 && hard >= self.soft.load(Ordering::Acquire)
     }
 
     fn was_soft_invalidated(&self) -> bool {
-        self.at.load(Ordering::Acquire) != 0 && !self.hard.load(Ordering::Acquire)
+        self.soft.load(Ordering::Acquire) > self.hard.load(Ordering::Acquire)
     }
 }
 
@@ -109,5 +119,24 @@ mod tests {
         assert!(s.is_soft_invalidated(t(19)));
         assert!(!s.is_hard_invalidated(t(19)));
         assert!(s.was_soft_invalidated());
+    }
+
+    #[test]
+    fn a_soft_invalidation_after_a_hard_one_keeps_older_values_absent() {
+        let s = DefaultInvalidation::new();
+        let t = |n| Timestamp::from_nanos(n);
+        s.invalidate(true, t(10));
+        s.invalidate(false, t(20));
+        // Created before the hard invalidation: still absent, not merely stale.
+        assert!(s.is_hard_invalidated(t(5)));
+        assert!(!s.is_soft_invalidated(t(5)));
+        // Created between the two: stale.
+        assert!(!s.is_hard_invalidated(t(15)));
+        assert!(s.is_soft_invalidated(t(15)));
+        assert!(!s.is_invalidated(t(25)));
+        // A later hard invalidation covers everything before it again.
+        s.invalidate(true, t(30));
+        assert!(s.is_hard_invalidated(t(25)) && !s.is_soft_invalidated(t(25)));
+        assert!(s.was_hard_invalidated() && !s.was_soft_invalidated());
     }
 }

@@ -25,7 +25,9 @@ pub use backend::{
     Backend, BoxFuture, CachedValue, Metadata, Payload, PayloadKind, FORMAT_VERSION,
 };
 pub use clock::{Clock, ManualClock, Timestamp};
-pub use config::{coerce_string, ArgValue, Arguments, BackendSpec, RegionConfig};
+pub use config::{
+    coerce_string, ArgValue, Arguments, BackendSpec, RegionConfig, DEFAULT_LOCK_BLOCKING_TIMEOUT,
+};
 pub use error::{BoxError, CreateError, Error, Result};
 pub use expiration::Expiration;
 pub use invalidation::{DefaultInvalidation, RegionInvalidationStrategy};

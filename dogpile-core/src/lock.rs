@@ -14,6 +14,9 @@
 //! between the first read and the lock. A caller that waited returns whatever value it then finds,
 //! fresh or not: it waited for a creation, and the creation has happened.
 //!
+//! One algorithm serves one key and a batch (`get_or_create_multi`): a call's keys are tried in
+//! one lock order, and a caller never blocks while it holds a lock (see `get_or_create`).
+//!
 //! The algorithm is written once, as async code; the blocking region methods drive it with a
 //! blocking executor (their source never yields).
 
@@ -34,7 +37,7 @@ use std::fmt;
 /// ```
 /// use dogpile_core::AsyncCreation;
 ///
-/// // The seed's runner: a new thread per creation.
+/// // dogpile's example runner: a new thread per creation.
 /// let runner = |creation: AsyncCreation| {
 ///     std::thread::spawn(move || creation.run());
 /// };
@@ -81,6 +84,34 @@ impl fmt::Debug for AsyncCreation {
     }
 }
 
+/// Locks found gone, in this process (see [`lock_lost`]).
+static LOCKS_LOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Reports a lost lock: a backend's [`CacheMutex`](crate::CacheMutex) calls this when extending
+/// or releasing a lock finds it gone (expired, or taken by another holder), so that another
+/// caller may be creating the same value. Logged as a `warn` event and counted in
+/// [`Stats::locks_lost`](crate::Stats::locks_lost), process-wide.
+///
+/// `backend` names the backend (and server), `key` the lock's key.
+///
+/// ```
+/// dogpile_core::lock::lock_lost("dogpile.cache.redis 127.0.0.1:6379", "_lock:users:1");
+/// assert!(dogpile_core::lock::locks_lost() >= 1);
+/// ```
+pub fn lock_lost(backend: &str, key: &str) {
+    LOCKS_LOST.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(
+        backend,
+        key,
+        "a held dogpile lock was found gone: another caller may be creating the same value"
+    );
+}
+
+/// How many locks were reported lost in this process (see [`lock_lost`]).
+pub fn locks_lost() -> u64 {
+    LOCKS_LOST.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// What the cache holds for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Lookup<V> {
@@ -117,83 +148,164 @@ pub(crate) enum Outcome {
     HandedOff,
 }
 
-/// One key's value, lock and creator, as the lock algorithm sees them.
+/// One key of a get-or-create call, as the lock algorithm tracks it.
+pub(crate) struct KeyState<V> {
+    /// What the last read found; taken when acted on.
+    seen: Lookup<V>,
+    /// Whether this caller has waited on this key: it then takes whatever value it finds.
+    waited: bool,
+    /// Whether this caller holds the key's lock.
+    held: bool,
+    /// The key's value and how it was had, once known.
+    done: Option<(V, Outcome)>,
+}
+
+impl<V> KeyState<V> {
+    /// A key whose first read found `seen`.
+    pub(crate) fn new(seen: Lookup<V>) -> Self {
+        KeyState {
+            seen,
+            waited: false,
+            held: false,
+            done: None,
+        }
+    }
+
+    /// The key's value and outcome; `None` only if the algorithm has not finished.
+    pub(crate) fn into_done(self) -> Option<(V, Outcome)> {
+        self.done
+    }
+
+    fn open(&self) -> bool {
+        self.done.is_none()
+    }
+
+    fn finish(&mut self, value: V, outcome: Outcome) {
+        self.held = false;
+        self.done = Some((value, outcome));
+    }
+
+    /// A value found under the lock or after a wait: this caller's creation was not needed.
+    fn found(&mut self, value: V) {
+        let outcome = if self.waited {
+            Outcome::Waited
+        } else {
+            Outcome::Fresh
+        };
+        self.finish(value, outcome);
+    }
+}
+
+/// The keys of one get-or-create call (one key, or a batch), as the lock algorithm sees them:
+/// keys are indices into the call's list, which is in lock order with no duplicates.
 pub(crate) trait Source {
     type Value;
     type Error;
 
-    /// Reads the value.
-    async fn lookup(&mut self) -> Result<Lookup<Self::Value>, Self::Error>;
+    /// Reads the values of `keys`, in that order.
+    async fn lookup(&mut self, keys: &[usize]) -> Result<Vec<Lookup<Self::Value>>, Self::Error>;
 
-    /// Takes the key's lock if it is free; `true` when taken. The source keeps it until it has
-    /// created (or handed creation off), or until it is dropped.
-    async fn try_lock(&mut self) -> Result<bool, Self::Error>;
+    /// Takes `key`'s lock if it is free; `true` when taken. The source keeps it until it has
+    /// created (or handed creation off), until `unlock`, or until it is dropped.
+    async fn try_lock(&mut self, key: usize) -> Result<bool, Self::Error>;
 
-    /// Waits until the lock may have been released.
-    async fn wait(&mut self) -> Result<(), Self::Error>;
+    /// Waits until `key`'s lock may have been released. Called with no lock held. An error
+    /// past the call's bound on waiting.
+    async fn wait(&mut self, key: usize) -> Result<(), Self::Error>;
 
-    /// Releases the lock without creating (a fresh value appeared meanwhile).
-    async fn unlock(&mut self);
+    /// Releases `key`'s lock without creating.
+    async fn unlock(&mut self, key: usize);
 
-    /// Runs the creator, stores its value and releases the lock. Called with the lock held.
-    async fn create(&mut self) -> Result<Self::Value, Self::Error>;
+    /// Runs the creator for `keys` (whose locks are held), stores the values and releases the
+    /// locks; the values come back in the order of `keys`.
+    async fn create(&mut self, keys: &[usize]) -> Result<Vec<Self::Value>, Self::Error>;
 
-    /// Hands the creator and the held lock to the async creation runner; `false` when there is
-    /// none (then the caller creates).
-    fn hand_off(&mut self) -> bool;
+    /// Hands the creator of `key` and its held lock to the async creation runner; `false` when
+    /// there is none (then the caller creates).
+    fn hand_off(&mut self, key: usize) -> bool;
 }
 
-/// The dogpile lock's get-or-create, starting from a first `lookup` the caller already made.
+/// The dogpile lock's get-or-create over every key of one call, starting from the first reads
+/// the caller already made (in `keys`); on success every key has its value.
+///
+/// One algorithm for one key and for a batch. It never blocks while holding a lock: it tries
+/// every key in lock order, and on the first held key with no value to serve it releases every
+/// lock it holds, waits on that key alone, reads the open keys again and starts over. So a
+/// caller holding a lock while it waits is only ever a creator asking for another key (a nested
+/// get-or-create), and no batch can close a cycle with it.
 pub(crate) async fn get_or_create<S: Source>(
     source: &mut S,
-    first: Lookup<S::Value>,
-) -> Result<(S::Value, Outcome), S::Error> {
-    let mut seen = first;
-    let mut waited = false;
+    keys: &mut [KeyState<S::Value>],
+) -> Result<(), S::Error> {
     loop {
-        match seen {
-            Lookup::Fresh(v) if waited => return Ok((v, Outcome::Waited)),
-            Lookup::Fresh(v) => return Ok((v, Outcome::Fresh)),
-            Lookup::Stale(v) if waited => return Ok((v, Outcome::Waited)),
-            Lookup::Stale(stale) => {
-                if !source.try_lock().await? {
-                    return Ok((stale, Outcome::Stale));
-                }
-                return match source.lookup().await? {
-                    Lookup::Fresh(v) => {
-                        source.unlock().await;
-                        Ok((v, Outcome::Fresh))
-                    }
-                    Lookup::Stale(v) if source.hand_off() => Ok((v, Outcome::HandedOff)),
-                    Lookup::Stale(_) | Lookup::Absent => {
-                        Ok((source.create().await?, Outcome::Created))
-                    }
-                };
+        // Take what can be had without waiting; stop at the first key that needs a wait.
+        let mut blocked = None;
+        for (i, k) in keys.iter_mut().enumerate() {
+            if !k.open() || k.held {
+                continue;
             }
-            Lookup::Absent => {
-                if source.try_lock().await? {
-                    return match source.lookup().await? {
-                        Lookup::Fresh(v) => {
-                            source.unlock().await;
-                            Ok((
-                                v,
-                                if waited {
-                                    Outcome::Waited
-                                } else {
-                                    Outcome::Fresh
-                                },
-                            ))
-                        }
-                        Lookup::Stale(_) | Lookup::Absent => {
-                            Ok((source.create().await?, Outcome::Created))
-                        }
-                    };
+            match std::mem::replace(&mut k.seen, Lookup::Absent) {
+                Lookup::Fresh(v) => k.found(v),
+                // It waited for a creation, and the creation has happened.
+                Lookup::Stale(v) if k.waited => k.finish(v, Outcome::Waited),
+                Lookup::Stale(v) => {
+                    if source.try_lock(i).await? {
+                        k.held = true;
+                    } else {
+                        k.finish(v, Outcome::Stale);
+                    }
                 }
-                source.wait().await?;
-                waited = true;
-                seen = source.lookup().await?;
+                Lookup::Absent => {
+                    if source.try_lock(i).await? {
+                        k.held = true;
+                    } else {
+                        blocked = Some(i);
+                        break;
+                    }
+                }
             }
         }
+
+        if let Some(b) = blocked {
+            for (i, k) in keys.iter_mut().enumerate() {
+                if k.held {
+                    k.held = false;
+                    source.unlock(i).await;
+                }
+            }
+            source.wait(b).await?;
+            keys[b].waited = true;
+            let open: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].open()).collect();
+            for (i, seen) in open.iter().zip(source.lookup(&open).await?) {
+                keys[*i].seen = seen;
+            }
+            continue;
+        }
+
+        // Every open key is held: read them once more, as another caller may have created some
+        // between the first read and the lock.
+        let held: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].held).collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut to_create = Vec::with_capacity(held.len());
+        for (&i, found) in held.iter().zip(source.lookup(&held).await?) {
+            match found {
+                Lookup::Fresh(v) => {
+                    source.unlock(i).await;
+                    keys[i].found(v);
+                }
+                Lookup::Stale(v) if source.hand_off(i) => keys[i].finish(v, Outcome::HandedOff),
+                Lookup::Stale(_) | Lookup::Absent => to_create.push(i),
+            }
+        }
+        if !to_create.is_empty() {
+            let values = source.create(&to_create).await?;
+            for (&i, v) in to_create.iter().zip(values) {
+                keys[i].finish(v, Outcome::Created);
+            }
+        }
+        return Ok(());
     }
 }
 
@@ -255,31 +367,32 @@ mod tests {
     impl Source for Fake {
         type Value = u32;
         type Error = String;
-        async fn lookup(&mut self) -> Result<Lookup<u32>, String> {
-            Ok(self.read())
+        async fn lookup(&mut self, keys: &[usize]) -> Result<Vec<Lookup<u32>>, String> {
+            Ok(keys.iter().map(|_| self.read()).collect())
         }
-        async fn try_lock(&mut self) -> Result<bool, String> {
+        async fn try_lock(&mut self, _: usize) -> Result<bool, String> {
             self.held = self.mutex.try_acquire().unwrap();
             Ok(self.held)
         }
-        async fn wait(&mut self) -> Result<(), String> {
+        async fn wait(&mut self, _: usize) -> Result<(), String> {
             self.mutex
                 .wait(std::time::Instant::now() + Duration::from_secs(3600))
                 .unwrap();
             Ok(())
         }
-        async fn unlock(&mut self) {
+        async fn unlock(&mut self, _: usize) {
             self.held = false;
             self.mutex.release().unwrap();
         }
-        async fn create(&mut self) -> Result<u32, String> {
+        async fn create(&mut self, keys: &[usize]) -> Result<Vec<u32>, String> {
+            assert_eq!(keys, [0]);
             self.store.creations.fetch_add(1, Ordering::SeqCst);
             let v = (self.creator.take().unwrap())()?;
             *self.store.slot.lock() = Some((v, true));
-            self.unlock().await;
-            Ok(v)
+            self.unlock(0).await;
+            Ok(vec![v])
         }
-        fn hand_off(&mut self) -> bool {
+        fn hand_off(&mut self, _: usize) -> bool {
             if self.runner {
                 self.store.handed_off.fetch_add(1, Ordering::SeqCst);
             }
@@ -292,8 +405,10 @@ mod tests {
     }
 
     fn run_outcome(f: &mut Fake) -> Result<(u32, Outcome), String> {
-        let first = f.read();
-        pollster::block_on(get_or_create(f, first))
+        let mut keys = [KeyState::new(f.read())];
+        pollster::block_on(get_or_create(f, &mut keys))?;
+        let [key] = keys;
+        Ok(key.into_done().expect("the key has its value"))
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The dogpile lock's mutex: the [`CacheMutex`] trait, and the in-process per-key mutexes.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use event_listener::{Event, Listener};
@@ -26,26 +29,39 @@ pub trait CacheMutex: Send + Sync + 'static {
     fn wait(&self, deadline: Instant) -> Result<()>;
 
     /// Releases the lock taken by `try_acquire`.
+    ///
+    /// Releasing a lock this handle does not hold must never free another holder's lock (it
+    /// is an error, or does nothing): a release can come twice when an async release was dropped
+    /// midway (see [`release_async`](CacheMutex::release_async)).
     fn release(&self) -> Result<()>;
 
     /// Whether somebody holds the lock.
     fn locked(&self) -> Result<bool>;
 
-    /// [`try_acquire`](CacheMutex::try_acquire) for async callers; the default blocks.
-    fn try_acquire_async(&self) -> BoxFuture<'_, Result<bool>> {
-        Box::pin(async move { self.try_acquire() })
+    /// [`try_acquire`](CacheMutex::try_acquire) for async callers.
+    ///
+    /// The default runs `try_acquire` on the `blocking` crate's thread pool, so an executor
+    /// thread never blocks on it, whatever the runtime; a mutex with an async client overrides
+    /// it. The methods take an `Arc` so that the default can hand the mutex to that pool.
+    fn try_acquire_async(self: Arc<Self>) -> BoxFuture<'static, Result<bool>> {
+        Box::pin(blocking::unblock(move || self.try_acquire()))
     }
 
-    /// [`wait`](CacheMutex::wait) for async callers; the default blocks the calling thread.
-    fn wait_async(&self, deadline: Instant) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.wait(deadline) })
+    /// [`wait`](CacheMutex::wait) for async callers: done by `deadline` at the latest. The
+    /// default runs `wait` on the `blocking` crate's thread pool (see
+    /// [`try_acquire_async`](CacheMutex::try_acquire_async)).
+    fn wait_async(self: Arc<Self>, deadline: Instant) -> BoxFuture<'static, Result<()>> {
+        Box::pin(blocking::unblock(move || self.wait(deadline)))
     }
 
-    /// [`release`](CacheMutex::release) for async callers; the default blocks the calling thread.
-    /// If the future is dropped before it is done, the lock must still count as held, so that a
-    /// later `release` releases it.
-    fn release_async(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.release() })
+    /// [`release`](CacheMutex::release) for async callers. If the future is dropped before it is
+    /// done, the lock must still count as held, so that a later `release` releases it.
+    ///
+    /// The default runs `release` on the `blocking` crate's thread pool. Dropped midway, that
+    /// release may already be running; the [`LockGuard`] then releases again, which the
+    /// contract of `release` makes harmless.
+    fn release_async(self: Arc<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(blocking::unblock(move || self.release()))
     }
 }
 
@@ -53,12 +69,17 @@ pub trait CacheMutex: Send + Sync + 'static {
 /// [`release_async`](LockGuard::release_async).
 pub struct LockGuard {
     /// `None` once released.
-    mutex: Option<Box<dyn CacheMutex>>,
+    mutex: Option<Arc<dyn CacheMutex>>,
 }
 
 impl LockGuard {
     /// Wraps a mutex that the caller has just taken.
     pub fn new(mutex: Box<dyn CacheMutex>) -> Self {
+        Self::shared(mutex.into())
+    }
+
+    /// Wraps a shared mutex that the caller has just taken.
+    pub fn shared(mutex: Arc<dyn CacheMutex>) -> Self {
         LockGuard { mutex: Some(mutex) }
     }
 
@@ -67,7 +88,7 @@ impl LockGuard {
     /// before the release is done, the guard's `Drop` releases the lock the blocking way.
     pub async fn release_async(mut self) {
         if let Some(mutex) = &self.mutex {
-            released(mutex.release_async().await);
+            released(mutex.clone().release_async().await);
         }
         // Released: `Drop` has nothing left to do.
         self.mutex = None;
@@ -248,14 +269,50 @@ impl CacheMutex for LocalMutex {
         Ok(self.lock.held.load(Ordering::Acquire))
     }
 
-    fn wait_async(&self, _deadline: Instant) -> BoxFuture<'_, Result<()>> {
+    // Taking and releasing an in-process lock never blocks: no pool needed.
+    fn try_acquire_async(self: Arc<Self>) -> BoxFuture<'static, Result<bool>> {
+        Box::pin(std::future::ready(self.try_acquire()))
+    }
+
+    fn release_async(self: Arc<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(std::future::ready(self.release()))
+    }
+
+    fn wait_async(self: Arc<Self>, deadline: Instant) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            while let Some(l) = self.listen_until_free() {
-                l.await;
+            // One timer for the whole wait, made only if the lock is held at all.
+            let mut timer = None;
+            while let Some(listener) = self.listen_until_free() {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                let timer = timer.get_or_insert_with(|| futures_timer::Delay::new(left));
+                if !released_before(listener, timer).await {
+                    break;
+                }
             }
             Ok(())
         })
     }
+}
+
+/// Waits for `listener` or `timer`, whichever fires first: `true` for the listener. The timer is
+/// runtime-agnostic (`futures-timer` keeps one helper thread for every timer in the process), so
+/// an async wait honours its deadline on any executor without blocking a thread of it.
+async fn released_before(
+    mut listener: event_listener::EventListener,
+    timer: &mut futures_timer::Delay,
+) -> bool {
+    std::future::poll_fn(|cx| {
+        if Pin::new(&mut listener).poll(cx).is_ready() {
+            return Poll::Ready(true);
+        }
+        if Pin::new(&mut *timer).poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 impl Drop for LocalMutex {
@@ -413,7 +470,7 @@ mod tests {
             fn locked(&self) -> Result<bool> {
                 Ok(true)
             }
-            fn release_async(&self) -> BoxFuture<'_, Result<()>> {
+            fn release_async(self: Arc<Self>) -> BoxFuture<'static, Result<()>> {
                 Box::pin(std::future::pending())
             }
         }

@@ -10,7 +10,7 @@ use crate::mutex::CacheMutex;
 /// A proxy around a backend: override the methods whose behaviour you change; the others pass
 /// the call to `proxied`, the next proxy in the chain or the backend itself.
 ///
-/// The seed's two proxies:
+/// The two proxies of dogpile's usage guide:
 ///
 /// ```
 /// use dogpile_core::{Backend, CachedValue, ProxyBackend, Result};

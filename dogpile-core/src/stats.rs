@@ -34,9 +34,10 @@ pub(crate) enum Counter {
     WaitNanos,
     AsyncRefreshes,
     BackendErrors,
+    LockTimeouts,
 }
 
-const COUNTERS: usize = 11;
+const COUNTERS: usize = 12;
 
 /// How many regions can have a per-thread row at once.
 pub(crate) const ROWS: usize = 64;
@@ -217,16 +218,26 @@ impl RegionStats {
     }
 }
 
-/// Something counts can be added to.
+/// Something counts can be added to: a region's counters, or a handle on them.
 pub(crate) trait CountSink {
+    /// Adds `n` to a counter.
+    fn add(&self, counter: Counter, n: u64);
+
     /// Adds one to a counter.
-    fn incr(&self, counter: Counter);
+    fn incr(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    /// Adds a duration, in nanoseconds, to a counter.
+    fn add_time(&self, counter: Counter, d: Duration) {
+        self.add(counter, u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
 }
 
 impl CountSink for RegionStats {
     #[inline]
-    fn incr(&self, counter: Counter) {
-        RegionStats::incr(self, counter)
+    fn add(&self, counter: Counter, n: u64) {
+        RegionStats::add(self, counter, n)
     }
 }
 
@@ -236,7 +247,7 @@ pub(crate) struct StatsHandle {
     row: usize,
 }
 
-impl StatsHandle {
+impl CountSink for StatsHandle {
     fn add(&self, counter: Counter, n: u64) {
         if self.row >= ROWS {
             return;
@@ -248,17 +259,6 @@ impl StatsHandle {
                 Ordering::Relaxed,
             );
         });
-    }
-
-    /// Adds a duration, in nanoseconds, to a counter.
-    pub(crate) fn add_time(&self, counter: Counter, d: Duration) {
-        self.add(counter, u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    }
-}
-
-impl CountSink for StatsHandle {
-    fn incr(&self, counter: Counter) {
-        self.add(counter, 1);
     }
 }
 
@@ -308,6 +308,13 @@ pub struct Stats {
     pub async_refreshes: u64,
     /// Backend calls that failed.
     pub backend_errors: u64,
+    /// Callers that gave up waiting for another's creation past `lock_blocking_timeout` (a
+    /// decorated function then ran its body).
+    pub lock_timeouts: u64,
+    /// Locks that a backend found gone when it extended or released them (their holder's
+    /// creation then ran unprotected), reported through [`lock_lost`](crate::lock::lock_lost).
+    /// Counted for the whole process, not per region: a backend's lock does not know its region.
+    pub locks_lost: u64,
 }
 
 impl Stats {
@@ -325,6 +332,8 @@ impl Stats {
             wait_time: Duration::from_nanos(c[WaitNanos as usize]),
             async_refreshes: c[AsyncRefreshes as usize],
             backend_errors: c[BackendErrors as usize],
+            lock_timeouts: c[LockTimeouts as usize],
+            locks_lost: crate::lock::locks_lost(),
         }
     }
 
@@ -364,6 +373,8 @@ impl fmt::Display for Stats {
             ("mean wait", avg(self.wait_time, self.waits)),
             ("async refreshes", self.async_refreshes.to_string()),
             ("backend errors", self.backend_errors.to_string()),
+            ("lock wait timeouts", self.lock_timeouts.to_string()),
+            ("locks lost", self.locks_lost.to_string()),
         ];
         writeln!(f, "| {:<20} | {:>12} |", "statistic", "value")?;
         writeln!(f, "|{:-<22}|{:->14}|", "", "")?;

@@ -5,6 +5,8 @@ use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{bracketed, Expr, Ident, LitBool, LitStr, Token};
 
+use crate::errors::Errors;
+
 /// Which attribute is being parsed: they take different options.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -147,15 +149,11 @@ impl Args {
             background: None,
         };
         let mut seen: Vec<String> = Vec::new();
-        let mut errors: Option<syn::Error> = None;
-        let mut push = |e: syn::Error| match &mut errors {
-            Some(all) => all.combine(e),
-            None => errors = Some(e),
-        };
+        let mut errors = Errors::new();
         for (name, value) in raw.0 {
             let s = name.to_string();
             if !kind.options().contains(&s.as_str()) {
-                push(syn::Error::new(
+                errors.push(syn::Error::new(
                     name.span(),
                     format!(
                         "unknown option `{s}` of #[{}]; expected one of: {}",
@@ -171,7 +169,7 @@ impl Args {
                 s.clone()
             };
             if seen.contains(&canonical) {
-                push(syn::Error::new(
+                errors.push(syn::Error::new(
                     name.span(),
                     format!("`{s}` is given twice"),
                 ));
@@ -230,20 +228,18 @@ impl Args {
                 }
                 Ok(())
             })();
-            if let Err(e) = parsed {
-                push(e);
-            }
+            errors.ok(parsed);
         }
         if args.key.is_some() {
             if let Some(g) = &args.function_key_generator {
-                push(syn::Error::new(
+                errors.push(syn::Error::new(
                     g.span(),
                     "`key` and `function_key_generator` both make the key: give one of them",
                 ));
             }
         }
         if args.region.is_none() && !seen.iter().any(|s| s == "region") {
-            push(syn::Error::new(
+            errors.push(syn::Error::new(
                 Span::call_site(),
                 format!(
                     "#[{}] needs `region = …`: the region that caches this function, e.g. `region = REGION` with `static REGION: dogpile::CacheRegion = dogpile::CacheRegion::new();`",
@@ -251,10 +247,7 @@ impl Args {
                 ),
             ));
         }
-        match errors {
-            Some(e) => Err(e),
-            None => Ok(args),
-        }
+        errors.finish().map(|()| args)
     }
 }
 

@@ -15,6 +15,7 @@ use syn::{
 };
 
 use crate::args::{parse_template, Args, Kind, RawArgs, TemplatePiece};
+use crate::errors::Errors;
 
 /// Expands one attribute; on error, the original item with the errors, so that the rest of the
 /// crate still sees the function.
@@ -174,15 +175,11 @@ impl<'a> Func<'a> {
             }
         }
 
-        let mut errors: Option<syn::Error> = None;
-        let mut push = |e: syn::Error| match &mut errors {
-            Some(all) => all.combine(e),
-            None => errors = Some(e),
-        };
+        let mut errors = Errors::new();
 
         for name in &args.ignore {
             if name == "self" {
-                push(syn::Error::new(
+                errors.push(syn::Error::new(
                     name.span(),
                     "`self` is never part of the key: there is no need to ignore it",
                 ));
@@ -194,17 +191,17 @@ impl<'a> Func<'a> {
                         .as_ref()
                         .is_some_and(|p| !matches!(p, Pat::Ident(_))) =>
                 {
-                    push(syn::Error::new(
+                    errors.push(syn::Error::new(
                         name.span(),
                         format!("no argument is named `{name}`"),
                     ))
                 }
-                Some(p) if p.ignored => push(syn::Error::new(
+                Some(p) if p.ignored => errors.push(syn::Error::new(
                     name.span(),
                     format!("`{name}` is ignored twice"),
                 )),
                 Some(p) => p.ignored = true,
-                None => push(syn::Error::new(
+                None => errors.push(syn::Error::new(
                     name.span(),
                     format!("`{name}` in `ignore` is not an argument of `{}`", sig.ident),
                 )),
@@ -221,7 +218,7 @@ impl<'a> Func<'a> {
                     TemplatePiece::Lit(s) => out.push(TemplatePieceIdx::Lit(s)),
                     TemplatePiece::Arg(name) => {
                         if name == "self" {
-                            push(syn::Error::new(
+                            errors.push(syn::Error::new(
                                 lit.span(),
                                 "`{self}` cannot be part of the key: name the arguments that identify the value",
                             ));
@@ -231,7 +228,7 @@ impl<'a> Func<'a> {
                             p.ident == name && !p.ident.to_string().starts_with("__dp_arg")
                         });
                         match found {
-                            Some(i) if params[i].ignored => push(syn::Error::new(
+                            Some(i) if params[i].ignored => errors.push(syn::Error::new(
                                 lit.span(),
                                 format!("`{{{name}}}` is in `key`, but `{name}` is in `ignore`"),
                             )),
@@ -251,7 +248,7 @@ impl<'a> Func<'a> {
                                     .filter(|p| !p.ident.to_string().starts_with("__dp_arg"))
                                     .map(|p| format!("`{}`", p.ident))
                                     .collect();
-                                push(syn::Error::new(
+                                errors.push(syn::Error::new(
                                     lit.span(),
                                     format!(
                                         "`{{{name}}}` in `key` is not an argument of `{}`; its arguments are: {}",
@@ -272,7 +269,7 @@ impl<'a> Func<'a> {
                         }
                         _ => p.ident.to_string(),
                     };
-                    push(syn::Error::new(
+                    errors.push(syn::Error::new(
                         p.ty.span().join(p.ident.span()).unwrap_or(p.ident.span()),
                         format!(
                             "argument `{shown}` is not part of the key: add `{{{shown}}}` to `key = \"…\"`, or leave it out with `ignore = [{shown}]`"
@@ -290,7 +287,7 @@ impl<'a> Func<'a> {
             ReturnType::Type(_, ty) => (**ty).clone(),
         };
         if let Type::ImplTrait(it) = &ret {
-            push(syn::Error::new(
+            errors.push(syn::Error::new(
                 it.span(),
                 "an `impl Trait` return type cannot be cached: name the type (it must be `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`)",
             ));
@@ -300,9 +297,7 @@ impl<'a> Func<'a> {
             _ => (ret.clone(), false),
         };
 
-        if let Some(e) = errors {
-            return Err(e);
-        }
+        errors.finish()?;
         Ok(Func {
             item,
             params,

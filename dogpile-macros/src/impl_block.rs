@@ -13,6 +13,7 @@ use syn::visit_mut::VisitMut;
 use syn::{Attribute, Ident, ItemFn, ItemImpl, Visibility};
 
 use crate::args::{Kind, RawArgs};
+use crate::errors::Errors;
 use crate::expand::{carried_to_companions, generate, with_item};
 
 /// What `#[cache_impl(…)]` says.
@@ -57,11 +58,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         );
         return with_item(err, item);
     };
-    let mut errors = TokenStream::new();
+    let mut errors = Errors::new();
     let mut companions_wanted = companions_wanted;
     if let Companions::With(_) = companions_wanted {
         if let Err(e) = check_inherent_block_possible(&block) {
-            errors.extend(e.to_compile_error());
+            errors.push(e);
             // Only this error, not the compiler's about a block that cannot be.
             companions_wanted = Companions::Without;
         }
@@ -92,7 +93,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                     nv.eq_token.span,
                     "write the options in parentheses: #[cache_on_arguments(region = …)]",
                 );
-                errors.extend(err.to_compile_error());
+                errors.push(err);
                 continue;
             }
         };
@@ -108,7 +109,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         let fns = match generate(kind, args, &func).and_then(syn::parse2::<Fns>) {
             Ok(Fns(fns)) => fns,
             Err(e) => {
-                errors.extend(e.to_compile_error());
+                errors.push(e);
                 continue;
             }
         };
@@ -135,12 +136,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     }
     if used_paths.is_empty() {
-        errors.extend(
-            syn::Error::new(
-                Span::call_site(),
-                "#[cache_impl]: no method of this block has #[cache_on_arguments] or #[cache_multi_on_arguments]",
-            )
-            .to_compile_error(),
+        errors.at(
+            Span::call_site(),
+            "#[cache_impl]: no method of this block has #[cache_on_arguments] or #[cache_multi_on_arguments]",
         );
     }
     let companions = (!companions.is_empty()).then(|| {
@@ -163,6 +161,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             true
         }
     });
+    let errors = errors.into_compile_errors();
     quote! {
         #errors
         #block

@@ -12,6 +12,7 @@
 use proc_macro::TokenStream;
 
 mod args;
+mod errors;
 mod expand;
 mod impl_block;
 

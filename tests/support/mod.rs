@@ -225,7 +225,10 @@ pub fn spawn_child(test_name: &str, role: &str, envs: &[(&str, String)]) -> Chil
 
 /// Every region operation on a region with a 60 s expiration and the manual clock `manual`: the
 /// round trip that each backend's tests run. Uses keys `rt:*` only.
-pub fn check_region_operations(region: &dogpile::CacheRegion, manual: &dogpile::ManualClock) {
+pub fn check_region_operations(
+    region: &dogpile::CacheRegion,
+    manual: &dogpile::clock::ManualClock,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     // set / get / delete; deleting a missing key is fine.
@@ -384,4 +387,37 @@ pub fn redis_cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[
         c.arg(*a);
     }
     c.query(con).expect("a raw command")
+}
+
+/// Runs `f` on a helper thread and returns its result; fails the test when it has not finished
+/// within a generous bound (60 s). How a test tells a hang, never by a tight wall-clock bound.
+pub fn within_hang_deadline<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    const HANG: Duration = Duration::from_secs(60);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(HANG)
+        .unwrap_or_else(|_| panic!("{what}: still not done after {HANG:?}: hung"))
+}
+
+/// A memory region with `expiration` on a manual clock, and the clock's handle.
+pub fn manual_memory_region(
+    expiration: impl Into<dogpile::Expiration>,
+) -> (
+    dogpile::CacheRegion,
+    std::sync::Arc<dogpile::clock::ManualClock>,
+) {
+    let (clock, handle) = dogpile::clock::Clock::manual(std::time::SystemTime::now());
+    let region = dogpile::make_region()
+        .configure(
+            dogpile::RegionConfig::new("dogpile.cache.memory")
+                .expiration_time(expiration)
+                .clock(clock),
+        )
+        .unwrap();
+    (region, handle)
 }

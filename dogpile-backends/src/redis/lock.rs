@@ -559,7 +559,7 @@ impl CacheMutex for RedisMutex {
         self.conns().query("looking at a lock", &self.exists_cmd())
     }
 
-    fn try_acquire_async(&self) -> BoxFuture<'_, Result<bool>> {
+    fn try_acquire_async(self: Arc<Self>) -> BoxFuture<'static, Result<bool>> {
         Box::pin(async move {
             if !in_tokio() {
                 return self.try_acquire();
@@ -577,7 +577,7 @@ impl CacheMutex for RedisMutex {
         })
     }
 
-    fn release_async(&self) -> BoxFuture<'_, Result<()>> {
+    fn release_async(self: Arc<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
             if !in_tokio() {
                 return self.release();
@@ -599,7 +599,7 @@ impl CacheMutex for RedisMutex {
         })
     }
 
-    fn wait_async(&self, deadline: Instant) -> BoxFuture<'_, Result<()>> {
+    fn wait_async(self: Arc<Self>, deadline: Instant) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
             if !in_tokio() {
                 return self.wait(deadline);

@@ -1,8 +1,10 @@
 //! The dogpile lock under the `loom` model checker: every interleaving (within a preemption
-//! bound) of 2 or 3 threads calling [`get_or_create`] on one key.
+//! bound) of 2 or 3 threads calling [`get_or_create`] on one key, and of 2 threads calling it on
+//! a batch of two keys (beside another batch, or beside a creator that asks for another key).
 //!
 //! Checked: one creator per key; callers that waited see the created value; a failing creator
-//! hands over to a waiter; no lost wake-up (loom fails a run where every thread is blocked).
+//! hands over to a waiter; no lost wake-up and no deadlock (loom fails a run where every thread is
+//! blocked); a caller never waits while it holds a lock.
 //!
 //! The per-key mutex is the in-process one of `mutex.rs` (`LocalMutex`: an atomic flag and an
 //! `event_listener::Event`), re-stated here over loom's atomics and the loom-aware build of
@@ -25,7 +27,7 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
-use super::{get_or_create, Lookup, Source};
+use super::{get_or_create, KeyState, Lookup, Source};
 
 /// One key's lock: `LocalMutex`'s state and algorithm.
 #[derive(Default)]
@@ -64,53 +66,84 @@ impl KeyLock {
     }
 }
 
-/// The cache for one key: the value and whether it is fresh, the lock, and counters.
+/// The cache for one key: the value and whether it is fresh, and the lock.
 #[derive(Default)]
-struct Shared {
+struct Key {
     slot: Mutex<Option<(u32, bool)>>,
     lock: KeyLock,
+}
+
+/// The cache: two keys (most models use the first alone), and counters.
+#[derive(Default)]
+struct Shared {
+    keys: [Key; 2],
     creations: AtomicUsize,
     failures: AtomicUsize,
 }
 
-/// One caller's view, as the region's source is: it remembers whether it holds the lock and
-/// releases it when dropped (a failing or panicking creator).
-struct Caller {
-    shared: Arc<Shared>,
-    held: bool,
-    /// `Err` makes the creator fail.
-    creator: Option<Result<u32, &'static str>>,
-}
-
-impl Caller {
-    fn new(shared: &Arc<Shared>, creator: Result<u32, &'static str>) -> Self {
-        Caller {
-            shared: shared.clone(),
-            held: false,
-            creator: Some(creator),
-        }
-    }
-
-    fn read(&self) -> Lookup<u32> {
-        match *self.shared.slot.lock().unwrap() {
+impl Shared {
+    fn read(&self, key: usize) -> Lookup<u32> {
+        match *self.keys[key].slot.lock().unwrap() {
             Some((v, true)) => Lookup::Fresh(v),
             Some((v, false)) => Lookup::Stale(v),
             None => Lookup::Absent,
         }
     }
+}
 
-    /// The region's call: a first lookup, then the algorithm.
-    fn get_or_create(&mut self) -> Result<u32, &'static str> {
-        let first = self.read();
-        poll_once(get_or_create(self, first)).map(|(value, _)| value)
+/// What a caller's creator does.
+#[derive(Clone, Copy)]
+enum Make {
+    /// Returns this value for every key it creates.
+    Value(u32),
+    /// Fails.
+    Fail(&'static str),
+    /// Asks for key 0 first (a nested get-or-create, made with this value), then returns it
+    /// plus 10: the creator that holds its own key's lock while it waits for another.
+    Nested(u32),
+}
+
+/// One caller's view, as the region's source is: the keys of its call (global key numbers, in
+/// lock order), which of them it holds, and its creator. It releases what it holds when dropped
+/// (a failing or panicking creator).
+struct Caller {
+    shared: Arc<Shared>,
+    keys: Vec<usize>,
+    held: Vec<bool>,
+    make: Option<Make>,
+}
+
+impl Caller {
+    fn new(shared: &Arc<Shared>, keys: &[usize], make: Make) -> Self {
+        Caller {
+            shared: shared.clone(),
+            keys: keys.to_vec(),
+            held: vec![false; keys.len()],
+            make: Some(make),
+        }
+    }
+
+    /// The region's call: first reads, then the algorithm; the values in key order.
+    fn get_or_create(&mut self) -> Result<Vec<u32>, &'static str> {
+        let mut states: Vec<_> = self
+            .keys
+            .iter()
+            .map(|&k| KeyState::new(self.shared.read(k)))
+            .collect();
+        poll_once(get_or_create(self, &mut states))?;
+        Ok(states
+            .into_iter()
+            .map(|s| s.into_done().expect("every key has its value").0)
+            .collect())
     }
 }
 
 impl Drop for Caller {
     fn drop(&mut self) {
-        if self.held {
-            self.held = false;
-            self.shared.lock.release();
+        for (i, held) in self.held.iter_mut().enumerate() {
+            if std::mem::take(held) {
+                self.shared.keys[self.keys[i]].lock.release();
+            }
         }
     }
 }
@@ -119,45 +152,60 @@ impl Source for Caller {
     type Value = u32;
     type Error = &'static str;
 
-    async fn lookup(&mut self) -> Result<Lookup<u32>, &'static str> {
-        Ok(self.read())
+    async fn lookup(&mut self, keys: &[usize]) -> Result<Vec<Lookup<u32>>, &'static str> {
+        Ok(keys
+            .iter()
+            .map(|&i| self.shared.read(self.keys[i]))
+            .collect())
     }
 
-    async fn try_lock(&mut self) -> Result<bool, &'static str> {
-        assert!(!self.held, "the algorithm takes the lock once");
-        self.held = self.shared.lock.try_acquire();
-        Ok(self.held)
+    async fn try_lock(&mut self, key: usize) -> Result<bool, &'static str> {
+        assert!(!self.held[key], "the algorithm takes a lock once");
+        self.held[key] = self.shared.keys[self.keys[key]].lock.try_acquire();
+        Ok(self.held[key])
     }
 
-    async fn wait(&mut self) -> Result<(), &'static str> {
-        self.shared.lock.wait();
+    async fn wait(&mut self, key: usize) -> Result<(), &'static str> {
+        assert!(
+            !self.held.iter().any(|&h| h),
+            "a caller never waits while it holds a lock"
+        );
+        self.shared.keys[self.keys[key]].lock.wait();
         Ok(())
     }
 
-    async fn unlock(&mut self) {
-        assert!(self.held, "unlock without the lock");
-        self.held = false;
-        self.shared.lock.release();
+    async fn unlock(&mut self, key: usize) {
+        assert!(self.held[key], "unlock without the lock");
+        self.held[key] = false;
+        self.shared.keys[self.keys[key]].lock.release();
     }
 
-    async fn create(&mut self) -> Result<u32, &'static str> {
-        assert!(self.held, "create without the lock");
-        let made = self.creator.take().expect("one creation per call");
-        let v = match made {
-            Ok(v) => v,
-            Err(e) => {
+    async fn create(&mut self, keys: &[usize]) -> Result<Vec<u32>, &'static str> {
+        assert!(
+            keys.iter().all(|&i| self.held[i]),
+            "create without the lock"
+        );
+        let v = match self.make.take().expect("one creation per call") {
+            Make::Value(v) => v,
+            Make::Fail(e) => {
                 self.shared.failures.fetch_add(1, Ordering::SeqCst);
-                // The lock is released by Drop, as the region's guard does.
+                // The locks are released by Drop, as the region's guards do.
                 return Err(e);
             }
+            Make::Nested(v) => {
+                let inner = Caller::new(&self.shared, &[0], Make::Value(v)).get_or_create()?;
+                inner[0] + 10
+            }
         };
-        self.shared.creations.fetch_add(1, Ordering::SeqCst);
-        *self.shared.slot.lock().unwrap() = Some((v, true));
-        self.unlock().await;
-        Ok(v)
+        for &i in keys {
+            self.shared.creations.fetch_add(1, Ordering::SeqCst);
+            *self.shared.keys[self.keys[i]].slot.lock().unwrap() = Some((v, true));
+            self.unlock(i).await;
+        }
+        Ok(vec![v; keys.len()])
     }
 
-    fn hand_off(&mut self) -> bool {
+    fn hand_off(&mut self, _: usize) -> bool {
         false
     }
 }
@@ -182,28 +230,59 @@ fn model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
-/// Runs `creators.len()` callers at once on a key that starts as `initial`; returns their results
-/// and the shared state.
+/// Runs one caller per `(keys, creator)` at once, key 0 starting as `initial`; returns their
+/// results and the shared state, and checks that every lock is free at the end.
+fn run_calls(
+    initial: Option<(u32, bool)>,
+    calls: &[(&'static [usize], Make)],
+) -> (Vec<Result<Vec<u32>, &'static str>>, Arc<Shared>) {
+    let shared = Arc::new(Shared::default());
+    *shared.keys[0].slot.lock().unwrap() = initial;
+    let mut handles = Vec::new();
+    for &(keys, make) in &calls[1..] {
+        let shared = shared.clone();
+        handles.push(thread::spawn(move || {
+            Caller::new(&shared, keys, make).get_or_create()
+        }));
+    }
+    let (keys, make) = calls[0];
+    let mut results = vec![Caller::new(&shared, keys, make).get_or_create()];
+    results.extend(handles.into_iter().map(|h| h.join().unwrap()));
+    for key in &shared.keys {
+        assert!(
+            !key.lock.held.load(Ordering::SeqCst),
+            "every lock is free at the end"
+        );
+    }
+    (results, shared)
+}
+
+/// [`run_calls`] with one caller per creator, all on key 0; the results as single values.
 fn run(
     initial: Option<(u32, bool)>,
     creators: &[Result<u32, &'static str>],
 ) -> (Vec<Result<u32, &'static str>>, Arc<Shared>) {
-    let shared = Arc::new(Shared::default());
-    *shared.slot.lock().unwrap() = initial;
-    let mut handles = Vec::new();
-    for c in &creators[1..] {
-        let (shared, c) = (shared.clone(), *c);
-        handles.push(thread::spawn(move || {
-            Caller::new(&shared, c).get_or_create()
-        }));
-    }
-    let mut results = vec![Caller::new(&shared, creators[0]).get_or_create()];
-    results.extend(handles.into_iter().map(|h| h.join().unwrap()));
-    assert!(
-        !shared.lock.held.load(Ordering::SeqCst),
-        "the lock is free at the end"
-    );
+    let calls: Vec<_> = creators
+        .iter()
+        .map(|c| {
+            let make = match *c {
+                Ok(v) => Make::Value(v),
+                Err(e) => Make::Fail(e),
+            };
+            (&[0usize][..], make)
+        })
+        .collect();
+    let (results, shared) = run_calls(initial, &calls);
+    let results = results.into_iter().map(|r| r.map(|v| v[0])).collect();
     (results, shared)
+}
+
+fn stored(shared: &Shared, key: usize) -> (u32, bool) {
+    shared.keys[key]
+        .slot
+        .lock()
+        .unwrap()
+        .expect("a value is stored")
 }
 
 #[test]
@@ -211,7 +290,7 @@ fn loom_two_callers_on_a_cold_key_create_once_and_share_the_value() {
     model(8, || {
         let (results, shared) = run(None, &[Ok(1), Ok(2)]);
         assert_eq!(shared.creations.load(Ordering::SeqCst), 1);
-        let stored = shared.slot.lock().unwrap().unwrap();
+        let stored = stored(&shared, 0);
         assert_eq!(results, vec![Ok(stored.0); 2]);
     });
 }
@@ -221,7 +300,7 @@ fn loom_three_callers_on_a_cold_key_create_once_and_share_the_value() {
     model(3, || {
         let (results, shared) = run(None, &[Ok(1), Ok(2), Ok(3)]);
         assert_eq!(shared.creations.load(Ordering::SeqCst), 1);
-        let stored = shared.slot.lock().unwrap().unwrap();
+        let stored = stored(&shared, 0);
         assert_eq!(results, vec![Ok(stored.0); 3]);
     });
 }
@@ -231,7 +310,7 @@ fn loom_two_callers_on_a_stale_key_create_once() {
     model(8, || {
         let (results, shared) = run(Some((7, false)), &[Ok(1), Ok(2)]);
         assert_eq!(shared.creations.load(Ordering::SeqCst), 1);
-        let (stored, fresh) = shared.slot.lock().unwrap().unwrap();
+        let (stored, fresh) = stored(&shared, 0);
         assert!(fresh && (stored == 1 || stored == 2));
         // Each caller gets the new value or, if it could not take the lock, the stale one.
         for r in &results {
@@ -265,13 +344,41 @@ fn loom_a_failing_creator_among_three() {
     model(3, || {
         let (results, shared) = run(None, &[Ok(1), Err("boom"), Ok(3)]);
         assert_eq!(shared.creations.load(Ordering::SeqCst), 1);
-        let stored = shared.slot.lock().unwrap().unwrap().0;
+        let stored = stored(&shared, 0).0;
         for (i, r) in results.iter().enumerate() {
             match r {
                 Ok(v) => assert_eq!(*v, stored),
                 Err(e) => assert!(i == 1 && *e == "boom", "{results:?}"),
             }
         }
+    });
+}
+
+#[test]
+fn loom_two_overlapping_batches_create_each_key_once() {
+    model(4, || {
+        let (results, shared) = run_calls(
+            None,
+            &[(&[0, 1], Make::Value(1)), (&[0, 1], Make::Value(2))],
+        );
+        assert_eq!(shared.creations.load(Ordering::SeqCst), 2, "each key once");
+        let expected = vec![stored(&shared, 0).0, stored(&shared, 1).0];
+        assert_eq!(results, vec![Ok(expected.clone()), Ok(expected)]);
+    });
+}
+
+#[test]
+fn loom_a_batch_beside_a_nested_creator_never_deadlocks() {
+    // One caller creates key 1 and, inside its creator, asks for key 0; the other asks for both
+    // in one batch, which locks key 0 first. Waiting while holding key 0 would deadlock (loom
+    // fails a run where every thread is blocked); the algorithm lets go first.
+    model(4, || {
+        let (results, shared) =
+            run_calls(None, &[(&[1], Make::Nested(5)), (&[0, 1], Make::Value(7))]);
+        let (k0, k1) = (stored(&shared, 0).0, stored(&shared, 1).0);
+        assert_eq!(shared.creations.load(Ordering::SeqCst), 2, "each key once");
+        assert_eq!(results[0], Ok(vec![k1]));
+        assert_eq!(results[1], Ok(vec![k0, k1]));
     });
 }
 

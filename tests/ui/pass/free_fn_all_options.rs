@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use dogpile::{cache_on_arguments, CacheRegion, FunctionInfo, KeyArg, RegionConfig};
+use dogpile::{cache_on_arguments, CacheRegion, KeyArg, RegionConfig};
+use dogpile::key::FunctionInfo;
 
 static REGION: CacheRegion = CacheRegion::new();
 

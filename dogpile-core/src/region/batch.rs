@@ -1,0 +1,118 @@
+//! Get-or-create of many keys in one call, on the lock algorithm of `lock.rs`.
+
+use std::convert::Infallible;
+
+use super::create::{BatchCreator, Io, KeySlot, RegionSource};
+use super::{CacheRegion, CacheValue, CreateOptions};
+use crate::error::{CreateError, Result};
+use crate::lock::{KeyState, Lookup};
+use crate::registry::BackendCatalog;
+
+impl<C: BackendCatalog> CacheRegion<C> {
+    /// The values at `keys`, in the caller's order; `creator` runs once, with only the keys that
+    /// are missing or expired (and whose lock this caller took), and returns their values in the
+    /// order given.
+    ///
+    /// The creator gets the missing keys in the order they first appear in `keys`, each once.
+    /// Locks are taken in one fixed order, and a caller never waits while it holds one (on a
+    /// key another caller is creating, it lets go of its locks, waits, and starts over), so
+    /// overlapping batches, and batches beside creators that ask for other keys, do not
+    /// deadlock.
+    ///
+    /// ```
+    /// # use dogpile_core::{CacheRegion, RegionConfig};
+    /// # let region: CacheRegion = CacheRegion::new();
+    /// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
+    /// region.set("b", 20).unwrap();
+    /// let values = region
+    ///     .get_or_create_multi(&["c", "b", "a"], |missing| {
+    ///         assert_eq!(missing, ["c", "a"]); // the caller's order
+    ///         missing.iter().map(|k| k.len() as i32).collect()
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(values, [1, 20, 1]);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A backend error before the creator ran, [`Error::LockTimeout`](crate::Error::LockTimeout)
+    /// past the region's `lock_blocking_timeout`, and a creator that returns fewer or more values
+    /// than keys ([`Error::Key`](crate::Error::Key)).
+    pub fn get_or_create_multi<T: CacheValue, K: AsRef<str>>(
+        &self,
+        keys: &[K],
+        creator: impl FnOnce(&[&str]) -> Vec<T>,
+    ) -> Result<Vec<T>> {
+        self.try_get_or_create_multi(keys, &CreateOptions::default(), |ks| {
+            Ok::<_, Infallible>(creator(ks))
+        })
+        .map_err(CreateError::into_cache_error)
+    }
+
+    /// [`get_or_create_multi`](CacheRegion::get_or_create_multi) with per-call options and a
+    /// creator that can fail.
+    pub fn try_get_or_create_multi<T: CacheValue, K: AsRef<str>, E>(
+        &self,
+        keys: &[K],
+        options: &CreateOptions<T>,
+        creator: impl FnOnce(&[&str]) -> Result<Vec<T>, E>,
+    ) -> Result<Vec<T>, CreateError<E>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cfg = self.configured()?;
+        let ttl = cfg.ttl(options.expiration_time.as_ref());
+        self.check_soft(&cfg, ttl, keys[0].as_ref())?;
+        let mkeys: Vec<String> = keys
+            .iter()
+            .map(|k| cfg.mangle(k.as_ref()).into_owned())
+            .collect();
+        let refs: Vec<&str> = mkeys.iter().map(String::as_str).collect();
+        let mut out: Vec<Option<T>> = (0..keys.len()).map(|_| None).collect();
+
+        // Distinct keys that need a value, in the one lock order (sorted by mangled key), each
+        // with every place it has in the caller's list.
+        let mut pending: std::collections::BTreeMap<&str, (Vec<usize>, Lookup<T>)> =
+            Default::default();
+        for (i, found) in self.read_multi(&cfg, &refs, ttl)?.into_iter().enumerate() {
+            match found {
+                Lookup::Fresh(v) => out[i] = Some(v),
+                found => pending
+                    .entry(refs[i])
+                    .or_insert((Vec::new(), found))
+                    .0
+                    .push(i),
+            }
+        }
+        if !pending.is_empty() {
+            let mut slots = Vec::with_capacity(pending.len());
+            let mut states = Vec::with_capacity(pending.len());
+            let mut places = Vec::with_capacity(pending.len());
+            for (mkey, (at, found)) in pending {
+                slots.push(KeySlot::new(keys[at[0]].as_ref(), mkey, at[0]));
+                states.push(KeyState::new(found));
+                places.push(at);
+            }
+            let mut source = RegionSource::new(
+                self,
+                &cfg,
+                &mut slots,
+                ttl,
+                options,
+                BatchCreator(creator),
+                Io::Blocking,
+            );
+            // The blocking source never yields, so this drives the algorithm on this thread.
+            pollster::block_on(source.run(&mut states))?;
+            for ((state, at), mkey) in states.into_iter().zip(places).zip(slots.iter()) {
+                if let Some((value, outcome)) = state.into_done() {
+                    self.count_outcome(outcome, mkey.mkey());
+                    for &i in &at {
+                        out[i] = Some(value.clone());
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+}

@@ -1,0 +1,192 @@
+//! Building and configuring a region.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use super::{CacheRegion, Configured, ManglerChoice, RegionBuilder};
+use crate::backend::Backend;
+use crate::config::{BackendSpec, RegionConfig, DEFAULT_LOCK_BLOCKING_TIMEOUT};
+use crate::error::{Error, Result};
+use crate::invalidation::DefaultInvalidation;
+use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler};
+use crate::proxy::wrap_chain;
+use crate::registry::{make_backend, BackendCatalog};
+use crate::slot::Slot;
+use crate::stats::RegionStats;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+impl<C: BackendCatalog> CacheRegion<C> {
+    /// A region with no name and default options, not yet configured. A `const fn`, so a region
+    /// can be a `static`:
+    ///
+    /// ```
+    /// use dogpile_core::CacheRegion;
+    /// static REGION: CacheRegion = CacheRegion::new();
+    /// assert!(!REGION.is_configured());
+    /// ```
+    pub const fn new() -> Self {
+        Self::with_name(None)
+    }
+
+    const fn with_name(name: Option<Cow<'static, str>>) -> Self {
+        CacheRegion {
+            name,
+            key_mangler: ManglerChoice::BackendDefault,
+            function_key_generator: None,
+            function_multi_key_generator: None,
+            async_creation_runner: None,
+            state: Slot::empty(),
+            configure_lock: parking_lot::Mutex::new(()),
+            invalidation: DefaultInvalidation::new(),
+            locks: OnceLock::new(),
+            stats: RegionStats::new(),
+            _catalog: PhantomData,
+        }
+    }
+
+    /// A named region with default options; also a `const fn`.
+    pub const fn named(name: &'static str) -> Self {
+        Self::with_name(Some(Cow::Borrowed(name)))
+    }
+
+    /// A builder for the options of dogpile's `make_region()`.
+    pub fn builder() -> RegionBuilder<C> {
+        RegionBuilder::new()
+    }
+
+    /// The region's name, or `<unnamed>`.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("<unnamed>")
+    }
+
+    /// The key generator set for `#[cache_on_arguments]` functions, if any.
+    pub fn function_key_generator(&self) -> Option<FunctionKeyGenerator> {
+        self.function_key_generator
+    }
+
+    /// The key generator set for `#[cache_multi_on_arguments]` functions, if any.
+    pub fn function_multi_key_generator(&self) -> Option<FunctionMultiKeyGenerator> {
+        self.function_multi_key_generator
+    }
+
+    /// Configures the backend: a name and its arguments, or an instance, with the default
+    /// expiration, proxies, and whether to replace a backend already configured.
+    ///
+    /// ```
+    /// use dogpile_core::{CacheRegion, RegionConfig, register_backend};
+    /// # use dogpile_core::{Backend, CachedValue, PayloadKind, Result};
+    /// # struct Nothing;
+    /// # impl Backend for Nothing {
+    /// #     fn name(&self) -> &str { "nothing" }
+    /// #     fn payload_kind(&self) -> PayloadKind { PayloadKind::Object }
+    /// #     fn get(&self, _: &str) -> Result<Option<CachedValue>> { Ok(None) }
+    /// #     fn set(&self, _: &str, _: CachedValue) -> Result<()> { Ok(()) }
+    /// #     fn delete(&self, _: &str) -> Result<()> { Ok(()) }
+    /// # }
+    /// register_backend("nothing", |_| Ok(Nothing));
+    ///
+    /// static REGION: CacheRegion = CacheRegion::new();
+    /// REGION.configure(RegionConfig::new("nothing").expiration_time(3600)).unwrap();
+    /// assert!(REGION.is_configured());
+    /// // A second configure needs replace_existing_backend.
+    /// assert!(REGION.configure("nothing").is_err());
+    /// REGION.configure(RegionConfig::new("nothing").replace_existing_backend(true)).unwrap();
+    /// ```
+    pub fn configure(&self, config: impl Into<RegionConfig>) -> Result<&Self> {
+        let config = config.into();
+        let _serial = self.configure_lock.lock();
+        if let Some(existing) = self.state.get() {
+            if !config.replace_existing_backend {
+                return Err(Error::AlreadyConfigured {
+                    region: self.name().to_owned(),
+                    backend: existing.backend_name.clone(),
+                });
+            }
+        }
+        let (backend, backend_name) = match &config.backend {
+            BackendSpec::Name(name) => {
+                let backend = make_backend::<C>(name, &config.arguments).map_err(|e| match e {
+                    Error::UnknownBackend {
+                        key: None,
+                        name,
+                        hint,
+                        known,
+                    } => Error::UnknownBackend {
+                        key: config.backend_key.clone(),
+                        name,
+                        hint,
+                        known,
+                    },
+                    other => other,
+                })?;
+                (backend, name.clone())
+            }
+            BackendSpec::Instance(b) => (b.clone(), b.name().to_owned()),
+        };
+        backend.check_region_expiration(config.expiration_time.as_ref())?;
+        let mangler = match &self.key_mangler {
+            ManglerChoice::BackendDefault => backend.key_mangler().map(KeyMangler::Fn),
+            ManglerChoice::Disabled => None,
+            ManglerChoice::Use(m) => Some(m.clone()),
+        };
+        // The region's own setting wins, then the backend's arguments, then the default.
+        let lock_wait = config
+            .lock_blocking_timeout
+            .or_else(|| backend.lock_blocking_timeout())
+            .unwrap_or(DEFAULT_LOCK_BLOCKING_TIMEOUT);
+        let backend = wrap_chain(backend, &config.wrap);
+        let configured = Configured {
+            kind: backend.payload_kind(),
+            never_blocks: backend.never_blocks(),
+            backend,
+            backend_name,
+            expiration: config.expiration_time,
+            mangler,
+            clock: config.clock,
+            invalidator: config.region_invalidator,
+            lock_wait,
+        };
+        self.state.store(Arc::new(configured));
+        tracing::debug!(region = self.name(), "configured");
+        Ok(self)
+    }
+
+    /// Configures from a string map with dogpile's key layout under `prefix` (see
+    /// [`RegionConfig::from_config`]).
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use dogpile_core::CacheRegion;
+    ///
+    /// let config: HashMap<String, String> = HashMap::from([
+    ///     ("cache.local.backend".into(), "no.such.backend".into()),
+    /// ]);
+    /// let region: CacheRegion = CacheRegion::new();
+    /// let err = region.configure_from_config(&config, "cache.local.").unwrap_err();
+    /// assert!(err.to_string().starts_with("cache.local.backend: unknown backend \"no.such.backend\""));
+    /// ```
+    pub fn configure_from_config<I, K, V>(&self, map: I, prefix: &str) -> Result<&Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        self.configure(RegionConfig::from_config(map, prefix)?)
+    }
+
+    /// Whether a backend is configured.
+    pub fn is_configured(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// The name of the configured backend.
+    pub fn backend_name(&self) -> Option<String> {
+        self.state.get().map(|c| c.backend_name.clone())
+    }
+
+    /// The configured backend, proxies included: for calls the region does not offer.
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        Ok(self.configured()?.backend.clone())
+    }
+}

@@ -1,0 +1,643 @@
+//! Get-or-create under the dogpile lock: the creators, the lock source the algorithm of
+//! `lock.rs` runs on (for one key and for a batch), and the creation guard.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{CacheRegion, CacheValue, Configured, CreateOptions};
+use crate::clock::{Clock, Timestamp};
+use crate::error::{CreateError, Error, Result};
+use crate::lock::{self, AsyncCreation, KeyState, Lookup, Source};
+use crate::mutex::{CacheMutex, LockGuard};
+use crate::registry::BackendCatalog;
+use crate::stats::{CountSink, Counter};
+
+/// Which way a source does its I/O.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Io {
+    Blocking,
+    Async,
+}
+
+/// A value creator as the lock algorithm runs it: for one key or a batch.
+pub(super) trait Creator<T, E>: Sized {
+    /// The values of `keys` (the caller's keys, in the caller's order), in that order.
+    async fn create(self, keys: &[&str]) -> Result<Vec<T>, E>;
+
+    /// The creator as a job that can run on another thread (`None` from the job: it failed);
+    /// `Err(self)` when it cannot move.
+    fn detach(self) -> Result<Box<dyn FnOnce() -> Option<T> + Send>, Self> {
+        Err(self)
+    }
+}
+
+struct BlockingCreator<F>(F);
+
+impl<T, E, F: FnOnce() -> Result<T, E>> Creator<T, E> for BlockingCreator<F> {
+    async fn create(self, _: &[&str]) -> Result<Vec<T>, E> {
+        (self.0)().map(|v| vec![v])
+    }
+}
+
+struct AsyncCreator<F>(F);
+
+impl<T, E, F, Fut> Creator<T, E> for AsyncCreator<F>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    async fn create(self, _: &[&str]) -> Result<Vec<T>, E> {
+        (self.0)().await.map(|v| vec![v])
+    }
+}
+
+struct DetachableCreator<F>(F);
+
+impl<T, F> Creator<T, Infallible> for DetachableCreator<F>
+where
+    F: FnOnce() -> T + Send + 'static,
+{
+    async fn create(self, _: &[&str]) -> Result<Vec<T>, Infallible> {
+        Ok(vec![(self.0)()])
+    }
+
+    fn detach(self) -> Result<Box<dyn FnOnce() -> Option<T> + Send>, Self> {
+        let f = self.0;
+        Ok(Box::new(move || Some(f())))
+    }
+}
+
+/// The creator of a batch: the missing keys in, their values out, in the same order.
+pub(super) struct BatchCreator<F>(pub(super) F);
+
+impl<T, E, F: FnOnce(&[&str]) -> Result<Vec<T>, E>> Creator<T, E> for BatchCreator<F> {
+    async fn create(self, keys: &[&str]) -> Result<Vec<T>, E> {
+        (self.0)(keys)
+    }
+}
+
+/// The bookkeeping of one creator run, written once for the three creators and the batch: the
+/// time it took, the values it made, and a creator error when it ends without a value (it
+/// failed, or panicked and unwound through the guard).
+///
+/// It also stamps the values: a value counts as created when its creation started, so a value
+/// whose creator was running when `invalidate(true)` came is not fresh after it.
+pub(super) struct CreationGuard<'s, S: CountSink> {
+    stats: &'s S,
+    start: Instant,
+    created_at: Timestamp,
+    /// How many values the creator made; `None` until it returned them.
+    made: Option<u64>,
+}
+
+impl<'s, S: CountSink> CreationGuard<'s, S> {
+    /// Starts the clock of a creation; `clock` stamps its values.
+    pub(super) fn start(stats: &'s S, clock: &Clock) -> Self {
+        CreationGuard {
+            stats,
+            start: Instant::now(),
+            created_at: clock.now(),
+            made: None,
+        }
+    }
+
+    /// The creation time of the values this creation makes: when it started.
+    pub(super) fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    /// Passes the creator's result through; a success counts `count(&value)` creations.
+    pub(super) fn finish<T, E>(
+        mut self,
+        created: Result<T, E>,
+        count: impl FnOnce(&T) -> u64,
+    ) -> Result<T, E> {
+        if let Ok(value) = &created {
+            self.made = Some(count(value));
+        }
+        created
+    }
+}
+
+impl<S: CountSink> Drop for CreationGuard<'_, S> {
+    fn drop(&mut self) {
+        self.stats
+            .add_time(Counter::CreationNanos, self.start.elapsed());
+        match self.made {
+            Some(n) => self.stats.add(Counter::Creations, n),
+            None => self.stats.incr(Counter::CreatorErrors),
+        }
+    }
+}
+
+/// One key of a get-or-create call: its names, its mutex handle and its held lock.
+pub(super) struct KeySlot<'k> {
+    /// The caller's key, as the creator sees it.
+    key: &'k str,
+    /// The key as the backend sees it.
+    mkey: &'k str,
+    /// Where the key first stands in the caller's list: the creator gets keys in that order.
+    order: usize,
+    mutex: Option<Arc<dyn CacheMutex>>,
+    guard: Option<LockGuard>,
+}
+
+impl<'k> KeySlot<'k> {
+    pub(super) fn new(key: &'k str, mkey: &'k str, order: usize) -> Self {
+        KeySlot {
+            key,
+            mkey,
+            order,
+            mutex: None,
+            guard: None,
+        }
+    }
+
+    /// The key as the backend sees it.
+    pub(super) fn mkey(&self) -> &'k str {
+        self.mkey
+    }
+}
+
+/// The keys of one get-or-create call (one, or a batch in lock order), as the lock algorithm
+/// sees them.
+pub(super) struct RegionSource<'a, 'k, C: BackendCatalog, T, E, Cr> {
+    pub(super) region: &'a CacheRegion<C>,
+    pub(super) cfg: &'a Arc<Configured>,
+    pub(super) slots: &'a mut [KeySlot<'k>],
+    pub(super) ttl: Option<Duration>,
+    pub(super) should_cache: Option<fn(&T) -> bool>,
+    pub(super) creator: Option<Cr>,
+    pub(super) io: Io,
+    /// When this call first waited: its bound on waiting runs from there.
+    pub(super) wait_start: Option<Instant>,
+    pub(super) _error: PhantomData<fn() -> E>,
+}
+
+impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
+    RegionSource<'a, 'k, C, T, E, Cr>
+{
+    pub(super) fn new(
+        region: &'a CacheRegion<C>,
+        cfg: &'a Arc<Configured>,
+        slots: &'a mut [KeySlot<'k>],
+        ttl: Option<Duration>,
+        options: &CreateOptions<T>,
+        creator: Cr,
+        io: Io,
+    ) -> Self {
+        RegionSource {
+            region,
+            cfg,
+            slots,
+            ttl,
+            should_cache: options.should_cache_fn,
+            creator: Some(creator),
+            io,
+            wait_start: None,
+            _error: PhantomData,
+        }
+    }
+
+    /// Runs the lock algorithm over `keys` (the first reads, one per slot), counting each key's
+    /// outcome. The blocking source never yields, so `pollster` drives it on this thread.
+    pub(super) async fn run(&mut self, keys: &mut [KeyState<T>]) -> Result<(), CreateError<E>> {
+        lock::get_or_create(self, keys).await
+    }
+
+    /// Releases `key`'s held lock: on the async path without blocking the task's thread.
+    async fn release(&mut self, key: usize) {
+        if let Some(guard) = self.slots[key].guard.take() {
+            match self.io {
+                Io::Blocking => drop(guard),
+                Io::Async => guard.release_async().await,
+            }
+        }
+    }
+
+    fn mutex(&mut self, key: usize) -> Arc<dyn CacheMutex> {
+        let (region, cfg) = (self.region, self.cfg);
+        let slot = &mut self.slots[key];
+        slot.mutex
+            .get_or_insert_with(|| region.mutex_for(cfg, slot.mkey))
+            .clone()
+    }
+
+    /// The error past the bound on waiting, counted and logged.
+    #[cold]
+    fn gave_up(&self, key: usize, waited: Duration) -> CreateError<E> {
+        let key = self.slots[key].key;
+        self.region.stats.incr(Counter::LockTimeouts);
+        tracing::warn!(
+            region = self.region.name(),
+            key,
+            ?waited,
+            "gave up waiting for another caller's creation (lock_blocking_timeout)"
+        );
+        CreateError::Cache(Error::LockTimeout {
+            region: self.region.name().to_owned(),
+            key: key.to_owned(),
+            waited,
+        })
+    }
+}
+
+impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
+    for RegionSource<'_, '_, C, T, E, Cr>
+{
+    type Value = T;
+    type Error = CreateError<E>;
+
+    async fn lookup(&mut self, keys: &[usize]) -> Result<Vec<Lookup<T>>, CreateError<E>> {
+        let (region, cfg, ttl) = (self.region, self.cfg, self.ttl);
+        if let [key] = *keys {
+            let mkey = self.slots[key].mkey;
+            let found = match self.io {
+                Io::Async => region.lookup_async(cfg, mkey, ttl).await?,
+                Io::Blocking => region.lookup(cfg, mkey, ttl)?,
+            };
+            return Ok(vec![found]);
+        }
+        let mkeys: Vec<&str> = keys.iter().map(|&i| self.slots[i].mkey).collect();
+        Ok(region.lookup_multi(cfg, &mkeys, ttl)?)
+    }
+
+    async fn try_lock(&mut self, key: usize) -> Result<bool, CreateError<E>> {
+        // A crowd on a stale value finds the lock held: it learns so from the registry without
+        // taking a handle, so it writes nothing shared. A backend with its own lock leaves the
+        // registry empty and answers below; the one exception is a creation still running under
+        // the in-process lock of a configuration since replaced, which does hold the key.
+        let mkey = self.slots[key].mkey;
+        if self.slots[key].mutex.is_none() && self.region.held_here(mkey) {
+            return Ok(false);
+        }
+        let m = self.mutex(key);
+        let taken = match self.io {
+            Io::Blocking => m.try_acquire(),
+            Io::Async => m.try_acquire_async().await,
+        }
+        .map_err(|e| self.region.backend_failed(e, mkey))?;
+        if taken {
+            let slot = &mut self.slots[key];
+            slot.guard = slot.mutex.take().map(LockGuard::shared);
+        }
+        Ok(taken)
+    }
+
+    async fn wait(&mut self, key: usize) -> Result<(), CreateError<E>> {
+        let stats = &self.region.stats;
+        let now = Instant::now();
+        // A caller counts once however many times it waits, and whether it then gets another's
+        // value or creates one itself (after a failed creator), so the mean wait is per caller.
+        let since = *self.wait_start.get_or_insert_with(|| {
+            stats.incr(Counter::Waits);
+            now
+        });
+        let deadline = since
+            .checked_add(self.cfg.lock_wait)
+            .unwrap_or(now + LONG_WAIT);
+        if now >= deadline {
+            return Err(self.gave_up(key, now - since));
+        }
+        let m = self.mutex(key);
+        let waited = match self.io {
+            Io::Blocking => m.wait(deadline),
+            Io::Async => m.wait_async(deadline).await,
+        };
+        stats.add_time(Counter::WaitNanos, now.elapsed());
+        waited.map_err(|e| self.region.backend_failed(e, self.slots[key].mkey).into())
+    }
+
+    async fn unlock(&mut self, key: usize) {
+        self.release(key).await;
+    }
+
+    async fn create(&mut self, keys: &[usize]) -> Result<Vec<T>, CreateError<E>> {
+        let creator = self
+            .creator
+            .take()
+            .expect("the lock algorithm creates at most once per call");
+        // The creator sees the caller's keys in the caller's order, whatever the lock order.
+        let mut order = keys.to_vec();
+        order.sort_by_key(|&i| self.slots[i].order);
+        let names: Vec<&str> = order.iter().map(|&i| self.slots[i].key).collect();
+        tracing::debug!(keys = ?names, backend = %self.cfg.backend_name, "creating values");
+        let creation = CreationGuard::start(&self.region.stats, &self.cfg.clock);
+        let created_at = creation.created_at();
+        let values = creation
+            .finish(creator.create(&names).await, |v| v.len() as u64)
+            .map_err(CreateError::Creator)?;
+        if values.len() != names.len() {
+            return Err(CreateError::Cache(Error::Key(format!(
+                "the multi creator returned {} values for {} keys",
+                values.len(),
+                names.len()
+            ))));
+        }
+        let mut made: Vec<(usize, T)> = order.into_iter().zip(values).collect();
+        made.sort_by_key(|&(i, _)| i);
+        self.store(&made, created_at).await;
+        for &(i, _) in &made {
+            self.release(i).await;
+        }
+        Ok(made.into_iter().map(|(_, v)| v).collect())
+    }
+
+    fn hand_off(&mut self, key: usize) -> bool {
+        let Some(runner) = self.region.async_creation_runner.clone() else {
+            return false;
+        };
+        let Some(creator) = self.creator.take() else {
+            return false;
+        };
+        let job = match creator.detach() {
+            Ok(job) => job,
+            Err(creator) => {
+                self.creator = Some(creator);
+                return false;
+            }
+        };
+        let slot = &mut self.slots[key];
+        let guard = slot.guard.take();
+        let cfg = self.cfg.clone();
+        let mkey = slot.mkey.to_owned();
+        let should_cache = self.should_cache;
+        let stats = self.region.stats.handle();
+        runner.run(AsyncCreation::new(
+            slot.key.to_owned(),
+            Box::new(move || {
+                let creation = CreationGuard::start(&stats, &cfg.clock);
+                let created_at = creation.created_at();
+                if let Ok(value) = creation.finish(job().ok_or(()), |_| 1) {
+                    if should_cache.is_none_or(|f| f(&value)) {
+                        if let Err(e) = cfg.store(&mkey, &value, created_at) {
+                            stats.incr(Counter::BackendErrors);
+                            tracing::warn!(key = mkey, error = %e, "storing a value created in the background failed");
+                        }
+                    }
+                }
+                drop(guard);
+            }),
+        ));
+        true
+    }
+}
+
+impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_, C, T, E, Cr> {
+    /// Stores the values a creator made (those `should_cache_fn` accepts): a value is good even
+    /// when storing it fails, so a failure is logged and counted, and the next caller tries again.
+    async fn store(&self, made: &[(usize, T)], created_at: Timestamp) {
+        let keep = |v: &T| self.should_cache.is_none_or(|f| f(v));
+        if let [(i, v)] = made {
+            let mkey = self.slots[*i].mkey;
+            let stored = match self.io {
+                _ if !keep(v) => return,
+                Io::Blocking => self.cfg.store(mkey, v, created_at),
+                Io::Async => self.cfg.store_async(mkey, v, created_at).await,
+            };
+            if let Err(e) = stored {
+                self.region.backend_failed(e, mkey);
+            }
+            return;
+        }
+        let mut items = Vec::with_capacity(made.len());
+        for (i, v) in made.iter().filter(|(_, v)| keep(v)) {
+            let mkey = self.slots[*i].mkey;
+            match self.cfg.wrap_value(mkey, v, created_at) {
+                Ok(w) => items.push((mkey.to_owned(), w)),
+                Err(e) => tracing::warn!(key = mkey, error = %e, "encoding a created value failed"),
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        let first = self.slots[made[0].0].mkey;
+        if let Err(e) = self.cfg.backend.set_multi(items) {
+            self.region.backend_failed(e, first);
+        }
+    }
+}
+
+/// The wait bound when `lock_blocking_timeout` is too large to add to an instant.
+const LONG_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl<C: BackendCatalog> CacheRegion<C> {
+    /// The value at `key`; when it is missing or expired, one caller runs `creator` and stores
+    /// its value, while the others get the stale value at once or, with no value to give, wait
+    /// for the new one.
+    ///
+    /// ```
+    /// # use dogpile_core::{CacheRegion, RegionConfig};
+    /// # let region: CacheRegion = CacheRegion::new();
+    /// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
+    /// let v = region.get_or_create("answer", || 42).unwrap();
+    /// assert_eq!(v, 42);
+    /// // A hit: the creator does not run.
+    /// assert_eq!(region.get_or_create("answer", || 0).unwrap(), 42);
+    /// ```
+    #[inline]
+    pub fn get_or_create<T: CacheValue>(
+        &self,
+        key: &str,
+        creator: impl FnOnce() -> T,
+    ) -> Result<T> {
+        self.get_or_create_with(key, &CreateOptions::default(), creator)
+    }
+
+    /// [`get_or_create`](CacheRegion::get_or_create) with per-call options: an expiration, and
+    /// a `should_cache_fn` that decides whether a created value is stored.
+    ///
+    /// ```
+    /// # use dogpile_core::{CacheRegion, CreateOptions, RegionConfig};
+    /// # let region: CacheRegion = CacheRegion::new();
+    /// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
+    /// fn dont_cache_none(value: &Option<String>) -> bool {
+    ///     value.is_some()
+    /// }
+    /// let options = CreateOptions::new().should_cache_fn(dont_cache_none);
+    /// let v = region.get_or_create_with("some key", &options, || None).unwrap();
+    /// assert_eq!(v, None);
+    /// assert_eq!(region.get::<Option<String>>("some key").unwrap(), None); // not stored
+    /// ```
+    #[inline]
+    pub fn get_or_create_with<T: CacheValue>(
+        &self,
+        key: &str,
+        options: &CreateOptions<T>,
+        creator: impl FnOnce() -> T,
+    ) -> Result<T> {
+        self.try_get_or_create(key, options, || Ok::<T, Infallible>(creator()))
+            .map_err(CreateError::into_cache_error)
+    }
+
+    /// [`get_or_create_with`](CacheRegion::get_or_create_with) for a creator that can fail: its
+    /// error reaches this caller only, nothing is stored, and the lock is released for the next.
+    ///
+    /// A [`CreateError::Cache`] means the creator did not run: once it has made a value, the
+    /// value is returned even if storing it fails (the failure is logged and counted).
+    #[inline]
+    pub fn try_get_or_create<T: CacheValue, E>(
+        &self,
+        key: &str,
+        options: &CreateOptions<T>,
+        creator: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, CreateError<E>> {
+        self.get_or_create_blocking(key, options, BlockingCreator(creator))
+            .map_err(|(e, _)| e)
+    }
+
+    /// The blocking get-or-create: the hit path inline, the rest in `create_slow`. On an error,
+    /// the creator comes back when it has not run.
+    #[inline]
+    fn get_or_create_blocking<T: CacheValue, E, Cr: Creator<T, E>>(
+        &self,
+        key: &str,
+        options: &CreateOptions<T>,
+        creator: Cr,
+    ) -> Result<T, (CreateError<E>, Option<Cr>)> {
+        self.state.with(|cfg| {
+            let Some(cfg) = cfg else {
+                return Err((self.not_configured().into(), Some(creator)));
+            };
+            let ttl = cfg.ttl(options.expiration_time.as_ref());
+            if let Err(e) = self.check_soft(cfg, ttl, key) {
+                return Err((e.into(), Some(creator)));
+            }
+            let mkey = cfg.mangle(key);
+            let first = match self.lookup::<T>(cfg, &mkey, ttl) {
+                Ok(first) => first,
+                Err(e) => return Err((e.into(), Some(creator))),
+            };
+            if let Lookup::Fresh(v) = first {
+                self.stats.incr(Counter::Hits);
+                return Ok(v);
+            }
+            self.create_slow(cfg, key, &mkey, ttl, options, first, creator, Io::Blocking)
+        })
+    }
+
+    /// [`get_or_create_with`](CacheRegion::get_or_create_with) whose creator can run on the
+    /// region's [`AsyncCreationRunner`](crate::AsyncCreationRunner): for a stale value, the
+    /// runner creates the new one while this caller gets the stale one at once. Without a runner
+    /// it is `get_or_create_with`.
+    /// (`get_or_create` cannot hand its creator to another thread: it may borrow from the
+    /// caller.)
+    pub fn get_or_create_in_background<T: CacheValue>(
+        &self,
+        key: &str,
+        options: &CreateOptions<T>,
+        creator: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        self.get_or_create_blocking(key, options, DetachableCreator(creator))
+            .map_err(|(e, _)| e.into_cache_error())
+    }
+
+    /// [`get_or_create_in_background`](CacheRegion::get_or_create_in_background) that gives the
+    /// creator back with the error when it has not run, so a caller can run it without the
+    /// cache. For `#[cache_on_arguments]`.
+    #[doc(hidden)]
+    pub fn get_or_create_detachable<T: CacheValue, F: FnOnce() -> T + Send + 'static>(
+        &self,
+        key: &str,
+        options: &CreateOptions<T>,
+        creator: F,
+    ) -> Result<T, (Error, Option<F>)> {
+        self.get_or_create_blocking(key, options, DetachableCreator(creator))
+            .map_err(|(e, c)| (e.into_cache_error(), c.map(|c| c.0)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn create_slow<T: CacheValue, E, Cr: Creator<T, E>>(
+        &self,
+        cfg: &Arc<Configured>,
+        key: &str,
+        mkey: &str,
+        ttl: Option<Duration>,
+        options: &CreateOptions<T>,
+        first: Lookup<T>,
+        creator: Cr,
+        io: Io,
+    ) -> Result<T, (CreateError<E>, Option<Cr>)> {
+        let _span = tracing::debug_span!(
+            "get_or_create",
+            region = self.name(),
+            key = mkey,
+            backend = %cfg.backend_name
+        )
+        .entered();
+        self.count_read(&first);
+        let mut slots = [KeySlot::new(key, mkey, 0)];
+        let mut keys = [KeyState::new(first)];
+        let mut source = RegionSource::new(self, cfg, &mut slots, ttl, options, creator, io);
+        // The blocking source never yields, so this drives the algorithm on this thread.
+        match pollster::block_on(source.run(&mut keys)) {
+            Ok(()) => Ok(self.one_outcome(keys, mkey)),
+            Err(e) => Err((e, source.creator.take())),
+        }
+    }
+
+    /// [`get_or_create`](CacheRegion::get_or_create) for async code: waiters `.await` instead
+    /// of blocking a thread, and backends with an async client do their I/O without blocking.
+    pub async fn get_or_create_async<T, F, Fut>(&self, key: &str, creator: F) -> Result<T>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.try_get_or_create_async(key, &CreateOptions::default(), || async {
+            Ok::<T, Infallible>(creator().await)
+        })
+        .await
+        .map_err(CreateError::into_cache_error)
+    }
+
+    /// [`try_get_or_create`](CacheRegion::try_get_or_create) for async code.
+    pub async fn try_get_or_create_async<T, E, F, Fut>(
+        &self,
+        key: &str,
+        options: &CreateOptions<T>,
+        creator: F,
+    ) -> Result<T, CreateError<E>>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let cfg = self.configured()?;
+        let ttl = cfg.ttl(options.expiration_time.as_ref());
+        self.check_soft(&cfg, ttl, key)?;
+        let mkey = cfg.mangle(key);
+        let mut slots = [KeySlot::new(key, &mkey, 0)];
+        let creator = AsyncCreator(creator);
+        let mut source =
+            RegionSource::new(self, &cfg, &mut slots, ttl, options, creator, Io::Async);
+        let first = source.lookup(&[0]).await?.pop().unwrap_or(Lookup::Absent);
+        self.count_read(&first);
+        if let Lookup::Fresh(v) = first {
+            return Ok(v);
+        }
+        let mut keys = [KeyState::new(first)];
+        let span = tracing::debug_span!(
+            "get_or_create",
+            region = self.name(),
+            key = &*mkey,
+            backend = %cfg.backend_name
+        );
+        tracing::Instrument::instrument(source.run(&mut keys), span).await?;
+        Ok(self.one_outcome(keys, &mkey))
+    }
+
+    /// The value of a one-key call the lock algorithm has finished, its outcome counted.
+    fn one_outcome<T>(&self, keys: [KeyState<T>; 1], mkey: &str) -> T {
+        let [key] = keys;
+        let (value, outcome) = key
+            .into_done()
+            .expect("the lock algorithm finishes every key it returns for");
+        self.count_outcome(outcome, mkey);
+        value
+    }
+}

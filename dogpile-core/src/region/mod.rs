@@ -1,0 +1,615 @@
+//! [`CacheRegion`]: the front end. Get, set and delete values; get-or-create them under the
+//! dogpile lock; invalidate; configure the backend at run time.
+//!
+//! The methods live beside what they do, each file with its own `impl CacheRegion` block:
+//! `configure` (building and configuring), `read` (get, set, delete, one key or many), `create`
+//! (get-or-create of one key: the creators, the lock source and the creation guard) and `batch`
+//! (get-or-create of many keys). This file holds the region's state and the helpers they share.
+
+mod batch;
+mod configure;
+mod create;
+mod read;
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::{Backend, CachedValue, Metadata, Payload, PayloadKind, FORMAT_VERSION};
+use crate::clock::{Clock, Timestamp};
+use crate::codec;
+use crate::config::RegionConfig;
+use crate::error::{CreateError, Error, Result};
+use crate::expiration::{is_expired, Expiration};
+use crate::invalidation::{DefaultInvalidation, RegionInvalidationStrategy};
+use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler};
+use crate::lock::{AsyncCreationRunner, Lookup, Outcome};
+use crate::mutex::{CacheMutex, LocalLocks};
+use crate::registry::{BackendCatalog, NoBuiltins};
+use crate::slot::Slot;
+use crate::stats::{Counter, RegionStats, Stats};
+
+/// A value a region can cache: any `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`
+/// type. Serializable even where the memory backend never serializes it, so that moving a region
+/// to Redis is a configuration change.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: a cached value must be `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`",
+    label = "this type is cached",
+    note = "derive `serde::Serialize`, `serde::Deserialize` and `Clone` for it, or cache an owned type that has them"
+)]
+pub trait CacheValue: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> CacheValue for T {}
+
+/// Per-call options of the get-or-create methods.
+#[derive(Clone)]
+pub struct CreateOptions<T> {
+    expiration_time: Option<Expiration>,
+    should_cache_fn: Option<fn(&T) -> bool>,
+}
+
+impl<T> Default for CreateOptions<T> {
+    fn default() -> Self {
+        CreateOptions {
+            expiration_time: None,
+            should_cache_fn: None,
+        }
+    }
+}
+
+impl<T> CreateOptions<T> {
+    /// No per-call options: the region's expiration, every value stored.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Overrides the region's expiration for this call (`-1` or [`Expiration::Never`]: never).
+    pub fn expiration_time(mut self, expiration: impl Into<Expiration>) -> Self {
+        self.expiration_time = Some(expiration.into());
+        self
+    }
+
+    /// Overrides the region's expiration for this call when `Some`.
+    pub fn maybe_expiration_time(mut self, expiration: Option<Expiration>) -> Self {
+        self.expiration_time = expiration.or(self.expiration_time);
+        self
+    }
+
+    /// Stores a created value only when `f` returns true; the value is returned either way.
+    pub fn should_cache_fn(mut self, f: fn(&T) -> bool) -> Self {
+        self.should_cache_fn = Some(f);
+        self
+    }
+}
+
+impl<T> fmt::Debug for CreateOptions<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateOptions")
+            .field("expiration_time", &self.expiration_time)
+            .field("should_cache_fn", &self.should_cache_fn.is_some())
+            .finish()
+    }
+}
+
+/// The region's choice of key mangler.
+#[derive(Clone, Debug)]
+enum ManglerChoice {
+    /// The backend's recommended mangler, if it has one.
+    BackendDefault,
+    /// No mangling at all, even where the backend recommends one.
+    Disabled,
+    /// This mangler.
+    Use(KeyMangler),
+}
+
+/// What `configure` sets up; swapped as one piece so a reader sees either the old or the new.
+struct Configured {
+    backend: Arc<dyn Backend>,
+    backend_name: String,
+    kind: PayloadKind,
+    never_blocks: bool,
+    expiration: Option<Expiration>,
+    mangler: Option<KeyMangler>,
+    clock: Clock,
+    invalidator: Option<Arc<dyn RegionInvalidationStrategy>>,
+    /// How long a caller may wait for another's creation (`lock_blocking_timeout`).
+    lock_wait: Duration,
+}
+
+impl Configured {
+    #[inline]
+    fn mangle<'k>(&self, key: &'k str) -> Cow<'k, str> {
+        match &self.mangler {
+            None => Cow::Borrowed(key),
+            Some(m) => Cow::Owned(m.mangle(key)),
+        }
+    }
+
+    /// The expiration in force for one call.
+    #[inline]
+    fn ttl(&self, per_call: Option<&Expiration>) -> Option<Duration> {
+        per_call
+            .or(self.expiration.as_ref())
+            .and_then(Expiration::resolve)
+    }
+
+    /// Wraps a value for this backend, the object itself or its bytes, stamped as created at
+    /// `created_at`.
+    fn wrap_value<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &T,
+        created_at: Timestamp,
+    ) -> Result<CachedValue> {
+        let payload = match self.kind {
+            PayloadKind::Object => Payload::Object(Arc::new(value.clone())),
+            PayloadKind::Bytes => Payload::Bytes(Arc::from(codec::encode_value(value).map_err(
+                |message| Error::Encode {
+                    key: key.to_owned(),
+                    message,
+                },
+            )?)),
+        };
+        Ok(CachedValue {
+            payload,
+            metadata: Metadata::new(created_at),
+        })
+    }
+
+    /// Stores a value created at `created_at` at an already mangled key.
+    fn store<T: CacheValue>(&self, mkey: &str, value: &T, created_at: Timestamp) -> Result<()> {
+        self.backend
+            .set(mkey, self.wrap_value(mkey, value, created_at)?)
+    }
+
+    /// Stores a value at an already mangled key, through the backend's async path.
+    async fn store_async<T: CacheValue>(
+        &self,
+        mkey: &str,
+        value: &T,
+        created_at: Timestamp,
+    ) -> Result<()> {
+        let wrapped = self.wrap_value(mkey, value, created_at)?;
+        if self.never_blocks {
+            self.backend.set(mkey, wrapped)
+        } else {
+            self.backend.set_async(mkey, wrapped).await
+        }
+    }
+}
+
+/// Reads the `T` out of a stored payload; `None` (logged) when it holds something else.
+#[inline]
+fn decode_payload<T: CacheValue>(payload: &Payload, mkey: &str, backend: &str) -> Option<T> {
+    match payload {
+        Payload::Object(obj) => {
+            let v = (&**obj as &dyn Any).downcast_ref::<T>().cloned();
+            if v.is_none() {
+                tracing::warn!(
+                    backend,
+                    key = mkey,
+                    expected = std::any::type_name::<T>(),
+                    "cache entry holds a value of another type; read as a miss"
+                );
+            }
+            v
+        }
+        Payload::Bytes(bytes) => match codec::decode_value::<T>(bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(backend, key = mkey, error = %e, "undecodable cache entry read as a miss");
+                None
+            }
+        },
+    }
+}
+
+/// A cache region: the front end to one configured backend.
+///
+/// A region is a plain value: it can live in a `static` (see [`CacheRegion::new`]) and be named
+/// by `#[cache_on_arguments]` at compile time; its backend is chosen at run time with
+/// [`configure`](CacheRegion::configure) or
+/// [`configure_from_config`](CacheRegion::configure_from_config).
+///
+/// The type parameter is the catalog of built-in backend names; the `dogpile` facade fixes it to
+/// every backend this build has, so users write `dogpile::CacheRegion` without it.
+pub struct CacheRegion<C: BackendCatalog = NoBuiltins> {
+    name: Option<Cow<'static, str>>,
+    key_mangler: ManglerChoice,
+    function_key_generator: Option<FunctionKeyGenerator>,
+    function_multi_key_generator: Option<FunctionMultiKeyGenerator>,
+    async_creation_runner: Option<Arc<dyn AsyncCreationRunner>>,
+    state: Slot<Configured>,
+    configure_lock: parking_lot::Mutex<()>,
+    invalidation: DefaultInvalidation,
+    locks: OnceLock<Arc<LocalLocks>>,
+    stats: RegionStats,
+    _catalog: PhantomData<fn() -> C>,
+}
+
+impl<C: BackendCatalog> Default for CacheRegion<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: BackendCatalog> fmt::Debug for CacheRegion<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.get();
+        f.debug_struct("CacheRegion")
+            .field("name", &self.name())
+            .field("backend", &state.as_ref().map(|c| c.backend_name.as_str()))
+            .field(
+                "expiration",
+                &state.as_ref().and_then(|c| c.expiration.clone()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a region with the options dogpile's `make_region()` takes.
+///
+/// ```
+/// use dogpile_core::{sha1_mangle_key, CacheRegion, RegionBuilder};
+///
+/// let region: CacheRegion = RegionBuilder::new()
+///     .name("users")
+///     .key_mangler(sha1_mangle_key)
+///     .build();
+/// assert_eq!(region.name(), "users");
+/// ```
+pub struct RegionBuilder<C: BackendCatalog = NoBuiltins> {
+    region: CacheRegion<C>,
+}
+
+impl<C: BackendCatalog> Default for RegionBuilder<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: BackendCatalog> RegionBuilder<C> {
+    /// A builder with every option at its default.
+    pub fn new() -> Self {
+        RegionBuilder {
+            region: CacheRegion::new(),
+        }
+    }
+
+    /// The region's name, for logs and errors.
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.region.name = Some(name.into());
+        self
+    }
+
+    /// A function applied to every key before it reaches the backend.
+    pub fn key_mangler(mut self, mangler: fn(&str) -> String) -> Self {
+        self.region.key_mangler = ManglerChoice::Use(KeyMangler::Fn(mangler));
+        self
+    }
+
+    /// A closure applied to every key before it reaches the backend.
+    pub fn key_mangler_fn(
+        mut self,
+        mangler: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.region.key_mangler = ManglerChoice::Use(KeyMangler::closure(mangler));
+        self
+    }
+
+    /// No key mangling, even where the backend recommends a mangler.
+    pub fn no_key_mangler(mut self) -> Self {
+        self.region.key_mangler = ManglerChoice::Disabled;
+        self
+    }
+
+    /// The key generator of `#[cache_on_arguments]` functions on this region.
+    pub fn function_key_generator(mut self, generator: FunctionKeyGenerator) -> Self {
+        self.region.function_key_generator = Some(generator);
+        self
+    }
+
+    /// The key generator of `#[cache_multi_on_arguments]` functions on this region.
+    pub fn function_multi_key_generator(mut self, generator: FunctionMultiKeyGenerator) -> Self {
+        self.region.function_multi_key_generator = Some(generator);
+        self
+    }
+
+    /// Creates values for stale keys away from the caller (see [`AsyncCreationRunner`]).
+    pub fn async_creation_runner(mut self, runner: impl AsyncCreationRunner) -> Self {
+        self.region.async_creation_runner = Some(Arc::new(runner));
+        self
+    }
+
+    /// The region, not yet configured.
+    pub fn build(self) -> CacheRegion<C> {
+        self.region
+    }
+
+    /// The region, configured.
+    pub fn configure(self, config: impl Into<RegionConfig>) -> Result<CacheRegion<C>> {
+        let region = self.region;
+        region.configure(config)?;
+        Ok(region)
+    }
+}
+
+impl<C: BackendCatalog> CacheRegion<C> {
+    fn configured(&self) -> Result<Arc<Configured>> {
+        self.state.get().ok_or_else(|| self.not_configured())
+    }
+
+    #[cold]
+    fn not_configured(&self) -> Error {
+        Error::NotConfigured {
+            region: self.name().to_owned(),
+        }
+    }
+
+    fn invalidator<'a>(&'a self, cfg: &'a Configured) -> &'a dyn RegionInvalidationStrategy {
+        match &cfg.invalidator {
+            Some(custom) => &**custom,
+            None => &self.invalidation,
+        }
+    }
+
+    /// The strategy to ask about a value, or `None` when nothing can have been invalidated: the
+    /// default strategy, never used, is the common case and one load decides it.
+    #[inline]
+    fn active_invalidator<'a>(
+        &'a self,
+        cfg: &'a Configured,
+    ) -> Option<&'a dyn RegionInvalidationStrategy> {
+        match &cfg.invalidator {
+            None if !self.invalidation.ever_invalidated() => None,
+            _ => Some(self.invalidator(cfg)),
+        }
+    }
+
+    fn local_locks(&self) -> &Arc<LocalLocks> {
+        self.locks.get_or_init(|| Arc::new(LocalLocks::new()))
+    }
+
+    /// Whether a caller in this process holds `mkey`'s in-process lock.
+    fn held_here(&self, mkey: &str) -> bool {
+        self.locks.get().is_some_and(|l| l.is_locked(mkey))
+    }
+
+    fn mutex_for(&self, cfg: &Configured, mkey: &str) -> Arc<dyn CacheMutex> {
+        match cfg.backend.get_mutex(mkey) {
+            Some(distributed) => Arc::from(distributed),
+            None => Arc::new(self.local_locks().mutex(mkey)),
+        }
+    }
+
+    /// Soft invalidation turns values into expired ones; with no expiration a creation path cannot
+    /// tell when to create again, so it is an error there (plain reads treat such values as
+    /// misses, as dogpile does).
+    #[inline(always)]
+    fn check_soft(&self, cfg: &Configured, ttl: Option<Duration>, key: &str) -> Result<()> {
+        if ttl.is_none()
+            && self
+                .active_invalidator(cfg)
+                .is_some_and(|inv| inv.was_soft_invalidated())
+        {
+            return Err(self.soft_without_expiration(key));
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn soft_without_expiration(&self, key: &str) -> Error {
+        Error::SoftInvalidationWithoutExpiration {
+            region: self.name().to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Sorts a stored value into fresh, stale or absent.
+    #[inline]
+    fn classify<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        value: &CachedValue,
+        ttl: Option<Duration>,
+        mkey: &str,
+    ) -> Lookup<T> {
+        let meta = value.metadata;
+        if meta.version != FORMAT_VERSION {
+            tracing::debug!(
+                key = mkey,
+                version = meta.version,
+                "entry of another format version read as a miss"
+            );
+            return Lookup::Absent;
+        }
+        let inv = self.active_invalidator(cfg);
+        if inv.is_some_and(|inv| inv.is_hard_invalidated(meta.created_at)) {
+            return Lookup::Absent;
+        }
+        let Some(v) = decode_payload::<T>(&value.payload, mkey, &cfg.backend_name) else {
+            return Lookup::Absent;
+        };
+        let expired = is_expired(ttl, meta.created_at, || cfg.clock.now_coarse());
+        if expired || inv.is_some_and(|inv| inv.is_soft_invalidated(meta.created_at)) {
+            Lookup::Stale(v)
+        } else {
+            Lookup::Fresh(v)
+        }
+    }
+
+    /// Reads and classifies one key: the hit path.
+    #[inline]
+    fn lookup<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Lookup<T>> {
+        let mut found = Lookup::Absent;
+        cfg.backend
+            .visit(mkey, &mut |v| found = self.classify(cfg, v, ttl, mkey))
+            .map_err(|e| self.backend_failed(e, mkey))?;
+        Ok(found)
+    }
+
+    /// [`lookup`](Self::lookup) through the backend's async path (its blocking one for a backend
+    /// that never blocks).
+    async fn lookup_async<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Lookup<T>> {
+        if cfg.never_blocks {
+            return self.lookup(cfg, mkey, ttl);
+        }
+        let raw = cfg
+            .backend
+            .get_async(mkey)
+            .await
+            .map_err(|e| self.backend_failed(e, mkey))?;
+        Ok(raw.map_or(Lookup::Absent, |v| self.classify(cfg, &v, ttl, mkey)))
+    }
+
+    /// Reads and classifies several keys in one backend call.
+    fn lookup_multi<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkeys: &[&str],
+        ttl: Option<Duration>,
+    ) -> Result<Vec<Lookup<T>>> {
+        let raw = cfg
+            .backend
+            .get_multi(mkeys)
+            .map_err(|e| self.backend_failed(e, mkeys.first().copied().unwrap_or_default()))?;
+        Ok(raw
+            .into_iter()
+            .zip(mkeys)
+            .map(|(v, mkey)| v.map_or(Lookup::Absent, |v| self.classify(cfg, &v, ttl, mkey)))
+            .collect())
+    }
+
+    /// [`lookup_multi`](Self::lookup_multi) as a first read: counting what it found.
+    fn read_multi<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkeys: &[&str],
+        ttl: Option<Duration>,
+    ) -> Result<Vec<Lookup<T>>> {
+        let found = self.lookup_multi(cfg, mkeys, ttl)?;
+        found.iter().for_each(|f| self.count_read(f));
+        Ok(found)
+    }
+
+    /// Counts what a first read found.
+    #[inline]
+    fn count_read<T>(&self, found: &Lookup<T>) {
+        self.stats.incr(match found {
+            Lookup::Fresh(_) => Counter::Hits,
+            Lookup::Stale(_) => Counter::StaleFound,
+            Lookup::Absent => Counter::Misses,
+        });
+    }
+
+    /// Counts what a get-or-create call ended with, and logs it.
+    fn count_outcome(&self, outcome: Outcome, mkey: &str) {
+        let counter = match outcome {
+            Outcome::Fresh | Outcome::Created | Outcome::Waited => None,
+            Outcome::Stale => Some(Counter::StaleServed),
+            Outcome::HandedOff => Some(Counter::AsyncRefreshes),
+        };
+        if let Some(counter) = counter {
+            self.stats.incr(counter);
+        }
+        tracing::debug!(region = self.name(), key = mkey, ?outcome, "get_or_create");
+    }
+
+    /// Counts and logs a backend error, and gives it back.
+    #[cold]
+    fn backend_failed(&self, e: Error, mkey: &str) -> Error {
+        if e.is_backend() {
+            self.stats.incr(Counter::BackendErrors);
+            tracing::warn!(region = self.name(), key = mkey, error = %e, "cache backend error");
+        }
+        e
+    }
+
+    /// A snapshot of this region's statistics: hits, misses, creations, stale values served,
+    /// waits, backend errors. Counting costs no shared write on the hit path.
+    ///
+    /// ```
+    /// # use dogpile_core::{CacheRegion, RegionConfig};
+    /// # let region: CacheRegion = CacheRegion::new();
+    /// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
+    /// region.get_or_create("k", || 1).unwrap();
+    /// region.get_or_create("k", || 1).unwrap();
+    /// let stats = region.stats();
+    /// assert_eq!((stats.misses, stats.creations, stats.hits), (1, 1, 1));
+    /// println!("{stats}");
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.stats.snapshot()
+    }
+
+    /// Invalidates every value created before now. Hard: they count as absent, and callers wait
+    /// for new ones. Soft: they count as expired, so one caller creates while the others get the
+    /// old value (this needs an expiration time).
+    pub fn invalidate(&self, hard: bool) {
+        match self.state.get() {
+            Some(cfg) => self.invalidator(&cfg).invalidate(hard, cfg.clock.now()),
+            None => self.invalidation.invalidate(hard, Clock::System.now()),
+        }
+    }
+
+    /// Whether a caller holds the creation lock of `key` now. Never takes the lock.
+    pub fn key_is_locked(&self, key: &str) -> Result<bool> {
+        let cfg = self.configured()?;
+        let mkey = cfg.mangle(key);
+        match cfg.backend.get_mutex(&mkey) {
+            Some(m) => m.locked(),
+            None => Ok(self.held_here(&mkey)),
+        }
+    }
+
+    /// The metadata (creation time, format version) of the value at `key`, if it is present
+    /// and neither expired nor invalidated.
+    pub fn get_value_metadata(&self, key: &str) -> Result<Option<Metadata>> {
+        let cfg = self.configured()?;
+        let mkey = cfg.mangle(key);
+        let ttl = cfg.ttl(None);
+        let inv = self.invalidator(&cfg);
+        Ok(cfg.backend.get(&mkey)?.and_then(|v| {
+            let m = v.metadata;
+            let fresh = m.version == FORMAT_VERSION
+                && !inv.is_invalidated(m.created_at)
+                && !is_expired(ttl, m.created_at, || cfg.clock.now());
+            fresh.then_some(m)
+        }))
+    }
+
+    /// How many keys have an entry in the in-process lock registry: entries exist only while a
+    /// key's lock is held or waited on.
+    #[doc(hidden)]
+    pub fn lock_registry_len(&self) -> usize {
+        self.locks.get().map_or(0, |l| l.len())
+    }
+}
+
+impl CreateError<Infallible> {
+    /// The cache error, for creators that cannot fail.
+    fn into_cache_error(self) -> Error {
+        match self {
+            CreateError::Cache(e) => e,
+            CreateError::Creator(never) => match never {},
+        }
+    }
+}
