@@ -574,14 +574,15 @@ fn a_crashed_redis_lock_holder_blocks_creation_while_alive_then_expires() {
     });
 
     // The waiter polls the lock (EXISTS), while the holder's process extends it (EVAL): wait for
-    // four extensions, more than `lock_timeout` in all, so an unextended lock would have expired.
+    // four extensions, more than `lock_timeout` in all, so an unextended lock would have expired
+    // (one more EVAL: the waiter's acquire, a script too).
     let polls = command_calls(&mut con, "exists");
     let extensions = command_calls(&mut con, "eval");
     wait_until(
         "the waiter to poll the lock and the holder to extend it",
         || {
             command_calls(&mut con, "exists") > polls + 10
-                && command_calls(&mut con, "eval") >= extensions + 4
+                && command_calls(&mut con, "eval") >= extensions + 5
         },
     );
     assert_eq!(

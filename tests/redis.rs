@@ -182,8 +182,10 @@ fn distributed_mutex() {
     let mut con = raw(&server.addr());
     let pttl: i64 = cmd(&mut con, &["PTTL", "_lockk"]);
     assert!(pttl > 0 && pttl <= 30_000, "lock PTTL {pttl}");
-    // A handle that does not hold the lock cannot release it.
-    b.release().unwrap();
+    // A handle that does not hold the lock cannot release it: an error naming the key, and the
+    // holder's lock stays.
+    let e = b.release().unwrap_err().to_string();
+    assert!(e.contains("no acquire held for key \"k\""), "{e}");
     assert!(a.locked().unwrap());
     // Nor can a holder whose lock expired and was taken by another.
     let _: () = cmd(&mut con, &["SET", "_lockk", "somebody else"]);
@@ -196,6 +198,8 @@ fn distributed_mutex() {
     assert!(b.try_acquire().unwrap());
     b.release().unwrap();
     assert!(!region.key_is_locked("k").unwrap());
+    // Released once: a second release is an error too.
+    assert!(b.release().is_err());
 
     // Waiters return once the holder releases, and find the value it stored.
     let region = Arc::new(region);
@@ -726,6 +730,93 @@ fn configure_from_a_python_style_config() {
         err.starts_with("cache.redis.arguments.redis_expiration_time: 600 s must exceed the region's expiration_time (3600 s)"),
         "{err}"
     );
+}
+
+/// dogpile's lock arguments from a config map (string values, coerced as dogpile does):
+/// `lock_prefix` names the lock key, `lock_blocking_timeout` and `lock_blocking` are reported by
+/// `Backend::lock_blocking_timeout` (`lock_blocking = false` is zero: never wait), and a prefix
+/// outside dogpile's rule is an error naming its configuration key. On main these arguments were
+/// unknown, so each configuration failed.
+#[test]
+fn lock_arguments_from_a_config_map() {
+    let _ports = shared_ports();
+    let Some(server) = redis_server() else { return };
+    let map = |extra: &[(&str, &str)]| {
+        let mut map = vec![
+            (
+                "cache.redis.backend".to_owned(),
+                "dogpile.cache.redis".to_owned(),
+            ),
+            ("cache.redis.arguments.url".to_owned(), url(&server)),
+            (
+                "cache.redis.arguments.distributed_lock".to_owned(),
+                "true".to_owned(),
+            ),
+        ];
+        for (k, v) in extra {
+            map.push((format!("cache.redis.arguments.{k}"), (*v).to_owned()));
+        }
+        map
+    };
+    let configured = |extra: &[(&str, &str)]| -> dogpile::Result<CacheRegion> {
+        let region: CacheRegion = CacheRegion::new();
+        region.configure_from_config(map(extra), "cache.redis.")?;
+        Ok(region)
+    };
+
+    let region = configured(&[
+        ("lock_prefix", "dp:lk."),
+        ("lock_blocking", "true"),
+        ("lock_blocking_timeout", "2.5"),
+    ])
+    .unwrap();
+    let backend = region.backend().unwrap();
+    assert_eq!(
+        backend.lock_blocking_timeout(),
+        Some(Duration::from_millis(2500))
+    );
+    let lock = backend.get_mutex("k").unwrap();
+    assert!(lock.try_acquire().unwrap());
+    let mut con = raw(&server.addr());
+    assert!(cmd::<bool>(&mut con, &["EXISTS", "dp:lk.k"]));
+    assert!(!cmd::<bool>(&mut con, &["EXISTS", "_lockk"]));
+    assert!(region.key_is_locked("k").unwrap());
+    lock.release().unwrap();
+    assert!(!cmd::<bool>(&mut con, &["EXISTS", "dp:lk.k"]));
+
+    let region =
+        configured(&[("lock_blocking", "False"), ("lock_blocking_timeout", "10")]).unwrap();
+    assert_eq!(
+        region.backend().unwrap().lock_blocking_timeout(),
+        Some(Duration::ZERO)
+    );
+    // Python dogpile's defaults: the `_lock` prefix, and no bound of the backend's own.
+    let region = configured(&[]).unwrap();
+    let backend = region.backend().unwrap();
+    assert_eq!(backend.lock_blocking_timeout(), None);
+    let lock = backend.get_mutex("k").unwrap();
+    assert!(lock.try_acquire().unwrap());
+    assert!(cmd::<bool>(&mut con, &["EXISTS", "_lockk"]));
+    lock.release().unwrap();
+
+    for (name, value, says) in [
+        ("lock_prefix", "x", "expected 2 to 10 letters"),
+        ("lock_prefix", "far_too_long", "expected 2 to 10 letters"),
+        ("lock_prefix", "no spaces", "expected 2 to 10 letters"),
+        ("lock_blocking", "maybe", "expected true or false"),
+        (
+            "lock_blocking_timeout",
+            "soon",
+            "expected a number of seconds",
+        ),
+    ] {
+        let err = configured(&[(name, value)]).err().map(|e| e.to_string());
+        let err = err.unwrap_or_else(|| panic!("{name}={value:?} was accepted"));
+        assert!(
+            err.starts_with(&format!("cache.redis.arguments.{name}: {says}")),
+            "{name}={value:?}: {err}"
+        );
+    }
 }
 
 /// Bad arguments are errors that name them.

@@ -283,7 +283,8 @@ fn pump(conn: &Conn, to_server: bool, shared: &Shared) {
             }
             Ok(n) => {
                 // The fault as it is now, not as it was when the read began.
-                if let Fault::Latency(d) = *shared.fault.lock() {
+                let fault_now = *shared.fault.lock();
+                if let Fault::Latency(d) = fault_now {
                     std::thread::sleep(d);
                 }
                 if *shared.fault.lock() == Fault::Blackhole {

@@ -1,14 +1,19 @@
 //! Connections: a small pool of blocking connections, and one lazily made async multiplexed
 //! connection, for a single server or a cluster. Broken connections are dropped and replaced, so
 //! the backend recovers by itself when a server restarts.
+//!
+//! Every wait here is bounded: connecting by the connect timeout, each reply by the reply
+//! timeout (blocking and async alike), and a wait for a free pooled connection by the pool
+//! timeout. A frozen server therefore makes calls fail, never hang.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dogpile_core::{Error, Result};
 use parking_lot::{Condvar, Mutex};
 use redis::{Cmd, ConnectionLike, FromRedisValue, RedisError, RedisFuture, RedisResult, Value};
 
 /// The client of one server or of a cluster: it makes connections, it does not hold one.
+#[derive(Clone)]
 pub(crate) enum Client {
     /// One server.
     Single(redis::Client),
@@ -114,30 +119,44 @@ pub(crate) struct Conns {
     client: Client,
     pool: Mutex<Pool>,
     returned: Condvar,
-    pool_size: usize,
-    connect_timeout: Option<Duration>,
-    socket_timeout: Option<Duration>,
+    limits: Limits,
     shared: Mutex<Option<AsyncConn>>,
 }
 
+/// How many blocking connections a [`Conns`] opens, and how long each of its waits may last.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Limits {
+    /// The most blocking connections open at once.
+    pub(crate) pool_size: usize,
+    /// Bound on connecting (TCP and the connection's setup commands).
+    pub(crate) connect_timeout: Duration,
+    /// Bound on each reply (and each write).
+    pub(crate) reply_timeout: Duration,
+    /// Bound on waiting for a pooled connection while all of them are lent.
+    pub(crate) pool_timeout: Duration,
+}
+
 impl Conns {
-    pub(crate) fn new(
-        desc: String,
-        client: Client,
-        pool_size: usize,
-        connect_timeout: Option<Duration>,
-        socket_timeout: Option<Duration>,
-    ) -> Self {
+    pub(crate) fn new(desc: String, client: Client, limits: Limits) -> Self {
         Conns {
             desc,
             client,
             pool: Mutex::new(Pool::default()),
             returned: Condvar::new(),
-            pool_size,
-            connect_timeout,
-            socket_timeout,
+            limits,
             shared: Mutex::new(None),
         }
+    }
+
+    /// Connections of their own to the same server, with other limits (the lock keeper's: one
+    /// connection with a short reply timeout, so it never queues behind the callers' calls).
+    pub(crate) fn sibling(&self, limits: Limits) -> Conns {
+        Conns::new(self.desc.clone(), self.client.clone(), limits)
+    }
+
+    /// The pool size and the timeouts.
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// What errors name: the backend and the server address.
@@ -153,43 +172,51 @@ impl Conns {
     fn connect(&self) -> RedisResult<SyncConn> {
         match &self.client {
             Client::Single(client) => {
-                let conn = match self.connect_timeout {
-                    Some(t) => client.get_connection_with_timeout(t)?,
-                    None => client.get_connection()?,
-                };
-                conn.set_read_timeout(self.socket_timeout)?;
-                conn.set_write_timeout(self.socket_timeout)?;
+                let conn = client.get_connection_with_timeout(self.limits.connect_timeout)?;
+                conn.set_read_timeout(Some(self.limits.reply_timeout))?;
+                conn.set_write_timeout(Some(self.limits.reply_timeout))?;
                 Ok(SyncConn::Single(conn))
             }
-            Client::Cluster(client) => Ok(SyncConn::Cluster(Box::new(client.get_connection()?))),
+            Client::Cluster(client) => {
+                let conn = client.get_connection()?;
+                conn.set_read_timeout(Some(self.limits.reply_timeout))?;
+                conn.set_write_timeout(Some(self.limits.reply_timeout))?;
+                Ok(SyncConn::Cluster(Box::new(conn)))
+            }
         }
     }
 
     /// An idle connection (`true`: reused), or a place to open one; waits while `pool_size`
-    /// connections are lent.
-    fn lease(&self) -> (Lease<'_>, bool) {
+    /// connections are lent, at most `pool_timeout`.
+    fn lease(&self, what: &str) -> Result<(Lease<'_>, bool)> {
+        let deadline = Instant::now() + self.limits.pool_timeout;
         let mut pool = self.pool.lock();
         loop {
             if let Some(c) = pool.idle.pop() {
-                return (
-                    Lease {
-                        conns: self,
-                        conn: Some(c),
-                    },
-                    true,
-                );
+                let lease = Lease {
+                    conns: self,
+                    conn: Some(c),
+                };
+                return Ok((lease, true));
             }
-            if pool.open < self.pool_size {
+            if pool.open < self.limits.pool_size {
                 pool.open += 1;
-                return (
-                    Lease {
-                        conns: self,
-                        conn: None,
-                    },
-                    false,
-                );
+                let lease = Lease {
+                    conns: self,
+                    conn: None,
+                };
+                return Ok((lease, false));
             }
-            self.returned.wait(&mut pool);
+            if self.returned.wait_until(&mut pool, deadline).timed_out() {
+                return Err(Error::backend_msg(
+                    self.desc.clone(),
+                    format!(
+                        "{what}: all {} connections stayed busy for {} s (pool_size, pool_timeout)",
+                        self.limits.pool_size,
+                        self.limits.pool_timeout.as_secs_f64()
+                    ),
+                ));
+            }
         }
     }
 
@@ -211,7 +238,7 @@ impl Conns {
         what: &str,
         mut f: impl FnMut(&mut SyncConn) -> RedisResult<T>,
     ) -> Result<T> {
-        let (mut lease, mut reused) = self.lease();
+        let (mut lease, mut reused) = self.lease(what)?;
         loop {
             let conn = match lease.conn.as_mut() {
                 Some(c) => c,
@@ -244,8 +271,8 @@ impl Conns {
         match &self.client {
             Client::Single(client) => {
                 let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(self.connect_timeout)
-                    .set_response_timeout(self.socket_timeout);
+                    .set_connection_timeout(Some(self.limits.connect_timeout))
+                    .set_response_timeout(Some(self.limits.reply_timeout));
                 Ok(AsyncConn::Single(
                     client
                         .get_multiplexed_async_connection_with_config(&config)

@@ -28,19 +28,23 @@
 //!
 //! | argument | type | default | meaning |
 //! |---|---|---|---|
-//! | `url` | string | – | `redis://[username:password@]host:port[/db]` (also `rediss://` is parsed, but this build has no TLS, and `redis+unix:///path`). Without a scheme, `redis://` is assumed. Excludes `host` and `port`. |
+//! | `url` | string | – | `redis://[username:password@]host:port[/db]` (also `rediss://` is parsed, but this build has no TLS, and `redis+unix:///path`). Without a scheme, `redis://` is assumed. When given it wins, as in dogpile: `host`, `port` and `db` beside it are ignored, with one `warn` event naming them (put the database in the URL). |
 //! | `host` | string | `localhost` | server host, when there is no `url` |
 //! | `port` | integer | `6379` | server port, when there is no `url` |
-//! | `db` | integer | `0` (or the `url`'s) | database number |
-//! | `username` | string | none (or the `url`'s) | ACL user name |
-//! | `password` | string | none (or the `url`'s) | password |
-//! | `socket_timeout` | seconds (number) | none: wait forever | bound on each reply; also bounds connecting when `socket_connect_timeout` is not given |
-//! | `socket_connect_timeout` | seconds (number) | `socket_timeout`, else 5 | bound on connecting |
+//! | `db` | integer | `0` | database number, when there is no `url` |
+//! | `username` | string | none (or the `url`'s) | ACL user name; overrides the `url`'s |
+//! | `password` | string | none (or the `url`'s) | password; overrides the `url`'s |
+//! | `socket_timeout` | seconds (number) | `3` | bound on each reply (and each write), blocking and async |
+//! | `socket_connect_timeout` | seconds (number) | `socket_timeout` | bound on connecting, setup commands included |
+//! | `pool_timeout` | seconds (number) | `socket_connect_timeout + socket_timeout` | bound on waiting for a pooled connection while all `pool_size` are lent |
 //! | `redis_expiration_time` | seconds (number) | none (0 also means none) | a server-side TTL (`SET … PX`) so Redis drops old entries by itself; must exceed the region's `expiration_time` (see below) |
 //! | `distributed_lock` | boolean | `false` | use a lock on the server for `get_or_create`, shared by every process using this server, instead of the region's in-process lock |
 //! | `lock_timeout` | seconds (number) | `30` | expiry of a distributed lock: the lock of a process that died goes away by itself at most this long after; a live holder's lock is extended every third of it, however long the creation takes |
 //! | `lock_sleep` | seconds (number) | `0.002` | the longest pause of a waiter between looks at a held lock; pauses start at 0.5 ms and double up to this, so a waiter returns within about this long of the release (Python dogpile's 0.1 is accepted, and makes waiters that slow) |
-//! | `pool_size` | integer ≥ 1 | `16` | the most blocking connections open at once; they are kept open for reuse, and a thread finding all of them lent waits for one (the async path shares one multiplexed connection besides) |
+//! | `lock_prefix` | string | `_lock` | the lock key is this + the key; dogpile's rule: 2 to 10 of letters, digits, `_`, `-`, `.`, `:` |
+//! | `lock_blocking` | boolean | `true` | `false`: a caller never waits for another's creation ([`Backend::lock_blocking_timeout`] is 0) |
+//! | `lock_blocking_timeout` | seconds (number) | none: the region's bound | the longest a caller waits for another's creation of a key; reported by [`Backend::lock_blocking_timeout`], and enforced by the region, for the distributed lock and the in-process one alike |
+//! | `pool_size` | integer ≥ 1 | `16` | the most blocking connections open at once; they are kept open for reuse, and a thread finding all of them lent waits for one, at most `pool_timeout` (the async path shares one multiplexed connection besides) |
 //! | `thread_local_lock` | boolean | – | accepted so Python configuration files work unchanged; has no effect (a lock may be released by any thread here) |
 //!
 //! Any other argument is an error that names it.
@@ -50,8 +54,8 @@
 //! `startup_nodes`: a list of `host:port` (or `redis://host:port`) addresses of cluster nodes, or
 //! one string of them separated by commas; `url` is accepted in its place (one or several URLs).
 //! The others as above: `username`, `password`, `socket_timeout`, `socket_connect_timeout`,
-//! `redis_expiration_time`, `distributed_lock`, `lock_timeout`, `lock_sleep`, `pool_size`,
-//! `thread_local_lock`. A cluster has only database 0, so `db`, `host` and `port` are errors.
+//! `pool_timeout`, `redis_expiration_time`, `distributed_lock`, `lock_timeout`, `lock_sleep`,
+//! `lock_prefix`, `lock_blocking`, `lock_blocking_timeout`, `pool_size`, `thread_local_lock`. A cluster has only database 0, so `db`, `host` and `port` are errors.
 //! `get_multi` and `delete_multi` are one `MGET` / `DEL` per slot, sent by the cluster client;
 //! `set_multi` is one cluster pipeline, which the client splits per node.
 //!
@@ -74,17 +78,49 @@
 //! connection when called inside a tokio runtime (made on first use and shared); outside one they
 //! use the blocking connections. The async path needs a runtime with I/O and time enabled.
 //!
+//! # Nothing waits forever
+//!
+//! Caching is an optimisation: a decorated function must return its body's value even when
+//! Redis is unreachable, and "unreachable" is often not a refused connection but a server that
+//! stopped answering (a frozen process, a network blackhole, a dead peer behind a NAT). Python's
+//! redis client waits forever by default there; this backend does not. Every network wait has a
+//! finite default: each reply `socket_timeout` (3 s, on the blocking and the async path alike),
+//! connecting `socket_connect_timeout` (the reply timeout by default), and a wait for a pooled
+//! connection `pool_timeout` (their sum by default, which is how long one lent connection is
+//! normally busy at worst). 3 s is far beyond a healthy reply (well under a millisecond on a LAN)
+//! and short enough that a caller falls back to the body instead of appearing hung. So with
+//! default settings a call on a frozen server fails (and a decorated function runs its body)
+//! within a few seconds; a call that needs a new connection and then retries once after a broken
+//! one waits at most twice connect + reply, plus the pool wait.
+//!
+//! The thread that extends held locks has its own connection, whose reply and connect timeouts
+//! are at most a third of `lock_timeout`: it never waits for a pooled connection nor behind a
+//! caller's call, it extends every held lock in one round trip, and a round the server does not
+//! answer is retried well before the locks expire.
+//!
 //! # The distributed lock
 //!
-//! With `distributed_lock`, [`Backend::get_mutex`] gives a [`RedisMutex`]: `SET _lockKEY token NX
-//! PX lock_timeout` with a token unique to the handle, released by a script that deletes the lock
-//! only when it still holds that token, so a holder never deletes another holder's lock. While a
-//! lock is held, a thread of the holding process (one per backend, started with the first lock)
-//! extends its expiry every third of `lock_timeout` by a script that checks the token: a slow
-//! creation never loses its lock to a second creator, and a killed holder's lock expires after at
-//! most `lock_timeout`. A waiter
-//! looks at the lock again after 0.5, 1, 2 ms… (at most `lock_sleep`) and returns as soon as it is
-//! free; the region then reads the value the holder stored before releasing.
+//! With `distributed_lock`, [`Backend::get_mutex`] gives a [`RedisMutex`]: the lock key
+//! (`lock_prefix` + key, `_lockKEY` by default, as Python dogpile names it, so Python and Rust
+//! processes share their locks) is set to a token unique to the handle with `PX lock_timeout`,
+//! only when it is free or already holds that token (one script), and released by a script that
+//! deletes it only when it still holds that token, so a holder never deletes another holder's
+//! lock. While a lock is held, a thread of the holding process (one per backend, started with the
+//! first lock) extends its expiry every third of `lock_timeout` by a script that checks the
+//! token: a slow creation never loses its lock to a second creator, and a killed holder's lock
+//! expires after at most `lock_timeout`. An extension that finds the lock gone (it expired while
+//! the server was unreachable, or was deleted) is logged at `warn`, naming the lock key.
+//!
+//! A lock counts as possibly ours from the moment its acquire is sent. A retry on a new
+//! connection after a broken one finds its own token and takes the lock; an acquire whose reply
+//! timed out, or an async acquire cancelled mid-flight, leaves the handle possibly holding it,
+//! and when the handle is dropped the lock is deleted by token in the background as soon as the
+//! server answers (never left to expire, never another holder's). A failed release is retried
+//! the same way. Releasing a handle that holds nothing is an error ("no acquire held for key").
+//!
+//! A waiter looks at the lock again after 0.5, 1, 2 ms… (at most `lock_sleep`) and returns as
+//! soon as it is free, or at the deadline the region gives it; the region then reads the value
+//! the holder stored before releasing.
 
 mod conn;
 mod lock;
@@ -99,7 +135,8 @@ use dogpile_core::{
 };
 use redis::IntoConnectionInfo;
 
-use conn::{in_tokio, Client, Conns, SyncConn};
+use conn::{in_tokio, Client, Conns, Limits, SyncConn};
+use lock::LockSettings;
 pub use lock::RedisMutex;
 
 /// The name of the single-server backend.
@@ -107,20 +144,28 @@ pub const REDIS: &str = "dogpile.cache.redis";
 /// The name of the cluster backend.
 pub const REDIS_CLUSTER: &str = "dogpile.cache.redis_cluster";
 
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default bound on each reply (`socket_timeout`): see "Nothing waits forever" in the
+/// module documentation.
+const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_LOCK_SLEEP: Duration = Duration::from_millis(2);
 const DEFAULT_POOL_SIZE: usize = 16;
+/// The lock key's prefix when `lock_prefix` is not given, as in Python dogpile.
+const DEFAULT_LOCK_PREFIX: &str = "_lock";
 
 const COMMON_ARGS: &[&str] = &[
     "username",
     "password",
     "socket_timeout",
     "socket_connect_timeout",
+    "pool_timeout",
     "redis_expiration_time",
     "distributed_lock",
     "lock_timeout",
     "lock_sleep",
+    "lock_blocking",
+    "lock_blocking_timeout",
+    "lock_prefix",
     "pool_size",
     "thread_local_lock",
 ];
@@ -131,14 +176,14 @@ struct Common {
     username: Option<String>,
     /// `***` in `Debug`.
     password: Option<Secret<String>>,
-    socket_timeout: Option<Duration>,
-    connect_timeout: Duration,
+    limits: Limits,
     ttl: Option<Duration>,
     ttl_key: String,
     distributed_lock: bool,
-    lock_timeout: Duration,
-    lock_sleep: Duration,
-    pool_size: usize,
+    lock: LockSettings,
+    /// `lock_blocking` and `lock_blocking_timeout`, as [`Backend::lock_blocking_timeout`]
+    /// reports them.
+    lock_blocking_timeout: Option<Duration>,
 }
 
 fn positive(args: &Arguments, name: &str, d: Option<Duration>) -> Result<Option<Duration>> {
@@ -150,14 +195,16 @@ fn positive(args: &Arguments, name: &str, d: Option<Duration>) -> Result<Option<
 
 impl Common {
     fn read(args: &Arguments) -> Result<Self> {
-        let socket_timeout = positive(args, "socket_timeout", args.seconds("socket_timeout")?)?;
+        let reply_timeout = positive(args, "socket_timeout", args.seconds("socket_timeout")?)?
+            .unwrap_or(DEFAULT_SOCKET_TIMEOUT);
         let connect_timeout = positive(
             args,
             "socket_connect_timeout",
             args.seconds("socket_connect_timeout")?,
         )?
-        .or(socket_timeout)
-        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        .unwrap_or(reply_timeout);
+        let pool_timeout = positive(args, "pool_timeout", args.seconds("pool_timeout")?)?
+            .unwrap_or(connect_timeout + reply_timeout);
         let ttl = args
             .seconds("redis_expiration_time")?
             .filter(|d| !d.is_zero());
@@ -172,19 +219,48 @@ impl Common {
             Some(0) => return Err(args.error("pool_size", "expected at least 1, got 0")),
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         };
+        // dogpile: `lock_blocking=False` never waits, whatever `lock_blocking_timeout` says.
+        let lock_blocking_timeout = match args.bool("lock_blocking")? {
+            Some(false) => Some(Duration::ZERO),
+            _ => args.seconds("lock_blocking_timeout")?,
+        };
         Ok(Common {
             username: args.string("username")?,
             password: args.string("password")?.map(Secret),
-            socket_timeout,
-            connect_timeout,
+            limits: Limits {
+                pool_size,
+                connect_timeout,
+                reply_timeout,
+                pool_timeout,
+            },
             ttl,
             ttl_key: args.key("redis_expiration_time"),
             distributed_lock: args.bool("distributed_lock")?.unwrap_or(false),
-            lock_timeout,
-            lock_sleep,
-            pool_size,
+            lock: LockSettings {
+                prefix: lock_prefix(args)?,
+                timeout: lock_timeout,
+                max_pause: lock_sleep,
+            },
+            lock_blocking_timeout,
         })
     }
+}
+
+/// `lock_prefix`, checked by dogpile's rule (`^[\w\-\.\:]{2,10}$`): 2 to 10 letters, digits,
+/// `_`, `-`, `.` or `:`.
+fn lock_prefix(args: &Arguments) -> Result<String> {
+    let Some(prefix) = args.string("lock_prefix")? else {
+        return Ok(DEFAULT_LOCK_PREFIX.to_owned());
+    };
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
+    let n = prefix.chars().count();
+    if !(2..=10).contains(&n) || !prefix.chars().all(allowed) {
+        return Err(args.error(
+            "lock_prefix",
+            format!("expected 2 to 10 letters, digits, '_', '-', '.' or ':' (dogpile's rule ^[\\w\\-\\.\\:]{{2,10}}$), got {prefix:?}"),
+        ));
+    }
+    Ok(prefix)
 }
 
 /// Adds `redis://` to an address written without a scheme.
@@ -222,14 +298,23 @@ fn single_server_info(args: &Arguments, common: &Common) -> Result<redis::Connec
     let url = args.string("url")?;
     let host = args.string("host")?;
     let port = args.u64("port")?;
+    let db = args.i64("db")?;
     let mut info = match url {
         Some(url) => {
-            for conflicting in ["host", "port"] {
-                if args.get(conflicting).is_some() {
-                    return Err(
-                        args.error(conflicting, "give either url, or host and port, not both")
-                    );
-                }
+            // As in dogpile, the client is built from the URL alone: `host`, `port` and `db`
+            // beside it are ignored, and said so once, here.
+            let ignored: Vec<String> = ["host", "port", "db"]
+                .into_iter()
+                .filter(|name| args.get(name).is_some())
+                .map(|name| args.key(name))
+                .collect();
+            if !ignored.is_empty() {
+                tracing::warn!(
+                    ignored = %ignored.join(", "),
+                    "{REDIS}: url is given, so {} beside it {} ignored (as in dogpile); put the database in the URL (redis://host:port/DB)",
+                    ignored.join(", "),
+                    if ignored.len() == 1 { "is" } else { "are" },
+                );
             }
             parse_url(args, "url", &url)?
         }
@@ -248,11 +333,13 @@ fn single_server_info(args: &Arguments, common: &Common) -> Result<redis::Connec
         }
     };
     let mut settings = info.redis_settings().clone();
-    if let Some(db) = args.i64("db")? {
+    if let Some(db) = db {
         if db < 0 {
             return Err(args.error("db", format!("expected 0 or more, got {db}")));
         }
-        settings = settings.set_db(db);
+        if args.get("url").is_none() {
+            settings = settings.set_db(db);
+        }
     }
     if let Some(u) = &common.username {
         settings = settings.set_username(u);
@@ -299,6 +386,7 @@ pub struct RedisBackend {
     ttl: Option<Duration>,
     ttl_key: String,
     lock: Option<Arc<lock::Keeper>>,
+    lock_blocking_timeout: Option<Duration>,
 }
 
 impl RedisBackend {
@@ -334,10 +422,8 @@ impl RedisBackend {
             nodes.iter().map(address).collect::<Vec<_>>().join(",")
         );
         let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
-            .connection_timeout(common.connect_timeout);
-        if let Some(t) = common.socket_timeout {
-            builder = builder.response_timeout(t);
-        }
+            .connection_timeout(common.limits.connect_timeout)
+            .response_timeout(common.limits.reply_timeout);
         if let Some(u) = &common.username {
             builder = builder.username(u);
         }
@@ -355,20 +441,15 @@ impl RedisBackend {
     }
 
     fn with_client(desc: String, client: Client, common: &Common) -> Self {
-        let conns = Arc::new(Conns::new(
-            desc,
-            client,
-            common.pool_size,
-            Some(common.connect_timeout),
-            common.socket_timeout,
-        ));
+        let conns = Arc::new(Conns::new(desc, client, common.limits));
         RedisBackend {
             lock: common
                 .distributed_lock
-                .then(|| lock::Keeper::new(conns.clone(), common.lock_timeout, common.lock_sleep)),
+                .then(|| lock::Keeper::new(conns.clone(), common.lock.clone())),
             conns,
             ttl: common.ttl,
             ttl_key: common.ttl_key.clone(),
+            lock_blocking_timeout: common.lock_blocking_timeout,
         }
     }
 
@@ -526,6 +607,10 @@ impl Backend for RedisBackend {
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
         let keeper = self.lock.as_ref()?;
         Some(Box::new(RedisMutex::new(keeper, key)))
+    }
+
+    fn lock_blocking_timeout(&self) -> Option<Duration> {
+        self.lock_blocking_timeout
     }
 
     fn check_region_expiration(&self, expiration: Option<&Expiration>) -> Result<()> {

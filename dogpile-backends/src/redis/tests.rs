@@ -48,14 +48,17 @@ fn host_port_db_and_credentials() {
     assert_eq!(info.redis_settings().db(), 3);
     assert_eq!(info.redis_settings().username(), Some("app"));
     assert_eq!(info.redis_settings().password(), Some("pw"));
-    // Explicit db and password override the URL's.
+    // The URL wins over host, port and db (as in dogpile); the password overrides the URL's.
     let args = Arguments::new()
         .with("url", "redis://:old@h:1/1")
+        .with("host", "elsewhere")
+        .with("port", 2)
         .with("db", 4)
         .with("password", "new");
     let common = Common::read(&args).unwrap();
     let info = single_server_info(&args, &common).unwrap();
-    assert_eq!(info.redis_settings().db(), 4);
+    assert_eq!(address(&info), "h:1");
+    assert_eq!(info.redis_settings().db(), 1);
     assert_eq!(info.redis_settings().password(), Some("new"));
 }
 
@@ -69,20 +72,101 @@ fn timeouts_lock_and_pool() {
         .with("thread_local_lock", false)
         .with("redis_expiration_time", 0);
     let c = Common::read(&args).unwrap();
-    assert_eq!(c.socket_timeout, Some(Duration::from_millis(250)));
-    assert_eq!(c.connect_timeout, Duration::from_millis(250));
-    assert_eq!(c.lock_timeout, Duration::from_secs(10));
-    assert_eq!(c.lock_sleep, Duration::from_millis(2));
-    assert_eq!(c.pool_size, 3);
+    assert_eq!(c.limits.reply_timeout, Duration::from_millis(250));
+    assert_eq!(c.limits.connect_timeout, Duration::from_millis(250));
+    assert_eq!(c.limits.pool_timeout, Duration::from_millis(500));
+    assert_eq!(c.lock.timeout, Duration::from_secs(10));
+    assert_eq!(c.lock.max_pause, Duration::from_millis(2));
+    assert_eq!(c.limits.pool_size, 3);
     assert_eq!(c.ttl, None, "0 means no server TTL, as in dogpile");
-    let c = Common::read(&Arguments::new().with("socket_connect_timeout", 2)).unwrap();
-    assert_eq!(c.connect_timeout, Duration::from_secs(2));
-    assert_eq!(c.socket_timeout, None);
+    let c = Common::read(
+        &Arguments::new()
+            .with("socket_connect_timeout", 2)
+            .with("pool_timeout", 0.5),
+    )
+    .unwrap();
+    assert_eq!(c.limits.connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.limits.reply_timeout, DEFAULT_SOCKET_TIMEOUT);
+    assert_eq!(c.limits.pool_timeout, Duration::from_millis(500));
+    // Every wait has a finite default.
     let c = Common::read(&Arguments::new()).unwrap();
-    assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
-    assert_eq!(c.lock_timeout, DEFAULT_LOCK_TIMEOUT);
-    assert_eq!(c.lock_sleep, DEFAULT_LOCK_SLEEP);
-    assert_eq!(c.pool_size, DEFAULT_POOL_SIZE);
+    assert_eq!(c.limits.reply_timeout, Duration::from_secs(3));
+    assert_eq!(c.limits.connect_timeout, Duration::from_secs(3));
+    assert_eq!(c.limits.pool_timeout, Duration::from_secs(6));
+    assert_eq!(c.lock.timeout, DEFAULT_LOCK_TIMEOUT);
+    assert_eq!(c.lock.max_pause, DEFAULT_LOCK_SLEEP);
+    assert_eq!(c.lock.prefix, "_lock");
+    assert_eq!(c.limits.pool_size, DEFAULT_POOL_SIZE);
+    assert_eq!(c.lock_blocking_timeout, None);
+}
+
+#[test]
+fn lock_blocking_and_lock_prefix() {
+    let bound = |args: Arguments| {
+        RedisBackend::from_arguments(&args)
+            .unwrap()
+            .lock_blocking_timeout()
+    };
+    assert_eq!(bound(Arguments::new()), None);
+    assert_eq!(
+        bound(Arguments::new().with("lock_blocking_timeout", 2.5)),
+        Some(Duration::from_millis(2500))
+    );
+    assert_eq!(
+        bound(Arguments::new().with("lock_blocking", true)),
+        None,
+        "blocking without a timeout: the region's bound"
+    );
+    // dogpile: lock_blocking=False never waits, whatever the timeout.
+    for args in [
+        Arguments::new().with("lock_blocking", false),
+        Arguments::new()
+            .with("lock_blocking", false)
+            .with("lock_blocking_timeout", 10),
+    ] {
+        assert_eq!(bound(args), Some(Duration::ZERO));
+    }
+    let cluster = RedisBackend::cluster_from_arguments(
+        &Arguments::new()
+            .with("startup_nodes", "h:1")
+            .with("lock_blocking_timeout", 1),
+    )
+    .unwrap();
+    assert_eq!(
+        cluster.lock_blocking_timeout(),
+        Some(Duration::from_secs(1))
+    );
+
+    let b = RedisBackend::from_arguments(
+        &Arguments::new()
+            .with("lock_prefix", "my.lk:")
+            .with("distributed_lock", true),
+    )
+    .unwrap();
+    let keeper = b.lock.as_ref().unwrap();
+    assert_eq!(RedisMutex::new(keeper, "key").lock_key(), "my.lk:key");
+    for good in ["ab", "_lock", "a-b.c:d_e9", "ééé"] {
+        let c = Common::read(&Arguments::new().with("lock_prefix", good)).unwrap();
+        assert_eq!(c.lock.prefix, good);
+    }
+    for bad in ["a", "eleven_char", "a b", "lock/", "", "x*"] {
+        let e = err(Arguments::new().with("lock_prefix", bad));
+        assert!(
+            e.starts_with("arguments.lock_prefix: expected 2 to 10 letters, digits"),
+            "{bad:?}: {e}"
+        );
+        assert!(e.ends_with(&format!("got {bad:?}")), "{e}");
+    }
+    assert_eq!(
+        err(Arguments::new().with("lock_blocking", "no")),
+        "arguments.lock_blocking: expected true or false, got a string \"no\""
+    );
+    assert!(err(Arguments::new().with("lock_blocking_timeout", -1))
+        .starts_with("arguments.lock_blocking_timeout: expected a number of seconds"));
+    assert_eq!(
+        err(Arguments::new().with("pool_timeout", 0)),
+        "arguments.pool_timeout: expected more than 0 seconds, got 0"
+    );
 }
 
 #[test]
@@ -118,12 +202,6 @@ fn errors_name_the_argument() {
     );
     assert!(err(Arguments::new().with("socket_timeout", -1.0))
         .starts_with("arguments.socket_timeout: expected a number of seconds"));
-    assert_eq!(
-        err(Arguments::new()
-            .with("url", "redis://h:1")
-            .with("host", "h")),
-        "arguments.host: give either url, or host and port, not both"
-    );
     assert!(err(Arguments::new().with("url", "http://h:1"))
         .starts_with("arguments.url: not a Redis URL (\"http://h:1\")"));
 }

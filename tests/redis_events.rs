@@ -1,0 +1,135 @@
+//! What the Redis backend says through `tracing` (at `warn`): the arguments a `url` makes it
+//! ignore, and a held lock found lost by its extension. The events come from the configuring
+//! thread and from the backend's lock thread, so this binary records them with a global
+//! subscriber. Without `redis-server` the server test prints SKIPPED and passes, unless
+//! `DOGPILE_REQUIRE_SERVERS=1`.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use dogpile::RegionConfig;
+use support::{raw_redis as raw, redis_cmd as cmd, Server};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata, Subscriber};
+
+/// The `warn` events of the whole process, as `field=value` text.
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Warnings;
+
+struct Text(String);
+
+impl Visit for Text {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+    }
+}
+
+impl Subscriber for Warnings {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        *metadata.level() <= Level::WARN
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        if *event.metadata().level() == Level::WARN {
+            let mut text = Text(String::new());
+            event.record(&mut text);
+            WARNINGS.lock().unwrap().push(text.0);
+        }
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+/// The warnings so far that contain every one of `parts`.
+fn warnings_with(parts: &[&str]) -> Vec<String> {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| tracing::subscriber::set_global_default(Warnings).unwrap());
+    WARNINGS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| parts.iter().all(|p| w.contains(p)))
+        .cloned()
+        .collect()
+}
+
+/// A Redis region at `url`, with the arguments `more` adds.
+fn region_at(url: String, more: impl FnOnce(RegionConfig) -> RegionConfig) -> dogpile::CacheRegion {
+    let config = RegionConfig::new("dogpile.cache.redis").argument("url", url);
+    dogpile::make_region().configure(more(config)).unwrap()
+}
+
+/// As in dogpile, `url` wins: `host`, `port` and `db` beside it are ignored (the data goes to
+/// the URL's database), with one `warn` event naming them. On main `host` or `port` beside a
+/// `url` was an error, and `db` moved the data.
+#[test]
+fn url_wins_over_host_port_and_db_with_one_warning() {
+    warnings_with(&[]);
+    let Some(server) = Server::redis() else {
+        return;
+    };
+    let region = region_at(format!("redis://{}/2", server.addr()), |c| {
+        c.argument("host", "elsewhere.invalid")
+            .argument("port", 1)
+            .argument("db", 5)
+    });
+    region.set("where", 1u32).unwrap();
+    let mut con = raw(&server.addr());
+    let _: () = cmd(&mut con, &["SELECT", "2"]);
+    assert!(
+        cmd::<bool>(&mut con, &["EXISTS", "where"]),
+        "not in the URL's db 2"
+    );
+    let _: () = cmd(&mut con, &["SELECT", "5"]);
+    assert!(
+        !cmd::<bool>(&mut con, &["EXISTS", "where"]),
+        "moved to db 5"
+    );
+    let said = warnings_with(&[
+        "url is given",
+        "arguments.host, arguments.port, arguments.db",
+    ]);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("ignored"), "{said:?}");
+
+    // Without anything beside the url: no warning.
+    region_at("redis://h:1".to_owned(), |c| c);
+    assert_eq!(warnings_with(&["url is given"]).len(), 1);
+}
+
+/// A held lock that disappears from the server (here deleted behind its holder's back; in life,
+/// expired while the server was unreachable) is found by the next extension and said at `warn`,
+/// naming its key. On main the extension's "not ours" answer was ignored.
+#[test]
+fn a_lost_lock_is_a_warning_naming_its_key() {
+    warnings_with(&[]);
+    let Some(server) = Server::redis() else {
+        return;
+    };
+    let region = region_at(format!("redis://{}", server.addr()), |c| {
+        c.argument("distributed_lock", true)
+            .argument("lock_timeout", 0.6)
+    });
+    let lock = region.backend().unwrap().get_mutex("gone").unwrap();
+    assert!(lock.try_acquire().unwrap());
+    let _: () = cmd(&mut raw(&server.addr()), &["DEL", "_lockgone"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while warnings_with(&["lock=_lockgone", "was lost"]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no warning about the lost lock within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Still ours as far as the handle knows: releasing it is no error, and deletes nothing.
+    lock.release().unwrap();
+}
