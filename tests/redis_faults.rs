@@ -18,31 +18,17 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dogpile::{CacheRegion, RegionConfig};
 use support::fault_proxy::{Fault, FaultProxy};
-use support::{raw_redis as raw, redis_cmd as cmd, Server};
+use support::{raw_redis as raw, redis_cmd as cmd, within_hang_deadline, Server};
 
-/// The hang detector: a call that has not returned after this long is stuck (the bounds these
-/// tests state are a few seconds).
+/// How long the tests wait for locks to go once a fault has cleared: far less than their
+/// `lock_timeout`, so expiry cannot be what clears them (and the hang bound of
+/// [`within_hang_deadline`]).
 const HANG: Duration = Duration::from_secs(60);
-
-/// Runs `f` on a helper thread and returns its result, or fails the test if it has not
-/// returned within [`HANG`]: a hang, which the fixed code never has.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        let _ = tx.send(r);
-    });
-    match rx.recv_timeout(HANG) {
-        Ok(Ok(v)) => v,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("{what}: no return within {HANG:?}, a hang"),
-    }
-}
 
 /// The lock keys on the server, read directly (not through the proxy).
 fn lock_keys(server: &Server) -> Vec<String> {
@@ -130,16 +116,22 @@ fn a_blackholed_redis_with_default_settings_never_hangs() {
     proxy.set(Fault::Blackhole);
 
     let start = Instant::now();
-    assert_eq!(within("a decorated call", || blackholed::square(4)), 17);
-    assert_eq!(within("a decorated hit", || blackholed::square(3)), 10);
-    let e = within("region.get", || region.get::<u32>("k")).unwrap_err();
+    assert_eq!(
+        within_hang_deadline("a decorated call", || blackholed::square(4)),
+        17
+    );
+    assert_eq!(
+        within_hang_deadline("a decorated hit", || blackholed::square(3)),
+        10
+    );
+    let e = within_hang_deadline("region.get", || region.get::<u32>("k")).unwrap_err();
     assert!(e.is_backend(), "{e}");
-    let e = within("region.get_or_create", || {
+    let e = within_hang_deadline("region.get_or_create", || {
         region.get_or_create("k", || 5u32)
     })
     .unwrap_err();
     assert!(e.is_backend(), "{e}");
-    let e = within("region.get_async", move || {
+    let e = within_hang_deadline("region.get_async", move || {
         rt.block_on(region.get_async::<u32>("async"))
     })
     .unwrap_err();
@@ -178,7 +170,7 @@ fn a_wait_for_a_pooled_connection_is_bounded() {
     // The stuck call holds the one connection: wait until it has sent its request.
     std::thread::sleep(Duration::from_millis(300));
     let r = region.clone();
-    let e = within("a call waiting for the pool", move || r.get::<u32>("b"))
+    let e = within_hang_deadline("a call waiting for the pool", move || r.get::<u32>("b"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -244,10 +236,11 @@ fn an_async_acquire_cancelled_mid_flight_leaves_no_lock() {
     rt.block_on(async {
         // The shared async connection, made while the link is fast.
         region.set_async("warm", 1u32).await.unwrap();
-        let lock = backend.get_mutex("cancelled").unwrap();
+        let lock: Arc<dyn dogpile::CacheMutex> = backend.get_mutex("cancelled").unwrap().into();
         proxy.set(Fault::Latency(Duration::from_secs(1)));
         let cancelled =
-            tokio::time::timeout(Duration::from_millis(200), lock.try_acquire_async()).await;
+            tokio::time::timeout(Duration::from_millis(200), lock.clone().try_acquire_async())
+                .await;
         assert!(cancelled.is_err(), "the acquire was to be cancelled");
         drop(lock);
         // The request reaches the server 1 s after it was sent.
@@ -294,7 +287,7 @@ fn an_acquire_retried_after_a_broken_connection_takes_its_own_lock() {
     std::thread::sleep(Duration::from_secs(3));
     proxy.set(Fault::Close);
     proxy.set(Fault::Pass);
-    let taken = within("the retried acquire", move || acquire.join().unwrap());
+    let taken = within_hang_deadline("the retried acquire", move || acquire.join().unwrap());
     assert!(
         taken.unwrap(),
         "the retry did not recognise its own lock, and would wait on it"
@@ -495,7 +488,7 @@ fn decorated_functions_under_faults_that_come_and_go() {
     eprintln!("no lock left {:?} after the faults", cleared.elapsed());
     stop.store(true, Ordering::SeqCst);
     for w in workers {
-        if let Err(panic) = within("a soak worker", move || w.join()) {
+        if let Err(panic) = within_hang_deadline("a soak worker", move || w.join()) {
             std::panic::resume_unwind(panic);
         }
     }
