@@ -18,31 +18,17 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dogpile::{CacheRegion, RegionConfig};
 use support::fault_proxy::{Fault, FaultProxy};
-use support::{raw_redis as raw, redis_cmd as cmd, Server};
+use support::{raw_redis as raw, redis_cmd as cmd, within, Server};
 
-/// The hang detector: a call that has not returned after this long is stuck (the bounds these
-/// tests state are a few seconds).
+/// How long the tests wait for locks to go once a fault has cleared: far less than their
+/// `lock_timeout`, so expiry cannot be what clears them (and the hang bound of
+/// [`within`]).
 const HANG: Duration = Duration::from_secs(60);
-
-/// Runs `f` on a helper thread and returns its result, or fails the test if it has not
-/// returned within [`HANG`]: a hang, which the fixed code never has.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        let _ = tx.send(r);
-    });
-    match rx.recv_timeout(HANG) {
-        Ok(Ok(v)) => v,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("{what}: no return within {HANG:?}, a hang"),
-    }
-}
 
 /// The lock keys on the server, read directly (not through the proxy).
 fn lock_keys(server: &Server) -> Vec<String> {
@@ -244,8 +230,7 @@ fn an_async_acquire_cancelled_mid_flight_leaves_no_lock() {
     rt.block_on(async {
         // The shared async connection, made while the link is fast.
         region.set_async("warm", 1u32).await.unwrap();
-        let lock: std::sync::Arc<dyn dogpile::CacheMutex> =
-            backend.get_mutex("cancelled").unwrap().into();
+        let lock: Arc<dyn dogpile::CacheMutex> = backend.get_mutex("cancelled").unwrap().into();
         proxy.set(Fault::Latency(Duration::from_secs(1)));
         let cancelled =
             tokio::time::timeout(Duration::from_millis(200), lock.clone().try_acquire_async())

@@ -322,7 +322,8 @@ fn run_scripts(conn: &Conns, what: &str, cmds: &[redis::Cmd]) -> Result<Vec<i64>
 }
 
 /// Extends every held lock; a lock that no longer holds our token was lost (it expired, and
-/// maybe another caller took it): said at `warn`, and no longer extended.
+/// maybe another caller took it): reported to the core (a `warn` event, counted in
+/// `Stats::locks_lost`), and no longer extended.
 fn extend_all(shared: &Shared, held: &[(u64, Owned)]) -> Result<()> {
     let ms = millis(shared.timeout);
     let cmds: Vec<redis::Cmd> = held
@@ -337,7 +338,8 @@ fn extend_all(shared: &Shared, held: &[(u64, Owned)]) -> Result<()> {
     let mut book = shared.book.lock();
     for ((id, lock), extended) in held.iter().zip(replies) {
         if extended == 0 && book.held.remove(id).is_some() {
-            tracing::warn!(backend = %shared.conn.desc(), lock = %lock.key, "a held dogpile lock was lost before its creation ended (it expired, or was deleted): another caller may create the same value");
+            // It expired (the server was unreachable for a lock_timeout) or was deleted.
+            dogpile_core::lock::lock_lost(shared.conn.desc(), &lock.key);
         }
     }
     Ok(())
@@ -562,7 +564,9 @@ impl CacheMutex for RedisMutex {
     fn try_acquire_async(self: Arc<Self>) -> BoxFuture<'static, Result<bool>> {
         Box::pin(async move {
             if !in_tokio() {
-                return self.try_acquire();
+                // Another executor: the blocking call runs on the `blocking` pool, never on an
+                // executor thread (as the trait's default does).
+                return blocking::unblock(move || self.try_acquire()).await;
             }
             let Some(was) = self.sending() else {
                 return Ok(false);
@@ -580,7 +584,9 @@ impl CacheMutex for RedisMutex {
     fn release_async(self: Arc<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
             if !in_tokio() {
-                return self.release();
+                // Another executor: the blocking call runs on the `blocking` pool, never on an
+                // executor thread (as the trait's default does).
+                return blocking::unblock(move || self.release()).await;
             }
             if self.state.load(Ordering::Acquire) == FREE {
                 return Err(self.not_held());
@@ -602,7 +608,9 @@ impl CacheMutex for RedisMutex {
     fn wait_async(self: Arc<Self>, deadline: Instant) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
             if !in_tokio() {
-                return self.wait(deadline);
+                // Another executor: the blocking call runs on the `blocking` pool, never on an
+                // executor thread (as the trait's default does).
+                return blocking::unblock(move || self.wait(deadline)).await;
             }
             let mut pause = FIRST_PAUSE;
             let cmd = self.exists_cmd();

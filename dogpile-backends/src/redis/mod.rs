@@ -109,7 +109,8 @@
 //! first lock) extends its expiry every third of `lock_timeout` by a script that checks the
 //! token: a slow creation never loses its lock to a second creator, and a killed holder's lock
 //! expires after at most `lock_timeout`. An extension that finds the lock gone (it expired while
-//! the server was unreachable, or was deleted) is logged at `warn`, naming the lock key.
+//! the server was unreachable, or was deleted) is reported: a `warn` event naming the lock key,
+//! counted in `Stats::locks_lost`.
 //!
 //! A lock counts as possibly ours from the moment its acquire is sent. A retry on a new
 //! connection after a broken one finds its own token and takes the lock; an acquire whose reply
