@@ -112,6 +112,27 @@ pub fn locks_lost() -> u64 {
     LOCKS_LOST.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// A token unique to one distributed lock handle, in this process and across processes: the
+/// process id, a per-process counter and the time. Not secret, only distinct between holders;
+/// Redis and memcached store it as the lock's value and release only a lock holding it.
+///
+/// ```
+/// let (a, b) = (dogpile_core::lock::new_token(), dogpile_core::lock::new_token());
+/// assert_ne!(a, b);
+/// ```
+pub fn new_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// What the cache holds for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Lookup<V> {

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dogpile_core::{BoxFuture, CacheMutex, Error, Result};
 use parking_lot::Mutex;
@@ -36,20 +36,9 @@ const MAX_TICK: Duration = Duration::from_millis(250);
 /// How long a lock written without expiry (`lock_timeout = 0`) is watched after a lost add.
 const NO_EXPIRY_WATCH: Duration = Duration::from_secs(3600);
 
-/// A token unique to one lock handle: process id, a counter and the time. Not secret, only
-/// distinct between holders.
+/// The lock's value: core's token, as the bytes memcached stores.
 fn new_token() -> Arc<[u8]> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{}:{nanos}:{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-    .into_bytes()
-    .into()
+    dogpile_core::lock::new_token().into_bytes().into()
 }
 
 /// One meta reply.

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dogpile_core::{BoxFuture, CacheMutex, Error, Result};
 use parking_lot::{Condvar, Mutex};
@@ -61,20 +61,6 @@ pub(crate) struct LockSettings {
     pub(crate) timeout: Duration,
     /// The longest pause of a waiter between looks.
     pub(crate) max_pause: Duration,
-}
-
-/// A token unique to one lock handle: process id, a counter and the time. Not secret, only
-/// distinct between holders.
-fn new_token() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn millis(d: Duration) -> u64 {
@@ -433,7 +419,7 @@ impl RedisMutex {
             cache_key: key.to_owned(),
             lock: Owned {
                 key: format!("{}{key}", keeper.settings.prefix),
-                token: new_token(),
+                token: dogpile_core::lock::new_token(),
             },
             state: AtomicU8::new(FREE),
         }
