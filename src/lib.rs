@@ -33,9 +33,9 @@
 // the backend author's API and the rest live in their modules, one concept each.
 pub use dogpile_core::{
     function_key_generator, function_multi_key_generator, length_conditional_mangler,
-    register_backend, sha1_mangle_key, Backend, CacheMutex, CacheValue, CachedValue, CreateError,
-    CreateOptions, Error, Expiration, KeyArg, ProxyBackend, RegionConfig,
-    RegionInvalidationStrategy, Result, Stats,
+    register_backend, register_proxy, sha1_mangle_key, Backend, CacheMutex, CacheValue,
+    CachedEntry, CachedValue, CreateError, CreateOptions, Error, Expiration, KeyArg, ProxyBackend,
+    RegionConfig, RegionInvalidationStrategy, Result, Stats,
 };
 
 // One path for the rest: the backend author's API (`backend`, `mutex`, `proxy`, `codec`,

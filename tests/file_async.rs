@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -16,33 +15,12 @@ use support::{child_role, file_store_region, within, TempDir};
 fn thirty_two_tasks_on_one_cold_key(runtime: tokio::runtime::Runtime, tag: &str) {
     let dir = TempDir::new(tag);
     let region = Arc::new(file_store_region(&dir.path().join("cache.db")));
-    let creations = Arc::new(AtomicUsize::new(0));
-    let (values, creations) = within("32 tasks on one cold key", move || {
-        let values = runtime.block_on(async {
-            let tasks: Vec<_> = (0..32)
-                .map(|_| {
-                    let (region, creations) = (region.clone(), creations.clone());
-                    tokio::spawn(async move {
-                        region
-                            .get_or_create_async("cold", || async {
-                                creations.fetch_add(1, Ordering::SeqCst);
-                                // Slow, and yielding: the waiters run meanwhile.
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                                42u64
-                            })
-                            .await
-                            .unwrap()
-                    })
-                })
-                .collect();
-            let mut values = Vec::new();
-            for t in tasks {
-                values.push(t.await.unwrap());
-            }
-            values
-        });
-        (values, creations.load(Ordering::SeqCst))
-    });
+    let (values, creations) = support::thirty_two_tasks_on_one_cold_key(
+        runtime,
+        region,
+        Duration::from_millis(200),
+        42u64,
+    );
     assert_eq!(values, vec![42; 32]);
     assert_eq!(creations, 1, "the creator ran more than once");
 }

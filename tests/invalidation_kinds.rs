@@ -203,9 +203,10 @@ fn one_set_multi_call_stamps_every_value_with_one_creation_time() {
     let times: Vec<_> = (0..50)
         .map(|i| {
             region
-                .get_value_metadata(&format!("k{i}"))
+                .get_value_metadata::<u8>(&format!("k{i}"))
                 .unwrap()
                 .expect("the value is there")
+                .metadata
                 .created_at
         })
         .collect();

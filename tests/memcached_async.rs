@@ -5,45 +5,10 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile::CacheRegion;
-use support::{memcached_locking_region as region, within, Server};
-
-/// 32 tasks on one cold key, on `runtime`: the values they got and the number of creations.
-/// The creator takes 300 ms, awaiting a timer: it can only finish if the waiters let the
-/// thread go. Run on a helper thread, so a hang fails the test after 30 s.
-fn thirty_two_tasks(runtime: tokio::runtime::Runtime, region: CacheRegion) -> (Vec<u32>, usize) {
-    within("32 tasks on one cold key", move || {
-        let region = Arc::new(region);
-        let calls = Arc::new(AtomicUsize::new(0));
-        let got = runtime.block_on(async {
-            let tasks: Vec<_> = (0..32)
-                .map(|_| {
-                    let (region, calls) = (region.clone(), calls.clone());
-                    tokio::spawn(async move {
-                        region
-                            .get_or_create_async("cold", || async {
-                                calls.fetch_add(1, Ordering::SeqCst);
-                                tokio::time::sleep(Duration::from_millis(300)).await;
-                                7u32
-                            })
-                            .await
-                            .unwrap()
-                    })
-                })
-                .collect();
-            let mut got = Vec::new();
-            for t in tasks {
-                got.push(t.await.unwrap());
-            }
-            got
-        });
-        (got, calls.load(Ordering::SeqCst))
-    })
-}
+use support::{memcached_locking_region as region, Server};
 
 /// One creation and the right value for all 32 tasks. lock_timeout is far above the hang
 /// bound: a waiter that blocks the thread holds up the creator until the lock expires, and
@@ -52,7 +17,13 @@ fn one_creator_on(runtime: tokio::runtime::Runtime) {
     let Some(server) = Server::memcached() else {
         return;
     };
-    let (got, calls) = thirty_two_tasks(runtime, region(&server.addr(), 20));
+    // The creator awaits a 300 ms timer: it can only finish if the waiters let the thread go.
+    let (got, calls) = support::thirty_two_tasks_on_one_cold_key(
+        runtime,
+        Arc::new(region(&server.addr(), 20)),
+        Duration::from_millis(300),
+        7u32,
+    );
     assert_eq!(got, vec![7; 32]);
     assert_eq!(calls, 1, "creations");
 }

@@ -17,7 +17,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,8 @@ use support::fault_proxy::{Fault, FaultProxy};
 use support::{raw_redis as raw, redis_cmd as cmd, within, Server};
 
 /// How long the tests wait for locks to go once a fault has cleared: far less than their
-/// `lock_timeout`, so expiry cannot be what clears them (and the hang bound of
-/// [`within`]).
-const HANG: Duration = Duration::from_secs(60);
+/// `lock_timeout`, so expiry cannot be what clears them.
+const HANG: Duration = support::soak::HANG;
 
 /// The lock keys on the server, read directly (not through the proxy).
 fn lock_keys(server: &Server) -> Vec<String> {
@@ -37,21 +36,9 @@ fn lock_keys(server: &Server) -> Vec<String> {
     keys
 }
 
-/// Waits (at most [`HANG`], far less than the tests' `lock_timeout`, so expiry cannot be what
-/// clears them) until no lock key is left on the server.
+/// Waits (at most [`HANG`]) until no lock key is left on the server.
 fn wait_no_locks(server: &Server, what: &str) {
-    let deadline = Instant::now() + HANG;
-    loop {
-        let left = lock_keys(server);
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: locks left on the server {HANG:?} after the fault cleared: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::soak::wait_no_locks(what, &|| lock_keys(server));
 }
 
 /// A server and a fault proxy in front of it.
@@ -349,154 +336,20 @@ fn held_locks_are_extended_together_on_a_slow_link() {
 // ------------------------------------------------------------------------------------------------
 // the soak
 
-mod soaked {
-    use dogpile::{cache_on_arguments, CacheRegion};
-
-    pub static REGION: CacheRegion = CacheRegion::new();
-
-    #[cache_on_arguments(region = REGION)]
-    pub fn square(x: u64) -> u64 {
-        super::creating(x, || x * x + 1)
-    }
-}
-
-const SOAK_KEYS: usize = 12;
-
-/// Creations of each key running now (the decorated body included: it runs as the creator, or
-/// as the fallback when the backend fails), and those that ran under the lock.
-static RUNNING: [AtomicUsize; SOAK_KEYS] = [const { AtomicUsize::new(0) }; SOAK_KEYS];
-static LOCKED_RUNNING: [AtomicUsize; SOAK_KEYS] = [const { AtomicUsize::new(0) }; SOAK_KEYS];
-/// Times a `get_or_create` creator found another creator of its key running under the lock.
-static TWO_CREATORS: AtomicUsize = AtomicUsize::new(0);
-
-/// A creation that takes a little while, so overlapping creations would be seen.
-fn creating<T>(x: u64, f: impl FnOnce() -> T) -> T {
-    let i = x as usize % SOAK_KEYS;
-    RUNNING[i].fetch_add(1, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(15));
-    let v = f();
-    RUNNING[i].fetch_sub(1, Ordering::SeqCst);
-    v
-}
-
-/// The soak's stated bound on one call: a few reply timeouts (0.3 s each) at most in theory;
-/// stated generously so that a loaded machine never fails it, while a leaked lock (waited on
-/// for its 300 s `lock_timeout`) does.
-const CALL_BOUND: Duration = Duration::from_secs(20);
-
-/// 8 threads call a decorated function and `get_or_create` for a few seconds while the proxy
-/// cycles through latency, blackholes, resets, closes and replies slower than the reply
-/// timeout. Every call returns within [`CALL_BOUND`] with the right value (or, for region
-/// methods, an error); no key ever has two creators under the lock; and once the faults stop,
-/// no lock key is left on the server (well before their 300 s expiry).
+/// The shared soak (`tests/support/soak.rs`) on Redis: 8 threads under faults that come and
+/// go; every call returns within a bound with the right value, no key has two creators under
+/// the lock, and no lock key is left once the faults stop (well before their 300 s expiry).
 #[test]
 fn decorated_functions_under_faults_that_come_and_go() {
     let Some((server, proxy)) = server_and_proxy() else {
         return;
     };
-    soaked::REGION
-        .configure(
-            RegionConfig::new("dogpile.cache.redis")
-                .expiration_time(Duration::from_millis(200))
-                .argument("url", format!("redis://{}", proxy.addr()))
-                .argument("socket_timeout", 0.3)
-                .argument("socket_connect_timeout", 0.3)
-                .argument("distributed_lock", true)
-                .argument("lock_timeout", 300),
-        )
-        .unwrap();
-    let region = &soaked::REGION;
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicU64::new(0));
-    let slowest = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = (0..8u64)
-        .map(|w| {
-            let (stop, calls, slowest) = (stop.clone(), calls.clone(), slowest.clone());
-            std::thread::spawn(move || {
-                let mut x = w;
-                while !stop.load(Ordering::SeqCst) {
-                    let k = x % SOAK_KEYS as u64;
-                    let start = Instant::now();
-                    assert_eq!(soaked::square(k), k * k + 1, "square({k})");
-                    let got = region.get_or_create(&format!("k{k}"), || {
-                        let i = k as usize;
-                        if LOCKED_RUNNING[i].fetch_add(1, Ordering::SeqCst) > 0 {
-                            TWO_CREATORS.fetch_add(1, Ordering::SeqCst);
-                        }
-                        let v = creating(k, || format!("v{k}"));
-                        LOCKED_RUNNING[i].fetch_sub(1, Ordering::SeqCst);
-                        v
-                    });
-                    if let Ok(v) = got {
-                        assert_eq!(v, format!("v{k}"));
-                    }
-                    let took = start.elapsed();
-                    slowest.fetch_max(took.as_millis() as u64, Ordering::SeqCst);
-                    assert!(
-                        took < CALL_BOUND,
-                        "two calls on key {k} took {took:?}, over the bound {CALL_BOUND:?}"
-                    );
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    x = x.wrapping_mul(7).wrapping_add(3);
-                }
-            })
-        })
-        .collect();
-
-    // Each round: latency, a blackhole, resets and closes, replies later than the reply
-    // timeout, and a flicker between a fast link and one slower than the reply timeout (a
-    // lookup answered, then the acquire's reply lost: its lock is set after the caller gave up).
-    let mut faults = vec![
-        (Fault::Pass, 300),
-        (Fault::Latency(Duration::from_millis(40)), 300),
-        (Fault::Blackhole, 500),
-        (Fault::Pass, 200),
-        (Fault::Reset, 50),
-        (Fault::Pass, 200),
-        (Fault::Latency(Duration::from_millis(450)), 600),
-        (Fault::Pass, 200),
-        (Fault::Close, 50),
-        (Fault::Blackhole, 200),
-    ];
-    for _ in 0..20 {
-        faults.push((Fault::Pass, 25));
-        faults.push((Fault::Latency(Duration::from_millis(450)), 25));
-    }
-    faults.push((Fault::Pass, 300));
-    let soak_start = Instant::now();
-    let soak_until = soak_start + Duration::from_secs(6);
-    let mut rounds = 0;
-    while Instant::now() < soak_until {
-        for &(fault, ms) in &faults {
-            proxy.set(fault);
-            std::thread::sleep(Duration::from_millis(ms));
-        }
-        rounds += 1;
-    }
-    proxy.set(Fault::Pass);
-    // Workers go on with the faults gone; every lock left behind must go.
-    eprintln!("faults for {:?}", soak_start.elapsed());
-    let cleared = Instant::now();
-    eprintln!("locks when the faults stopped: {:?}", lock_keys(&server));
-    wait_no_locks(&server, "the soak");
-    eprintln!("no lock left {:?} after the faults", cleared.elapsed());
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        if let Err(panic) = within("a soak worker", move || w.join()) {
-            std::panic::resume_unwind(panic);
-        }
-    }
-    wait_no_locks(&server, "the soak, workers stopped");
-    assert_eq!(
-        TWO_CREATORS.load(Ordering::SeqCst),
-        0,
-        "a key had two creators under the lock"
-    );
-    assert!(RUNNING.iter().all(|r| r.load(Ordering::SeqCst) == 0));
-    eprintln!(
-        "soak: {} calls over {rounds} fault rounds, slowest {} ms, stats {:?}",
-        calls.load(Ordering::SeqCst),
-        slowest.load(Ordering::SeqCst),
-        region.stats()
-    );
+    let config = RegionConfig::new("dogpile.cache.redis")
+        .expiration_time(Duration::from_millis(200))
+        .argument("url", format!("redis://{}", proxy.addr()))
+        .argument("socket_timeout", 0.3)
+        .argument("socket_connect_timeout", 0.3)
+        .argument("distributed_lock", true)
+        .argument("lock_timeout", 300);
+    support::soak::run(config, &proxy, &|| lock_keys(&server));
 }

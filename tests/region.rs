@@ -574,16 +574,76 @@ fn key_is_locked_looks_at_the_mangled_key_and_never_takes_the_lock() {
 }
 
 #[test]
-fn value_metadata_tells_the_creation_time() {
+fn value_metadata_gives_the_value_its_creation_time_and_age() {
     let (region, clock) = memory_region(10);
     let before = clock.now();
     region.set("k", 1u8).unwrap();
-    let meta = region.get_value_metadata("k").unwrap().unwrap();
-    assert_eq!(meta.created_at, before);
-    assert_eq!(meta.version, dogpile::backend::FORMAT_VERSION);
-    clock.advance(Duration::from_secs(11));
-    assert_eq!(region.get_value_metadata("k").unwrap(), None);
-    assert_eq!(region.get_value_metadata("missing").unwrap(), None);
+    clock.advance(Duration::from_secs(4));
+    let entry = region.get_value_metadata::<u8>("k").unwrap().unwrap();
+    assert_eq!(entry.value, 1);
+    assert_eq!(entry.metadata.created_at, before);
+    assert_eq!(entry.created_at(), before.to_system_time());
+    assert_eq!(entry.metadata.version, dogpile::backend::FORMAT_VERSION);
+    assert_eq!(entry.age, Duration::from_secs(4));
+    // Stored as another type: not this entry.
+    assert_eq!(region.get_value_metadata::<String>("k").unwrap(), None);
+    // A per-call expiration shorter than its age.
+    assert_eq!(
+        region
+            .get_value_metadata_with_expiration::<u8>("k", 3)
+            .unwrap(),
+        None
+    );
+    clock.advance(Duration::from_secs(7));
+    assert_eq!(region.get_value_metadata::<u8>("k").unwrap(), None);
+    assert_eq!(region.get_value_metadata::<u8>("missing").unwrap(), None);
+    // Expired, or invalidated: still there when expiration is ignored.
+    region.invalidate(true);
+    let old = region
+        .get_value_metadata_ignore_expiration::<u8>("k")
+        .unwrap()
+        .expect("an expired, invalidated value is still there");
+    assert_eq!((old.value, old.age), (1, Duration::from_secs(11)));
+}
+
+#[test]
+fn get_multi_takes_a_per_call_expiration_or_ignores_it() {
+    let (region, clock) = memory_region(60);
+    region.set_multi([("a", 1u8), ("b", 2)]).unwrap();
+    clock.advance(Duration::from_secs(20));
+    region.set("c", 3u8).unwrap();
+    let keys = ["a", "b", "c", "none"];
+    assert_eq!(
+        region.get_multi::<u8, _>(&keys).unwrap(),
+        [Some(1), Some(2), Some(3), None]
+    );
+    assert_eq!(
+        region
+            .get_multi_with_expiration::<u8, _>(&keys, 10)
+            .unwrap(),
+        [None, None, Some(3), None]
+    );
+    clock.advance(Duration::from_secs(50));
+    assert_eq!(
+        region.get_multi::<u8, _>(&keys).unwrap(),
+        [None, None, Some(3), None]
+    );
+    region.invalidate(true);
+    assert_eq!(
+        region.get_multi::<u8, _>(&keys).unwrap(),
+        [None, None, None, None]
+    );
+    assert_eq!(
+        region.get_multi_ignore_expiration::<u8, _>(&keys).unwrap(),
+        [Some(1), Some(2), Some(3), None]
+    );
+    // A value of another type is a miss even when expiration is ignored.
+    assert_eq!(
+        region
+            .get_multi_ignore_expiration::<String, _>(&["a"])
+            .unwrap(),
+        [None]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -754,6 +814,73 @@ fn the_first_proxy_in_the_list_is_outermost() {
         .unwrap();
     region.get::<u8>("k").unwrap();
     assert_eq!(*seen.lock().unwrap(), vec!["first", "second"]);
+}
+
+#[test]
+fn proxies_are_named_in_config_maps_by_their_registered_names() {
+    static SEEN: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    struct Static(&'static str);
+    impl ProxyBackend for Static {
+        fn get(&self, proxied: &dyn Backend, key: &str) -> dogpile::Result<Option<CachedValue>> {
+            SEEN.lock().unwrap().push(self.0);
+            proxied.get(key)
+        }
+    }
+    dogpile::register_proxy("test.outer", || Static("outer"));
+    dogpile::register_proxy("test.inner", || Static("inner"));
+    let region = make_region().build();
+    region
+        .configure_from_config(
+            [
+                ("c.backend", "dogpile.cache.memory"),
+                ("c.wrap", "test.outer, test.inner"),
+            ],
+            "c.",
+        )
+        .unwrap();
+    region.get::<u8>("k").unwrap();
+    assert_eq!(*SEEN.lock().unwrap(), ["outer", "inner"]);
+    // An unknown name is an error that names the key and the proxies known.
+    let err = RegionConfig::from_config(
+        [
+            ("c.backend", "dogpile.cache.memory"),
+            ("c.wrap", "test.nope"),
+        ],
+        "c.",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("c.wrap: unknown proxy \"test.nope\"") && err.contains("test.outer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_actual_backend_is_the_one_under_the_proxies() {
+    /// Hides every value from reads.
+    struct Blind;
+    impl ProxyBackend for Blind {
+        fn get(&self, _: &dyn Backend, _: &str) -> dogpile::Result<Option<CachedValue>> {
+            Ok(None)
+        }
+    }
+    let region = make_region()
+        .configure(RegionConfig::new("dogpile.cache.memory").wrap(Blind))
+        .unwrap();
+    region.set("k", 1u8).unwrap();
+    assert_eq!(region.get::<u8>("k").unwrap(), None);
+    assert!(region.backend().unwrap().get("k").unwrap().is_none());
+    assert!(region.actual_backend().unwrap().get("k").unwrap().is_some());
+    assert_eq!(
+        region.actual_backend().unwrap().name(),
+        "dogpile.cache.memory"
+    );
+    let unconfigured = make_region().build();
+    assert!(matches!(
+        unconfigured.actual_backend(),
+        Err(Error::NotConfigured { .. })
+    ));
 }
 
 #[test]
@@ -1068,31 +1195,14 @@ fn thirty_two_tasks_on_a_cold_key_create_once() {
             .configure(RegionConfig::new("dogpile.cache.memory_pickle").expiration_time(60))
             .unwrap(),
     );
-    let creations = Arc::new(AtomicUsize::new(0));
-    let values = rt.block_on(async {
-        let tasks: Vec<_> = (0..32)
-            .map(|_| {
-                let (region, creations) = (region.clone(), creations.clone());
-                tokio::spawn(async move {
-                    region
-                        .get_or_create_async("cold", || async {
-                            creations.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            "made once".to_string()
-                        })
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
-    });
+    let (values, creations) = support::thirty_two_tasks_on_one_cold_key(
+        rt,
+        region,
+        Duration::from_millis(20),
+        "made once".to_string(),
+    );
     assert!(values.iter().all(|v| v == "made once"));
-    assert_eq!(creations.load(Ordering::SeqCst), 1);
+    assert_eq!(creations, 1);
 }
 
 #[test]

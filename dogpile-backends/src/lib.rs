@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use dogpile_core::{Arguments, Backend, BackendCatalog, BuiltinBackend, Result};
 
+#[cfg(any(feature = "file", feature = "redis", feature = "memcached"))]
+mod backoff;
 #[cfg(feature = "file")]
 #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub mod file;
@@ -29,6 +31,8 @@ pub mod null;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+#[cfg(any(feature = "file", feature = "memcached"))]
+mod stable_hash;
 
 /// Every backend of this crate, by name: the catalog of the `dogpile` facade's regions.
 #[derive(Debug, Clone, Copy, Default)]

@@ -782,8 +782,11 @@ impl RegionConfig {
     /// `PREFIXreplace_existing_backend`, `PREFIXlock_blocking_timeout` (seconds; `none` for the
     /// default, see [`lock_blocking_timeout`](RegionConfig::lock_blocking_timeout)),
     /// `PREFIXlock_blocking` (`false`: never wait), `PREFIXserializer` (`msgpack`, `json`,
-    /// `pickle` or `bincode`, see [`serializer`](RegionConfig::serializer)), and
-    /// `PREFIXarguments.NAME` for each backend argument.
+    /// `pickle` or `bincode`, see [`serializer`](RegionConfig::serializer)), `PREFIXwrap` (a
+    /// comma-separated list of proxies registered with
+    /// [`register_proxy`](crate::registry::register_proxy), the first outermost, as
+    /// [`wrap`](RegionConfig::wrap) adds them), and `PREFIXarguments.NAME` for each backend
+    /// argument.
     /// Values are coerced as [`coerce_string`] does, but credentials (secret arguments, see
     /// [`is_secret_argument`], and `username`) are taken as the text written: a password `0123`
     /// stays `0123`, `none` stays `none`. Other keys under the prefix are errors that name them.
@@ -811,6 +814,7 @@ impl RegionConfig {
         let mut lock_timeout = None;
         let mut lock_blocking = true;
         let mut serializer = None;
+        let mut wrap = Vec::new();
         let mut arguments = Arguments {
             values: BTreeMap::new(),
             origin: args_prefix.clone(),
@@ -888,6 +892,14 @@ impl RegionConfig {
                     }
                 }
                 "serializer" => serializer = Some(crate::serializer::by_name(v, k)?),
+                "wrap" => {
+                    wrap = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|name| !name.is_empty())
+                        .map(|name| crate::registry::make_proxy(name, k))
+                        .collect::<Result<Vec<_>>>()?;
+                }
                 "replace_existing_backend" => {
                     replace = match coerce_string(v) {
                         ArgValue::Bool(b) => b,
@@ -900,7 +912,7 @@ impl RegionConfig {
                     return Err(Error::config(
                         k,
                         format!(
-                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer and arguments.NAME"
+                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wrap and arguments.NAME"
                         ),
                     ))
                 }
@@ -920,6 +932,7 @@ impl RegionConfig {
         config = config.lock_blocking(lock_blocking);
         config.backend_key = Some(backend_key);
         config.serializer = serializer;
+        config.wrap = wrap;
         Ok(config)
     }
 }

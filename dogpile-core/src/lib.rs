@@ -40,6 +40,9 @@ pub use key::{
 pub use lock::{AsyncCreation, AsyncCreationRunner};
 pub use mutex::{CacheMutex, LockGuard};
 pub use proxy::ProxyBackend;
-pub use region::{CacheRegion, CacheValue, CreateOptions, RegionBuilder};
-pub use registry::{register_backend, BackendCatalog, BackendFactory, BuiltinBackend, NoBuiltins};
+pub use region::{CacheRegion, CacheValue, CachedEntry, CreateOptions, RegionBuilder};
+pub use registry::{
+    register_backend, register_proxy, BackendCatalog, BackendFactory, BuiltinBackend, NoBuiltins,
+    ProxyFactory,
+};
 pub use stats::Stats;

@@ -1,5 +1,6 @@
 //! Backends by name: the built-in ones a build has, and those registered with
-//! [`register_backend`].
+//! [`register_backend`]; and proxies by name, registered with [`register_proxy`], for the
+//! `wrap` key of configuration maps.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -9,6 +10,7 @@ use parking_lot::RwLock;
 use crate::backend::Backend;
 use crate::config::Arguments;
 use crate::error::{Error, Result};
+use crate::proxy::ProxyBackend;
 
 /// Makes a backend from its arguments.
 pub type BackendFactory = Arc<dyn Fn(&Arguments) -> Result<Arc<dyn Backend>> + Send + Sync>;
@@ -116,5 +118,74 @@ fn unknown<C: BackendCatalog>(name: &str, hint: Option<String>) -> Error {
         name: name.to_owned(),
         hint,
         known,
+    }
+}
+
+/// Makes a proxy; a configuration map's `wrap` list names them (see [`register_proxy`]).
+pub type ProxyFactory = Arc<dyn Fn() -> Arc<dyn ProxyBackend> + Send + Sync>;
+
+static PROXIES: LazyLock<RwLock<HashMap<String, ProxyFactory>>> = LazyLock::new(Default::default);
+
+/// Registers a proxy under `name`, so that a configuration map can wrap a region's backend in it:
+/// `PREFIXwrap = name1, name2` (the first outermost), as dogpile's `wrap` list of proxy classes.
+/// Each region configured so gets its own proxy from `factory`. Registering a name again
+/// replaces the factory for later configurations.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use dogpile_core::{register_proxy, Backend, CacheRegion, CachedValue, ProxyBackend, Result};
+/// # use dogpile_core::testing::MapBackend;
+///
+/// static SETS: AtomicUsize = AtomicUsize::new(0);
+///
+/// /// Counts every set.
+/// struct CountingProxy;
+/// impl ProxyBackend for CountingProxy {
+///     fn set(&self, proxied: &dyn Backend, key: &str, value: CachedValue) -> Result<()> {
+///         SETS.fetch_add(1, Ordering::Relaxed);
+///         proxied.set(key, value)
+///     }
+/// }
+///
+/// register_proxy("counting", || CountingProxy);
+/// # dogpile_core::register_backend("map-for-proxy-doc", |_| Ok(MapBackend::default()));
+/// let region: CacheRegion = CacheRegion::new();
+/// region
+///     .configure_from_config(
+///         [("cache.backend", "map-for-proxy-doc"), ("cache.wrap", "counting")],
+///         "cache.",
+///     )
+///     .unwrap();
+/// region.set("k", 1u8).unwrap();
+/// assert_eq!(SETS.load(Ordering::Relaxed), 1);
+/// ```
+pub fn register_proxy<P, F>(name: impl Into<String>, factory: F)
+where
+    P: ProxyBackend,
+    F: Fn() -> P + Send + Sync + 'static,
+{
+    let factory: ProxyFactory = Arc::new(move || Arc::new(factory()) as Arc<dyn ProxyBackend>);
+    PROXIES.write().insert(name.into(), factory);
+}
+
+/// A new proxy of the one registered as `name`; `key` is the configuration key that names it,
+/// for the error.
+pub(crate) fn make_proxy(name: &str, key: &str) -> Result<Arc<dyn ProxyBackend>> {
+    let factory = PROXIES.read().get(name).cloned();
+    match factory {
+        Some(factory) => Ok(factory()),
+        None => {
+            let mut known: Vec<String> = PROXIES.read().keys().cloned().collect();
+            known.sort();
+            let known = if known.is_empty() {
+                "none is registered".to_owned()
+            } else {
+                format!("registered: {}", known.join(", "))
+            };
+            Err(Error::config(
+                key,
+                format!("unknown proxy {name:?} ({known}); register it with register_proxy"),
+            ))
+        }
     }
 }

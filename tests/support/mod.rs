@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fault_proxy;
+pub mod soak;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -280,7 +281,14 @@ pub fn check_region_operations(
     assert_eq!(region.get_or_create("rt:g", make).unwrap(), "v1");
     assert_eq!(region.get_or_create("rt:g", make).unwrap(), "v1");
     assert!(!region.key_is_locked("rt:g").unwrap());
-    assert!(region.get_value_metadata("rt:g").unwrap().is_some());
+    assert_eq!(
+        region
+            .get_value_metadata::<String>("rt:g")
+            .unwrap()
+            .map(|e| e.value)
+            .as_deref(),
+        Some("v1")
+    );
     manual.advance(std::time::Duration::from_secs(61));
     assert_eq!(region.get::<String>("rt:g").unwrap(), None);
     assert_eq!(
@@ -459,4 +467,44 @@ pub fn memcached_locking_region(addr: &str, lock_timeout: u64) -> dogpile::Cache
                 .argument("socket_timeout", 2.0),
         )
         .expect("configuring memcached")
+}
+
+/// 32 tasks on one cold key of `region`, spawned on `runtime`: the values they got and how many
+/// times the creator ran. The creator awaits a timer for `creation` before it returns `value`,
+/// so it can only finish if the waiters let the executor's threads go. Run under [`within`]:
+/// a hang fails the test instead of blocking it.
+pub fn thirty_two_tasks_on_one_cold_key<T: dogpile::CacheValue>(
+    runtime: tokio::runtime::Runtime,
+    region: std::sync::Arc<dogpile::CacheRegion>,
+    creation: Duration,
+    value: T,
+) -> (Vec<T>, usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    within("32 tasks on one cold key", move || {
+        let creations = std::sync::Arc::new(AtomicUsize::new(0));
+        let values = runtime.block_on(async {
+            let tasks: Vec<_> = (0..32)
+                .map(|_| {
+                    let (region, creations, value) =
+                        (region.clone(), creations.clone(), value.clone());
+                    tokio::spawn(async move {
+                        region
+                            .get_or_create_async("cold", || async {
+                                creations.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(creation).await;
+                                value
+                            })
+                            .await
+                            .unwrap()
+                    })
+                })
+                .collect();
+            let mut values = Vec::new();
+            for t in tasks {
+                values.push(t.await.unwrap());
+            }
+            values
+        });
+        (values, creations.load(Ordering::SeqCst))
+    })
 }

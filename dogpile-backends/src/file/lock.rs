@@ -42,11 +42,12 @@ use parking_lot::{Condvar, Mutex};
 
 use dogpile_core::{BoxFuture, CacheMutex, Error, Result};
 
+use crate::backoff::Backoff;
+
 /// Lock slots: keys share a byte when their hashes agree modulo this.
 const SLOTS: u64 = 1 << 20;
 
-/// The first pause of a poll for another process's holder; it doubles up to [`POLL_MAX`].
-const POLL_MIN: Duration = Duration::from_micros(500);
+/// The longest pause of a poll for another process's holder (the first is 0.5 ms).
 const POLL_MAX: Duration = Duration::from_millis(2);
 
 /// The longest an async wait occupies a pool thread in one go: a dropped wait's thread is free
@@ -56,12 +57,7 @@ const ASYNC_SLICE: Duration = Duration::from_millis(100);
 /// The byte of the lock file that locks `key`: FNV-1a of the key modulo 2^20, stable across
 /// processes and builds, as every process must pick the same byte.
 pub fn slot(key: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h % SLOTS
+    crate::stable_hash::fnv1a(key.as_bytes()) % SLOTS
 }
 
 /// One lock file as this process sees it: its one open file description, which holds all of
@@ -230,7 +226,7 @@ impl LockFile {
 
     /// Waits until `key` may be free, or until `deadline`.
     fn wait(&self, slot: u64, key: &str, deadline: Instant) -> Result<Waited> {
-        let mut pause = POLL_MIN;
+        let mut backoff = Backoff::up_to(POLL_MAX);
         loop {
             let mut slots = self.slots.lock();
             match slots.get(&slot) {
@@ -254,12 +250,10 @@ impl LockFile {
                     if !self.held_elsewhere(slot)? {
                         return Ok(Waited::Free);
                     }
-                    let now = Instant::now();
-                    if now >= deadline {
+                    let Some(pause) = backoff.next_pause(deadline) else {
                         return Ok(Waited::TimedOut);
-                    }
-                    std::thread::sleep(pause.min(deadline - now));
-                    pause = (pause * 2).min(POLL_MAX);
+                    };
+                    std::thread::sleep(pause);
                 }
             }
         }

@@ -27,9 +27,9 @@ use parking_lot::Mutex;
 use super::conn::{block_on, Failure, Flow, Io, Server};
 use super::proto::{self, Item};
 use super::Inner;
+use crate::backoff::Backoff;
 
-/// The first pause of a waiter; it doubles up to [`MAX_PAUSE`].
-const FIRST_PAUSE: Duration = Duration::from_micros(500);
+/// The longest pause of a waiter between two looks (the first is 0.5 ms).
 const MAX_PAUSE: Duration = Duration::from_millis(2);
 /// How often the keeper looks at its jobs at most.
 const MAX_TICK: Duration = Duration::from_millis(250);
@@ -550,17 +550,15 @@ impl MemcachedLock {
     /// looks at the value and calls again): 0.5 ms, then 1, 2, 2… ms between looks, so a waiter
     /// returns within about 2 ms of the release.
     async fn wait_io(&self, io: Io, deadline: Instant) -> Result<()> {
-        let mut pause = FIRST_PAUSE;
+        let mut backoff = Backoff::up_to(MAX_PAUSE);
         for _ in 0..100 {
             if !self.locked_io(io).await? {
                 return Ok(());
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let Some(pause) = backoff.next_pause(deadline) else {
                 return Ok(());
-            }
-            io.sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(MAX_PAUSE);
+            };
+            io.sleep(pause).await;
         }
         Ok(())
     }

@@ -9,6 +9,8 @@
 //!
 //! Either way, adding or removing a server moves only that server's share of keys.
 
+use crate::stable_hash::fnv1a;
+
 /// How keys are spread over several servers (the `key_placement` argument).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
@@ -75,16 +77,6 @@ impl Ring {
             }
         }
     }
-}
-
-/// 64-bit FNV-1a: a stable hash (the standard library's may change between releases).
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// splitmix64's finalizer: spreads the bits of a combined hash.

@@ -18,6 +18,7 @@ use dogpile_core::{BoxFuture, CacheMutex, Error, Result};
 use parking_lot::{Condvar, Mutex};
 
 use super::conn::{in_tokio, Conns, Limits, SyncConn};
+use crate::backoff::Backoff;
 
 /// Takes the lock when it is free (`SET … PX`), and also when it already holds our token: a
 /// retry whose first attempt reached the server but whose reply was lost takes its own lock
@@ -35,9 +36,6 @@ const RELEASE_SCRIPT: &str =
 /// Extends the lock's expiry only when it still holds our token.
 const EXTEND_SCRIPT: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
-
-/// The first pause of a waiter; it doubles up to `lock_sleep`.
-const FIRST_PAUSE: Duration = Duration::from_micros(500);
 
 /// The keeper's first pause after a failed round (the server did not answer); it doubles up to
 /// [`MAX_RETRY_PAUSE`] (or a third of `lock_timeout`, if shorter).
@@ -143,7 +141,7 @@ impl Keeper {
             }),
             conns,
             settings: LockSettings {
-                max_pause: settings.max_pause.max(FIRST_PAUSE),
+                max_pause: settings.max_pause,
                 ..settings
             },
             next_id: AtomicU64::new(0),
@@ -450,8 +448,8 @@ impl RedisMutex {
         cmd
     }
 
-    fn next_pause(&self, pause: Duration) -> Duration {
-        (pause * 2).min(self.keeper.settings.max_pause)
+    fn backoff(&self) -> Backoff {
+        Backoff::up_to(self.keeper.settings.max_pause)
     }
 
     /// Marks an acquire as sent: the state it had before, or `None` when the lock is already
@@ -514,14 +512,12 @@ impl CacheMutex for RedisMutex {
     /// Polls the lock, pausing 0.5 ms, 1 ms, 2 ms… up to `lock_sleep` between looks, and returns
     /// once it is free. The region then reads the value, which the holder stored before releasing.
     fn wait(&self, deadline: Instant) -> Result<()> {
-        let mut pause = FIRST_PAUSE;
+        let mut backoff = self.backoff();
         while self.locked()? {
-            let now = Instant::now();
-            if now >= deadline {
+            let Some(pause) = backoff.next_pause(deadline) else {
                 break;
-            }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = self.next_pause(pause);
+            };
+            std::thread::sleep(pause);
         }
         Ok(())
     }
@@ -598,19 +594,17 @@ impl CacheMutex for RedisMutex {
                 // executor thread (as the trait's default does).
                 return blocking::unblock(move || self.wait(deadline)).await;
             }
-            let mut pause = FIRST_PAUSE;
+            let mut backoff = self.backoff();
             let cmd = self.exists_cmd();
             while self
                 .conns()
                 .query_async::<bool>("looking at a lock", &cmd)
                 .await?
             {
-                let now = Instant::now();
-                if now >= deadline {
+                let Some(pause) = backoff.next_pause(deadline) else {
                     break;
-                }
-                tokio::time::sleep(pause.min(deadline - now)).await;
-                pause = self.next_pause(pause);
+                };
+                tokio::time::sleep(pause).await;
             }
             Ok(())
         })

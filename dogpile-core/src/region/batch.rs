@@ -37,7 +37,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
     ///
     /// A backend error before the creator ran, [`Error::LockTimeout`](crate::Error::LockTimeout)
     /// past the region's `lock_blocking_timeout`, and a creator that returns fewer or more values
-    /// than keys ([`Error::Key`](crate::Error::Key)).
+    /// than keys ([`Error::Key`](crate::Error::Key)); the others of
+    /// [`get_or_create`](CacheRegion::get_or_create).
+    ///
+    /// # Panics
+    ///
+    /// A panic of `creator` unwinds to this caller, nothing is stored, and every lock the call
+    /// holds is released on the way.
     pub fn get_or_create_multi<T: CacheValue, K: AsRef<str>>(
         &self,
         keys: &[K],
@@ -51,6 +57,16 @@ impl<C: BackendCatalog> CacheRegion<C> {
 
     /// [`get_or_create_multi`](CacheRegion::get_or_create_multi) with per-call options and a
     /// creator that can fail.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError::Creator`] with the creator's error (nothing is stored);
+    /// [`CreateError::Cache`] with any error of
+    /// [`get_or_create_multi`](CacheRegion::get_or_create_multi).
+    ///
+    /// # Panics
+    ///
+    /// As [`get_or_create_multi`](CacheRegion::get_or_create_multi).
     pub fn try_get_or_create_multi<T: CacheValue, K: AsRef<str>, E>(
         &self,
         keys: &[K],

@@ -93,6 +93,14 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// assert!(REGION.configure("nothing").is_err());
     /// REGION.configure(RegionConfig::new("nothing").replace_existing_backend(true)).unwrap();
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyConfigured`] when a backend is configured and `replace_existing_backend`
+    /// is not set; [`Error::UnknownBackend`] for a name neither built in (or left out of this
+    /// build: the error names the cargo feature) nor registered; the backend's own error for
+    /// arguments it rejects ([`Error::Config`], naming the argument), or for an expiration it
+    /// cannot keep. The region keeps its earlier configuration on any error.
     pub fn configure(&self, config: impl Into<RegionConfig>) -> Result<&Self> {
         let config = config.into();
         let _serial = self.configure_lock.lock();
@@ -135,8 +143,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .lock_blocking_timeout
             .or_else(|| backend.lock_blocking_timeout())
             .unwrap_or(DEFAULT_LOCK_BLOCKING_TIMEOUT);
+        let actual_backend = backend.clone();
         let backend = wrap_chain(backend, &config.wrap);
         let configured = Configured {
+            actual_backend,
             kind: backend.payload_kind(),
             never_blocks: backend.never_blocks(),
             backend,
@@ -169,6 +179,12 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// let err = region.configure_from_config(&config, "cache.local.").unwrap_err();
     /// assert!(err.to_string().starts_with("cache.local.backend: unknown backend \"no.such.backend\""));
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the key for a missing backend, an unknown key under `prefix`, a
+    /// value of the wrong type or an unknown proxy in `wrap`; then those of
+    /// [`configure`](CacheRegion::configure).
     pub fn configure_from_config<I, K, V>(&self, map: I, prefix: &str) -> Result<&Self>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -189,7 +205,42 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// The configured backend, proxies included: for calls the region does not offer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConfigured`] before [`configure`](CacheRegion::configure).
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
         Ok(self.configured()?.backend.clone())
+    }
+
+    /// The configured backend under its proxies (dogpile's `actual_backend`): what
+    /// [`backend`](CacheRegion::backend) is once every proxy of the `wrap` list is peeled off.
+    ///
+    /// ```
+    /// use dogpile_core::{Backend, CacheRegion, CachedValue, ProxyBackend, RegionConfig, Result};
+    /// use dogpile_core::testing::MapBackend;
+    ///
+    /// /// A proxy that hides every value from reads.
+    /// struct Blind;
+    /// impl ProxyBackend for Blind {
+    ///     fn get(&self, _: &dyn Backend, _: &str) -> Result<Option<CachedValue>> {
+    ///         Ok(None)
+    ///     }
+    /// }
+    ///
+    /// let region: CacheRegion = CacheRegion::new();
+    /// region
+    ///     .configure(RegionConfig::with_backend(MapBackend::default()).wrap(Blind))
+    ///     .unwrap();
+    /// region.set("k", 1u8).unwrap();
+    /// assert!(region.backend().unwrap().get("k").unwrap().is_none());
+    /// assert!(region.actual_backend().unwrap().get("k").unwrap().is_some());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConfigured`] before [`configure`](CacheRegion::configure).
+    pub fn actual_backend(&self) -> Result<Arc<dyn Backend>> {
+        Ok(self.configured()?.actual_backend.clone())
     }
 }

@@ -441,6 +441,21 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// // A hit: the creator does not run.
     /// assert_eq!(region.get_or_create("answer", || 0).unwrap(), 42);
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConfigured`] before [`configure`](CacheRegion::configure);
+    /// [`Error::SoftInvalidationWithoutExpiration`] after a soft
+    /// [`invalidate`](CacheRegion::invalidate) on a region with no expiration; a backend error
+    /// (counted in [`stats`](CacheRegion::stats) and logged) when the first read fails, before the
+    /// creator runs; [`Error::LockTimeout`] when another caller's creation outlasts the region's
+    /// `lock_blocking_timeout` and there is no value to give. Once the creator has made a value it
+    /// is returned, even if storing it fails (logged and counted).
+    ///
+    /// # Panics
+    ///
+    /// A panic of `creator` unwinds to this caller, nothing is stored, and the key's lock is
+    /// released on the way: a caller waiting for this creation takes the lock and creates.
     #[inline]
     pub fn get_or_create<T: CacheValue>(
         &self,
@@ -465,6 +480,14 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// assert_eq!(v, None);
     /// assert_eq!(region.get::<Option<String>>("some key").unwrap(), None); // not stored
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_create`](CacheRegion::get_or_create).
+    ///
+    /// # Panics
+    ///
+    /// As [`get_or_create`](CacheRegion::get_or_create).
     #[inline]
     pub fn get_or_create_with<T: CacheValue>(
         &self,
@@ -479,8 +502,27 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// [`get_or_create_with`](CacheRegion::get_or_create_with) for a creator that can fail: its
     /// error reaches this caller only, nothing is stored, and the lock is released for the next.
     ///
-    /// A [`CreateError::Cache`] means the creator did not run: once it has made a value, the
-    /// value is returned even if storing it fails (the failure is logged and counted).
+    /// ```
+    /// # use dogpile_core::{CacheRegion, CreateError, CreateOptions, RegionConfig};
+    /// # let region: CacheRegion = CacheRegion::new();
+    /// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
+    /// let options = CreateOptions::new();
+    /// let failed = region.try_get_or_create("k", &options, || Err::<u8, _>("no database"));
+    /// assert!(matches!(failed, Err(CreateError::Creator("no database"))));
+    /// assert_eq!(region.get::<u8>("k").unwrap(), None); // nothing stored
+    /// assert_eq!(region.try_get_or_create("k", &options, || Ok::<_, &str>(3)).unwrap(), 3);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError::Creator`] with the creator's error; [`CreateError::Cache`] with any error of
+    /// [`get_or_create`](CacheRegion::get_or_create), which means the creator did not run: once
+    /// it has made a value, the value is returned even if storing it fails (the failure is logged
+    /// and counted).
+    ///
+    /// # Panics
+    ///
+    /// As [`get_or_create`](CacheRegion::get_or_create).
     #[inline]
     pub fn try_get_or_create<T: CacheValue, E>(
         &self,
@@ -528,6 +570,15 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// it is `get_or_create_with`.
     /// (`get_or_create` cannot hand its creator to another thread: it may borrow from the
     /// caller.)
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_create`](CacheRegion::get_or_create).
+    ///
+    /// # Panics
+    ///
+    /// As [`get_or_create`](CacheRegion::get_or_create) when the creator runs on this caller's
+    /// thread; a panic on the runner's thread is the runner's, and the lock is released there.
     pub fn get_or_create_in_background<T: CacheValue>(
         &self,
         key: &str,
@@ -585,6 +636,23 @@ impl<C: BackendCatalog> CacheRegion<C> {
 
     /// [`get_or_create`](CacheRegion::get_or_create) for async code: waiters `.await` instead
     /// of blocking a thread, and backends with an async client do their I/O without blocking.
+    ///
+    /// ```
+    /// # use dogpile_core::{CacheRegion, RegionConfig};
+    /// # let region: CacheRegion = CacheRegion::new();
+    /// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
+    /// let v = pollster::block_on(region.get_or_create_async("k", || async { 9u8 })).unwrap();
+    /// assert_eq!(v, 9);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_create`](CacheRegion::get_or_create).
+    ///
+    /// # Panics
+    ///
+    /// A panic of the creator's future unwinds through this future; the lock is released as the
+    /// future is dropped. Dropping the future (a cancelled task, a timeout) releases it too.
     pub async fn get_or_create_async<T, F, Fut>(&self, key: &str, creator: F) -> Result<T>
     where
         T: CacheValue,
@@ -599,6 +667,14 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// [`try_get_or_create`](CacheRegion::try_get_or_create) for async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_get_or_create`](CacheRegion::try_get_or_create).
+    ///
+    /// # Panics
+    ///
+    /// As [`get_or_create_async`](CacheRegion::get_or_create_async).
     pub async fn try_get_or_create_async<T, E, F, Fut>(
         &self,
         key: &str,

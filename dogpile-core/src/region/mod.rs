@@ -11,6 +11,8 @@ mod configure;
 mod create;
 mod read;
 
+pub use read::CachedEntry;
+
 use std::any::Any;
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -112,7 +114,10 @@ enum ManglerChoice {
 
 /// What `configure` sets up; swapped as one piece so a reader sees either the old or the new.
 struct Configured {
+    /// The backend through its proxies: what every call goes to.
     backend: Arc<dyn Backend>,
+    /// The backend under its proxies.
+    actual_backend: Arc<dyn Backend>,
     backend_name: String,
     kind: PayloadKind,
     never_blocks: bool,
@@ -583,6 +588,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// Whether a caller holds the creation lock of `key` now. Never takes the lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConfigured`] before [`configure`](CacheRegion::configure); the backend's error
+    /// when its distributed lock cannot be looked at.
     pub fn key_is_locked(&self, key: &str) -> Result<bool> {
         let cfg = self.configured()?;
         let mkey = cfg.mangle(key);
@@ -590,22 +600,6 @@ impl<C: BackendCatalog> CacheRegion<C> {
             Some(m) => m.locked(),
             None => Ok(self.held_here(&mkey)),
         }
-    }
-
-    /// The metadata (creation time, format version) of the value at `key`, if it is present
-    /// and neither expired nor invalidated.
-    pub fn get_value_metadata(&self, key: &str) -> Result<Option<Metadata>> {
-        let cfg = self.configured()?;
-        let mkey = cfg.mangle(key);
-        let ttl = cfg.ttl(None);
-        let inv = self.invalidator(&cfg);
-        Ok(cfg.backend.get(&mkey)?.and_then(|v| {
-            let m = v.metadata;
-            let fresh = m.version == FORMAT_VERSION
-                && !inv.is_invalidated(m.created_at)
-                && !is_expired(ttl, m.created_at, || cfg.clock.now());
-            fresh.then_some(m)
-        }))
     }
 
     /// How many keys have an entry in the in-process lock registry: entries exist only while a

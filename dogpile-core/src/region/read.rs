@@ -1,71 +1,281 @@
 //! Plain reads and writes: get, set, delete, one key or many, blocking and async.
 
 use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
 
-use super::{decode_payload, CacheRegion, CacheValue};
-use crate::backend::FORMAT_VERSION;
+use super::{decode_payload, CacheRegion, CacheValue, Configured};
+use crate::backend::{CachedValue, Metadata, FORMAT_VERSION};
 use crate::error::Result;
 use crate::expiration::Expiration;
 use crate::lock::Lookup;
 use crate::registry::BackendCatalog;
 
+/// A value read with what is stored beside it: what
+/// [`get_value_metadata`](CacheRegion::get_value_metadata) returns (dogpile's `CachedValue`, with
+/// its `cached_time` and `age`).
+///
+/// ```
+/// # use dogpile_core::{CacheRegion, RegionConfig};
+/// # let region: CacheRegion = CacheRegion::new();
+/// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
+/// region.set("k", 7u32).unwrap();
+/// let entry = region.get_value_metadata::<u32>("k").unwrap().unwrap();
+/// assert_eq!(entry.value, 7);
+/// assert!(entry.age < std::time::Duration::from_secs(60));
+/// assert!(entry.created_at() <= std::time::SystemTime::now());
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct CachedEntry<T> {
+    /// The value.
+    pub value: T,
+    /// When it was created, and in which format version it is stored.
+    pub metadata: Metadata,
+    /// How long ago it was created, by the region's clock.
+    pub age: Duration,
+}
+
+impl<T> CachedEntry<T> {
+    /// When the value was created (dogpile's `cached_time`).
+    pub fn created_at(&self) -> SystemTime {
+        self.metadata.created_at_system_time()
+    }
+}
+
+/// How a plain read judges a stored value's age.
+#[derive(Clone, Copy)]
+enum Age<'e> {
+    /// Fresh under the region's expiration, or under this one for the call; not invalidated.
+    Expiring(Option<&'e Expiration>),
+    /// Any value present in this build's format, however old or invalidated.
+    Ignored,
+}
+
 impl<C: BackendCatalog> CacheRegion<C> {
     /// The value at `key`, or `None` when there is none, it has expired (under the region's
     /// expiration) or it was invalidated. A cached `None`, `0` or empty value is a hit.
+    ///
+    /// A value stored as another type (or that does not decode) is a miss, logged at `warn`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConfigured`](crate::Error::NotConfigured) before [`configure`](CacheRegion::configure); the backend's
+    /// error (an [`Error::Backend`](crate::Error::Backend), counted in [`stats`](CacheRegion::stats)) when it cannot be
+    /// read.
     pub fn get<T: CacheValue>(&self, key: &str) -> Result<Option<T>> {
-        self.get_inner(key, None, false)
+        self.get_inner(key, Age::Expiring(None))
     }
 
     /// [`get`](CacheRegion::get) with an expiration that overrides the region's for this call.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](CacheRegion::get).
     pub fn get_with_expiration<T: CacheValue>(
         &self,
         key: &str,
         expiration_time: impl Into<Expiration>,
     ) -> Result<Option<T>> {
-        self.get_inner(key, Some(&expiration_time.into()), false)
+        self.get_inner(key, Age::Expiring(Some(&expiration_time.into())))
     }
 
     /// [`get`](CacheRegion::get) that returns any value present, however old or invalidated.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](CacheRegion::get).
     pub fn get_ignore_expiration<T: CacheValue>(&self, key: &str) -> Result<Option<T>> {
-        self.get_inner(key, None, true)
+        self.get_inner(key, Age::Ignored)
     }
 
-    fn get_inner<T: CacheValue>(
-        &self,
-        key: &str,
-        expiration: Option<&Expiration>,
-        ignore_expiration: bool,
-    ) -> Result<Option<T>> {
+    fn get_inner<T: CacheValue>(&self, key: &str, age: Age<'_>) -> Result<Option<T>> {
         self.state.with(|cfg| {
             let cfg = cfg.ok_or_else(|| self.not_configured())?;
             let mkey = cfg.mangle(key);
-            if ignore_expiration {
-                let mut out = None;
-                cfg.backend.visit(&mkey, &mut |v| {
-                    if v.metadata.version == FORMAT_VERSION {
-                        out = decode_payload::<T>(&v.payload, &mkey, cfg);
-                    }
-                })?;
-                return Ok(out);
-            }
-            let ttl = cfg.ttl(expiration);
+            let ttl = match age {
+                Age::Ignored => {
+                    let mut out = None;
+                    cfg.backend
+                        .visit(&mkey, &mut |v| out = decode_any_age(v, &mkey, cfg))
+                        .map_err(|e| self.backend_failed(e, &mkey))?;
+                    return Ok(out);
+                }
+                Age::Expiring(expiration) => cfg.ttl(expiration),
+            };
             let found = self.lookup::<T>(cfg, &mkey, ttl)?;
             self.count_read(&found);
             Ok(found.fresh())
         })
     }
 
-    /// The values at `keys`, in order; `None` where [`get`](CacheRegion::get) would give `None`.
-    pub fn get_multi<T: CacheValue, K: AsRef<str>>(&self, keys: &[K]) -> Result<Vec<Option<T>>> {
+    /// The value at `key` with its creation time and age, or `None` where
+    /// [`get`](CacheRegion::get) would give `None`. An inspection: not counted in
+    /// [`stats`](CacheRegion::stats).
+    ///
+    /// ```
+    /// # use dogpile_core::{CacheRegion, RegionConfig};
+    /// # let region: CacheRegion = CacheRegion::new();
+    /// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
+    /// region.set("k", "v".to_string()).unwrap();
+    /// region.invalidate(true);
+    /// assert_eq!(region.get_value_metadata::<String>("k").unwrap(), None);
+    /// // Still there, however invalidated:
+    /// let entry = region.get_value_metadata_ignore_expiration::<String>("k").unwrap().unwrap();
+    /// assert_eq!(entry.value, "v");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](CacheRegion::get).
+    pub fn get_value_metadata<T: CacheValue>(&self, key: &str) -> Result<Option<CachedEntry<T>>> {
+        self.entry_inner(key, Age::Expiring(None))
+    }
+
+    /// [`get_value_metadata`](CacheRegion::get_value_metadata) with an expiration that overrides
+    /// the region's for this call.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](CacheRegion::get).
+    pub fn get_value_metadata_with_expiration<T: CacheValue>(
+        &self,
+        key: &str,
+        expiration_time: impl Into<Expiration>,
+    ) -> Result<Option<CachedEntry<T>>> {
+        self.entry_inner(key, Age::Expiring(Some(&expiration_time.into())))
+    }
+
+    /// [`get_value_metadata`](CacheRegion::get_value_metadata) of any value present, however old
+    /// or invalidated.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](CacheRegion::get).
+    pub fn get_value_metadata_ignore_expiration<T: CacheValue>(
+        &self,
+        key: &str,
+    ) -> Result<Option<CachedEntry<T>>> {
+        self.entry_inner(key, Age::Ignored)
+    }
+
+    fn entry_inner<T: CacheValue>(
+        &self,
+        key: &str,
+        age: Age<'_>,
+    ) -> Result<Option<CachedEntry<T>>> {
         let cfg = self.configured()?;
-        let ttl = cfg.ttl(None);
+        let mkey = cfg.mangle(key);
+        let mut out = None;
+        cfg.backend
+            .visit(&mkey, &mut |v| {
+                let value = match age {
+                    Age::Ignored => decode_any_age(v, &mkey, &cfg),
+                    Age::Expiring(expiration) => {
+                        let ttl = cfg.ttl(expiration);
+                        self.classify::<T>(&cfg, v, ttl, &mkey).fresh()
+                    }
+                };
+                out = value.map(|value| CachedEntry {
+                    value,
+                    metadata: v.metadata,
+                    age: cfg.clock.now().saturating_since(v.metadata.created_at),
+                });
+            })
+            .map_err(|e| self.backend_failed(e, &mkey))?;
+        Ok(out)
+    }
+
+    /// The values at `keys`, in order, read in one backend call where the backend has a batch
+    /// command; `None` where [`get`](CacheRegion::get) would give `None`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](CacheRegion::get).
+    pub fn get_multi<T: CacheValue, K: AsRef<str>>(&self, keys: &[K]) -> Result<Vec<Option<T>>> {
+        self.get_multi_inner(keys, Age::Expiring(None))
+    }
+
+    /// [`get_multi`](CacheRegion::get_multi) with an expiration that overrides the region's for
+    /// this call.
+    ///
+    /// ```
+    /// # use std::time::{Duration, SystemTime};
+    /// # use dogpile_core::{clock::Clock, CacheRegion, RegionConfig};
+    /// let (clock, time) = Clock::manual(SystemTime::now());
+    /// let region: CacheRegion = CacheRegion::new();
+    /// region
+    ///     .configure(
+    ///         RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())
+    ///             .expiration_time(Duration::from_secs(600))
+    ///             .clock(clock),
+    ///     )
+    ///     .unwrap();
+    /// region.set("a", 1u8).unwrap();
+    /// time.advance(Duration::from_secs(30));
+    /// let got: Vec<Option<u8>> = region.get_multi_with_expiration(&["a", "b"], Duration::from_secs(10)).unwrap();
+    /// assert_eq!(got, [None, None]);
+    /// assert_eq!(region.get_multi::<u8, _>(&["a"]).unwrap(), [Some(1)]);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](CacheRegion::get).
+    pub fn get_multi_with_expiration<T: CacheValue, K: AsRef<str>>(
+        &self,
+        keys: &[K],
+        expiration_time: impl Into<Expiration>,
+    ) -> Result<Vec<Option<T>>> {
+        self.get_multi_inner(keys, Age::Expiring(Some(&expiration_time.into())))
+    }
+
+    /// [`get_multi`](CacheRegion::get_multi) that returns any value present, however old or
+    /// invalidated.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](CacheRegion::get).
+    pub fn get_multi_ignore_expiration<T: CacheValue, K: AsRef<str>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<T>>> {
+        self.get_multi_inner(keys, Age::Ignored)
+    }
+
+    fn get_multi_inner<T: CacheValue, K: AsRef<str>>(
+        &self,
+        keys: &[K],
+        age: Age<'_>,
+    ) -> Result<Vec<Option<T>>> {
+        let cfg = self.configured()?;
         let mkeys: Vec<Cow<'_, str>> = keys.iter().map(|k| cfg.mangle(k.as_ref())).collect();
         let refs: Vec<&str> = mkeys.iter().map(|k| &**k).collect();
-        let raw = self.read_multi(&cfg, &refs, ttl)?;
-        Ok(raw.into_iter().map(Lookup::fresh).collect())
+        match age {
+            Age::Expiring(expiration) => {
+                let raw = self.read_multi(&cfg, &refs, cfg.ttl(expiration))?;
+                Ok(raw.into_iter().map(Lookup::fresh).collect())
+            }
+            Age::Ignored => {
+                let raw = cfg
+                    .backend
+                    .get_multi(&refs)
+                    .map_err(|e| self.backend_failed(e, refs.first().copied().unwrap_or("")))?;
+                Ok(raw
+                    .iter()
+                    .zip(&refs)
+                    .map(|(v, mkey)| v.as_ref().and_then(|v| decode_any_age(v, mkey, &cfg)))
+                    .collect())
+            }
+        }
     }
 
     /// Stores `value` at `key`, created now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConfigured`](crate::Error::NotConfigured) before
+    /// [`configure`](CacheRegion::configure); [`Error::Encode`](crate::Error::Encode) when a
+    /// value cannot be serialized for a byte backend (nothing of the call is stored then); the
+    /// backend's error when it cannot be written.
     pub fn set<T: CacheValue>(&self, key: &str, value: T) -> Result<()> {
         self.state.with(|cfg| {
             let cfg = cfg.ok_or_else(|| self.not_configured())?;
@@ -75,6 +285,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
 
     /// Stores every pair, in one backend call where the backend has a batch command; every value
     /// of the call is stamped with one creation time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConfigured`](crate::Error::NotConfigured) before
+    /// [`configure`](CacheRegion::configure); [`Error::Encode`](crate::Error::Encode) when a
+    /// value cannot be serialized for a byte backend (nothing of the call is stored then); the
+    /// backend's error when it cannot be written.
     pub fn set_multi<T: CacheValue, K: AsRef<str>>(
         &self,
         items: impl IntoIterator<Item = (K, T)>,
@@ -97,12 +314,22 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// Removes `key`. Removing a missing key is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConfigured`](crate::Error::NotConfigured) before
+    /// [`configure`](CacheRegion::configure); the backend's error when it cannot be written.
     pub fn delete(&self, key: &str) -> Result<()> {
         let cfg = self.configured()?;
         cfg.backend.delete(&cfg.mangle(key))
     }
 
-    /// Removes every key.
+    /// Removes every key, in one backend call where the backend has a batch command.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConfigured`](crate::Error::NotConfigured) before
+    /// [`configure`](CacheRegion::configure); the backend's error when it cannot be written.
     pub fn delete_multi<K: AsRef<str>>(&self, keys: &[K]) -> Result<()> {
         let cfg = self.configured()?;
         let mkeys: Vec<Cow<'_, str>> = keys.iter().map(|k| cfg.mangle(k.as_ref())).collect();
@@ -115,6 +342,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
 
     /// [`get`](CacheRegion::get) for async callers: backends with an async client do not block
     /// the executor.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](CacheRegion::get).
     pub async fn get_async<T: CacheValue>(&self, key: &str) -> Result<Option<T>> {
         let cfg = self.configured()?;
         if cfg.never_blocks {
@@ -129,6 +360,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// [`set`](CacheRegion::set) for async callers.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](CacheRegion::set).
     pub async fn set_async<T: CacheValue>(&self, key: &str, value: T) -> Result<()> {
         let cfg = self.configured()?;
         cfg.store_async(&cfg.mangle(key), &value, cfg.clock.now())
@@ -136,6 +371,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// [`delete`](CacheRegion::delete) for async callers.
+    ///
+    /// # Errors
+    ///
+    /// As [`delete`](CacheRegion::delete).
     pub async fn delete_async(&self, key: &str) -> Result<()> {
         let cfg = self.configured()?;
         if cfg.never_blocks {
@@ -143,4 +382,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
         }
         cfg.backend.delete_async(&cfg.mangle(key)).await
     }
+}
+
+/// The `T` in a stored value of this build's format, whatever its age.
+fn decode_any_age<T: CacheValue>(v: &CachedValue, mkey: &str, cfg: &Configured) -> Option<T> {
+    (v.metadata.version == FORMAT_VERSION)
+        .then(|| decode_payload::<T>(&v.payload, mkey, cfg))
+        .flatten()
 }
