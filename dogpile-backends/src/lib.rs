@@ -61,6 +61,11 @@ macro_rules! builtin {
     };
 }
 
+/// The memcached backend, under each of the names Python's memcached backends have.
+#[cfg(feature = "memcached")]
+const MEMCACHED: dogpile_core::registry::BuiltinConstructor =
+    |a: &Arguments| erase(memcached::MemcachedBackend::from_arguments(a));
+
 static BUILTINS: &[BuiltinBackend] = &[
     builtin!("dogpile.cache.memory", "memory", |a: &Arguments| erase(
         memory::MemoryBackend::from_arguments(a, false)
@@ -73,18 +78,20 @@ static BUILTINS: &[BuiltinBackend] = &[
         make: Some(|a: &Arguments| erase(null::NullBackend::from_arguments(a))),
         feature: "",
     },
-    builtin!("dogpile.cache.dbm", "file", file::make),
-    builtin!("dogpile.cache.redis", "redis", redis::make_redis),
-    builtin!(
-        "dogpile.cache.redis_cluster",
-        "redis",
-        redis::make_redis_cluster
-    ),
-    builtin!("dogpile.cache.memcached", "memcached", memcached::make),
+    builtin!("dogpile.cache.dbm", "file", |a: &Arguments| erase(
+        file::FileBackend::from_arguments(a)
+    )),
+    builtin!("dogpile.cache.redis", "redis", |a: &Arguments| erase(
+        redis::RedisBackend::from_arguments(a)
+    )),
+    builtin!("dogpile.cache.redis_cluster", "redis", |a: &Arguments| {
+        erase(redis::RedisBackend::cluster_from_arguments(a))
+    }),
+    builtin!("dogpile.cache.memcached", "memcached", MEMCACHED),
     // Python's memcached backends, so a dogpile.cache config file works unchanged.
-    builtin!("dogpile.cache.pylibmc", "memcached", memcached::make),
-    builtin!("dogpile.cache.pymemcache", "memcached", memcached::make),
-    builtin!("dogpile.cache.bmemcached", "memcached", memcached::make),
+    builtin!("dogpile.cache.pylibmc", "memcached", MEMCACHED),
+    builtin!("dogpile.cache.pymemcache", "memcached", MEMCACHED),
+    builtin!("dogpile.cache.bmemcached", "memcached", MEMCACHED),
 ];
 
 impl BackendCatalog for Builtins {

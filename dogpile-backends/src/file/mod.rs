@@ -318,11 +318,6 @@ const SELECT: &str = "SELECT value FROM dogpile_cache WHERE key = ?1";
 const UPSERT: &str = "INSERT OR REPLACE INTO dogpile_cache (key, value) VALUES (?1, ?2)";
 const DELETE: &str = "DELETE FROM dogpile_cache WHERE key = ?1";
 
-/// Makes a `dogpile.cache.dbm` backend from its arguments.
-pub fn make(args: &Arguments) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(FileBackend::from_arguments(args)?))
-}
-
 impl Backend for FileBackend {
     fn name(&self) -> &str {
         &self.inner.name

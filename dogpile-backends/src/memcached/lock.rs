@@ -177,7 +177,7 @@ impl Keeper {
         })
     }
 
-    fn set_job(self: &Arc<Self>, id: u64, lock: &MemcachedLock, job: Job) {
+    fn set_job(self: &Arc<Self>, id: u64, lock: &MemcachedMutex, job: Job) {
         self.jobs.lock().insert(
             id,
             Entry {
@@ -355,7 +355,7 @@ struct Status {
 }
 
 /// One key's distributed lock, as the memcached backend's `get_mutex` returns it.
-pub(crate) struct MemcachedLock {
+pub(crate) struct MemcachedMutex {
     keeper: Arc<Keeper>,
     id: u64,
     key: String,
@@ -364,9 +364,9 @@ pub(crate) struct MemcachedLock {
     status: Mutex<Status>,
 }
 
-impl MemcachedLock {
+impl MemcachedMutex {
     pub(crate) fn new(keeper: &Arc<Keeper>, key: String) -> Self {
-        MemcachedLock {
+        MemcachedMutex {
             keeper: keeper.clone(),
             id: keeper.next_id.fetch_add(1, Ordering::Relaxed),
             key,
@@ -564,7 +564,7 @@ impl MemcachedLock {
     }
 }
 
-impl CacheMutex for MemcachedLock {
+impl CacheMutex for MemcachedMutex {
     fn try_acquire(&self) -> Result<bool> {
         block_on(self.acquire(Io::Blocking))
     }
@@ -594,7 +594,7 @@ impl CacheMutex for MemcachedLock {
     }
 }
 
-impl Drop for MemcachedLock {
+impl Drop for MemcachedMutex {
     /// A handle dropped while it holds the lock, or while an add of it may still land, leaves
     /// the deletion to the keeper's thread: a drop does no I/O (it may run on an executor).
     fn drop(&mut self) {
@@ -602,9 +602,9 @@ impl Drop for MemcachedLock {
     }
 }
 
-impl std::fmt::Debug for MemcachedLock {
+impl std::fmt::Debug for MemcachedMutex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemcachedLock")
+        f.debug_struct("MemcachedMutex")
             .field("key", &self.key)
             .field("state", &self.status.lock().state)
             .finish()

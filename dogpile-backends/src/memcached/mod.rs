@@ -554,11 +554,6 @@ impl MemcachedBackend {
     }
 }
 
-/// Makes a `dogpile.cache.memcached` backend from its arguments.
-pub fn make(args: &Arguments) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(MemcachedBackend::from_arguments(args)?))
-}
-
 impl Backend for MemcachedBackend {
     fn name(&self) -> &str {
         &self.inner.name
@@ -619,7 +614,7 @@ impl Backend for MemcachedBackend {
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
         let keeper = self.keeper.as_ref()?;
-        Some(Box::new(lock::MemcachedLock::new(
+        Some(Box::new(lock::MemcachedMutex::new(
             keeper,
             safe_key(&format!("_lock{key}")).into_owned(),
         )))

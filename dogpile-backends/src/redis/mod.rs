@@ -667,15 +667,5 @@ impl Backend for RedisBackend {
     }
 }
 
-/// Makes a `dogpile.cache.redis` backend from its arguments.
-pub fn make_redis(args: &Arguments) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(RedisBackend::from_arguments(args)?))
-}
-
-/// Makes a `dogpile.cache.redis_cluster` backend from its arguments.
-pub fn make_redis_cluster(args: &Arguments) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(RedisBackend::cluster_from_arguments(args)?))
-}
-
 #[cfg(test)]
 mod tests;
