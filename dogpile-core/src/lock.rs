@@ -112,6 +112,24 @@ pub fn locks_lost() -> u64 {
     LOCKS_LOST.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The prefix of a distributed lock's key, as Python dogpile names the locks of its Redis and
+/// memcached backends: the lock of `users:1` is `_lockusers:1`.
+pub const DEFAULT_LOCK_PREFIX: &str = "_lock";
+
+/// The key of the distributed lock of `key` under `prefix` (see [`DEFAULT_LOCK_PREFIX`]): the
+/// same text a Python dogpile service locks, so the two share one lock per key.
+///
+/// ```
+/// use dogpile_core::lock::{lock_key, DEFAULT_LOCK_PREFIX};
+/// assert_eq!(lock_key(DEFAULT_LOCK_PREFIX, "users:1"), "_lockusers:1");
+/// ```
+pub fn lock_key(prefix: &str, key: &str) -> String {
+    let mut k = String::with_capacity(prefix.len() + key.len());
+    k.push_str(prefix);
+    k.push_str(key);
+    k
+}
+
 /// A token unique to one distributed lock handle, in this process and across processes: the
 /// process id, a per-process counter and the time. Not secret, only distinct between holders;
 /// Redis and memcached store it as the lock's value and release only a lock holding it.

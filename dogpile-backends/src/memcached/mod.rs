@@ -616,7 +616,11 @@ impl Backend for MemcachedBackend {
         let keeper = self.keeper.as_ref()?;
         Some(Box::new(lock::MemcachedMutex::new(
             keeper,
-            safe_key(&format!("_lock{key}")).into_owned(),
+            safe_key(&dogpile_core::lock::lock_key(
+                dogpile_core::lock::DEFAULT_LOCK_PREFIX,
+                key,
+            ))
+            .into_owned(),
         )))
     }
 

@@ -416,7 +416,7 @@ impl RedisMutex {
             id: keeper.next_id.fetch_add(1, Ordering::Relaxed),
             cache_key: key.to_owned(),
             lock: Owned {
-                key: format!("{}{key}", keeper.settings.prefix),
+                key: dogpile_core::lock::lock_key(&keeper.settings.prefix, key),
                 token: dogpile_core::lock::new_token(),
             },
             state: AtomicU8::new(FREE),

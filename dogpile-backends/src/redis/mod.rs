@@ -131,6 +131,7 @@ use std::time::Duration;
 
 use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope_for};
 use dogpile_core::config::Secret;
+use dogpile_core::lock::DEFAULT_LOCK_PREFIX;
 use dogpile_core::{
     Arguments, Backend, BoxFuture, CacheMutex, CachedValue, Error, Expiration, PayloadKind, Result,
 };
@@ -151,8 +152,6 @@ const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_LOCK_SLEEP: Duration = Duration::from_millis(2);
 const DEFAULT_POOL_SIZE: usize = 16;
-/// The lock key's prefix when `lock_prefix` is not given, as in Python dogpile.
-const DEFAULT_LOCK_PREFIX: &str = "_lock";
 
 const COMMON_ARGS: &[&str] = &[
     "username",
