@@ -277,6 +277,50 @@ fn bars(figs: &Figures, dir: &Path) {
         }
     }
     let sm = |f: &str| figs.get("server/get_multi 100", f);
+    let ss = |f: &str| figs.get("server/set_multi 100", f);
+    // memcached beside its raw-socket floor (a buffered socket speaking the text protocol).
+    let memcached_bars = [
+        (
+            "memcached `get` within 1.25x of the raw-socket floor",
+            sh("memcached region get"),
+            sh("memcached raw-socket get (floor)"),
+            1.25,
+        ),
+        (
+            "memcached `get_multi` of 100 within 1.3x of the raw-socket floor",
+            sm("memcached region get_multi"),
+            sm("memcached raw-socket get_multi (floor)"),
+            1.3,
+        ),
+        (
+            "memcached `set_multi` of 100 within 1.5x of the floor's `get_multi` of 100",
+            ss("memcached region set_multi"),
+            sm("memcached raw-socket get_multi (floor)"),
+            1.5,
+        ),
+    ];
+    for (what, ours, floor, bar) in memcached_bars {
+        if let (Some(o), Some(f)) = (ours, floor) {
+            println!(
+                "- {what}: {} / {} = {:.2}x: {}",
+                fmt_ns(o),
+                fmt_ns(f),
+                o / f,
+                verdict(o / f <= bar)
+            );
+        }
+    }
+    if let (Some(o), Some(f)) = (
+        ss("memcached region set_multi"),
+        ss("memcached raw-socket set_multi (floor)"),
+    ) {
+        println!(
+            "- (for scale, no bar) memcached `set_multi` of 100 / the floor's pipelined `set … noreply` of 100: {} / {} = {:.2}x",
+            fmt_ns(o),
+            fmt_ns(f),
+            o / f
+        );
+    }
     // The servers bench counted the commands of one get_multi on the server: "MGET GET".
     let counts: Option<(u64, u64)> = fs::read_to_string(dir.join("redis-get-multi.txt"))
         .ok()

@@ -412,7 +412,7 @@ fn the_config_map_errors() {
     );
     assert_eq!(
         from_config_err(&[("c.backend", "dogpile.cache.memory"), ("c.backnd", "y")]),
-        "c.backnd: unknown configuration key; under \"c.\" dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer and arguments.NAME"
+        "c.backnd: unknown configuration key; under \"c.\" dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wrap and arguments.NAME"
     );
     assert_eq!(
         from_config_err(&[
@@ -468,7 +468,7 @@ fn the_region_errors() {
     ))]
     assert_eq!(
         configure_err(RegionConfig::new("dogpile.cache.nope")),
-        "unknown backend \"dogpile.cache.nope\"; known backends: dogpile.cache.bmemcached, dogpile.cache.dbm, dogpile.cache.memcached, dogpile.cache.memory, dogpile.cache.memory_pickle, dogpile.cache.null, dogpile.cache.pylibmc, dogpile.cache.pymemcache, dogpile.cache.redis, dogpile.cache.redis_cluster"
+        "unknown backend \"dogpile.cache.nope\"; known backends: dogpile.cache.bmemcached, dogpile.cache.dbm, dogpile.cache.memcached, dogpile.cache.memory, dogpile.cache.memory_pickle, dogpile.cache.null, dogpile.cache.pylibmc, dogpile.cache.pymemcache, dogpile.cache.redis, dogpile.cache.redis_cluster, dogpile.cache.redis_sentinel, dogpile.cache.valkey, dogpile.cache.valkey_cluster, dogpile.cache.valkey_sentinel"
     );
     #[cfg(not(feature = "file"))]
     assert!(configure_err(RegionConfig::new("dogpile.cache.dbm")).starts_with(

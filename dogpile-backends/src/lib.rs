@@ -87,6 +87,19 @@ static BUILTINS: &[BuiltinBackend] = &[
     builtin!("dogpile.cache.redis_cluster", "redis", |a: &Arguments| {
         erase(redis::RedisBackend::cluster_from_arguments(a))
     }),
+    builtin!("dogpile.cache.redis_sentinel", "redis", |a: &Arguments| {
+        erase(redis::RedisBackend::sentinel_from_arguments(a))
+    }),
+    // Valkey speaks Redis's protocol: the same backends under its names.
+    builtin!("dogpile.cache.valkey", "redis", |a: &Arguments| erase(
+        redis::RedisBackend::single(redis::VALKEY, a)
+    )),
+    builtin!("dogpile.cache.valkey_cluster", "redis", |a: &Arguments| {
+        erase(redis::RedisBackend::cluster(redis::VALKEY_CLUSTER, a))
+    }),
+    builtin!("dogpile.cache.valkey_sentinel", "redis", |a: &Arguments| {
+        erase(redis::RedisBackend::sentinel(redis::VALKEY_SENTINEL, a))
+    }),
     builtin!("dogpile.cache.memcached", "memcached", MEMCACHED),
     // Python's memcached backends, so a dogpile.cache config file works unchanged.
     builtin!("dogpile.cache.pylibmc", "memcached", MEMCACHED),

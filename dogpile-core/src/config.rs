@@ -275,6 +275,13 @@ fn secret_texts(name: &str, value: &ArgValue, out: &mut Vec<String>) {
     match value {
         ArgValue::List(items) => items.iter().for_each(|i| secret_texts(name, i, out)),
         ArgValue::Str(s) if is_secret_argument(name) => out.push(s.clone()),
+        // A dict written as text: the secrets of its settings.
+        ArgValue::Str(s) if s.trim_start().starts_with('{') => {
+            out.extend(url_credentials(s).map(|r| s[r].to_owned()));
+            if let Ok(items) = parse_dict(s) {
+                items.iter().for_each(|(k, v)| secret_texts(k, v, out));
+            }
+        }
         ArgValue::Str(s) => out.extend(url_credentials(s).map(|r| s[r].to_owned())),
         ArgValue::Int(_) | ArgValue::Float(_) | ArgValue::Bool(_) if is_secret_argument(name) => {
             out.push(value.to_string())
@@ -558,7 +565,12 @@ impl Arguments {
     /// Fails, naming the argument, if any argument is not in `known`: a mistyped argument is
     /// an error, not a silent default.
     pub fn expect_only(&self, backend: &str, known: &[&str]) -> Result<()> {
-        match self.values.keys().find(|k| !known.contains(&k.as_str())) {
+        // A nested setting `table.name` is known when its table is: the backend reads the
+        // table with [`Arguments::nested`], which checks the names in it.
+        let is_known = |k: &str| {
+            known.contains(&k) || k.split_once('.').is_some_and(|(t, _)| known.contains(&t))
+        };
+        match self.values.keys().find(|k| !is_known(k)) {
             None => Ok(()),
             Some(k) => Err(self.error(
                 k,
@@ -575,6 +587,146 @@ impl Arguments {
     }
 }
 
+impl Arguments {
+    /// The settings nested under `name`, as arguments of their own (whose errors name them in
+    /// full: `arguments.connection_kwargs.ssl_ca_certs`): every argument `name.SETTING`, as a
+    /// config map writes them (`PREFIXarguments.connection_kwargs.ssl_ca_certs = …`, dogpile's
+    /// dict form) and code may too; or one value written as a dict, `{'ssl_ca_certs': '/ca.pem',
+    /// 'ssl_check_hostname': False}` (Python's or JSON's quotes; values coerced as
+    /// [`coerce_string`] does, quoted ones kept as text). Empty when there are none.
+    ///
+    /// ```
+    /// use dogpile_core::{ArgValue, Arguments};
+    ///
+    /// let dotted = Arguments::new().with("connection_kwargs.ssl_ca_certs", "/ca.pem");
+    /// let written = Arguments::new()
+    ///     .with("connection_kwargs", "{'ssl_ca_certs': '/ca.pem', 'health_check_interval': 30}");
+    /// for args in [dotted, written] {
+    ///     let kwargs = args.nested("connection_kwargs").unwrap();
+    ///     assert_eq!(kwargs.string("ssl_ca_certs").unwrap().as_deref(), Some("/ca.pem"));
+    /// }
+    /// let err = Arguments::new().with("connection_kwargs", 3).nested("connection_kwargs").unwrap_err();
+    /// assert!(err.to_string().starts_with("arguments.connection_kwargs: expected a dict"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the argument when `name` holds a value that is not a dict, or a
+    /// dict that does not parse.
+    pub fn nested(&self, name: &str) -> Result<Arguments> {
+        let mut out = Arguments {
+            values: BTreeMap::new(),
+            origin: format!("{}{name}.", self.origin),
+        };
+        match self.values.get(name) {
+            None | Some(ArgValue::None) => {}
+            Some(ArgValue::Str(text)) => {
+                for (k, v) in parse_dict(text).map_err(|why| {
+                    self.error(
+                        name,
+                        format!("expected a dict such as {{'name': 'value'}}: {why}"),
+                    )
+                })? {
+                    out.values.insert(k, v);
+                }
+            }
+            Some(other) => {
+                return Err(self.error(
+                    name,
+                    format!(
+                        "expected a dict such as {{'name': 'value'}} (or settings written as {name}.NAME), got {}",
+                        other.type_name()
+                    ),
+                ))
+            }
+        }
+        let prefix = format!("{name}.");
+        for (k, v) in &self.values {
+            if let Some(setting) = k.strip_prefix(&prefix) {
+                out.values.insert(setting.to_owned(), v.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A dict written in a config file: `{'a': 'x', "b": 2, 'c': True}`. Keys are quoted or bare
+/// words; quoted values are text, others are coerced as [`coerce_string`] does; no nesting.
+fn parse_dict(text: &str) -> std::result::Result<Vec<(String, ArgValue)>, String> {
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or("it must start with { and end with }")?;
+    let mut items = Vec::new();
+    for item in split_outside_quotes(inner, ',')? {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let parts = split_outside_quotes(item, ':')?;
+        let [key, value] = match parts.as_slice() {
+            [k, rest @ ..] if !rest.is_empty() => [*k, &item[k.len() + 1..]],
+            _ => return Err(format!("{item:?} is not key: value")),
+        };
+        let key = match unquote(key.trim())? {
+            Some(k) => k,
+            None => key.trim().to_owned(),
+        };
+        if key.is_empty() {
+            return Err("a key is empty".into());
+        }
+        let value = value.trim();
+        if value.starts_with(['{', '[']) {
+            return Err(format!(
+                "the value of {key:?} nests a dict or a list; write it as {key}.NAME settings"
+            ));
+        }
+        let value = match unquote(value)? {
+            Some(text) => ArgValue::Str(text),
+            // Credentials are text, as in config maps: a password 0123 stays 0123.
+            None if is_credential(&key) => ArgValue::Str(value.to_owned()),
+            None => coerce_string(value),
+        };
+        items.push((key, value));
+    }
+    Ok(items)
+}
+
+/// The text of a quoted string (`'x'` or `"x"`), `None` when `s` is not quoted.
+fn unquote(s: &str) -> std::result::Result<Option<String>, String> {
+    let Some(q) = s.chars().next().filter(|c| matches!(c, '\'' | '"')) else {
+        return Ok(None);
+    };
+    let body = s[1..]
+        .strip_suffix(q)
+        .ok_or_else(|| format!("{s:?} has no closing quote"))?;
+    Ok(Some(body.to_owned()))
+}
+
+/// `s` split at `sep` where it stands outside quotes.
+fn split_outside_quotes(s: &str, sep: char) -> std::result::Result<Vec<&str>, String> {
+    let mut parts = Vec::new();
+    let (mut start, mut quote) = (0, None);
+    for (i, c) in s.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == sep => {
+                parts.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            None => {}
+        }
+    }
+    if quote.is_some() {
+        return Err("a quote is not closed".into());
+    }
+    parts.push(&s[start..]);
+    Ok(parts)
+}
+
 impl fmt::Debug for Arguments {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         /// The values, those of secret arguments as `***`.
@@ -582,16 +734,30 @@ impl fmt::Debug for Arguments {
         impl fmt::Debug for Values<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 let hidden = Secret(());
-                f.debug_map()
-                    .entries(self.0.iter().map(|(name, value)| {
-                        let shown: &dyn fmt::Debug = if is_secret_argument(name) {
-                            &hidden
-                        } else {
-                            value
-                        };
-                        (name, shown)
-                    }))
-                    .finish()
+                let mut map = f.debug_map();
+                for (name, value) in self.0 {
+                    if is_secret_argument(name) {
+                        map.entry(name, &hidden);
+                        continue;
+                    }
+                    // A dict written as text shows with its secrets as `***`.
+                    let mut secrets = Vec::new();
+                    if let ArgValue::Str(text) = value {
+                        if text.trim_start().starts_with('{') {
+                            secret_texts(name, value, &mut secrets);
+                            secrets.retain(|s| !s.is_empty());
+                            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+                            let mut shown = text.clone();
+                            for secret in &secrets {
+                                shown = shown.replace(secret.as_str(), REDACTED);
+                            }
+                            map.entry(name, &ArgValue::Str(shown));
+                            continue;
+                        }
+                    }
+                    map.entry(name, value);
+                }
+                map.finish()
             }
         }
         f.debug_struct("Arguments")

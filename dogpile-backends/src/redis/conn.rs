@@ -16,9 +16,11 @@ use redis::{Cmd, ConnectionLike, FromRedisValue, RedisError, RedisFuture, RedisR
 #[derive(Clone)]
 pub(crate) enum Client {
     /// One server.
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     /// A Redis Cluster, reached through its startup nodes.
     Cluster(Box<redis::cluster::ClusterClient>),
+    /// The master of a service that Redis Sentinel watches, found anew for each connection.
+    Sentinel(Box<super::sentinel::Sentinels>),
 }
 
 /// A blocking connection.
@@ -79,7 +81,10 @@ impl redis::aio::ConnectionLike for AsyncConn {
 /// Whether an error means the connection is unusable (dropped, refused, timed out mid-reply),
 /// as opposed to an error reply from a working server.
 fn is_broken(e: &RedisError) -> bool {
-    e.is_io_error()
+    // READONLY: the server was a master and is a replica now (a failover demoted it); a new
+    // connection finds the new master.
+    e.code() == Some("READONLY")
+        || e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
@@ -183,6 +188,9 @@ impl Conns {
                 conn.set_write_timeout(Some(self.limits.reply_timeout))?;
                 Ok(SyncConn::Cluster(Box::new(conn)))
             }
+            Client::Sentinel(sentinels) => Ok(SyncConn::Single(
+                sentinels.connect(self.limits.connect_timeout, self.limits.reply_timeout)?,
+            )),
         }
     }
 
@@ -280,6 +288,11 @@ impl Conns {
                 ))
             }
             Client::Cluster(client) => Ok(AsyncConn::Cluster(client.get_async_connection().await?)),
+            Client::Sentinel(sentinels) => Ok(AsyncConn::Single(
+                sentinels
+                    .connect_async(self.limits.connect_timeout, self.limits.reply_timeout)
+                    .await?,
+            )),
         }
     }
 

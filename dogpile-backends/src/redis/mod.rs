@@ -125,259 +125,49 @@
 
 mod conn;
 mod lock;
+mod sentinel;
+mod settings;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope_for};
 use dogpile_core::config::Secret;
-use dogpile_core::lock::DEFAULT_LOCK_PREFIX;
 use dogpile_core::{
     Arguments, Backend, BoxFuture, CacheMutex, CachedValue, Error, Expiration, PayloadKind, Result,
 };
 use redis::IntoConnectionInfo;
 
-use conn::{in_tokio, Client, Conns, Limits, SyncConn};
-use lock::LockSettings;
+use conn::{in_tokio, Client, Conns, SyncConn};
 pub use lock::RedisMutex;
+use settings::{
+    address, cluster_nodes, is_wrong_type, single_server_info, Common, Source, Tls, COMMON_ARGS,
+};
 
 /// The name of the single-server backend.
 pub const REDIS: &str = "dogpile.cache.redis";
 /// The name of the cluster backend.
 pub const REDIS_CLUSTER: &str = "dogpile.cache.redis_cluster";
+/// The name of the Sentinel backend.
+pub const REDIS_SENTINEL: &str = "dogpile.cache.redis_sentinel";
+/// The single-server backend under Valkey's name (Valkey speaks Redis's protocol).
+pub const VALKEY: &str = "dogpile.cache.valkey";
+/// The cluster backend under Valkey's name.
+pub const VALKEY_CLUSTER: &str = "dogpile.cache.valkey_cluster";
+/// The Sentinel backend under Valkey's name.
+pub const VALKEY_SENTINEL: &str = "dogpile.cache.valkey_sentinel";
 
-/// The default bound on each reply (`socket_timeout`): see "Nothing waits forever" in the
-/// module documentation.
-const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(3);
-const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_LOCK_SLEEP: Duration = Duration::from_millis(2);
-const DEFAULT_POOL_SIZE: usize = 16;
-
-const COMMON_ARGS: &[&str] = &[
+/// What `sentinel_kwargs` may hold: how to reach the sentinels themselves.
+const SENTINEL_KWARGS: &[&str] = &[
     "username",
     "password",
-    "socket_timeout",
-    "socket_connect_timeout",
-    "pool_timeout",
-    "redis_expiration_time",
-    "distributed_lock",
-    "lock_timeout",
-    "lock_sleep",
-    "lock_blocking",
-    "lock_blocking_timeout",
-    "lock_prefix",
-    "pool_size",
-    "thread_local_lock",
+    "ssl",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
 ];
-
-/// The arguments both backends share, read and checked.
-#[derive(Clone, Debug, PartialEq)]
-struct Common {
-    username: Option<String>,
-    /// `***` in `Debug`.
-    password: Option<Secret<String>>,
-    limits: Limits,
-    ttl: Option<Duration>,
-    ttl_key: String,
-    distributed_lock: bool,
-    lock: LockSettings,
-    /// `lock_blocking` and `lock_blocking_timeout`, as [`Backend::lock_blocking_timeout`]
-    /// reports them.
-    lock_blocking_timeout: Option<Duration>,
-}
-
-fn positive(args: &Arguments, name: &str, d: Option<Duration>) -> Result<Option<Duration>> {
-    match d {
-        Some(d) if d.is_zero() => Err(args.error(name, "expected more than 0 seconds, got 0")),
-        other => Ok(other),
-    }
-}
-
-impl Common {
-    fn read(args: &Arguments) -> Result<Self> {
-        let reply_timeout = positive(args, "socket_timeout", args.seconds("socket_timeout")?)?
-            .unwrap_or(DEFAULT_SOCKET_TIMEOUT);
-        let connect_timeout = positive(
-            args,
-            "socket_connect_timeout",
-            args.seconds("socket_connect_timeout")?,
-        )?
-        .unwrap_or(reply_timeout);
-        let pool_timeout = positive(args, "pool_timeout", args.seconds("pool_timeout")?)?
-            .unwrap_or(connect_timeout + reply_timeout);
-        let ttl = args
-            .seconds("redis_expiration_time")?
-            .filter(|d| !d.is_zero());
-        // `thread_local_lock` is read only to check its type.
-        args.bool("thread_local_lock")?;
-        let lock_timeout = positive(args, "lock_timeout", args.seconds("lock_timeout")?)?
-            .unwrap_or(DEFAULT_LOCK_TIMEOUT);
-        let lock_sleep = positive(args, "lock_sleep", args.seconds("lock_sleep")?)?
-            .unwrap_or(DEFAULT_LOCK_SLEEP);
-        let pool_size = match args.u64("pool_size")? {
-            None => DEFAULT_POOL_SIZE,
-            Some(0) => return Err(args.error("pool_size", "expected at least 1, got 0")),
-            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-        };
-        // dogpile: `lock_blocking=False` never waits, whatever `lock_blocking_timeout` says.
-        let lock_blocking_timeout = match args.bool("lock_blocking")? {
-            Some(false) => Some(Duration::ZERO),
-            _ => args.seconds("lock_blocking_timeout")?,
-        };
-        Ok(Common {
-            username: args.string("username")?,
-            password: args.string("password")?.map(Secret),
-            limits: Limits {
-                pool_size,
-                connect_timeout,
-                reply_timeout,
-                pool_timeout,
-            },
-            ttl,
-            ttl_key: args.key("redis_expiration_time"),
-            distributed_lock: args.bool("distributed_lock")?.unwrap_or(false),
-            lock: LockSettings {
-                prefix: lock_prefix(args)?,
-                timeout: lock_timeout,
-                max_pause: lock_sleep,
-            },
-            lock_blocking_timeout,
-        })
-    }
-}
-
-/// `lock_prefix`, checked by dogpile's rule (`^[\w\-\.\:]{2,10}$`): 2 to 10 letters, digits,
-/// `_`, `-`, `.` or `:`.
-fn lock_prefix(args: &Arguments) -> Result<String> {
-    let Some(prefix) = args.string("lock_prefix")? else {
-        return Ok(DEFAULT_LOCK_PREFIX.to_owned());
-    };
-    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
-    let n = prefix.chars().count();
-    if !(2..=10).contains(&n) || !prefix.chars().all(allowed) {
-        return Err(args.error(
-            "lock_prefix",
-            format!("expected 2 to 10 letters, digits, '_', '-', '.' or ':' (dogpile's rule ^[\\w\\-\\.\\:]{{2,10}}$), got {prefix:?}"),
-        ));
-    }
-    Ok(prefix)
-}
-
-/// Adds `redis://` to an address written without a scheme.
-fn with_scheme(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("redis://{addr}")
-    }
-}
-
-/// A URL for an error message, its user name and password shown as `***`.
-fn redacted(url: &str) -> String {
-    dogpile_core::config::redact_url(url).into_owned()
-}
-
-fn parse_url(args: &Arguments, name: &str, url: &str) -> Result<redis::ConnectionInfo> {
-    with_scheme(url)
-        .into_connection_info()
-        .map_err(|e| args.error(name, format!("not a Redis URL ({:?}): {e}", redacted(url))))
-}
-
-fn address(info: &redis::ConnectionInfo) -> String {
-    match info.addr() {
-        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
-        redis::ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port}"),
-        redis::ConnectionAddr::Unix(path) => path.display().to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Where a single-server backend connects, read from `url` or `host` / `port` / `db` /
-/// `username` / `password`.
-fn single_server_info(args: &Arguments, common: &Common) -> Result<redis::ConnectionInfo> {
-    let url = args.string("url")?;
-    let host = args.string("host")?;
-    let port = args.u64("port")?;
-    let db = args.i64("db")?;
-    let mut info = match url {
-        Some(url) => {
-            // As in dogpile, the client is built from the URL alone: `host`, `port` and `db`
-            // beside it are ignored, and said so once, here.
-            let ignored: Vec<String> = ["host", "port", "db"]
-                .into_iter()
-                .filter(|name| args.get(name).is_some())
-                .map(|name| args.key(name))
-                .collect();
-            if !ignored.is_empty() {
-                tracing::warn!(
-                    ignored = %ignored.join(", "),
-                    "{REDIS}: url is given, so {} beside it {} ignored (as in dogpile); put the database in the URL (redis://host:port/DB)",
-                    ignored.join(", "),
-                    if ignored.len() == 1 { "is" } else { "are" },
-                );
-            }
-            parse_url(args, "url", &url)?
-        }
-        None => {
-            let port = match port {
-                None => 6379,
-                Some(p) => u16::try_from(p)
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| args.error("port", format!("expected 1 to 65535, got {p}")))?,
-            };
-            let host = host.unwrap_or_else(|| "localhost".to_owned());
-            redis::ConnectionAddr::Tcp(host, port)
-                .into_connection_info()
-                .map_err(|e| args.error("host", e))?
-        }
-    };
-    let mut settings = info.redis_settings().clone();
-    if let Some(db) = db {
-        if db < 0 {
-            return Err(args.error("db", format!("expected 0 or more, got {db}")));
-        }
-        if args.get("url").is_none() {
-            settings = settings.set_db(db);
-        }
-    }
-    if let Some(u) = &common.username {
-        settings = settings.set_username(u);
-    }
-    if let Some(Secret(p)) = &common.password {
-        settings = settings.set_password(p);
-    }
-    info = info.set_redis_settings(settings);
-    Ok(info)
-}
-
-/// The startup nodes of a cluster backend, from `startup_nodes` or `url`.
-fn cluster_nodes(args: &Arguments) -> Result<Vec<redis::ConnectionInfo>> {
-    let (name, nodes) = match (args.string_list("startup_nodes")?, args.string_list("url")?) {
-        (Some(_), Some(_)) => {
-            return Err(args.error("url", "give either startup_nodes or url, not both"))
-        }
-        (Some(n), None) => ("startup_nodes", n),
-        (None, Some(u)) => ("url", u),
-        (None, None) => {
-            return Err(args.error(
-                "startup_nodes",
-                "missing: dogpile.cache.redis_cluster needs the address of at least one cluster node (host:port)",
-            ))
-        }
-    };
-    if nodes.is_empty() {
-        return Err(args.error(name, "expected at least one host:port, got none"));
-    }
-    nodes.iter().map(|n| parse_url(args, name, n)).collect()
-}
-
-/// Whether the server answered `WRONGTYPE`: the key holds a list, a hash or another non-string.
-fn is_wrong_type(e: &Error) -> bool {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<redis::RedisError>())
-        .is_some_and(|r| r.code() == Some("WRONGTYPE"))
-}
 
 /// The `dogpile.cache.redis` and `dogpile.cache.redis_cluster` backend: see the
 /// [module documentation](self) for its arguments.
@@ -392,38 +182,72 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// A `dogpile.cache.redis` backend from its arguments. Does not connect.
     pub fn from_arguments(args: &Arguments) -> Result<Self> {
-        let mut known = vec!["url", "host", "port", "db"];
-        known.extend_from_slice(COMMON_ARGS);
-        args.expect_only(REDIS, &known)?;
-        let common = Common::read(args)?;
-        let info = single_server_info(args, &common)?;
-        let desc = format!("{REDIS} at {}", address(&info));
-        let client = redis::Client::open(info).map_err(|e| args.error("url", e))?;
-        Ok(Self::with_client(desc, Client::Single(client), &common))
+        Self::single(REDIS, args)
     }
 
     /// A `dogpile.cache.redis_cluster` backend from its arguments. Does not connect.
     pub fn cluster_from_arguments(args: &Arguments) -> Result<Self> {
+        Self::cluster(REDIS_CLUSTER, args)
+    }
+
+    /// A `dogpile.cache.redis_sentinel` backend from its arguments. Does not connect.
+    pub fn sentinel_from_arguments(args: &Arguments) -> Result<Self> {
+        Self::sentinel(REDIS_SENTINEL, args)
+    }
+
+    /// The single-server backend under `name` (Redis's or Valkey's).
+    pub(crate) fn single(name: &'static str, args: &Arguments) -> Result<Self> {
+        let mut known = vec!["url", "host", "port", "db"];
+        known.extend_from_slice(COMMON_ARGS);
+        args.expect_only(name, &known)?;
+        let common = Common::read(args)?;
+        let info = single_server_info(args, &common)?;
+        let desc = format!("{name} at {}", address(&info));
+        let client = common.tls.client(info).map_err(|e| args.error("url", e))?;
+        Ok(Self::with_client(
+            desc,
+            Client::Single(Box::new(client)),
+            &common,
+        ))
+    }
+
+    /// The cluster backend under `name`.
+    pub(crate) fn cluster(name: &'static str, args: &Arguments) -> Result<Self> {
         for single_only in ["db", "host", "port"] {
             if args.get(single_only).is_some() {
                 return Err(args.error(
                     single_only,
-                    "dogpile.cache.redis_cluster takes startup_nodes (or url); a cluster has only database 0",
+                    format!("{name} takes startup_nodes (or url); a cluster has only database 0"),
                 ));
             }
         }
         let mut known = vec!["startup_nodes", "url"];
         known.extend_from_slice(COMMON_ARGS);
-        args.expect_only(REDIS_CLUSTER, &known)?;
+        args.expect_only(name, &known)?;
         let common = Common::read(args)?;
-        let nodes = cluster_nodes(args)?;
+        let nodes: Vec<redis::ConnectionInfo> = cluster_nodes(args)?
+            .into_iter()
+            .map(|n| common.tls.apply(n))
+            .collect();
         let desc = format!(
-            "{REDIS_CLUSTER} at {}",
+            "{name} at {}",
             nodes.iter().map(address).collect::<Vec<_>>().join(",")
         );
+        let tls = nodes.iter().any(Tls::is_tls);
         let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
             .connection_timeout(common.limits.connect_timeout)
-            .response_timeout(common.limits.reply_timeout);
+            .response_timeout(common.limits.reply_timeout)
+            .tcp_settings(common.tcp.clone());
+        if tls {
+            builder = builder.tls(if common.tls.verify {
+                redis::TlsMode::Secure
+            } else {
+                redis::TlsMode::Insecure
+            });
+            if let Some(certs) = common.tls.certificates() {
+                builder = builder.certs(certs);
+            }
+        }
         if let Some(u) = &common.username {
             builder = builder.username(u);
         }
@@ -438,6 +262,97 @@ impl RedisBackend {
             Client::Cluster(Box::new(client)),
             &common,
         ))
+    }
+
+    /// The Sentinel backend under `name`: `sentinels`, `service_name`, `sentinel_kwargs`,
+    /// `db` and the common arguments. As in dogpile, `distributed_lock` is on unless set.
+    pub(crate) fn sentinel(name: &'static str, args: &Arguments) -> Result<Self> {
+        for single_only in ["url", "host", "port"] {
+            if args.get(single_only).is_some() {
+                return Err(args.error(
+                    single_only,
+                    format!("{name} finds the master through the sentinels: give sentinels (host:port of each) and service_name"),
+                ));
+            }
+        }
+        let mut known = vec!["sentinels", "service_name", "sentinel_kwargs", "db"];
+        known.extend_from_slice(COMMON_ARGS);
+        args.expect_only(name, &known)?;
+        let mut common = Common::read(args)?;
+        if args.get("distributed_lock").is_none() {
+            common.distributed_lock = true;
+        }
+        let service = args
+            .string("service_name")?
+            .unwrap_or_else(|| sentinel::DEFAULT_SERVICE_NAME.to_owned());
+        let listed = args.string_list("sentinels")?.unwrap_or_default();
+        if listed.is_empty() {
+            return Err(args.error(
+                "sentinels",
+                format!("missing: {name} needs the address of at least one sentinel (host:port)"),
+            ));
+        }
+        // The sentinels are reached with `sentinel_kwargs`; their credentials default to the
+        // master's, as in dogpile.
+        let sk = args.nested("sentinel_kwargs")?;
+        sk.expect_only("sentinel_kwargs", SENTINEL_KWARGS)?;
+        let sentinel_tls = Tls::read_alone(&sk)?;
+        let username = sk.string("username")?.or_else(|| common.username.clone());
+        let password = sk
+            .string("password")?
+            .or_else(|| common.password.clone().map(|p| p.0));
+        let mut sentinels = Vec::with_capacity(listed.len());
+        for addr in &listed {
+            let info = sentinel::sentinel_info(addr).map_err(|e| {
+                args.error(
+                    "sentinels",
+                    format!("{addr:?} is not a sentinel address: {e}"),
+                )
+            })?;
+            let mut settings = info.redis_settings().clone();
+            if let Some(u) = &username {
+                settings = settings.set_username(u);
+            }
+            if let Some(p) = &password {
+                settings = settings.set_password(p);
+            }
+            let info = sentinel_tls.apply(
+                info.set_redis_settings(settings)
+                    .set_tcp_settings(common.tcp.clone()),
+            );
+            sentinels.push(
+                sentinel_tls
+                    .client(info)
+                    .map_err(|e| args.error("sentinels", e))?,
+            );
+        }
+        // The master: no address yet, the database and credentials of the arguments.
+        let kwargs = args.nested("connection_kwargs")?;
+        let db_args = Source::new(args, &kwargs)?.of("db");
+        let db = db_args.i64("db")?.unwrap_or(0);
+        if db < 0 {
+            return Err(db_args.error("db", format!("expected 0 or more, got {db}")));
+        }
+        let mut settings = redis::RedisConnectionInfo::default().set_db(db);
+        if let Some(u) = &common.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(Secret(p)) = &common.password {
+            settings = settings.set_password(p);
+        }
+        let master = redis::ConnectionAddr::Tcp(String::new(), 0)
+            .into_connection_info()
+            .map_err(|e| args.error("sentinels", e))?
+            .set_redis_settings(settings)
+            .set_tcp_settings(common.tcp.clone());
+        let desc = format!("{name} {service:?} at {}", listed.join(","));
+        let client = Client::Sentinel(Box::new(sentinel::Sentinels {
+            sentinels,
+            service,
+            master,
+            master_tls: common.tls.clone(),
+        }));
+        Ok(Self::with_client(desc, client, &common))
     }
 
     fn with_client(desc: String, client: Client, common: &Common) -> Self {

@@ -1,5 +1,6 @@
 //! Argument parsing; the operations are tested against real servers in `tests/redis.rs`.
 
+use super::settings::*;
 use super::*;
 
 fn err(args: Arguments) -> String {
@@ -297,4 +298,184 @@ fn url_errors_hide_credentials() {
     assert_eq!(redacted("redis://h:1"), "redis://h:1");
     let e = err(Arguments::new().with("url", "http://u:secret@h:1"));
     assert!(!e.contains("secret"), "{e}");
+}
+
+fn sentinel_err(args: Arguments) -> String {
+    RedisBackend::sentinel_from_arguments(&args)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn connection_kwargs_in_dotted_and_dict_form_and_the_argument_wins() {
+    // dogpile's dict form in a config map, `connection_kwargs.NAME`:
+    let dotted = Arguments::new()
+        .with("connection_kwargs.socket_timeout", 0.5)
+        .with("connection_kwargs.max_connections", 4)
+        .with("connection_kwargs.health_check_interval", 30)
+        .with("connection_kwargs.retry_on_timeout", true);
+    // and a dict written as one value:
+    let written = Arguments::new().with(
+        "connection_kwargs",
+        "{'socket_timeout': 0.5, 'max_connections': 4, 'health_check_interval': 30, 'retry_on_timeout': True}",
+    );
+    for args in [dotted, written] {
+        let c = Common::read(&args).unwrap();
+        assert_eq!(c.limits.reply_timeout, Duration::from_millis(500));
+        assert_eq!(c.limits.pool_size, 4);
+    }
+    // The argument wins over the kwargs, as dogpile passes its own after them.
+    let args = Arguments::new()
+        .with("socket_timeout", 2)
+        .with("connection_kwargs.socket_timeout", 0.5)
+        .with("connection_kwargs.db", 5);
+    let c = Common::read(&args).unwrap();
+    assert_eq!(c.limits.reply_timeout, Duration::from_secs(2));
+    let info = single_server_info(&args, &c).unwrap();
+    assert_eq!(info.redis_settings().db(), 5, "db from the kwargs");
+    // An unknown setting, or a mistyped one, names itself in full.
+    let e = err(Arguments::new().with("connection_kwargs.decode_responses", true));
+    assert!(
+        e.starts_with(
+            "arguments.connection_kwargs.decode_responses: unknown argument for connection_kwargs"
+        ),
+        "{e}"
+    );
+    let e = err(Arguments::new().with("connection_kwargs.socket_timeout", "soon"));
+    assert!(
+        e.starts_with("arguments.connection_kwargs.socket_timeout: expected a number of seconds"),
+        "{e}"
+    );
+    let e = err(Arguments::new().with("connection_kwargs", "{'ssl': }"));
+    assert!(
+        e.starts_with("arguments.connection_kwargs.ssl:") || e.contains("connection_kwargs"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_password_in_connection_kwargs_is_a_secret() {
+    let args = Arguments::new().with("connection_kwargs", "{'password': 'hunter22', 'db': 'x'}");
+    let e = err(args.clone());
+    assert!(!e.contains("hunter22"), "{e}");
+    assert!(!format!("{args:?}").contains("hunter22"), "{args:?}");
+    let c =
+        Common::read(&Arguments::new().with("connection_kwargs", "{'password': 0123}")).unwrap();
+    assert_eq!(
+        c.password.map(|p| p.0).as_deref(),
+        Some("0123"),
+        "a credential is text"
+    );
+}
+
+#[test]
+fn connection_pool_is_refused_with_what_to_use() {
+    let e = err(Arguments::new().with("connection_pool", "pool"));
+    assert!(
+        e.starts_with("arguments.connection_pool: a redis-py ConnectionPool is a Python object")
+            && e.contains("pool_size"),
+        "{e}"
+    );
+}
+
+#[test]
+fn socket_keepalive_and_its_options() {
+    let c = Common::read(&Arguments::new()).unwrap();
+    assert!(c.tcp.keepalive().is_none());
+    let c = Common::read(&Arguments::new().with("socket_keepalive", true).with(
+        "socket_keepalive_options",
+        "{4: 60, 'TCP_KEEPINTVL': 10, 6: 3}",
+    ))
+    .unwrap();
+    assert!(c.tcp.keepalive().is_some());
+    let e = err(Arguments::new().with("socket_keepalive_options.TCP_KEEPIDLE", 60));
+    assert!(e.contains("without socket_keepalive = true"), "{e}");
+    let e = err(Arguments::new()
+        .with("socket_keepalive", true)
+        .with("socket_keepalive_options.TCP_NOPE", 1));
+    assert!(
+        e.starts_with("arguments.socket_keepalive_options.TCP_NOPE: unknown keepalive option"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tls_arguments() {
+    // `ssl` turns a redis:// address into a TLS one; rediss:// is TLS already.
+    let ssl = Arguments::new()
+        .with("url", "redis://h:1")
+        .with("ssl", true);
+    let c = Common::read(&ssl).unwrap();
+    assert!(Tls::is_tls(&single_server_info(&ssl, &c).unwrap()));
+    let plain = Arguments::new().with("url", "redis://h:1");
+    let c = Common::read(&plain).unwrap();
+    assert!(!Tls::is_tls(&single_server_info(&plain, &c).unwrap()));
+    let rediss = Arguments::new().with("url", "rediss://h:1");
+    let c = Common::read(&rediss).unwrap();
+    assert!(Tls::is_tls(&single_server_info(&rediss, &c).unwrap()));
+    RedisBackend::from_arguments(&rediss).expect("a TLS backend with the system's roots");
+    // Files are read at once: a missing one is an error naming it.
+    let e = err(Arguments::new()
+        .with("url", "rediss://h:1")
+        .with("connection_kwargs.ssl_ca_certs", "/no/such/ca.pem"));
+    assert!(
+        e.starts_with("arguments.connection_kwargs.ssl_ca_certs: cannot read \"/no/such/ca.pem\""),
+        "{e}"
+    );
+    let e = err(Arguments::new().with("connection_kwargs.ssl_cert_reqs", "maybe"));
+    assert!(e.contains("expected required, optional or none"), "{e}");
+    let e = err(Arguments::new().with("connection_kwargs.ssl_certfile", "/etc/hostname"));
+    assert!(e.contains("give ssl_keyfile too"), "{e}");
+}
+
+#[test]
+fn sentinel_arguments() {
+    let b = RedisBackend::sentinel_from_arguments(
+        &Arguments::new().with("sentinels", "127.0.0.1:26379, 127.0.0.1:26380"),
+    )
+    .unwrap();
+    assert_eq!(
+        b.name(),
+        "dogpile.cache.redis_sentinel \"mymaster\" at 127.0.0.1:26379,127.0.0.1:26380"
+    );
+    assert!(b.distributed_lock(), "on by default, as in dogpile");
+    let b = RedisBackend::sentinel_from_arguments(
+        &Arguments::new()
+            .with("sentinels", vec!["127.0.0.1:26379"])
+            .with("service_name", "cache")
+            .with("distributed_lock", false)
+            .with("sentinel_kwargs.password", "sentinel-pw")
+            .with("db", 2),
+    )
+    .unwrap();
+    assert!(!b.distributed_lock());
+    assert!(b.name().contains("\"cache\""));
+    assert!(sentinel_err(Arguments::new()).starts_with("arguments.sentinels: missing"));
+    let e = sentinel_err(
+        Arguments::new()
+            .with("sentinels", "h:1")
+            .with("url", "redis://h:2"),
+    );
+    assert!(
+        e.starts_with(
+            "arguments.url: dogpile.cache.redis_sentinel finds the master through the sentinels"
+        ),
+        "{e}"
+    );
+    let e = sentinel_err(
+        Arguments::new()
+            .with("sentinels", "h:1")
+            .with("sentinel_kwargs.db", 1),
+    );
+    assert!(
+        e.starts_with("arguments.sentinel_kwargs.db: unknown argument"),
+        "{e}"
+    );
+    // Under Valkey's names the errors name Valkey.
+    let e = RedisBackend::sentinel(VALKEY_SENTINEL, &Arguments::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dogpile.cache.valkey_sentinel needs"), "{e}");
+    let b = RedisBackend::single(VALKEY, &Arguments::new()).unwrap();
+    assert_eq!(b.name(), "dogpile.cache.valkey at localhost:6379");
 }
