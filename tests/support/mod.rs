@@ -508,3 +508,128 @@ pub fn thirty_two_tasks_on_one_cold_key<T: dogpile::CacheValue>(
         (values, creations.load(Ordering::SeqCst))
     })
 }
+
+/// Certificates made for a TLS test with the `openssl` command, in a temporary directory: a CA,
+/// a server certificate it signed for `localhost` and `127.0.0.1`, one it signed for another
+/// name only, and a second CA that signed nothing the servers use.
+pub struct TlsFiles {
+    pub dir: TempDir,
+}
+
+impl TlsFiles {
+    /// `None` (with a printed reason) when `openssl` is missing and servers are not required.
+    pub fn make(tag: &str) -> Option<TlsFiles> {
+        let Some(openssl) = find_binary("openssl") else {
+            if servers_required() {
+                panic!("openssl is not installed, and DOGPILE_REQUIRE_SERVERS=1 requires it (the TLS tests make their certificates with it)");
+            }
+            eprintln!(
+                "SKIPPED: openssl is not installed (the TLS tests make their certificates with it)"
+            );
+            return None;
+        };
+        let dir = TempDir::new(tag);
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .output()
+                .expect("running openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=dogpile test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ]);
+        }
+        for (name, san) in [
+            ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+            ("misnamed", "subjectAltName=DNS:elsewhere.example"),
+        ] {
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=dogpile test server",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ]);
+            std::fs::write(dir.path().join(format!("{name}.ext")), san).unwrap();
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &format!("{name}.pem"),
+                "-extfile",
+                &format!("{name}.ext"),
+            ]);
+        }
+        Some(TlsFiles { dir })
+    }
+
+    /// The path of one of the files (`ca.pem`, `other-ca.pem`, `server.pem`, `server.key`…).
+    pub fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
+    }
+
+    /// A `redis-server` that speaks only TLS on a free loopback port, with the certificate
+    /// `cert` (`server` or `misnamed`); it asks no client certificate.
+    pub fn redis_server(&self, cert: &str) -> Option<Server> {
+        let (cert, key, ca) = (
+            self.path(&format!("{cert}.pem")),
+            self.path(&format!("{cert}.key")),
+            self.path("ca.pem"),
+        );
+        Server::start("redis-server", move |port| {
+            let mut args = redis_args(port);
+            // The plain port is off: only TLS is spoken.
+            args[1] = "0".to_owned();
+            args.extend(
+                [
+                    "--tls-port",
+                    &port.to_string(),
+                    "--tls-cert-file",
+                    &cert,
+                    "--tls-key-file",
+                    &key,
+                    "--tls-ca-cert-file",
+                    &ca,
+                    "--tls-auth-clients",
+                    "no",
+                ]
+                .map(String::from),
+            );
+            args
+        })
+    }
+}

@@ -394,7 +394,14 @@ impl Tls {
         let verify = {
             let a = src.of("ssl_cert_reqs");
             match a
-                .string("ssl_cert_reqs")?
+                .get("ssl_cert_reqs")
+                // redis-py reads a `None` as CERT_NONE (and a config file's `none` is `None`).
+                .map(|v| match v {
+                    dogpile_core::ArgValue::None => Ok(Some("none".to_owned())),
+                    _ => a.string("ssl_cert_reqs"),
+                })
+                .transpose()?
+                .flatten()
                 .map(|s| s.to_ascii_lowercase())
                 .as_deref()
             {
