@@ -913,24 +913,42 @@ impl Cluster {
     }
 
     fn config(&self) -> RegionConfig {
+        self.config_named("dogpile.cache.redis_cluster")
+    }
+
+    /// The cluster backend under `name` (Redis's or Valkey's).
+    fn config_named(&self, name: &str) -> RegionConfig {
         let nodes: Vec<String> = self.nodes.iter().map(Server::addr).collect();
-        RegionConfig::new("dogpile.cache.redis_cluster")
+        RegionConfig::new(name)
             .expiration_time(60)
             .argument("startup_nodes", nodes)
             .argument("socket_timeout", 10)
     }
 }
 
-/// Every region operation on a cluster; multi-key operations span slots on all three masters.
+/// Every region operation on a cluster, under the Redis name and the Valkey one; multi-key
+/// operations span slots on all three masters.
 #[test]
 fn cluster_operations() {
     let _ports = shared_ports();
     let Some(cluster) = Cluster::start() else {
         return;
     };
+    for name in [
+        "dogpile.cache.redis_cluster",
+        "dogpile.cache.valkey_cluster",
+    ] {
+        for node in &cluster.nodes {
+            let _: () = cmd(&mut raw(&node.addr()), &["FLUSHALL"]);
+        }
+        cluster_operations_on(&cluster, name);
+    }
+}
+
+fn cluster_operations_on(cluster: &Cluster, name: &str) {
     let region = region_with(
         cluster
-            .config()
+            .config_named(name)
             .argument("distributed_lock", true)
             .argument("redis_expiration_time", 300),
     );
@@ -955,7 +973,7 @@ fn cluster_operations() {
         assert!(pttl > 0 && pttl <= 300_000, "PTTL {pttl}");
     }
     // Without a server TTL, set_multi is one MSET, which the cluster client splits per slot.
-    let no_ttl = region_with(cluster.config());
+    let no_ttl = region_with(cluster.config_named(name));
     no_ttl
         .set_multi(keys.iter().map(|k| (k.as_str(), k.len() as u32)))
         .unwrap();

@@ -633,3 +633,26 @@ impl TlsFiles {
         })
     }
 }
+
+/// A `redis-sentinel` (`redis-server --sentinel`) on a free loopback port, watching the master
+/// at `127.0.0.1:master_port` as `mymaster` (quorum 2, down after 1 s). Its config file, which
+/// a sentinel rewrites, lives in its own temporary directory.
+pub fn redis_sentinel(master_port: u16, tag: &str) -> Option<Server> {
+    let dir = TempDir::new(tag);
+    let conf = dir.path().join("sentinel.conf");
+    let server = Server::start("redis-server", |port| {
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\n\
+                 sentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 5000\n\
+                 sentinel parallel-syncs mymaster 1\n"
+            ),
+        )
+        .expect("writing a sentinel config");
+        vec![conf.display().to_string(), "--sentinel".to_owned()]
+    })?;
+    Some(server.with_dir(dir))
+}

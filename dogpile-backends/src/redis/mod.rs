@@ -1,5 +1,9 @@
-//! `dogpile.cache.redis` and `dogpile.cache.redis_cluster`: values on a Redis server or a Redis
-//! Cluster, with an optional distributed dogpile lock (cargo feature `redis`).
+//! `dogpile.cache.redis`, `dogpile.cache.redis_cluster` and `dogpile.cache.redis_sentinel`:
+//! values on a Redis server, a Redis Cluster or the master of a Sentinel-watched service, with
+//! an optional distributed dogpile lock (cargo feature `redis`). Valkey speaks the same
+//! protocol: `dogpile.cache.valkey`, `dogpile.cache.valkey_cluster` and
+//! `dogpile.cache.valkey_sentinel` are the same backends under its names. TLS is on rustls (no
+//! OpenSSL to build against).
 //!
 //! Values are stored as the codec's envelope bytes (format version, creation time, payload);
 //! bytes that do not decode (written by something else) read as a miss. Making the backend does
@@ -28,7 +32,7 @@
 //!
 //! | argument | type | default | meaning |
 //! |---|---|---|---|
-//! | `url` | string | – | `redis://[username:password@]host:port[/db]` (also `rediss://` is parsed, but this build has no TLS, and `redis+unix:///path`). Without a scheme, `redis://` is assumed. When given it wins, as in dogpile: `host`, `port` and `db` beside it are ignored, with one `warn` event naming them (put the database in the URL). |
+//! | `url` | string | – | `redis://[username:password@]host:port[/db]`, `rediss://…` for TLS (see below), or `redis+unix:///path`. Without a scheme, `redis://` is assumed. When given it wins, as in dogpile: `host`, `port` and `db` beside it are ignored, with one `warn` event naming them (put the database in the URL). |
 //! | `host` | string | `localhost` | server host, when there is no `url` |
 //! | `port` | integer | `6379` | server port, when there is no `url` |
 //! | `db` | integer | `0` | database number, when there is no `url` |
@@ -46,8 +50,56 @@
 //! | `lock_blocking_timeout` | seconds (number) | none: the region's bound | the longest a caller waits for another's creation of a key; reported by [`Backend::lock_blocking_timeout`], and enforced by the region, for the distributed lock and the in-process one alike |
 //! | `pool_size` | integer ≥ 1 | `16` | the most blocking connections open at once; they are kept open for reuse, and a thread finding all of them lent waits for one, at most `pool_timeout` (the async path shares one multiplexed connection besides) |
 //! | `thread_local_lock` | boolean | – | accepted so Python configuration files work unchanged; has no effect (a lock may be released by any thread here) |
+//! | `ssl` | boolean | `false` | connect with TLS even to a `redis://` address (a `rediss://` URL does anyway) |
+//! | `socket_keepalive` | boolean | `false` | TCP keepalive probes on every connection |
+//! | `socket_keepalive_options` | dict | – | with `socket_keepalive`: `TCP_KEEPIDLE`, `TCP_KEEPINTVL` (seconds) and `TCP_KEEPCNT`, by name or by their Linux numbers 4, 5, 6 (`{4: 60, 5: 10, 6: 3}`); an error without `socket_keepalive` |
+//! | `connection_kwargs` | dict | – | redis-py's keyword arguments, see below |
+//! | `connection_pool` | – | – | refused: a redis-py `ConnectionPool` is a Python object; `pool_size` and `pool_timeout` shape the pool here |
 //!
-//! Any other argument is an error that names it.
+//! Any other argument is an error that names it. A dict is written as settings of their own
+//! (`PREFIXarguments.connection_kwargs.ssl_ca_certs = /etc/ca.pem` in a config map, dogpile's
+//! dict form; `.argument("connection_kwargs.ssl_ca_certs", …)` in code) or as one value
+//! (`{'ssl_ca_certs': '/etc/ca.pem', 'ssl_check_hostname': False}`).
+//!
+//! ## `connection_kwargs`
+//!
+//! | setting | type | default | meaning |
+//! |---|---|---|---|
+//! | `ssl_ca_certs` | path | the system's roots | the CA certificates (PEM) the server's certificate must chain to |
+//! | `ssl_certfile`, `ssl_keyfile` | paths | – | a client certificate and its key (PEM), for servers that ask for one; each needs the other |
+//! | `ssl_cert_reqs` | `required`, `optional`, `none` | `required` | `none` (or a config file's `none`, read as redis-py reads `None`) turns verification off; `optional` verifies, as a TLS server always sends a certificate |
+//! | `ssl_check_hostname` | boolean | `true` | `false`: the certificate must chain to the CA but may name another host |
+//! | `ssl` | boolean | `false` | as the argument |
+//! | `socket_timeout`, `socket_connect_timeout`, `socket_keepalive`, `socket_keepalive_options`, `username`, `password`, `db` | | | as the arguments of those names; an argument given beside the setting wins, as in dogpile, which passes its own after the kwargs |
+//! | `max_connections` | integer ≥ 1 | – | `pool_size`, unless that is given |
+//! | `health_check_interval`, `retry_on_timeout` | | | accepted with no effect: a broken connection is replaced and the call retried once by itself, and every reply is bounded by `socket_timeout` |
+//!
+//! Any other setting is an error that names it (`arguments.connection_kwargs.decode_responses`).
+//!
+//! ## TLS
+//!
+//! A certificate that does not verify (another CA, another host name, expired) is an error at
+//! the first call, whose message says so (`… invalid peer certificate: UnknownIssuer`); there is
+//! never a plain-text fallback. Certificate files are read when the backend is made, so a
+//! missing one is a configuration error naming it. rustls needs a crypto provider: the backend
+//! installs *ring* as the process's default when the program has chosen none.
+//!
+//! # Arguments of `dogpile.cache.redis_sentinel`
+//!
+//! `sentinels`: the `host:port` of each sentinel (a list, or one string separated by commas);
+//! `service_name`: the service the sentinels watch (default `mymaster`); `sentinel_kwargs`: how
+//! to reach the sentinels themselves (`username`, `password`, and the `ssl*` settings above; the
+//! credentials default to the master's, as in dogpile); `db` and `connection_kwargs` for the
+//! master; and every common argument above. As in dogpile, `distributed_lock` is on unless set.
+//! `url`, `host` and `port` are errors: the sentinels say where the master is.
+//!
+//! Each new connection asks the sentinels, in order, for the master's address, connects, and
+//! checks with `ROLE` that the server is a master, all under `socket_connect_timeout` and
+//! `socket_timeout` (the `redis` crate's own sentinel client is not used: its queries have no
+//! timeout). After a failover, connections to the old master break or answer `READONLY`; they
+//! are dropped and their replacements find the new master, so the backend recovers by itself
+//! (measured in `tests/redis_sentinel.rs`: writes again about 2 s after the master was killed,
+//! with the sentinels' `down-after-milliseconds` at 1 s).
 //!
 //! # Arguments of `dogpile.cache.redis_cluster`
 //!
@@ -55,7 +107,10 @@
 //! one string of them separated by commas; `url` is accepted in its place (one or several URLs).
 //! The others as above: `username`, `password`, `socket_timeout`, `socket_connect_timeout`,
 //! `pool_timeout`, `redis_expiration_time`, `distributed_lock`, `lock_timeout`, `lock_sleep`,
-//! `lock_prefix`, `lock_blocking`, `lock_blocking_timeout`, `pool_size`, `thread_local_lock`. A cluster has only database 0, so `db`, `host` and `port` are errors.
+//! `lock_prefix`, `lock_blocking`, `lock_blocking_timeout`, `pool_size`, `thread_local_lock`,
+//! `ssl`, `socket_keepalive(_options)` and `connection_kwargs` (TLS to every node with
+//! `rediss://` nodes or `ssl`). A cluster has only database 0, so `db`, `host` and `port` are
+//! errors.
 //! `get_multi` and `delete_multi` are one `MGET` / `DEL` per slot, sent by the cluster client;
 //! `set_multi` is one cluster pipeline, which the client splits per node.
 //!

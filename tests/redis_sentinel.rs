@@ -1,0 +1,173 @@
+//! `dogpile.cache.redis_sentinel` against real processes on loopback: a master, a replica and
+//! three sentinels (`redis-server --sentinel`). Values are written, the master is killed, the
+//! sentinels promote the replica, and within a bounded time the same region (not reconfigured)
+//! reads and writes again, and its distributed lock still gives one creator.
+//!
+//! Without `redis-server` the test prints SKIPPED and passes, unless
+//! `DOGPILE_REQUIRE_SERVERS=1`.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dogpile::RegionConfig;
+use support::{raw_redis as raw, redis_args, redis_cmd as cmd, redis_sentinel, within, Server};
+
+/// How long the test waits for replication, the sentinels and the failover: far longer than
+/// they take (a few seconds), so only a failover that never completes fails it.
+const BOUND: Duration = Duration::from_secs(90);
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + BOUND;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One field of `INFO replication` on the server at `addr`.
+fn replication(addr: &str, field: &str) -> Option<String> {
+    let info: String = cmd(&mut raw(addr), &["INFO", "replication"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_owned())
+}
+
+#[test]
+fn after_a_failover_the_region_finds_the_new_master_by_itself() {
+    let Some(mut master) = Server::redis() else {
+        return;
+    };
+    let master_port = master.port;
+    let Some(replica) = Server::start("redis-server", |port| {
+        let mut args = redis_args(port);
+        args.extend(["--replicaof", "127.0.0.1", &master_port.to_string()].map(String::from));
+        args
+    }) else {
+        return;
+    };
+    wait_until("the replica syncing", || {
+        replication(&replica.addr(), "master_link_status").as_deref() == Some("up")
+    });
+    let sentinels: Vec<Server> = (0..3)
+        .map(|i| redis_sentinel(master_port, &format!("sentinel-{i}")).expect("a sentinel"))
+        .collect();
+    // Every sentinel knows the replica and the other sentinels before the master goes.
+    for s in &sentinels {
+        wait_until("a sentinel seeing the replica and its peers", || {
+            let mut con = raw(&s.addr());
+            let replicas: Vec<redis::Value> = cmd(&mut con, &["SENTINEL", "REPLICAS", "mymaster"]);
+            let peers: Vec<redis::Value> = cmd(&mut con, &["SENTINEL", "SENTINELS", "mymaster"]);
+            replicas.len() == 1 && peers.len() == 2
+        });
+    }
+    let addrs: Vec<String> = sentinels.iter().map(Server::addr).collect();
+    let region = Arc::new(
+        dogpile::make_region()
+            .configure(
+                RegionConfig::new("dogpile.cache.redis_sentinel")
+                    .expiration_time(600)
+                    .argument("sentinels", addrs.join(", "))
+                    .argument("service_name", "mymaster")
+                    .argument("socket_timeout", 1)
+                    .argument("lock_timeout", 30),
+            )
+            .unwrap(),
+    );
+    region
+        .set("before", "written before the failover".to_string())
+        .unwrap();
+    // Replicated before the master dies (WAIT: one replica has it).
+    let acked: i64 = cmd(&mut raw(&master.addr()), &["WAIT", "1", "5000"]);
+    assert_eq!(acked, 1);
+
+    master.kill();
+    let killed = Instant::now();
+    // The same region, not reconfigured: calls fail while there is no master, then work.
+    let region2 = region.clone();
+    within("the region finding the new master", move || {
+        wait_until("a write after the failover", || {
+            region2.set("after", 1u32).is_ok()
+        })
+    });
+    eprintln!(
+        "writes again {:?} after the master was killed",
+        killed.elapsed()
+    );
+    assert_eq!(
+        replication(&replica.addr(), "role").as_deref(),
+        Some("master")
+    );
+    assert_eq!(region.get::<u32>("after").unwrap(), Some(1));
+    assert_eq!(
+        region.get::<String>("before").unwrap().as_deref(),
+        Some("written before the failover")
+    );
+    // The distributed lock (on by default for Sentinel, as in dogpile) on the new master.
+    let creations = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let (region, creations) = (region.clone(), creations.clone());
+            std::thread::spawn(move || {
+                region
+                    .get_or_create("cold", || {
+                        creations.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(200));
+                        "made once".to_string()
+                    })
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(
+            within("a caller after the failover", move || t.join().unwrap()),
+            "made once"
+        );
+    }
+    assert_eq!(creations.load(Ordering::SeqCst), 1);
+    let locks: Vec<String> = cmd(&mut raw(&replica.addr()), &["KEYS", "_lock*"]);
+    assert!(locks.is_empty(), "{locks:?}");
+    // The async path finds the new master too.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        region.set_async("async", 2u8).await.unwrap();
+        assert_eq!(region.get_async::<u8>("async").await.unwrap(), Some(2));
+    });
+}
+
+#[test]
+fn the_valkey_sentinel_name_is_the_same_backend() {
+    let Some(master) = Server::redis() else {
+        return;
+    };
+    let Some(sentinel) = redis_sentinel(master.port, "valkey-sentinel") else {
+        return;
+    };
+    let region = dogpile::make_region()
+        .configure(
+            RegionConfig::new("dogpile.cache.valkey_sentinel")
+                .argument("sentinels", sentinel.addr())
+                .argument("socket_timeout", 2),
+        )
+        .unwrap();
+    region.set("k", 9u8).unwrap();
+    assert_eq!(region.get::<u8>("k").unwrap(), Some(9));
+    // An unknown service is an error that names it, not a hang.
+    let lost = dogpile::make_region()
+        .configure(
+            RegionConfig::new("dogpile.cache.valkey_sentinel")
+                .argument("sentinels", sentinel.addr())
+                .argument("service_name", "nosuch")
+                .argument("socket_timeout", 2),
+        )
+        .unwrap();
+    let err = lost.get::<u8>("k").unwrap_err().to_string();
+    assert!(err.contains("\"nosuch\""), "{err}");
+}
