@@ -44,6 +44,7 @@ static MEMORY: CacheRegion = CacheRegion::named("memory");
 static FILE: CacheRegion = CacheRegion::named("file");
 static REDIS: CacheRegion = CacheRegion::named("redis");
 static MEMCACHED: CacheRegion = CacheRegion::named("memcached");
+static REDIS_TLS: CacheRegion = CacheRegion::named("redis-tls");
 
 #[dogpile::cache_on_arguments(region = MEMORY)]
 fn memory_fn(n: u64) -> String {
@@ -62,6 +63,11 @@ fn redis_fn(n: u64) -> String {
 
 #[dogpile::cache_on_arguments(region = MEMCACHED)]
 fn memcached_fn(n: u64) -> String {
+    value(n)
+}
+
+#[dogpile::cache_on_arguments(region = REDIS_TLS)]
+fn redis_tls_fn(n: u64) -> String {
     value(n)
 }
 
@@ -217,6 +223,28 @@ fn criterion_dir() -> std::path::PathBuf {
 fn bench_redis_raw_hit(hit: &mut Group<'_>, addr: &str, keys: &[String]) {
     let mut con = raw_redis(addr);
     hit.bench_function("redis raw GET (redis::Connection)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            let v: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&keys[i])
+                .query(&mut con)
+                .expect("GET");
+            black_box(v)
+        })
+    });
+}
+
+/// The floor of a hit over TLS: the `redis` crate's own connection over TLS, with the same CA.
+fn bench_redis_tls_raw_hit(hit: &mut Group<'_>, port: u16, ca: &str, keys: &[String]) {
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(std::fs::read(ca).expect("the test CA")),
+    };
+    let client = redis::Client::build_with_tls(format!("rediss://127.0.0.1:{port}"), certs)
+        .expect("a raw TLS client");
+    let mut con = client.get_connection().expect("a raw TLS connection");
+    hit.bench_function("redis-tls raw GET (redis::Connection)", |b| {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) % KEYS;
@@ -441,6 +469,12 @@ fn main() {
     if memcached.is_none() {
         println!("SKIPPED: the memcached benches (memcached is not installed)");
     }
+    // A Redis that speaks only TLS, with certificates made by openssl (as the TLS tests do).
+    let tls = support::TlsFiles::make("bench-tls");
+    let redis_tls = tls.as_ref().and_then(|t| t.redis_server("server"));
+    if redis_tls.is_none() {
+        println!("SKIPPED: the Redis TLS benches (redis-server or openssl is not installed)");
+    }
 
     let mut subjects = Vec::new();
     MEMORY
@@ -480,6 +514,22 @@ fn main() {
             decorated: redis_fn,
         });
     }
+    if let (Some(server), Some(tls)) = (&redis_tls, &tls) {
+        REDIS_TLS
+            .configure(
+                RegionConfig::new("dogpile.cache.redis")
+                    .expiration_time(3600)
+                    .argument("url", format!("rediss://127.0.0.1:{}", server.port))
+                    .argument("connection_kwargs.ssl_ca_certs", tls.path("ca.pem"))
+                    .argument("socket_timeout", 10),
+            )
+            .expect("redis TLS region");
+        subjects.push(Subject {
+            name: "redis-tls",
+            region: &REDIS_TLS,
+            decorated: redis_tls_fn,
+        });
+    }
     if let Some(server) = &memcached {
         MEMCACHED
             .configure(
@@ -509,6 +559,9 @@ fn main() {
         }
         if let Some(server) = &redis {
             bench_redis_raw_hit(&mut g, &server.addr(), &keys);
+        }
+        if let (Some(server), Some(tls)) = (&redis_tls, &tls) {
+            bench_redis_tls_raw_hit(&mut g, server.port, &tls.path("ca.pem"), &keys);
         }
         if let Some(server) = &memcached {
             bench_memcached_raw_hit(&mut g, &server.addr(), &keys);
@@ -556,5 +609,5 @@ fn main() {
     }
     c.final_summary();
     // The servers stop here, when they are dropped (and the store's folder is removed).
-    drop((redis, memcached, dir));
+    drop((redis, memcached, redis_tls, tls, dir));
 }

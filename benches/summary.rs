@@ -276,6 +276,26 @@ fn bars(figs: &Figures, dir: &Path) {
             );
         }
     }
+    let raw_tls = sh("redis-tls raw GET (redis::Connection)");
+    for what in ["redis-tls region get", "redis-tls decorated fn"] {
+        if let (Some(r), Some(g)) = (sh(what), raw_tls) {
+            println!(
+                "- Redis hit over TLS within 1.2x of a raw GET over TLS ({what}): {} / {} = {:.2}x: {}",
+                fmt_ns(r),
+                fmt_ns(g),
+                r / g,
+                verdict(r / g <= 1.2)
+            );
+        }
+    }
+    if let (Some(t), Some(p)) = (sh("redis-tls region get"), sh("redis region get")) {
+        println!(
+            "- (for scale, no bar) a Redis hit over TLS / a plain one: {} / {} = {:.2}x",
+            fmt_ns(t),
+            fmt_ns(p),
+            t / p
+        );
+    }
     let sm = |f: &str| figs.get("server/get_multi 100", f);
     let ss = |f: &str| figs.get("server/set_multi 100", f);
     // memcached beside its raw-socket floor (a buffered socket speaking the text protocol).
