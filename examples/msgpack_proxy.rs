@@ -96,10 +96,7 @@ impl MsgpackProxy {
         match rmp_serde::from_slice::<Record>(packed) {
             Ok(Record(version, created_at, Bin(payload))) => Some(CachedValue {
                 payload: Payload::Bytes(payload.into()),
-                metadata: Metadata {
-                    created_at: Timestamp::from_nanos(created_at),
-                    version,
-                },
+                metadata: Metadata::with_version(Timestamp::from_nanos(created_at), version),
             }),
             // Not a record of ours: a miss, which the next creation overwrites.
             Err(_) => None,

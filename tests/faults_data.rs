@@ -26,10 +26,7 @@ fn now() -> Timestamp {
 fn bytes_value(payload: Vec<u8>, version: u8) -> CachedValue {
     CachedValue {
         payload: Payload::Bytes(payload.into()),
-        metadata: Metadata {
-            created_at: now(),
-            version,
-        },
+        metadata: Metadata::with_version(now(), version),
     }
 }
 
@@ -104,10 +101,7 @@ fn memory() {
     let backend = region.backend().unwrap();
     let object = |v: Arc<dyn std::any::Any + Send + Sync>, version: u8| CachedValue {
         payload: Payload::Object(v),
-        metadata: Metadata {
-            created_at: now(),
-            version,
-        },
+        metadata: Metadata::with_version(now(), version),
     };
     let mut bad = bad_byte_values();
     bad.extend([

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::clock::Timestamp;
+pub use crate::codec::WireFormat;
 use crate::error::Result;
 use crate::expiration::Expiration;
 use crate::mutex::CacheMutex;
@@ -28,14 +29,23 @@ pub struct Metadata {
     pub created_at: Timestamp,
     /// The value format version ([`FORMAT_VERSION`] when written by this build).
     pub version: u8,
+    /// How a byte backend lays the value out beside this metadata: this toolkit's envelope, or
+    /// the one Python dogpile writes (for a cache shared with Python services).
+    pub wire: WireFormat,
 }
 
 impl Metadata {
     /// Metadata for a value created at `created_at` in this build's format.
     pub fn new(created_at: Timestamp) -> Self {
+        Self::with_version(created_at, FORMAT_VERSION)
+    }
+
+    /// Metadata of format `version`, in this toolkit's envelope.
+    pub fn with_version(created_at: Timestamp, version: u8) -> Self {
         Metadata {
             created_at,
-            version: FORMAT_VERSION,
+            version,
+            wire: WireFormat::Dogpile,
         }
     }
 

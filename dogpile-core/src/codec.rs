@@ -2,14 +2,18 @@
 //!
 //! A region hands byte backends its values encoded with its serializer ([`crate::serializer`])
 //! (MessagePack with named fields unless configured otherwise); a byte backend wraps that payload
-//! and its metadata in a small versioned envelope:
+//! and its metadata in an envelope, in one of two [`WireFormat`]s:
 //!
 //! ```text
-//! b"DGPL" | format version: u8 | created_at: u64 LE, ns since the epoch | payload
+//! Dogpile (the default): b"DGPL" | format version: u8 | created_at: u64 LE, ns since the epoch | payload
+//! Python:                {"ct": <created_at, seconds since the epoch>, "v": 2} | b"|" | payload
 //! ```
 //!
-//! Anything that does not decode (another format, another version, another type, garbage) is a
-//! miss: logged, and overwritten by the next creation. Nothing here panics on bad bytes.
+//! The Python one is what Python dogpile.cache 1.x writes (`json.dumps(metadata)`, `|`, then its
+//! serializer's bytes), so a Rust region and a Python one can share entries; reading tells the
+//! two apart by their first byte, so either is read whatever a region writes. Anything that does
+//! not decode (another format, another version, another type, garbage) is a miss: logged, and
+//! overwritten by the next creation. Nothing here panics on bad bytes.
 
 use std::sync::Arc;
 
@@ -23,6 +27,50 @@ use crate::serializer::{self, MessagePack, Serializer};
 
 const MAGIC: &[u8; 4] = b"DGPL";
 const HEADER_LEN: usize = MAGIC.len() + 1 + 8;
+
+/// The value version Python dogpile writes in its metadata (`"v"`) and reads as current.
+pub const PYTHON_VALUE_VERSION: i64 = 2;
+
+/// The longest metadata line of the Python format read: `{"ct": …, "v": 2}` is about 35 bytes.
+const PYTHON_METADATA_MAX: usize = 512;
+
+/// How a byte backend lays out a value beside its metadata.
+///
+/// ```
+/// use dogpile_core::backend::{CachedValue, Metadata, Payload, WireFormat};
+/// use dogpile_core::clock::Timestamp;
+/// use dogpile_core::codec::{decode_envelope, encode_envelope};
+///
+/// let value = CachedValue {
+///     payload: Payload::Bytes(b"42".to_vec().into()),
+///     metadata: Metadata {
+///         wire: WireFormat::Python,
+///         ..Metadata::new(Timestamp::from_nanos(1_796_155_618_500_000_000))
+///     },
+/// };
+/// let bytes = encode_envelope(&value).unwrap();
+/// assert_eq!(bytes, br#"{"ct": 1796155618.5, "v": 2}|42"#);
+/// assert_eq!(decode_envelope(&bytes).unwrap().metadata, value.metadata);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WireFormat {
+    /// This toolkit's envelope: binary, with the creation time in nanoseconds.
+    #[default]
+    Dogpile,
+    /// Python dogpile.cache's: a JSON metadata line, `|`, then the payload.
+    Python,
+}
+
+impl WireFormat {
+    /// The format called `name` in configuration maps: `dogpile` or `python`.
+    pub fn by_name(name: &str) -> Option<WireFormat> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "dogpile" | "rust" => Some(WireFormat::Dogpile),
+            "python" => Some(WireFormat::Python),
+            _ => None,
+        }
+    }
+}
 
 /// Why bytes did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +87,15 @@ pub enum DecodeError {
     Version {
         /// The version found.
         found: u8,
+    },
+    /// Python's metadata line is not what Python dogpile writes.
+    #[error("the metadata before '|' is not Python dogpile's {{\"ct\": …, \"v\": …}}: {0}")]
+    PythonMetadata(String),
+    /// Python's metadata names another value version.
+    #[error("Python dogpile value version {found}, this build reads {PYTHON_VALUE_VERSION}")]
+    PythonVersion {
+        /// The version found.
+        found: i64,
     },
     /// The payload is not a value of the type asked for.
     #[error("payload does not decode as {type_name}: {message}")]
@@ -137,6 +194,14 @@ pub fn encode_envelope(value: &CachedValue) -> Option<Vec<u8>> {
     let Payload::Bytes(payload) = &value.payload else {
         return None;
     };
+    if value.metadata.wire == WireFormat::Python {
+        // Python's `json.dumps({"ct": time.time(), "v": 2})`; f64's shortest round-trip text
+        // is a JSON number Python reads back to the same float.
+        let secs = value.metadata.created_at.as_nanos() as f64 / 1e9;
+        let mut out = format!("{{\"ct\": {secs:?}, \"v\": {PYTHON_VALUE_VERSION}}}|").into_bytes();
+        out.extend_from_slice(payload);
+        return Some(out);
+    }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
     out.push(value.metadata.version);
@@ -147,6 +212,9 @@ pub fn encode_envelope(value: &CachedValue) -> Option<Vec<u8>> {
 
 /// Reads an envelope back.
 pub fn decode_envelope(bytes: &[u8]) -> Result<CachedValue, DecodeError> {
+    if bytes.first() == Some(&b'{') {
+        return decode_python(bytes);
+    }
     if bytes.len() < HEADER_LEN {
         return Err(
             if bytes.starts_with(&MAGIC[..bytes.len().min(4)]) && !bytes.is_empty() {
@@ -167,9 +235,43 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<CachedValue, DecodeError> {
     created.copy_from_slice(&bytes[5..HEADER_LEN]);
     Ok(CachedValue {
         payload: Payload::Bytes(Arc::from(&bytes[HEADER_LEN..])),
-        metadata: Metadata {
-            created_at: Timestamp::from_nanos(u64::from_le_bytes(created)),
+        metadata: Metadata::with_version(
+            Timestamp::from_nanos(u64::from_le_bytes(created)),
             version,
+        ),
+    })
+}
+
+/// Reads Python dogpile's `{"ct": …, "v": …}|payload`.
+fn decode_python(bytes: &[u8]) -> Result<CachedValue, DecodeError> {
+    #[derive(serde::Deserialize)]
+    struct PyMetadata {
+        ct: f64,
+        v: i64,
+    }
+    let head = &bytes[..bytes.len().min(PYTHON_METADATA_MAX)];
+    let bar = head
+        .iter()
+        .position(|b| *b == b'|')
+        .ok_or_else(|| DecodeError::PythonMetadata("no '|' after it".into()))?;
+    let meta: PyMetadata = serde_json::from_slice(&bytes[..bar])
+        .map_err(|e| DecodeError::PythonMetadata(e.to_string()))?;
+    if meta.v != PYTHON_VALUE_VERSION {
+        return Err(DecodeError::PythonVersion { found: meta.v });
+    }
+    if !meta.ct.is_finite() || meta.ct < 0.0 || meta.ct > u64::MAX as f64 / 1e9 {
+        return Err(DecodeError::PythonMetadata(format!(
+            "ct {} is not a time after the epoch",
+            meta.ct
+        )));
+    }
+    Ok(CachedValue {
+        payload: Payload::Bytes(Arc::from(&bytes[bar + 1..])),
+        metadata: Metadata {
+            created_at: Timestamp::from_nanos((meta.ct * 1e9).round() as u64),
+            // Current for Python is current here.
+            version: FORMAT_VERSION,
+            wire: WireFormat::Python,
         },
     })
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::clock::Clock;
+use crate::codec::WireFormat;
 use crate::error::{Error, Result};
 use crate::expiration::Expiration;
 use crate::invalidation::RegionInvalidationStrategy;
@@ -802,6 +803,7 @@ pub struct RegionConfig {
     pub(crate) backend_key: Option<String>,
     /// How values become the payloads of byte backends (`None`: the default).
     pub(crate) serializer: Option<Arc<dyn Serializer>>,
+    pub(crate) wire_format: WireFormat,
 }
 
 impl RegionConfig {
@@ -827,6 +829,7 @@ impl RegionConfig {
             lock_blocking_timeout: None,
             backend_key: None,
             serializer: None,
+            wire_format: WireFormat::Dogpile,
         }
     }
 
@@ -935,6 +938,35 @@ impl RegionConfig {
         self
     }
 
+    /// How byte backends lay out the values this region writes (the default is this toolkit's
+    /// envelope): [`WireFormat::Python`] writes them as Python dogpile.cache 1.x does,
+    /// `{"ct": …, "v": 2}|payload`, so that Python services read them; with the Python side's
+    /// serializer ([`Pickle`](crate::serializer::Pickle), dogpile's default on Redis, or
+    /// [`Json`](crate::serializer::Json)) the two share entries. Either format is read whatever
+    /// this says. In a configuration map: `PREFIXwire_format = python`.
+    ///
+    /// ```
+    /// use dogpile_core::codec::WireFormat;
+    /// use dogpile_core::serializer::Pickle;
+    /// use dogpile_core::{CacheRegion, RegionConfig};
+    /// use dogpile_core::testing::MapBackend;
+    ///
+    /// let region: CacheRegion = CacheRegion::new();
+    /// region
+    ///     .configure(
+    ///         RegionConfig::with_backend(MapBackend::bytes())
+    ///             .serializer(Pickle)
+    ///             .wire_format(WireFormat::Python),
+    ///     )
+    ///     .unwrap();
+    /// region.set("k", 42u32).unwrap();
+    /// assert_eq!(region.get::<u32>("k").unwrap(), Some(42));
+    /// ```
+    pub fn wire_format(mut self, wire_format: WireFormat) -> Self {
+        self.wire_format = wire_format;
+        self
+    }
+
     /// The backend name, or `<instance>`.
     pub fn backend_name(&self) -> &str {
         match &self.backend {
@@ -948,7 +980,8 @@ impl RegionConfig {
     /// `PREFIXreplace_existing_backend`, `PREFIXlock_blocking_timeout` (seconds; `none` for the
     /// default, see [`lock_blocking_timeout`](RegionConfig::lock_blocking_timeout)),
     /// `PREFIXlock_blocking` (`false`: never wait), `PREFIXserializer` (`msgpack`, `json`,
-    /// `pickle` or `bincode`, see [`serializer`](RegionConfig::serializer)), `PREFIXwrap` (a
+    /// `pickle` or `bincode`, see [`serializer`](RegionConfig::serializer)), `PREFIXwire_format`
+    /// (`dogpile` or `python`, see [`wire_format`](RegionConfig::wire_format)), `PREFIXwrap` (a
     /// comma-separated list of proxies registered with
     /// [`register_proxy`](crate::registry::register_proxy), the first outermost, as
     /// [`wrap`](RegionConfig::wrap) adds them), and `PREFIXarguments.NAME` for each backend
@@ -980,6 +1013,7 @@ impl RegionConfig {
         let mut lock_timeout = None;
         let mut lock_blocking = true;
         let mut serializer = None;
+        let mut wire_format = WireFormat::Dogpile;
         let mut wrap = Vec::new();
         let mut arguments = Arguments {
             values: BTreeMap::new(),
@@ -1058,6 +1092,11 @@ impl RegionConfig {
                     }
                 }
                 "serializer" => serializer = Some(crate::serializer::by_name(v, k)?),
+                "wire_format" => {
+                    wire_format = WireFormat::by_name(v).ok_or_else(|| {
+                        Error::config(k, format!("expected dogpile or python, got {:?}", v.trim()))
+                    })?
+                }
                 "wrap" => {
                     wrap = v
                         .split(',')
@@ -1078,7 +1117,7 @@ impl RegionConfig {
                     return Err(Error::config(
                         k,
                         format!(
-                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wrap and arguments.NAME"
+                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wire_format, wrap and arguments.NAME"
                         ),
                     ))
                 }
@@ -1098,6 +1137,7 @@ impl RegionConfig {
         config = config.lock_blocking(lock_blocking);
         config.backend_key = Some(backend_key);
         config.serializer = serializer;
+        config.wire_format = wire_format;
         config.wrap = wrap;
         Ok(config)
     }
@@ -1124,6 +1164,7 @@ impl fmt::Debug for RegionConfig {
             .field("wrap", &self.wrap.len())
             .field("replace_existing_backend", &self.replace_existing_backend)
             .field("serializer", &self.serializer.as_ref().map(|s| s.name()))
+            .field("wire_format", &self.wire_format)
             .finish()
     }
 }

@@ -159,6 +159,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             serializer: config
                 .serializer
                 .unwrap_or_else(crate::serializer::default_serializer),
+            wire_format: config.wire_format,
         };
         self.state.store(Arc::new(configured));
         tracing::debug!(region = self.name(), "configured");

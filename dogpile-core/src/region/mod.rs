@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::backend::{Backend, CachedValue, Metadata, Payload, PayloadKind, FORMAT_VERSION};
 use crate::clock::{Clock, Timestamp};
-use crate::codec;
+use crate::codec::{self, WireFormat};
 use crate::config::RegionConfig;
 use crate::error::{CreateError, Error, Result};
 use crate::expiration::{is_expired, Expiration};
@@ -129,6 +129,8 @@ struct Configured {
     lock_wait: Duration,
     /// How values become the payloads of byte backends.
     serializer: Arc<dyn Serializer>,
+    /// How byte backends lay out the values this region writes.
+    wire_format: WireFormat,
 }
 
 impl Configured {
@@ -169,7 +171,10 @@ impl Configured {
         };
         Ok(CachedValue {
             payload,
-            metadata: Metadata::new(created_at),
+            metadata: Metadata {
+                wire: self.wire_format,
+                ..Metadata::new(created_at)
+            },
         })
     }
 
