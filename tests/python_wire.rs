@@ -64,6 +64,8 @@ fn region_with(serializer: impl Serializer) -> (CacheRegion, Arc<MapBackend>) {
     let region = dogpile::make_region()
         .configure(
             RegionConfig::with_backend(map.clone())
+                // A century: the samples, written on 2026-12-01, stay fresh.
+                .expiration_time(std::time::Duration::from_secs(100 * 365 * 24 * 3600))
                 .serializer(serializer)
                 .wire_format(WireFormat::Python),
         )
@@ -121,6 +123,17 @@ fn rust_reads_what_python_pickled() {
     // A value of another type is a miss.
     assert_eq!(region.get::<Vec<u64>>("p:str").unwrap(), None);
     assert_eq!(region.get::<String>("p:int").unwrap(), None);
+    // Invalidation goes by Python's `ct` too: soft makes the value stale (a creator runs, the
+    // others would get it), hard makes it absent.
+    region.invalidate(false);
+    assert_eq!(region.get::<i64>("p:int").unwrap(), None);
+    assert_eq!(region.get_or_create("p:int", || 43i64).unwrap(), 43);
+    region.invalidate(true);
+    assert_eq!(region.get::<i64>("p:float").unwrap(), None);
+    assert_eq!(
+        region.get_ignore_expiration::<f64>("p:float").unwrap(),
+        Some(1.5)
+    );
 }
 
 #[test]
