@@ -241,7 +241,8 @@ fn mixed_stampede(python: &Path, server: &Server, key: &str) -> (Vec<String>, Ve
                 region
                     .get_or_create(&key, || {
                         let _: i64 = cmd(&mut raw(&addr), &["INCR", "creations"]);
-                        std::thread::sleep(Duration::from_millis(500));
+                        // As the Python side: every caller arrives while it runs.
+                        std::thread::sleep(Duration::from_millis(1000));
                         "fresh".to_string()
                     })
                     .unwrap()

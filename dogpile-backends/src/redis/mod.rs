@@ -302,6 +302,9 @@ impl RedisBackend {
             if let Some(certs) = common.tls.certificates() {
                 builder = builder.certs(certs);
             }
+            if common.tls.verify && !common.tls.check_hostname() {
+                builder = builder.danger_accept_invalid_hostnames(true);
+            }
         }
         if let Some(u) = &common.username {
             builder = builder.username(u);

@@ -472,6 +472,11 @@ impl Tls {
         info.set_addr(addr)
     }
 
+    /// Whether the certificate must name the host connected to (`ssl_check_hostname`).
+    pub(crate) fn check_hostname(&self) -> bool {
+        self.check_hostname
+    }
+
     /// Whether `info` connects with TLS.
     pub(crate) fn is_tls(info: &redis::ConnectionInfo) -> bool {
         matches!(info.addr(), ConnectionAddr::TcpTls { .. })
