@@ -238,3 +238,31 @@ fn bad_input_from_the_other_side_is_a_miss() {
     // The next creation overwrites a bad entry.
     assert_eq!(region.get_or_create("opcode", || 5i64).unwrap(), 5);
 }
+
+#[test]
+fn the_python_wire_format_takes_a_serializer_python_reads() {
+    // Without a serializer, Python's default on Redis: pickle.
+    let map = Arc::new(MapBackend::bytes());
+    let region = dogpile::make_region()
+        .configure(RegionConfig::with_backend(map.clone()).wire_format(WireFormat::Python))
+        .unwrap();
+    region.set("k", 1i64).unwrap();
+    let raw = map.raw("k").unwrap();
+    let bar = raw.iter().position(|b| *b == b'|').unwrap();
+    assert_eq!(raw[bar + 1], 0x80, "a pickle");
+    // MessagePack or bincode would make Python raise: refused.
+    for config in [
+        RegionConfig::with_backend(MapBackend::bytes())
+            .serializer(dogpile::serializer::MessagePack),
+        RegionConfig::with_backend(MapBackend::bytes()).serializer(dogpile::serializer::Bincode),
+    ] {
+        let err = dogpile::make_region()
+            .configure(config.wire_format(WireFormat::Python))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("serializer: Python dogpile cannot read"),
+            "{err}"
+        );
+    }
+}

@@ -217,7 +217,8 @@ fn child_creates(port: &str, ca: &str, log: &std::path::Path) {
                 region
                     .get_or_create("cold", || {
                         support::append_line(&log, "created");
-                        std::thread::sleep(Duration::from_millis(300));
+                        // Long enough that both processes' callers arrive while it runs.
+                        std::thread::sleep(Duration::from_millis(1000));
                         "fresh".to_string()
                     })
                     .unwrap()

@@ -566,10 +566,21 @@ impl Arguments {
     /// Fails, naming the argument, if any argument is not in `known`: a mistyped argument is
     /// an error, not a silent default.
     pub fn expect_only(&self, backend: &str, known: &[&str]) -> Result<()> {
-        // A nested setting `table.name` is known when its table is: the backend reads the
-        // table with [`Arguments::nested`], which checks the names in it.
+        self.expect_only_with_dicts(backend, known, &[])
+    }
+
+    /// [`expect_only`](Arguments::expect_only) where the arguments named in `dicts` (all of them
+    /// in `known`) hold dicts, whose settings may be written `dict.NAME` (dogpile's dict form in
+    /// config maps); the backend reads each with [`Arguments::nested`] and checks its names.
+    /// A dotted name under any other argument is unknown.
+    pub fn expect_only_with_dicts(
+        &self,
+        backend: &str,
+        known: &[&str],
+        dicts: &[&str],
+    ) -> Result<()> {
         let is_known = |k: &str| {
-            known.contains(&k) || k.split_once('.').is_some_and(|(t, _)| known.contains(&t))
+            known.contains(&k) || k.split_once('.').is_some_and(|(t, _)| dicts.contains(&t))
         };
         match self.values.keys().find(|k| !is_known(k)) {
             None => Ok(()),
@@ -660,7 +671,8 @@ fn parse_dict(text: &str) -> std::result::Result<Vec<(String, ArgValue)>, String
         .and_then(|t| t.strip_suffix('}'))
         .ok_or("it must start with { and end with }")?;
     let mut items = Vec::new();
-    for item in split_outside_quotes(inner, ',')? {
+    // Messages name items by position, never by their text: a value may be a secret.
+    for (n, item) in split_outside_quotes(inner, ',')?.into_iter().enumerate() {
         let item = item.trim();
         if item.is_empty() {
             continue;
@@ -668,7 +680,7 @@ fn parse_dict(text: &str) -> std::result::Result<Vec<(String, ArgValue)>, String
         let parts = split_outside_quotes(item, ':')?;
         let [key, value] = match parts.as_slice() {
             [k, rest @ ..] if !rest.is_empty() => [*k, &item[k.len() + 1..]],
-            _ => return Err(format!("{item:?} is not key: value")),
+            _ => return Err(format!("item {} is not key: value", n + 1)),
         };
         let key = match unquote(key.trim())? {
             Some(k) => k,
@@ -701,7 +713,8 @@ fn unquote(s: &str) -> std::result::Result<Option<String>, String> {
     };
     let body = s[1..]
         .strip_suffix(q)
-        .ok_or_else(|| format!("{s:?} has no closing quote"))?;
+        .filter(|_| s.len() >= 2)
+        .ok_or("a quoted text has no closing quote")?;
     Ok(Some(body.to_owned()))
 }
 
@@ -741,9 +754,14 @@ impl fmt::Debug for Arguments {
                         map.entry(name, &hidden);
                         continue;
                     }
-                    // A dict written as text shows with its secrets as `***`.
+                    // A dict written as text shows with its secrets as `***`; one that does not
+                    // parse (so its secrets cannot be found) shows as `***` whole.
                     let mut secrets = Vec::new();
                     if let ArgValue::Str(text) = value {
+                        if text.trim_start().starts_with('{') && parse_dict(text).is_err() {
+                            map.entry(name, &hidden);
+                            continue;
+                        }
                         if text.trim_start().starts_with('{') {
                             secret_texts(name, value, &mut secrets);
                             secrets.retain(|s| !s.is_empty());
@@ -1216,6 +1234,29 @@ mod tests {
             mc.arguments.string_list("url").unwrap().unwrap(),
             vec!["127.0.0.1", "10.0.0.1"]
         );
+    }
+
+    #[test]
+    fn a_dict_that_does_not_parse_never_shows_its_secrets() {
+        let args = Arguments::new().with(
+            "connection_kwargs",
+            "{'password': 'hunter22', 'socket_keepalive_options': {4: 60}}",
+        );
+        assert!(!format!("{args:?}").contains("hunter22"), "{args:?}");
+        let err = args.nested("connection_kwargs").unwrap_err().to_string();
+        assert!(!err.contains("hunter22"), "{err}");
+        let err = Arguments::new()
+            .with("connection_kwargs", "{'password' 'hunter22'}")
+            .nested("connection_kwargs")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter22") && err.contains("item 1"), "{err}");
+        let err = Arguments::new()
+            .with("connection_kwargs", "{'password': 'hunter22}")
+            .nested("connection_kwargs")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter22"), "{err}");
     }
 
     #[test]

@@ -35,8 +35,12 @@ pub fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0 to find a free port")
 }
 
-/// The arguments of a `redis-server` on `port` that binds loopback only and saves nothing.
+/// The arguments of a `redis-server` on `port` that binds loopback only and saves nothing. What
+/// it must still write (a replication snapshot) goes to the temporary directory, under a name of
+/// its own port, never into the working directory.
 pub fn redis_args(port: u16) -> Vec<String> {
+    let dbfilename = format!("dogpile-test-redis-{port}.rdb");
+    let dir = std::env::temp_dir().display().to_string();
     let port = port.to_string();
     [
         "--port",
@@ -47,6 +51,10 @@ pub fn redis_args(port: u16) -> Vec<String> {
         "",
         "--appendonly",
         "no",
+        "--dir",
+        &dir,
+        "--dbfilename",
+        &dbfilename,
     ]
     .map(String::from)
     .to_vec()

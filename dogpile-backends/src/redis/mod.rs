@@ -197,6 +197,7 @@ use conn::{in_tokio, Client, Conns, SyncConn};
 pub use lock::RedisMutex;
 use settings::{
     address, cluster_nodes, is_wrong_type, single_server_info, Common, Source, Tls, COMMON_ARGS,
+    DICT_ARGS,
 };
 
 /// The name of the single-server backend.
@@ -254,7 +255,7 @@ impl RedisBackend {
     pub(crate) fn single(name: &'static str, args: &Arguments) -> Result<Self> {
         let mut known = vec!["url", "host", "port", "db"];
         known.extend_from_slice(COMMON_ARGS);
-        args.expect_only(name, &known)?;
+        args.expect_only_with_dicts(name, &known, DICT_ARGS)?;
         let common = Common::read(args)?;
         let info = single_server_info(args, &common)?;
         let desc = format!("{name} at {}", address(&info));
@@ -278,7 +279,7 @@ impl RedisBackend {
         }
         let mut known = vec!["startup_nodes", "url"];
         known.extend_from_slice(COMMON_ARGS);
-        args.expect_only(name, &known)?;
+        args.expect_only_with_dicts(name, &known, DICT_ARGS)?;
         let common = Common::read(args)?;
         let nodes: Vec<redis::ConnectionInfo> = cluster_nodes(args)?
             .into_iter()
@@ -289,6 +290,12 @@ impl RedisBackend {
             nodes.iter().map(address).collect::<Vec<_>>().join(",")
         );
         let tls = nodes.iter().any(Tls::is_tls);
+        if let Some(plain) = nodes.iter().find(|n| !Tls::is_tls(n)) {
+            common.tls.check_applies(plain)?;
+        }
+        if tls {
+            settings::install_crypto_provider();
+        }
         let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
             .connection_timeout(common.limits.connect_timeout)
             .response_timeout(common.limits.reply_timeout)
@@ -335,7 +342,7 @@ impl RedisBackend {
         }
         let mut known = vec!["sentinels", "service_name", "sentinel_kwargs", "db"];
         known.extend_from_slice(COMMON_ARGS);
-        args.expect_only(name, &known)?;
+        args.expect_only_with_dicts(name, &known, DICT_ARGS)?;
         let mut common = Common::read(args)?;
         if args.get("distributed_lock").is_none() {
             common.distributed_lock = true;
@@ -403,12 +410,21 @@ impl RedisBackend {
             .map_err(|e| args.error("sentinels", e))?
             .set_redis_settings(settings)
             .set_tcp_settings(common.tcp.clone());
-        let desc = format!("{name} {service:?} at {}", listed.join(","));
+        let shown: Vec<String> = sentinels
+            .iter()
+            .map(|c: &redis::Client| address(c.get_connection_info()))
+            .collect();
+        let desc = format!("{name} {service:?} at {}", shown.join(","));
+        // TLS settings for the master without TLS to it would be dropped.
+        if !common.tls.on {
+            common.tls.check_applies(&master)?;
+        }
         let client = Client::Sentinel(Box::new(sentinel::Sentinels {
             sentinels,
             service,
             master,
             master_tls: common.tls.clone(),
+            first: Default::default(),
         }));
         Ok(Self::with_client(desc, client, &common))
     }

@@ -1,6 +1,7 @@
 //! `dogpile.cache.redis_sentinel`: the master of a service that Redis Sentinel watches.
 //!
-//! Each new connection asks the sentinels, in the order given, where the master of
+//! Each new connection asks the sentinels, starting with the one that answered last, where the
+//! master of
 //! `service_name` is (`SENTINEL get-master-addr-by-name`), connects there, and checks that the
 //! server says it is a master (`ROLE`): a sentinel that has not yet seen a failover may still
 //! name the old master. So after a failover the backend finds the new master by itself: the
@@ -11,6 +12,8 @@
 //! sentinel client is not used because its sentinel queries have no timeout: a frozen sentinel
 //! would hang the caller.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult, Value};
@@ -31,6 +34,9 @@ pub(crate) struct Sentinels {
     pub(crate) master: ConnectionInfo,
     /// TLS to the master.
     pub(crate) master_tls: Tls,
+    /// The sentinel that answered last: asked first next time, so a frozen one costs its
+    /// timeout once, not on every new connection (as redis-py moves it to the front).
+    pub(crate) first: Arc<AtomicUsize>,
 }
 
 /// An error of the backend's own making, worded for the caller.
@@ -78,7 +84,7 @@ impl Sentinels {
         reply: Duration,
     ) -> RedisResult<redis::Connection> {
         let mut errors = Vec::new();
-        for sentinel in &self.sentinels {
+        for (at, sentinel) in self.in_order() {
             let attempt = self.ask(sentinel, connect, reply).and_then(|(host, port)| {
                 let client = self.master_client(host, port)?;
                 let mut con = client.get_connection_with_timeout(connect)?;
@@ -89,11 +95,24 @@ impl Sentinels {
                 Ok(con)
             });
             match attempt {
-                Ok(con) => return Ok(con),
+                Ok(con) => {
+                    self.first.store(at, Ordering::Relaxed);
+                    return Ok(con);
+                }
                 Err(e) => errors.push(format!("{}: {e}", address(sentinel))),
             }
         }
         Err(self.no_master(errors))
+    }
+
+    /// The sentinels in the order to ask them: the one that answered last first.
+    fn in_order(&self) -> impl Iterator<Item = (usize, &redis::Client)> {
+        let n = self.sentinels.len();
+        let first = self.first.load(Ordering::Relaxed) % n.max(1);
+        (0..n).map(move |i| {
+            let at = (first + i) % n;
+            (at, &self.sentinels[at])
+        })
     }
 
     /// An async multiplexed connection to the current master.
@@ -106,7 +125,7 @@ impl Sentinels {
             .set_connection_timeout(Some(connect))
             .set_response_timeout(Some(reply));
         let mut errors = Vec::new();
-        for sentinel in &self.sentinels {
+        for (at, sentinel) in self.in_order() {
             let attempt = async {
                 let mut con = sentinel
                     .get_multiplexed_async_connection_with_config(&config)
@@ -131,7 +150,10 @@ impl Sentinels {
                 Ok::<_, RedisError>(con)
             };
             match attempt.await {
-                Ok(con) => return Ok(con),
+                Ok(con) => {
+                    self.first.store(at, Ordering::Relaxed);
+                    return Ok(con);
+                }
                 Err(e) => errors.push(format!("{}: {e}", address(sentinel))),
             }
         }

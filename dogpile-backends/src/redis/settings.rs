@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use dogpile_core::config::Secret;
 use dogpile_core::lock::DEFAULT_LOCK_PREFIX;
-use dogpile_core::{Arguments, Error, Result};
+use dogpile_core::{ArgValue, Arguments, Error, Result};
 use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
 use redis::{ConnectionAddr, IntoConnectionInfo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::conn::Limits;
 use super::lock::LockSettings;
@@ -47,6 +49,22 @@ pub(crate) const COMMON_ARGS: &[&str] = &[
     "connection_pool",
 ];
 
+/// The arguments that hold dicts, whose settings a config map writes as `NAME.SETTING`.
+pub(crate) const DICT_ARGS: &[&str] = &[
+    "connection_kwargs",
+    "socket_keepalive_options",
+    "sentinel_kwargs",
+];
+
+/// Whether `name` is given a value (a config map's `none` is no value, as dogpile passes only
+/// the arguments it has).
+fn given(args: &Arguments, name: &str) -> bool {
+    args.get(name).is_some_and(|v| !matches!(v, ArgValue::None))
+        || args
+            .iter()
+            .any(|(k, _)| k.strip_prefix(name).is_some_and(|r| r.starts_with('.')))
+}
+
 /// What `connection_kwargs` may hold: redis-py's TLS settings, and settings that are also
 /// arguments (the argument wins), plus two accepted without effect (see the module docs).
 const KWARGS: &[&str] = &[
@@ -78,24 +96,23 @@ pub(crate) struct Source<'a> {
 impl<'a> Source<'a> {
     /// The arguments and their `connection_kwargs` (checked: unknown settings are errors).
     pub(crate) fn new(args: &'a Arguments, kwargs: &'a Arguments) -> Result<Self> {
-        if args.get("connection_pool").is_some() {
+        if given(args, "connection_pool") {
             return Err(args.error(
                 "connection_pool",
                 "a redis-py ConnectionPool is a Python object, which a configuration cannot give here; use pool_size and pool_timeout to shape the pool",
             ));
         }
-        kwargs.expect_only("connection_kwargs", KWARGS)?;
+        kwargs.expect_only_with_dicts(
+            "connection_kwargs",
+            KWARGS,
+            &["socket_keepalive_options"],
+        )?;
         Ok(Source { args, kwargs })
     }
 
     /// The arguments that hold `name`.
     pub(crate) fn of(&self, name: &str) -> &'a Arguments {
-        let given = |a: &Arguments| {
-            a.get(name).is_some()
-                || a.iter()
-                    .any(|(k, _)| k.strip_prefix(name).is_some_and(|r| r.starts_with('.')))
-        };
-        if given(self.args) {
+        if given(self.args, name) {
             self.args
         } else {
             self.kwargs
@@ -157,8 +174,7 @@ impl Common {
         let lock_sleep = positive(args, "lock_sleep", args.seconds("lock_sleep")?)?
             .unwrap_or(DEFAULT_LOCK_SLEEP);
         // redis-py's `max_connections` (in the kwargs) is the pool's size too.
-        let size_arg = if args.get("pool_size").is_some() || kwargs.get("max_connections").is_none()
-        {
+        let size_arg = if given(args, "pool_size") || !given(&kwargs, "max_connections") {
             (args, "pool_size")
         } else {
             (&kwargs, "max_connections")
@@ -256,19 +272,14 @@ pub(crate) fn single_server_info(
     let url = args.string("url")?;
     let host = args.string("host")?;
     let port = args.u64("port")?;
-    let db_args = if args.get("db").is_some() || args.get("url").is_some() {
-        args
-    } else {
-        &args.nested("connection_kwargs")?
-    };
-    let db = db_args.i64("db")?;
-    let mut info = match url {
+    let kwargs = args.nested("connection_kwargs")?;
+    let mut info = match &url {
         Some(url) => {
             // As in dogpile, the client is built from the URL alone: `host`, `port` and `db`
             // beside it are ignored, and said so once, here.
             let ignored: Vec<String> = ["host", "port", "db"]
                 .into_iter()
-                .filter(|name| args.get(name).is_some())
+                .filter(|name| given(args, name))
                 .map(|name| args.key(name))
                 .collect();
             if !ignored.is_empty() {
@@ -279,7 +290,7 @@ pub(crate) fn single_server_info(
                     if ignored.len() == 1 { "is" } else { "are" },
                 );
             }
-            parse_url(args, "url", &url)?
+            parse_url(args, "url", url)?
         }
         None => {
             let port = match port {
@@ -296,24 +307,61 @@ pub(crate) fn single_server_info(
         }
     };
     let mut settings = info.redis_settings().clone();
-    if let Some(db) = db {
-        if db < 0 {
-            return Err(db_args.error("db", format!("expected 0 or more, got {db}")));
-        }
-        if args.get("url").is_none() {
+    // The database: the argument (without a URL), else the kwargs' where the URL names none,
+    // as redis-py's `from_url` takes a kwarg only for what the URL leaves out.
+    let db_args = match &url {
+        None if given(args, "db") => Some(args),
+        Some(url) if url_names_db(url) => None,
+        _ => given(&kwargs, "db").then_some(&kwargs),
+    };
+    if let Some(db_args) = db_args {
+        if let Some(db) = db_args.i64("db")? {
+            if db < 0 {
+                return Err(db_args.error("db", format!("expected 0 or more, got {db}")));
+            }
             settings = settings.set_db(db);
         }
     }
-    if let Some(u) = &common.username {
+    // Credentials: an argument overrides the URL's (dogpile passes its own); the kwargs' fill in
+    // only what the URL leaves out.
+    let username = match args.string("username")? {
+        Some(u) => Some(u),
+        None if settings.username().is_none() => kwargs.string("username")?,
+        None => None,
+    };
+    let password = match args.string("password")? {
+        Some(p) => Some(p),
+        None if settings.password().is_none() => kwargs.string("password")?,
+        None => None,
+    };
+    if let Some(u) = &username {
         settings = settings.set_username(u);
     }
-    if let Some(Secret(p)) = &common.password {
+    if let Some(p) = &password {
         settings = settings.set_password(p);
     }
     info = info
         .set_redis_settings(settings)
         .set_tcp_settings(common.tcp.clone());
-    Ok(common.tls.apply(info))
+    let info = common.tls.apply(info);
+    common.tls.check_applies(&info)?;
+    Ok(info)
+}
+
+/// Whether a URL names its database (`redis://host:6379/2`, or `?db=2` on a socket URL).
+fn url_names_db(url: &str) -> bool {
+    let url = with_scheme(url);
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    if rest.contains("db=") {
+        return true;
+    }
+    match rest.find('/') {
+        Some(i) => rest[i + 1..]
+            .split(['?', '#'])
+            .next()
+            .is_some_and(|p| !p.is_empty()),
+        None => false,
+    }
 }
 
 /// The startup nodes of a cluster backend, from `startup_nodes` or `url`.
@@ -361,6 +409,9 @@ pub(crate) struct Tls {
     pub(crate) verify: bool,
     /// `ssl_check_hostname`: the certificate must name the host connected to.
     check_hostname: bool,
+    /// The full key of the first `ssl_*` setting given, for the error when the address turns
+    /// out not to be TLS (the setting would be silently dropped).
+    given: Option<String>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -382,15 +433,40 @@ impl Tls {
     }
 
     fn read(src: Source<'_>) -> Result<Tls> {
+        // Files are read and parsed now, so a bad one is an error naming its setting.
         let file = |name: &str| -> Result<Option<Vec<u8>>> {
             let a = src.of(name);
-            match a.string(name)? {
-                None => Ok(None),
-                Some(path) => std::fs::read(&path)
-                    .map(Some)
-                    .map_err(|e| a.error(name, format!("cannot read {path:?}: {e}"))),
-            }
+            let Some(path) = a.string(name)? else {
+                return Ok(None);
+            };
+            let pem = std::fs::read(&path)
+                .map_err(|e| a.error(name, format!("cannot read {path:?}: {e}")))?;
+            let parsed = if name == "ssl_keyfile" {
+                PrivateKeyDer::from_pem_slice(&pem)
+                    .map(drop)
+                    .map_err(|e| format!("no private key in PEM form in {path:?}: {e}"))
+            } else {
+                match CertificateDer::pem_slice_iter(&pem)
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                {
+                    Ok(certs) if !certs.is_empty() => Ok(()),
+                    Ok(_) => Err(format!("no certificate in PEM form in {path:?}")),
+                    Err(e) => Err(format!("not certificates in PEM form: {path:?}: {e}")),
+                }
+            };
+            parsed.map_err(|why| a.error(name, why))?;
+            Ok(Some(pem))
         };
+        let given = [
+            "ssl_ca_certs",
+            "ssl_certfile",
+            "ssl_keyfile",
+            "ssl_cert_reqs",
+            "ssl_check_hostname",
+        ]
+        .into_iter()
+        .find(|n| src.of(n).get(n).is_some())
+        .map(|n| src.of(n).key(n));
         let verify = {
             let a = src.of("ssl_cert_reqs");
             match a
@@ -443,7 +519,30 @@ impl Tls {
                 .of("ssl_check_hostname")
                 .bool("ssl_check_hostname")?
                 .unwrap_or(true),
+            given,
         })
+    }
+
+    /// Fails when TLS settings were given for an address that is not TLS: they would be
+    /// dropped silently and the connection would be plain text (redis-py refuses them too).
+    pub(crate) fn check_applies(&self, info: &redis::ConnectionInfo) -> Result<()> {
+        if Self::is_tls(info) {
+            return Ok(());
+        }
+        let (key, what) = match (&self.given, self.on) {
+            (_, true) => (
+                "ssl".to_owned(),
+                "ssl = true needs a TCP address (redis://host:port or rediss://…), not a socket"
+                    .to_owned(),
+            ),
+            (Some(key), false) => (
+                key.clone(),
+                "a TLS setting for a plain-text address: use a rediss:// URL or ssl = true"
+                    .to_owned(),
+            ),
+            (None, false) => return Ok(()),
+        };
+        Err(Error::config(key, what))
     }
 
     /// `info` with TLS when `ssl` is set (a `rediss://` URL has it already), and the
@@ -522,7 +621,7 @@ impl Tls {
 
 /// Makes rustls use *ring* unless the program chose a crypto provider: the `redis` crate builds
 /// its TLS configurations on the process's default provider.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Another thread may install one first; either is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();

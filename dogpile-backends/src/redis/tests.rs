@@ -424,8 +424,28 @@ fn tls_arguments() {
     );
     let e = err(Arguments::new().with("connection_kwargs.ssl_cert_reqs", "maybe"));
     assert!(e.contains("expected required, optional or none"), "{e}");
-    let e = err(Arguments::new().with("connection_kwargs.ssl_certfile", "/etc/hostname"));
-    assert!(e.contains("give ssl_keyfile too"), "{e}");
+    // A file that is not PEM is an error naming its setting, at configure time.
+    let e = err(Arguments::new()
+        .with("url", "rediss://h:1")
+        .with("connection_kwargs.ssl_certfile", "/etc/hostname"));
+    assert!(
+        e.starts_with("arguments.connection_kwargs.ssl_certfile: no certificate in PEM form"),
+        "{e}"
+    );
+    // TLS settings for a plain-text address would be dropped: an error instead.
+    let e = err(Arguments::new()
+        .with("url", "redis://h:1")
+        .with("connection_kwargs.ssl_cert_reqs", "required"));
+    assert!(
+        e.starts_with(
+            "arguments.connection_kwargs.ssl_cert_reqs: a TLS setting for a plain-text address"
+        ),
+        "{e}"
+    );
+    let e = err(Arguments::new()
+        .with("url", "redis+unix:///tmp/r.sock")
+        .with("ssl", true));
+    assert!(e.starts_with("ssl: ssl = true needs a TCP address"), "{e}");
 }
 
 #[test]
@@ -478,4 +498,81 @@ fn sentinel_arguments() {
     assert!(e.contains("dogpile.cache.valkey_sentinel needs"), "{e}");
     let b = RedisBackend::single(VALKEY, &Arguments::new()).unwrap();
     assert_eq!(b.name(), "dogpile.cache.valkey at localhost:6379");
+}
+
+#[test]
+fn connection_kwargs_fill_in_only_what_the_url_leaves_out() {
+    let info = |args: Arguments| {
+        let c = Common::read(&args).unwrap();
+        single_server_info(&args, &c).unwrap()
+    };
+    // A URL without a database takes the kwargs' (as redis-py's from_url); one with, keeps it.
+    let i = info(
+        Arguments::new()
+            .with("url", "redis://h:1")
+            .with("connection_kwargs.db", 4),
+    );
+    assert_eq!(i.redis_settings().db(), 4);
+    let i = info(
+        Arguments::new()
+            .with("url", "redis://h:1/2")
+            .with("connection_kwargs.db", 4),
+    );
+    assert_eq!(i.redis_settings().db(), 2);
+    // The URL's credentials win over the kwargs'; an argument overrides the URL's.
+    let i = info(
+        Arguments::new()
+            .with("url", "redis://u:urlpw@h:1")
+            .with("connection_kwargs.password", "kwpw"),
+    );
+    assert_eq!(i.redis_settings().password(), Some("urlpw"));
+    let i = info(
+        Arguments::new()
+            .with("url", "redis://h:1")
+            .with("connection_kwargs.password", "kwpw"),
+    );
+    assert_eq!(i.redis_settings().password(), Some("kwpw"));
+    let i = info(
+        Arguments::new()
+            .with("url", "redis://u:urlpw@h:1")
+            .with("password", "argpw"),
+    );
+    assert_eq!(i.redis_settings().password(), Some("argpw"));
+}
+
+#[test]
+fn a_none_argument_is_no_argument() {
+    // A config map's `socket_timeout = none` does not hide the kwargs' setting.
+    let c = Common::read(
+        &Arguments::new()
+            .with("socket_timeout", dogpile_core::ArgValue::None)
+            .with("connection_kwargs.socket_timeout", 0.5)
+            .with("pool_size", dogpile_core::ArgValue::None)
+            .with("connection_kwargs.max_connections", 3)
+            .with("connection_pool", dogpile_core::ArgValue::None),
+    )
+    .unwrap();
+    assert_eq!(c.limits.reply_timeout, Duration::from_millis(500));
+    assert_eq!(c.limits.pool_size, 3);
+}
+
+#[test]
+fn dotted_names_only_under_dict_arguments() {
+    let e = err(Arguments::new().with("url.foo", "x"));
+    assert!(e.starts_with("arguments.url.foo: unknown argument"), "{e}");
+    let e = err(Arguments::new().with("ssl.ca_certs", "x"));
+    assert!(
+        e.starts_with("arguments.ssl.ca_certs: unknown argument"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_sentinel_backend_never_shows_a_password() {
+    let b = RedisBackend::sentinel_from_arguments(
+        &Arguments::new().with("sentinels", "redis://user:s3cr3tpw@127.0.0.1:26379"),
+    )
+    .unwrap();
+    assert!(!b.name().contains("s3cr3tpw"), "{}", b.name());
+    assert!(b.name().contains("127.0.0.1:26379"), "{}", b.name());
 }

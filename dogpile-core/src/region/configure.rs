@@ -5,12 +5,14 @@ use std::sync::OnceLock;
 
 use super::{CacheRegion, Configured, ManglerChoice, RegionBuilder};
 use crate::backend::Backend;
+use crate::codec::WireFormat;
 use crate::config::{BackendSpec, RegionConfig, DEFAULT_LOCK_BLOCKING_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::invalidation::DefaultInvalidation;
 use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler};
 use crate::proxy::wrap_chain;
 use crate::registry::{make_backend, BackendCatalog};
+use crate::serializer::Builtin;
 use crate::slot::Slot;
 use crate::stats::RegionStats;
 use std::marker::PhantomData;
@@ -143,6 +145,23 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .lock_blocking_timeout
             .or_else(|| backend.lock_blocking_timeout())
             .unwrap_or(DEFAULT_LOCK_BLOCKING_TIMEOUT);
+        let serializer = match (config.serializer, config.wire_format) {
+            (Some(s), WireFormat::Python)
+                if matches!(s.builtin(), Some(Builtin::MessagePack | Builtin::Bincode)) =>
+            {
+                return Err(Error::config(
+                    "serializer",
+                    format!(
+                        "Python dogpile cannot read {} (it would raise in the Python services); with wire_format = python use pickle (its default on Redis) or json",
+                        s.name()
+                    ),
+                ))
+            }
+            (Some(s), _) => s,
+            // Python dogpile's own default on Redis.
+            (None, WireFormat::Python) => Arc::new(crate::serializer::Pickle),
+            (None, WireFormat::Dogpile) => crate::serializer::default_serializer(),
+        };
         let actual_backend = backend.clone();
         let backend = wrap_chain(backend, &config.wrap);
         let configured = Configured {
@@ -156,9 +175,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             clock: config.clock,
             invalidator: config.region_invalidator,
             lock_wait,
-            serializer: config
-                .serializer
-                .unwrap_or_else(crate::serializer::default_serializer),
+            serializer,
             wire_format: config.wire_format,
         };
         self.state.store(Arc::new(configured));
