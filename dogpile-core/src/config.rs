@@ -960,8 +960,11 @@ impl RegionConfig {
     /// envelope): [`WireFormat::Python`] writes them as Python dogpile.cache 1.x does,
     /// `{"ct": …, "v": 2}|payload`, so that Python services read them; with the Python side's
     /// serializer ([`Pickle`](crate::serializer::Pickle), dogpile's default on Redis, or
-    /// [`Json`](crate::serializer::Json)) the two share entries. Either format is read whatever
-    /// this says. In a configuration map: `PREFIXwire_format = python`.
+    /// [`Json`](crate::serializer::Json)) the two share entries. Without a
+    /// [`serializer`](RegionConfig::serializer) it is pickle; MessagePack and bincode, which
+    /// Python dogpile cannot read (its services would raise), are refused at `configure`.
+    /// Either format is read whatever this says. In a configuration map:
+    /// `PREFIXwire_format = python`.
     ///
     /// ```
     /// use dogpile_core::codec::WireFormat;

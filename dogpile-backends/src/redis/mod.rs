@@ -70,11 +70,13 @@
 //! | `ssl_cert_reqs` | `required`, `optional`, `none` | `required` | `none` (or a config file's `none`, read as redis-py reads `None`) turns verification off; `optional` verifies, as a TLS server always sends a certificate |
 //! | `ssl_check_hostname` | boolean | `true` | `false`: the certificate must chain to the CA but may name another host |
 //! | `ssl` | boolean | `false` | as the argument |
-//! | `socket_timeout`, `socket_connect_timeout`, `socket_keepalive`, `socket_keepalive_options`, `username`, `password`, `db` | | | as the arguments of those names; an argument given beside the setting wins, as in dogpile, which passes its own after the kwargs |
+//! | `socket_timeout`, `socket_connect_timeout`, `socket_keepalive`, `socket_keepalive_options`, `username`, `password`, `db` | | | as the arguments of those names; an argument given beside the setting wins, as in dogpile, which passes its own after the kwargs (a `none` argument is no argument); beside a `url`, `db`, `username` and `password` apply only where the URL has none, as redis-py's `from_url` takes them |
 //! | `max_connections` | integer ≥ 1 | – | `pool_size`, unless that is given |
 //! | `health_check_interval`, `retry_on_timeout` | | | accepted with no effect: a broken connection is replaced and the call retried once by itself, and every reply is bounded by `socket_timeout` |
 //!
-//! Any other setting is an error that names it (`arguments.connection_kwargs.decode_responses`).
+//! Any other setting is an error that names it (`arguments.connection_kwargs.decode_responses`),
+//! and so is a TLS setting for an address that is not TLS (it would be dropped, and the
+//! connection would be plain text).
 //!
 //! ## TLS
 //!
