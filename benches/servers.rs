@@ -221,8 +221,17 @@ fn criterion_dir() -> std::path::PathBuf {
 }
 
 fn bench_redis_raw_hit(hit: &mut Group<'_>, addr: &str, keys: &[String]) {
-    let mut con = raw_redis(addr);
-    hit.bench_function("redis raw GET (redis::Connection)", |b| {
+    bench_raw_get(
+        hit,
+        "redis raw GET (redis::Connection)",
+        raw_redis(addr),
+        keys,
+    );
+}
+
+/// `GET` of each key in turn on the `redis` crate's own connection.
+fn bench_raw_get(hit: &mut Group<'_>, name: &str, mut con: redis::Connection, keys: &[String]) {
+    hit.bench_function(name, |b| {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) % KEYS;
@@ -243,18 +252,8 @@ fn bench_redis_tls_raw_hit(hit: &mut Group<'_>, port: u16, ca: &str, keys: &[Str
     };
     let client = redis::Client::build_with_tls(format!("rediss://127.0.0.1:{port}"), certs)
         .expect("a raw TLS client");
-    let mut con = client.get_connection().expect("a raw TLS connection");
-    hit.bench_function("redis-tls raw GET (redis::Connection)", |b| {
-        let mut i = 0;
-        b.iter(|| {
-            i = (i + 1) % KEYS;
-            let v: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(&keys[i])
-                .query(&mut con)
-                .expect("GET");
-            black_box(v)
-        })
-    });
+    let con = client.get_connection().expect("a raw TLS connection");
+    bench_raw_get(hit, "redis-tls raw GET (redis::Connection)", con, keys);
 }
 
 fn bench_redis_raw_multi(multi: &mut Group<'_>, addr: &str, keys: &[String]) {

@@ -17,7 +17,7 @@
 
 use std::process::Command;
 
-use dogpile::backend::WireFormat;
+use dogpile::codec::WireFormat;
 use dogpile::serializer::Pickle;
 use dogpile::{cache_on_arguments, CacheRegion, RegionConfig};
 

@@ -22,8 +22,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use dogpile::backend::WireFormat;
 use dogpile::clock::Clock;
+use dogpile::codec::WireFormat;
 use dogpile::serializer::{Json, Pickle};
 use dogpile::{cache_on_arguments, CacheRegion, RegionConfig};
 use serde_json::json;
@@ -63,23 +63,23 @@ fn python() -> Option<PathBuf> {
     None
 }
 
+/// The Python side's command: `py_dogpile.py COMMAND PORT ARGS…`.
+fn py_command(python: &Path, server: &Server, command: &str, args: &[&str]) -> Command {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/py_dogpile.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .arg(command)
+        .arg(server.port.to_string())
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// Runs a command of the Python side and returns its JSON line (`None` for NO_VALUE).
 fn py(python: &Path, server: &Server, args: &[&str]) -> Option<serde_json::Value> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/py_dogpile.py");
-    let port = server.port.to_string();
-    let (python, args): (PathBuf, Vec<String>) = (
-        python.to_path_buf(),
-        [script.display().to_string(), args[0].to_owned(), port]
-            .into_iter()
-            .chain(args[1..].iter().map(|a| a.to_string()))
-            .collect(),
-    );
+    let mut command = py_command(python, server, args[0], &args[1..]);
     let out = within("a Python dogpile process", move || {
-        Command::new(&python)
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running Python")
+        command.output().expect("running Python")
     });
     assert!(
         out.status.success(),
@@ -208,24 +208,8 @@ fn a_value_expires_for_the_other_side_at_its_expiration_time() {
 /// got, and the creations counted on the server.
 fn mixed_stampede(python: &Path, server: &Server, key: &str) -> (Vec<String>, Vec<String>, i64) {
     let region = Arc::new(rust_region(server, false, 60, None));
-    let py_side = {
-        let (python, port, key) = (python.to_path_buf(), server.port, key.to_owned());
-        std::thread::spawn(move || {
-            let script =
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/py_dogpile.py");
-            Command::new(python)
-                .args([
-                    script.display().to_string(),
-                    "stampede".into(),
-                    port.to_string(),
-                    key,
-                    "16".into(),
-                ])
-                .stdin(Stdio::null())
-                .output()
-                .expect("running Python")
-        })
-    };
+    let mut py_command = py_command(python, server, "stampede", &[key, "16"]);
+    let py_side = std::thread::spawn(move || py_command.output().expect("running Python"));
     let addr = server.addr();
     support::wait_for("the Python threads starting", || {
         cmd::<Option<i64>>(&mut raw(&addr), &["GET", "py_ready"]).is_some()

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dogpile::backend::WireFormat;
+use dogpile::codec::WireFormat;
 use dogpile::serializer::{Json, Pickle, Serializer};
 use dogpile::testing::MapBackend;
 use dogpile::{CacheRegion, RegionConfig};

@@ -226,24 +226,14 @@ fn threads_on_a_cold_key_create_once() {
     let region = Arc::new(region_with(
         redis_config(&server).argument("distributed_lock", true),
     ));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..16)
-        .map(|_| {
-            let (r, calls) = (region.clone(), calls.clone());
-            std::thread::spawn(move || {
-                r.get_or_create("cold", || {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(100));
-                    "made".to_string()
-                })
-                .unwrap()
-            })
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(t.join().unwrap(), "made");
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let (values, creations) = support::threads_on_one_cold_key(
+        &region,
+        16,
+        Duration::from_millis(100),
+        "made".to_string(),
+    );
+    assert!(values.iter().all(|v| v == "made"), "{values:?}");
+    assert_eq!(creations, 1);
 }
 
 /// `pool_size` bounds the blocking connections: more threads than that share them.
@@ -993,24 +983,10 @@ fn cluster_operations_on(cluster: &Cluster, name: &str) {
 
     // get_or_create with the distributed lock, from many threads.
     let region = Arc::new(region);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let (r, calls) = (region.clone(), calls.clone());
-            std::thread::spawn(move || {
-                r.get_or_create("cold", || {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(100));
-                    7u64
-                })
-                .unwrap()
-            })
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(t.join().unwrap(), 7);
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let (values, creations) =
+        support::threads_on_one_cold_key(&region, 8, Duration::from_millis(100), 7u64);
+    assert_eq!(values, [7; 8]);
+    assert_eq!(creations, 1);
     assert!(!region.key_is_locked("cold").unwrap());
 
     let got = region

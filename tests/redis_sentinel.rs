@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,39 +154,18 @@ fn after_a_failover_the_region_finds_the_new_master_by_itself() {
         Some("written before the failover")
     );
     // The distributed lock (on by default for Sentinel, as in dogpile) on the new master.
-    let creations = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..6)
-        .map(|_| {
-            let (region, creations) = (region.clone(), creations.clone());
-            std::thread::spawn(move || {
-                region
-                    .get_or_create("cold", || {
-                        creations.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(200));
-                        "made once".to_string()
-                    })
-                    .unwrap()
-            })
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(
-            within("a caller after the failover", move || t.join().unwrap()),
-            "made once"
-        );
-    }
-    assert_eq!(creations.load(Ordering::SeqCst), 1);
+    let (values, creations) = support::threads_on_one_cold_key(
+        &region,
+        6,
+        Duration::from_millis(200),
+        "made once".to_string(),
+    );
+    assert!(values.iter().all(|v| v == "made once"), "{values:?}");
+    assert_eq!(creations, 1);
     let locks: Vec<String> = cmd(&mut raw(&replica.addr()), &["KEYS", "_lock*"]);
     assert!(locks.is_empty(), "{locks:?}");
     // The async path finds the new master too.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        region.set_async("async", 2u8).await.unwrap();
-        assert_eq!(region.get_async::<u8>("async").await.unwrap(), Some(2));
-    });
+    support::async_round_trip(&region);
 }
 
 #[test]

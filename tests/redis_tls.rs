@@ -14,12 +14,11 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dogpile::{CacheRegion, RegionConfig};
-use support::{child_role, spawn_child, within, Server, TlsFiles};
+use support::{child_role, spawn_child, Server, TlsFiles};
 
 /// A region on `server` over TLS, configured from a config map as a Python service's would be.
 fn region_from_map(
@@ -75,35 +74,13 @@ fn values_and_the_lock_over_tls() {
     region.delete("k").unwrap();
     assert_eq!(region.get::<String>("k").unwrap(), None);
     // Eight threads on one cold key, under the distributed lock over TLS: one creation.
-    let creations = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let (region, creations) = (region.clone(), creations.clone());
-            std::thread::spawn(move || {
-                region
-                    .get_or_create("cold", || {
-                        creations.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(200));
-                        7u32
-                    })
-                    .unwrap()
-            })
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(within("a caller over TLS", move || t.join().unwrap()), 7);
-    }
-    assert_eq!(creations.load(Ordering::SeqCst), 1);
+    let (values, creations) =
+        support::threads_on_one_cold_key(&region, 8, Duration::from_millis(200), 7u32);
+    assert_eq!(values, [7; 8]);
+    assert_eq!(creations, 1);
     assert!(!region.key_is_locked("cold").unwrap());
     // The async path speaks TLS too.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        region.set_async("async", 5u8).await.unwrap();
-        assert_eq!(region.get_async::<u8>("async").await.unwrap(), Some(5));
-    });
+    support::async_round_trip(&region);
 }
 
 #[test]

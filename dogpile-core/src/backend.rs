@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::clock::Timestamp;
-pub use crate::codec::WireFormat;
+use crate::codec::WireFormat;
 use crate::error::Result;
 use crate::expiration::Expiration;
 use crate::mutex::CacheMutex;

@@ -37,9 +37,9 @@ const PYTHON_METADATA_MAX: usize = 512;
 /// How a byte backend lays out a value beside its metadata.
 ///
 /// ```
-/// use dogpile_core::backend::{CachedValue, Metadata, Payload, WireFormat};
+/// use dogpile_core::backend::{CachedValue, Metadata, Payload};
 /// use dogpile_core::clock::Timestamp;
-/// use dogpile_core::codec::{decode_envelope, encode_envelope};
+/// use dogpile_core::codec::{decode_envelope, encode_envelope, WireFormat};
 ///
 /// let value = CachedValue {
 ///     payload: Payload::Bytes(b"42".to_vec().into()),

@@ -690,6 +690,9 @@ fn parse_dict(text: &str) -> std::result::Result<Vec<(String, ArgValue)>, String
             return Err("a key is empty".into());
         }
         let value = value.trim();
+        if value.is_empty() {
+            return Err(format!("the value of {key:?} is empty"));
+        }
         if value.starts_with(['{', '[']) {
             return Err(format!(
                 "the value of {key:?} nests a dict or a list; write it as {key}.NAME settings"

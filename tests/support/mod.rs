@@ -477,6 +477,51 @@ pub fn memcached_locking_region(addr: &str, lock_timeout: u64) -> dogpile::Cache
         .expect("configuring memcached")
 }
 
+/// `threads` threads on one cold key of `region`: the values they got and how many times the
+/// creator ran. The creator sleeps for `creation` before it returns `value`, so the others
+/// arrive while it runs. Each join is under [`within`]: a hang fails the test.
+pub fn threads_on_one_cold_key<T: dogpile::CacheValue>(
+    region: &std::sync::Arc<dogpile::CacheRegion>,
+    threads: usize,
+    creation: Duration,
+    value: T,
+) -> (Vec<T>, usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let creations = std::sync::Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (region, creations, value) = (region.clone(), creations.clone(), value.clone());
+            std::thread::spawn(move || {
+                region
+                    .get_or_create("cold", || {
+                        creations.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(creation);
+                        value
+                    })
+                    .unwrap()
+            })
+        })
+        .collect();
+    let values = handles
+        .into_iter()
+        .map(|h| within("a caller on a cold key", move || h.join().unwrap()))
+        .collect();
+    (values, creations.load(Ordering::SeqCst))
+}
+
+/// A set and a get through the region's async path, on a current-thread runtime: the value
+/// comes back.
+pub fn async_round_trip(region: &dogpile::CacheRegion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        region.set_async("async", 5u8).await.unwrap();
+        assert_eq!(region.get_async::<u8>("async").await.unwrap(), Some(5));
+    });
+}
+
 /// 32 tasks on one cold key of `region`, spawned on `runtime`: the values they got and how many
 /// times the creator ran. The creator awaits a timer for `creation` before it returns `value`,
 /// so it can only finish if the waiters let the executor's threads go. Run under [`within`]:

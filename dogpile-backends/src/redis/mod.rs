@@ -199,7 +199,7 @@ use conn::{in_tokio, Client, Conns, SyncConn};
 pub use lock::RedisMutex;
 use settings::{
     address, cluster_nodes, is_wrong_type, single_server_info, Common, Source, Tls, COMMON_ARGS,
-    DICT_ARGS,
+    DICT_ARGS, TLS_SETTINGS,
 };
 
 /// The name of the single-server backend.
@@ -215,17 +215,17 @@ pub const VALKEY_CLUSTER: &str = "dogpile.cache.valkey_cluster";
 /// The Sentinel backend under Valkey's name.
 pub const VALKEY_SENTINEL: &str = "dogpile.cache.valkey_sentinel";
 
-/// What `sentinel_kwargs` may hold: how to reach the sentinels themselves.
-const SENTINEL_KWARGS: &[&str] = &[
-    "username",
-    "password",
-    "ssl",
-    "ssl_ca_certs",
-    "ssl_certfile",
-    "ssl_keyfile",
-    "ssl_cert_reqs",
-    "ssl_check_hostname",
-];
+/// What `sentinel_kwargs` may hold besides the TLS settings: how to reach the sentinels.
+const SENTINEL_KWARGS: &[&str] = &["username", "password", "ssl"];
+
+/// Fails, naming the first of `names` given: arguments of the single-server backend that another
+/// backend cannot take, for the reason `why`.
+fn refuse(args: &Arguments, names: &[&str], why: &str) -> Result<()> {
+    match names.iter().find(|n| args.get(n).is_some()) {
+        Some(n) => Err(args.error(n, why)),
+        None => Ok(()),
+    }
+}
 
 /// The `dogpile.cache.redis` and `dogpile.cache.redis_cluster` backend: see the
 /// [module documentation](self) for its arguments.
@@ -271,14 +271,11 @@ impl RedisBackend {
 
     /// The cluster backend under `name`.
     pub(crate) fn cluster(name: &'static str, args: &Arguments) -> Result<Self> {
-        for single_only in ["db", "host", "port"] {
-            if args.get(single_only).is_some() {
-                return Err(args.error(
-                    single_only,
-                    format!("{name} takes startup_nodes (or url); a cluster has only database 0"),
-                ));
-            }
-        }
+        refuse(
+            args,
+            &["db", "host", "port"],
+            &format!("{name} takes startup_nodes (or url); a cluster has only database 0"),
+        )?;
         let mut known = vec!["startup_nodes", "url"];
         known.extend_from_slice(COMMON_ARGS);
         args.expect_only_with_dicts(name, &known, DICT_ARGS)?;
@@ -334,14 +331,11 @@ impl RedisBackend {
     /// The Sentinel backend under `name`: `sentinels`, `service_name`, `sentinel_kwargs`,
     /// `db` and the common arguments. As in dogpile, `distributed_lock` is on unless set.
     pub(crate) fn sentinel(name: &'static str, args: &Arguments) -> Result<Self> {
-        for single_only in ["url", "host", "port"] {
-            if args.get(single_only).is_some() {
-                return Err(args.error(
-                    single_only,
-                    format!("{name} finds the master through the sentinels: give sentinels (host:port of each) and service_name"),
-                ));
-            }
-        }
+        refuse(
+            args,
+            &["url", "host", "port"],
+            &format!("{name} finds the master through the sentinels: give sentinels (host:port of each) and service_name"),
+        )?;
         let mut known = vec!["sentinels", "service_name", "sentinel_kwargs", "db"];
         known.extend_from_slice(COMMON_ARGS);
         args.expect_only_with_dicts(name, &known, DICT_ARGS)?;
@@ -362,7 +356,7 @@ impl RedisBackend {
         // The sentinels are reached with `sentinel_kwargs`; their credentials default to the
         // master's, as in dogpile.
         let sk = args.nested("sentinel_kwargs")?;
-        sk.expect_only("sentinel_kwargs", SENTINEL_KWARGS)?;
+        sk.expect_only("sentinel_kwargs", &[SENTINEL_KWARGS, TLS_SETTINGS].concat())?;
         let sentinel_tls = Tls::read_alone(&sk)?;
         let username = sk.string("username")?.or_else(|| common.username.clone());
         let password = sk

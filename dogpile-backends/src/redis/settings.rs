@@ -65,15 +65,19 @@ fn given(args: &Arguments, name: &str) -> bool {
             .any(|(k, _)| k.strip_prefix(name).is_some_and(|r| r.starts_with('.')))
 }
 
-/// What `connection_kwargs` may hold: redis-py's TLS settings, and settings that are also
-/// arguments (the argument wins), plus two accepted without effect (see the module docs).
-const KWARGS: &[&str] = &[
-    "ssl",
+/// redis-py's TLS settings besides `ssl`, as `connection_kwargs` and `sentinel_kwargs` hold them.
+pub(crate) const TLS_SETTINGS: &[&str] = &[
     "ssl_ca_certs",
     "ssl_certfile",
     "ssl_keyfile",
     "ssl_cert_reqs",
     "ssl_check_hostname",
+];
+
+/// What `connection_kwargs` may hold besides [`TLS_SETTINGS`]: `ssl`, settings that are also
+/// arguments (the argument wins), and two accepted without effect (see the module docs).
+const KWARGS: &[&str] = &[
+    "ssl",
     "username",
     "password",
     "db",
@@ -104,7 +108,7 @@ impl<'a> Source<'a> {
         }
         kwargs.expect_only_with_dicts(
             "connection_kwargs",
-            KWARGS,
+            &[KWARGS, TLS_SETTINGS].concat(),
             &["socket_keepalive_options"],
         )?;
         Ok(Source { args, kwargs })
@@ -457,16 +461,10 @@ impl Tls {
             parsed.map_err(|why| a.error(name, why))?;
             Ok(Some(pem))
         };
-        let given = [
-            "ssl_ca_certs",
-            "ssl_certfile",
-            "ssl_keyfile",
-            "ssl_cert_reqs",
-            "ssl_check_hostname",
-        ]
-        .into_iter()
-        .find(|n| src.of(n).get(n).is_some())
-        .map(|n| src.of(n).key(n));
+        let given = TLS_SETTINGS
+            .iter()
+            .find(|n| src.of(n).get(n).is_some())
+            .map(|n| src.of(n).key(n));
         let verify = {
             let a = src.of("ssl_cert_reqs");
             match a
