@@ -198,8 +198,8 @@ use redis::IntoConnectionInfo;
 use conn::{in_tokio, Client, Conns, SyncConn};
 pub use lock::RedisMutex;
 use settings::{
-    address, cluster_nodes, is_wrong_type, single_server_info, Common, Source, Tls, COMMON_ARGS,
-    DICT_ARGS, TLS_SETTINGS,
+    address, cluster_nodes, is_wrong_type, single_server_info, Common, Tls, COMMON_ARGS, DICT_ARGS,
+    TLS_SETTINGS,
 };
 
 /// The name of the single-server backend.
@@ -388,8 +388,11 @@ impl RedisBackend {
             );
         }
         // The master: no address yet, the database and credentials of the arguments.
-        let kwargs = args.nested("connection_kwargs")?;
-        let db_args = Source::new(args, &kwargs)?.of("db");
+        let db_args = if settings::given(args, "db") {
+            args
+        } else {
+            &common.kwargs
+        };
         let db = db_args.i64("db")?.unwrap_or(0);
         if db < 0 {
             return Err(db_args.error("db", format!("expected 0 or more, got {db}")));

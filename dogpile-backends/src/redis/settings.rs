@@ -58,7 +58,7 @@ pub(crate) const DICT_ARGS: &[&str] = &[
 
 /// Whether `name` is given a value (a config map's `none` is no value, as dogpile passes only
 /// the arguments it has).
-fn given(args: &Arguments, name: &str) -> bool {
+pub(crate) fn given(args: &Arguments, name: &str) -> bool {
     args.get(name).is_some_and(|v| !matches!(v, ArgValue::None))
         || args
             .iter()
@@ -142,6 +142,8 @@ pub(crate) struct Common {
     pub(crate) tls: Tls,
     /// TCP settings of every connection (keepalive).
     pub(crate) tcp: TcpSettings,
+    /// `connection_kwargs`, read once and checked, for the settings a backend reads itself.
+    pub(crate) kwargs: Arguments,
 }
 
 pub(crate) fn positive(
@@ -217,6 +219,7 @@ impl Common {
             lock_blocking_timeout,
             tls: Tls::read(src)?,
             tcp: tcp_settings(src)?,
+            kwargs,
         })
     }
 }
@@ -276,7 +279,7 @@ pub(crate) fn single_server_info(
     let url = args.string("url")?;
     let host = args.string("host")?;
     let port = args.u64("port")?;
-    let kwargs = args.nested("connection_kwargs")?;
+    let kwargs = &common.kwargs;
     let mut info = match &url {
         Some(url) => {
             // As in dogpile, the client is built from the URL alone: `host`, `port` and `db`
@@ -316,7 +319,7 @@ pub(crate) fn single_server_info(
     let db_args = match &url {
         None if given(args, "db") => Some(args),
         Some(url) if url_names_db(url) => None,
-        _ => given(&kwargs, "db").then_some(&kwargs),
+        _ => given(kwargs, "db").then_some(kwargs),
     };
     if let Some(db_args) = db_args {
         if let Some(db) = db_args.i64("db")? {
