@@ -15,17 +15,10 @@ use std::time::{Duration, Instant};
 use dogpile::RegionConfig;
 use support::{raw_redis as raw, redis_args, redis_cmd as cmd, redis_sentinel, within, Server};
 
-/// How long the test waits for replication, the sentinels and the failover: far longer than
-/// they take (a few seconds), so only a failover that never completes fails it; under the hang
-/// bound of `within` (60 s).
-const BOUND: Duration = Duration::from_secs(45);
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + BOUND;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits (polling every 50 ms, within `wait_for`'s generous bound) for replication, the
+/// sentinels and the failover, which take a few seconds.
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    support::wait_for_every(what, Duration::from_millis(50), cond);
 }
 
 /// One field of `INFO replication` on the server at `addr`; `None` also while the server

@@ -354,11 +354,16 @@ pub fn fuzz_runner(cases_var: &str, quick: u32, long: u32) -> proptest::test_run
 
 /// Polls `cond` every millisecond until it holds: a readiness wait with a generous bound (two
 /// minutes), so a stuck test fails instead of hanging CI. Never a timing check.
-pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_for_every(what, Duration::from_millis(1), cond);
+}
+
+/// [`wait_for`], looking every `interval`: for a `cond` that costs a connection or a command.
+pub fn wait_for_every(what: &str, interval: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !cond() {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(interval);
     }
 }
 
