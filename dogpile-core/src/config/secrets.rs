@@ -37,8 +37,8 @@ impl<T> fmt::Display for Secret<T> {
 /// Whether a backend argument holds a secret, by its name: a name with a part (between `_`,
 /// `.` or `-`) saying password, secret, token or key (`password`, `sasl_password`,
 /// `auth_token`, `ssl_keyfile`, `api_key`, `client_secret`). Its value shows as `***` in the
-/// `Debug` of [`Arguments`] and [`RegionConfig`] and in configuration errors, and a config map's
-/// text is taken as written (see [`RegionConfig::from_config`]).
+/// `Debug` of [`Arguments`](super::Arguments) and [`RegionConfig`](super::RegionConfig) and in configuration errors, and a config map's
+/// text is taken as written (see [`RegionConfig::from_config`](super::RegionConfig::from_config)).
 ///
 /// ```
 /// use dogpile_core::config::is_secret_argument;
