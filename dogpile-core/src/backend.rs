@@ -212,6 +212,17 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// A [backplane](crate::backplane) over this backend's own server, for a region whose
+    /// `backplane` option asks for the backend's (Redis offers pub/sub on the connection settings
+    /// it was configured with). The default has none: `Ok(None)`.
+    ///
+    /// # Errors
+    ///
+    /// The backend's error when it has a backplane but cannot build it from its settings.
+    fn backplane(&self) -> Result<Option<Arc<dyn crate::backplane::Backplane>>> {
+        Ok(None)
+    }
+
     /// [`get`](Backend::get) for async callers. Backends with an async client override it; the
     /// default calls the blocking method.
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
@@ -280,6 +291,9 @@ impl<B: Backend> Backend for Arc<B> {
     }
     fn check_region_expiration(&self, expiration: Option<&Expiration>) -> Result<()> {
         (**self).check_region_expiration(expiration)
+    }
+    fn backplane(&self) -> Result<Option<Arc<dyn crate::backplane::Backplane>>> {
+        (**self).backplane()
     }
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
         (**self).get_async(key)

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod backplane;
 pub mod clock;
 pub mod codec;
 pub mod config;

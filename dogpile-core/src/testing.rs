@@ -126,3 +126,156 @@ impl Backend for MapBackend {
         Ok(())
     }
 }
+
+/// An in-process [`Backplane`](crate::backplane::Backplane): every clone shares one hub, and a
+/// publish reaches every subscriber of the channel before it returns. Two regions in one test
+/// configured with clones of it behave as two processes on one message bus.
+///
+/// [`set_up`](LoopbackBackplane::set_up) cuts and heals the link (subscribers are told, messages
+/// published while it is down are lost), and [`heartbeat`](LoopbackBackplane::heartbeat) plays the
+/// transport's keep-alive.
+///
+/// ```
+/// use std::sync::Arc;
+/// use dogpile_core::backplane::{Backplane, BackplaneSink};
+/// use dogpile_core::testing::LoopbackBackplane;
+///
+/// #[derive(Default)]
+/// struct Count(std::sync::atomic::AtomicUsize);
+/// impl BackplaneSink for Count {
+///     fn message(&self, _: &[u8]) {
+///         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+///     }
+///     fn alive(&self) {}
+///     fn connected(&self) {}
+///     fn disconnected(&self) {}
+/// }
+///
+/// let bus = LoopbackBackplane::new();
+/// let sink = Arc::new(Count::default());
+/// let _subscription = bus.subscribe("region", sink.clone()).unwrap();
+/// bus.clone().publish("region", b"hello").unwrap();
+/// bus.publish("another channel", b"not for us").unwrap();
+/// assert_eq!(sink.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+/// ```
+#[derive(Clone, Default)]
+pub struct LoopbackBackplane {
+    hub: std::sync::Arc<Hub>,
+}
+
+#[derive(Default)]
+struct Hub {
+    subscribers: Mutex<
+        Vec<(
+            u64,
+            String,
+            std::sync::Arc<dyn crate::backplane::BackplaneSink>,
+        )>,
+    >,
+    next_id: std::sync::atomic::AtomicU64,
+    down: std::sync::atomic::AtomicBool,
+    /// Messages published, delivered or not.
+    published: AtomicUsize,
+}
+
+impl std::fmt::Debug for LoopbackBackplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopbackBackplane")
+            .field("subscribers", &self.hub.subscribers.lock().len())
+            .field("down", &self.hub.down.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+impl LoopbackBackplane {
+    /// A hub with no subscribers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn sinks(&self) -> Vec<std::sync::Arc<dyn crate::backplane::BackplaneSink>> {
+        let subs = self.hub.subscribers.lock();
+        subs.iter().map(|(_, _, s)| s.clone()).collect()
+    }
+
+    /// Cuts (`false`) or heals (`true`) the link: subscribers get
+    /// [`disconnected`](crate::backplane::BackplaneSink::disconnected) or
+    /// [`connected`](crate::backplane::BackplaneSink::connected); publishing fails while it is cut.
+    pub fn set_up(&self, up: bool) {
+        let was_down = self.hub.down.swap(!up, Ordering::SeqCst);
+        if was_down == !up {
+            return;
+        }
+        for sink in self.sinks() {
+            if up {
+                sink.connected();
+                sink.alive();
+            } else {
+                sink.disconnected();
+            }
+        }
+    }
+
+    /// Tells every subscriber the link works, as a transport's heartbeat reply does. Nothing
+    /// while the link is cut.
+    pub fn heartbeat(&self) {
+        if self.hub.down.load(Ordering::SeqCst) {
+            return;
+        }
+        for sink in self.sinks() {
+            sink.alive();
+        }
+    }
+
+    /// How many messages were published (delivered or not).
+    pub fn published(&self) -> usize {
+        self.hub.published.load(Ordering::SeqCst)
+    }
+}
+
+impl crate::backplane::Backplane for LoopbackBackplane {
+    fn name(&self) -> &str {
+        "loopback"
+    }
+
+    fn publish(&self, channel: &str, bytes: &[u8]) -> Result<()> {
+        self.hub.published.fetch_add(1, Ordering::SeqCst);
+        if self.hub.down.load(Ordering::SeqCst) {
+            return Err(Error::backend_msg("loopback", "backplane link is cut"));
+        }
+        let subs: Vec<_> = {
+            let subs = self.hub.subscribers.lock();
+            subs.iter()
+                .filter(|(_, c, _)| c == channel)
+                .map(|(_, _, s)| s.clone())
+                .collect()
+        };
+        for sink in subs {
+            sink.message(bytes);
+            sink.alive();
+        }
+        Ok(())
+    }
+
+    fn subscribe(
+        &self,
+        channel: &str,
+        sink: std::sync::Arc<dyn crate::backplane::BackplaneSink>,
+    ) -> Result<crate::backplane::Subscription> {
+        let id = self.hub.next_id.fetch_add(1, Ordering::SeqCst);
+        self.hub
+            .subscribers
+            .lock()
+            .push((id, channel.to_owned(), sink.clone()));
+        if !self.hub.down.load(Ordering::SeqCst) {
+            sink.connected();
+            sink.alive();
+        }
+        let hub = std::sync::Arc::downgrade(&self.hub);
+        Ok(crate::backplane::Subscription::new(move || {
+            if let Some(hub) = hub.upgrade() {
+                hub.subscribers.lock().retain(|(i, _, _)| *i != id);
+            }
+        }))
+    }
+}
