@@ -34,15 +34,15 @@
 pub use dogpile_core::{
     function_key_generator, function_multi_key_generator, length_conditional_mangler,
     register_backend, register_proxy, sha1_mangle_key, Backend, CacheMutex, CacheValue,
-    CachedEntry, CachedValue, CreateError, CreateOptions, Error, Expiration, KeyArg, ProxyBackend,
-    RegionConfig, RegionInvalidationStrategy, Result, Stats,
+    CachedEntry, CachedValue, CreateError, CreateOptions, Error, Expiration, KeyArg, LocalTier,
+    ProxyBackend, RegionConfig, RegionInvalidationStrategy, Result, Stats,
 };
 
 // One path for the rest: the backend author's API (`backend`, `mutex`, `proxy`, `codec`,
 // `registry`, `config`), the serializers, keys, time, expiry, invalidation, the lock and the statistics.
 pub use dogpile_core::{
-    clock, codec, config, error, expiration, invalidation, key, lock, mutex, proxy, registry,
-    serializer, stats,
+    backplane, clock, codec, config, error, expiration, invalidation, key, lock, mutex, proxy,
+    registry, serializer, stats, tier,
 };
 
 /// Backends: the [`Backend`] trait with what it stores, and the built-in

@@ -26,6 +26,12 @@ pub trait RegionInvalidationStrategy: Send + Sync + 'static {
     /// Whether the last invalidation was soft.
     fn was_soft_invalidated(&self) -> bool;
 
+    /// Whether any invalidation may have happened. `false` lets the hit path skip asking about
+    /// each value; the default, `true`, always asks.
+    fn ever_invalidated(&self) -> bool {
+        true
+    }
+
     /// Whether a value created at `created_at` is invalidated at all.
     fn is_invalidated(&self, created_at: Timestamp) -> bool {
         self.is_hard_invalidated(created_at) || self.is_soft_invalidated(created_at)
@@ -97,6 +103,11 @@ impl RegionInvalidationStrategy for DefaultInvalidation {
 
     fn was_soft_invalidated(&self) -> bool {
         self.soft.load(Ordering::Acquire) > self.hard.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    fn ever_invalidated(&self) -> bool {
+        DefaultInvalidation::ever_invalidated(self)
     }
 }
 

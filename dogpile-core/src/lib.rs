@@ -21,7 +21,10 @@ pub mod registry;
 pub mod serializer;
 mod slot;
 pub mod stats;
+mod tags;
 pub mod testing;
+pub mod tier;
+mod fleet;
 
 pub use backend::{
     Backend, BoxFuture, CachedValue, Metadata, Payload, PayloadKind, FORMAT_VERSION,
@@ -47,3 +50,4 @@ pub use registry::{
     ProxyFactory,
 };
 pub use stats::Stats;
+pub use tier::LocalTier;

@@ -35,9 +35,14 @@ pub(crate) enum Counter {
     AsyncRefreshes,
     BackendErrors,
     LockTimeouts,
+    LocalHits,
+    BackplaneSent,
+    BackplaneReceived,
+    BackplaneDropped,
+    BackplaneReconnects,
 }
 
-const COUNTERS: usize = 12;
+const COUNTERS: usize = 17;
 
 /// How many regions can have a per-thread row at once.
 pub(crate) const ROWS: usize = 64;
@@ -315,6 +320,17 @@ pub struct Stats {
     /// creation then ran unprotected), reported through [`lock_lost`](crate::lock::lock_lost).
     /// Counted for the whole process, not per region: a backend's lock does not know its region.
     pub locks_lost: u64,
+    /// Hits answered by the [local tier](crate::LocalTier) (also counted in `hits`); the rest of
+    /// `hits` were read from the shared backend.
+    pub local_hits: u64,
+    /// [Backplane](crate::backplane) messages this region sent.
+    pub backplane_sent: u64,
+    /// Backplane messages from other processes this region applied.
+    pub backplane_received: u64,
+    /// Backplane messages lost: not sent (the link was down) or received undecodable.
+    pub backplane_dropped: u64,
+    /// Times the backplane link came back after it was lost.
+    pub backplane_reconnects: u64,
 }
 
 impl Stats {
@@ -334,6 +350,11 @@ impl Stats {
             backend_errors: c[BackendErrors as usize],
             lock_timeouts: c[LockTimeouts as usize],
             locks_lost: crate::lock::locks_lost(),
+            local_hits: c[LocalHits as usize],
+            backplane_sent: c[BackplaneSent as usize],
+            backplane_received: c[BackplaneReceived as usize],
+            backplane_dropped: c[BackplaneDropped as usize],
+            backplane_reconnects: c[BackplaneReconnects as usize],
         }
     }
 
@@ -375,6 +396,11 @@ impl fmt::Display for Stats {
             ("backend errors", self.backend_errors.to_string()),
             ("lock wait timeouts", self.lock_timeouts.to_string()),
             ("locks lost", self.locks_lost.to_string()),
+            ("local tier hits", self.local_hits.to_string()),
+            ("backplane sent", self.backplane_sent.to_string()),
+            ("backplane received", self.backplane_received.to_string()),
+            ("backplane dropped", self.backplane_dropped.to_string()),
+            ("backplane reconnects", self.backplane_reconnects.to_string()),
         ];
         writeln!(f, "| {:<20} | {:>12} |", "statistic", "value")?;
         writeln!(f, "|{:-<22}|{:->14}|", "", "")?;

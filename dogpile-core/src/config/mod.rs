@@ -4,9 +4,11 @@
 
 mod arguments;
 mod secrets;
+mod tiers;
 
 pub use arguments::{coerce_string, ArgValue, Arguments};
 pub use secrets::{is_secret_argument, redact_url, Secret, REDACTED};
+pub(crate) use tiers::BackplaneChoice;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -63,6 +65,8 @@ pub struct RegionConfig {
     /// How values become the payloads of byte backends (`None`: the default).
     pub(crate) serializer: Option<Arc<dyn Serializer>>,
     pub(crate) wire_format: WireFormat,
+    /// The local tier and the backplane.
+    pub(crate) tiers: tiers::TierOptions,
 }
 
 impl RegionConfig {
@@ -89,6 +93,7 @@ impl RegionConfig {
             backend_key: None,
             serializer: None,
             wire_format: WireFormat::Dogpile,
+            tiers: tiers::TierOptions::default(),
         }
     }
 
@@ -277,6 +282,7 @@ impl RegionConfig {
         let mut serializer = None;
         let mut wire_format = WireFormat::Dogpile;
         let mut wrap = Vec::new();
+        let mut tier_options = tiers::TierOptions::default();
         let mut arguments = Arguments {
             values: BTreeMap::new(),
             origin: args_prefix.clone(),
@@ -375,11 +381,12 @@ impl RegionConfig {
                         }
                     }
                 }
+                _ if tiers::read_key(rest, k, v, &mut tier_options)? => {}
                 _ => {
                     return Err(Error::config(
                         k,
                         format!(
-                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wire_format, wrap and arguments.NAME"
+                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wire_format, wrap, local_tier, local_tier.max_size, local_tier.expiration_time, local_tier.max_silence, backplane, backplane_channel and arguments.NAME"
                         ),
                     ))
                 }
@@ -401,6 +408,7 @@ impl RegionConfig {
         config.serializer = serializer;
         config.wire_format = wire_format;
         config.wrap = wrap;
+        config.tiers = tier_options;
         Ok(config)
     }
 }
@@ -427,6 +435,8 @@ impl fmt::Debug for RegionConfig {
             .field("replace_existing_backend", &self.replace_existing_backend)
             .field("serializer", &self.serializer.as_ref().map(|s| s.name()))
             .field("wire_format", &self.wire_format)
+            .field("local_tier", &self.tiers.local_tier)
+            .field("backplane", &self.tiers.backplane.is_some())
             .finish()
     }
 }

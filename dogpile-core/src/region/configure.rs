@@ -8,6 +8,7 @@ use crate::backend::Backend;
 use crate::codec::WireFormat;
 use crate::config::{BackendSpec, RegionConfig, DEFAULT_LOCK_BLOCKING_TIMEOUT};
 use crate::error::{Error, Result};
+use crate::expiration::Expiration;
 use crate::invalidation::DefaultInvalidation;
 use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler};
 use crate::proxy::wrap_chain;
@@ -145,7 +146,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .lock_blocking_timeout
             .or_else(|| backend.lock_blocking_timeout())
             .unwrap_or(DEFAULT_LOCK_BLOCKING_TIMEOUT);
-        let serializer = match (config.serializer, config.wire_format) {
+        let serializer = match (config.serializer.clone(), config.wire_format) {
             (Some(s), WireFormat::Python)
                 if matches!(s.builtin(), Some(Builtin::MessagePack | Builtin::Bincode)) =>
             {
@@ -162,6 +163,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
             (None, WireFormat::Python) => Arc::new(crate::serializer::Pickle),
             (None, WireFormat::Dogpile) => crate::serializer::default_serializer(),
         };
+        let tiers = self.start_tiers(
+            &config,
+            &backend,
+            mangler.as_ref(),
+            &config.clock,
+            config.expiration_time.as_ref().and_then(Expiration::resolve),
+        )?;
         let actual_backend = backend.clone();
         let backend = wrap_chain(backend, &config.wrap);
         let configured = Configured {
@@ -173,11 +181,18 @@ impl<C: BackendCatalog> CacheRegion<C> {
             expiration: config.expiration_time,
             mangler,
             clock: config.clock,
-            invalidator: config.region_invalidator,
+            invalidator: config.region_invalidator.or(tiers.invalidator),
             lock_wait,
             serializer,
             wire_format: config.wire_format,
+            tier: tiers.tier,
+            fleet: tiers.fleet,
+            tags: tiers.tags,
+            subscription: parking_lot::Mutex::new(tiers.subscription),
         };
+        if let Some(old) = self.state.get() {
+            old.subscription.lock().take();
+        }
         self.state.store(Arc::new(configured));
         tracing::debug!(region = self.name(), "configured");
         Ok(self)

@@ -407,10 +407,14 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
             return;
         }
         let mut items = Vec::with_capacity(made.len());
+        let mut stored = Vec::with_capacity(made.len());
         for (i, v) in made.iter().filter(|(_, v)| keep(v)) {
             let mkey = self.slots[*i].mkey;
             match self.cfg.wrap_value(mkey, v, created_at) {
-                Ok(w) => items.push((mkey.to_owned(), w)),
+                Ok(w) => {
+                    items.push((mkey.to_owned(), w));
+                    stored.push((mkey, v));
+                }
                 Err(e) => tracing::warn!(key = mkey, error = %e, "encoding a created value failed"),
             }
         }
@@ -418,8 +422,11 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
             return;
         }
         let first = self.slots[made[0].0].mkey;
-        if let Err(e) = self.cfg.backend.set_multi(items) {
-            self.region.backend_failed(e, first);
+        match self.cfg.backend.set_multi(items) {
+            Ok(()) => self.cfg.wrote_many(stored, self.cfg.metadata(created_at)),
+            Err(e) => {
+                self.region.backend_failed(e, first);
+            }
         }
     }
 }

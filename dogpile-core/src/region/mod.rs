@@ -10,6 +10,7 @@ mod batch;
 mod configure;
 mod create;
 mod read;
+mod tiers;
 
 pub use read::CachedEntry;
 
@@ -38,6 +39,10 @@ use crate::registry::{BackendCatalog, NoBuiltins};
 use crate::serializer::Serializer;
 use crate::slot::Slot;
 use crate::stats::{Counter, RegionStats, Stats};
+use crate::backplane::Subscription;
+use crate::fleet::Fleet;
+use crate::tags::TagTimes;
+use crate::tier::Tier;
 
 /// A value a region can cache: any `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`
 /// type. Serializable even where the memory backend never serializes it, so that moving a region
@@ -131,6 +136,15 @@ struct Configured {
     serializer: Arc<dyn Serializer>,
     /// How byte backends lay out the values this region writes.
     wire_format: WireFormat,
+    /// The local tier in front of the backend, if any.
+    tier: Option<Arc<Tier>>,
+    /// The backplane to the other processes, if any.
+    fleet: Option<Arc<Fleet>>,
+    /// What this region knows of its tags' invalidations.
+    tags: Arc<TagTimes>,
+    /// The backplane subscription: ended when this configuration is replaced (the old one may
+    /// live on a while in readers' hands and in deferred reclamation).
+    subscription: parking_lot::Mutex<Option<Subscription>>,
 }
 
 impl Configured {
@@ -171,17 +185,25 @@ impl Configured {
         };
         Ok(CachedValue {
             payload,
-            metadata: Metadata {
-                wire: self.wire_format,
-                ..Metadata::new(created_at)
-            },
+            metadata: self.metadata(created_at),
         })
+    }
+
+    /// The metadata of a value this region writes, created at `created_at`.
+    fn metadata(&self, created_at: Timestamp) -> Metadata {
+        Metadata {
+            wire: self.wire_format,
+            ..Metadata::new(created_at)
+        }
     }
 
     /// Stores a value created at `created_at` at an already mangled key.
     fn store<T: CacheValue>(&self, mkey: &str, value: &T, created_at: Timestamp) -> Result<()> {
-        self.backend
-            .set(mkey, self.wrap_value(mkey, value, created_at)?)
+        let wrapped = self.wrap_value(mkey, value, created_at)?;
+        let metadata = wrapped.metadata;
+        self.backend.set(mkey, wrapped)?;
+        self.wrote(mkey, value, metadata);
+        Ok(())
     }
 
     /// Stores a value at an already mangled key, through the backend's async path.
@@ -192,11 +214,14 @@ impl Configured {
         created_at: Timestamp,
     ) -> Result<()> {
         let wrapped = self.wrap_value(mkey, value, created_at)?;
+        let metadata = wrapped.metadata;
         if self.never_blocks {
-            self.backend.set(mkey, wrapped)
+            self.backend.set(mkey, wrapped)?;
         } else {
-            self.backend.set_async(mkey, wrapped).await
+            self.backend.set_async(mkey, wrapped).await?;
         }
+        self.wrote_async(mkey, value, metadata).await;
+        Ok(())
     }
 }
 
@@ -391,6 +416,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
     ) -> Option<&'a dyn RegionInvalidationStrategy> {
         match &cfg.invalidator {
             None if !self.invalidation.ever_invalidated() => None,
+            Some(custom) if !custom.ever_invalidated() => None,
             _ => Some(self.invalidator(cfg)),
         }
     }
@@ -444,28 +470,43 @@ impl<C: BackendCatalog> CacheRegion<C> {
         ttl: Option<Duration>,
         mkey: &str,
     ) -> Lookup<T> {
-        let meta = value.metadata;
+        let Some(fresh) = self.judge(cfg, &value.metadata, ttl, mkey) else {
+            return Lookup::Absent;
+        };
+        let Some(v) = decode_payload::<T>(&value.payload, mkey, cfg) else {
+            return Lookup::Absent;
+        };
+        if fresh {
+            Lookup::Fresh(v)
+        } else {
+            Lookup::Stale(v)
+        }
+    }
+
+    /// What a value's metadata makes of it: `None` absent (another format, hard-invalidated),
+    /// `Some(true)` fresh, `Some(false)` stale (expired or soft-invalidated).
+    #[inline]
+    fn judge(
+        &self,
+        cfg: &Configured,
+        meta: &Metadata,
+        ttl: Option<Duration>,
+        mkey: &str,
+    ) -> Option<bool> {
         if meta.version != FORMAT_VERSION {
             tracing::debug!(
                 key = mkey,
                 version = meta.version,
                 "entry of another format version read as a miss"
             );
-            return Lookup::Absent;
+            return None;
         }
         let inv = self.active_invalidator(cfg);
         if inv.is_some_and(|inv| inv.is_hard_invalidated(meta.created_at)) {
-            return Lookup::Absent;
+            return None;
         }
-        let Some(v) = decode_payload::<T>(&value.payload, mkey, cfg) else {
-            return Lookup::Absent;
-        };
         let expired = is_expired(ttl, meta.created_at, || cfg.clock.now_coarse());
-        if expired || inv.is_some_and(|inv| inv.is_soft_invalidated(meta.created_at)) {
-            Lookup::Stale(v)
-        } else {
-            Lookup::Fresh(v)
-        }
+        Some(!(expired || inv.is_some_and(|inv| inv.is_soft_invalidated(meta.created_at))))
     }
 
     /// Reads and classifies one key: the hit path.
@@ -476,6 +517,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
         mkey: &str,
         ttl: Option<Duration>,
     ) -> Result<Lookup<T>> {
+        if let Some(tier) = &cfg.tier {
+            return self.lookup_tiered(tier, cfg, mkey, ttl);
+        }
         let mut found = Lookup::Absent;
         cfg.backend
             .visit(mkey, &mut |v| found = self.classify(cfg, v, ttl, mkey))
@@ -494,6 +538,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if cfg.never_blocks {
             return self.lookup(cfg, mkey, ttl);
         }
+        if let Some(tier) = &cfg.tier {
+            return self.lookup_tiered_async(tier, cfg, mkey, ttl).await;
+        }
         let raw = cfg
             .backend
             .get_async(mkey)
@@ -509,6 +556,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
         mkeys: &[&str],
         ttl: Option<Duration>,
     ) -> Result<Vec<Lookup<T>>> {
+        if let Some(tier) = &cfg.tier {
+            return self.lookup_multi_tiered(tier, cfg, mkeys, ttl);
+        }
         let raw = cfg
             .backend
             .get_multi(mkeys)

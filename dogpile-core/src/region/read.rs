@@ -299,18 +299,23 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let cfg = self.configured()?;
         // One call, one creation time for every value, as dogpile stamps them.
         let created_at = cfg.clock.now();
-        let wrapped = items
+        let items: Vec<(String, T)> = items
             .into_iter()
-            .map(|(k, v)| {
-                let mkey = cfg.mangle(k.as_ref()).into_owned();
-                let value = cfg.wrap_value(&mkey, &v, created_at)?;
-                Ok((mkey, value))
-            })
+            .map(|(k, v)| (cfg.mangle(k.as_ref()).into_owned(), v))
+            .collect();
+        let wrapped = items
+            .iter()
+            .map(|(mkey, v)| Ok((mkey.clone(), cfg.wrap_value(mkey, v, created_at)?)))
             .collect::<Result<Vec<_>>>()?;
         if wrapped.is_empty() {
             return Ok(());
         }
-        cfg.backend.set_multi(wrapped)
+        cfg.backend.set_multi(wrapped)?;
+        cfg.wrote_many(
+            items.iter().map(|(k, v)| (k.as_str(), v)),
+            cfg.metadata(created_at),
+        );
+        Ok(())
     }
 
     /// Removes `key`. Removing a missing key is not an error.
@@ -321,7 +326,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// [`configure`](CacheRegion::configure); the backend's error when it cannot be written.
     pub fn delete(&self, key: &str) -> Result<()> {
         let cfg = self.configured()?;
-        cfg.backend.delete(&cfg.mangle(key))
+        let mkey = cfg.mangle(key);
+        cfg.backend.delete(&mkey)?;
+        cfg.deleted(&[&mkey]);
+        Ok(())
     }
 
     /// Removes every key, in one backend call where the backend has a batch command.
@@ -337,7 +345,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if refs.is_empty() {
             return Ok(());
         }
-        cfg.backend.delete_multi(&refs)
+        cfg.backend.delete_multi(&refs)?;
+        cfg.deleted(&refs);
+        Ok(())
     }
 
     /// [`get`](CacheRegion::get) for async callers: backends with an async client do not block
@@ -377,10 +387,14 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// As [`delete`](CacheRegion::delete).
     pub async fn delete_async(&self, key: &str) -> Result<()> {
         let cfg = self.configured()?;
+        let mkey = cfg.mangle(key);
         if cfg.never_blocks {
-            return cfg.backend.delete(&cfg.mangle(key));
+            cfg.backend.delete(&mkey)?;
+        } else {
+            cfg.backend.delete_async(&mkey).await?;
         }
-        cfg.backend.delete_async(&cfg.mangle(key)).await
+        cfg.deleted_async(&mkey).await;
+        Ok(())
     }
 }
 

@@ -1,0 +1,149 @@
+//! The two-tier options of [`RegionConfig`]: a [`LocalTier`] in front of the backend, and the
+//! [backplane](crate::backplane) that keeps the tiers of many processes coherent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{coerce_string, ArgValue, RegionConfig};
+use crate::backplane::Backplane;
+use crate::error::{Error, Result};
+use crate::tier::LocalTier;
+
+/// Where a region's backplane comes from.
+#[derive(Clone)]
+pub(crate) enum BackplaneChoice {
+    /// The shared backend's own ([`Backend::backplane`](crate::Backend::backplane)): Redis
+    /// pub/sub on its connection settings.
+    FromBackend,
+    /// A transport made by the caller.
+    Instance(Arc<dyn Backplane>),
+}
+
+/// The two-tier options, as a region configuration holds them.
+#[derive(Clone, Default)]
+pub(crate) struct TierOptions {
+    pub(crate) local_tier: Option<LocalTier>,
+    pub(crate) backplane: Option<BackplaneChoice>,
+    pub(crate) channel: Option<String>,
+}
+
+impl RegionConfig {
+    /// Puts a [`LocalTier`] in front of the backend: hits are answered in this process, misses
+    /// read the backend and fill the tier. With a [`backplane`](RegionConfig::backplane), the
+    /// other processes' writes drop this one's copies; without one, a copy may be as stale as the
+    /// tier's expiration allows.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dogpile_core::{CacheRegion, LocalTier, RegionConfig};
+    /// use dogpile_core::testing::MapBackend;
+    ///
+    /// let region: CacheRegion = CacheRegion::new();
+    /// region
+    ///     .configure(
+    ///         RegionConfig::with_backend(MapBackend::bytes())
+    ///             .local_tier(LocalTier::with_store(MapBackend::default()).expiration_time(Duration::from_secs(5))),
+    ///     )
+    ///     .unwrap();
+    /// region.set("k", 1u32).unwrap();
+    /// assert_eq!(region.get::<u32>("k").unwrap(), Some(1));
+    /// assert_eq!(region.stats().local_hits, 1);
+    /// ```
+    pub fn local_tier(mut self, tier: LocalTier) -> Self {
+        self.tiers.local_tier = Some(tier);
+        self
+    }
+
+    /// Announces this region's writes and invalidations on `backplane`, and applies the other
+    /// processes': their writes drop local copies, their region and tag invalidations hold here.
+    /// See [`tier`](crate::tier) for what is served while the link is down.
+    pub fn backplane(mut self, backplane: impl Backplane) -> Self {
+        self.tiers.backplane = Some(BackplaneChoice::Instance(Arc::new(backplane)));
+        self
+    }
+
+    /// [`backplane`](RegionConfig::backplane) over the backend's own server (Redis pub/sub on the
+    /// same connection settings); configuring fails for a backend that has none.
+    pub fn backplane_from_backend(mut self) -> Self {
+        self.tiers.backplane = Some(BackplaneChoice::FromBackend);
+        self
+    }
+
+    /// The backplane channel (default `dogpile:REGION_NAME`); the regions of every process that
+    /// share a cache must use the same one, and different regions different ones. Also the
+    /// prefix of the keys that hold the region's invalidation and tag times in the backend.
+    pub fn backplane_channel(mut self, channel: impl Into<String>) -> Self {
+        self.tiers.channel = Some(channel.into());
+        self
+    }
+}
+
+/// A number of seconds, more than zero, from a config map value.
+fn positive_seconds(key: &str, value: &str) -> Result<Duration> {
+    match coerce_string(value) {
+        ArgValue::Int(i) if i > 0 => Ok(Duration::from_secs(i as u64)),
+        ArgValue::Float(x) if x > 0.0 && Duration::try_from_secs_f64(x).is_ok() => {
+            Ok(Duration::from_secs_f64(x))
+        }
+        other => Err(Error::config(
+            key,
+            format!("expected a number of seconds, more than zero; got {other}"),
+        )),
+    }
+}
+
+/// Reads one config map key of the two-tier options (`rest` is the key after the prefix); false
+/// when `rest` is not one of them.
+pub(crate) fn read_key(rest: &str, key: &str, value: &str, tiers: &mut TierOptions) -> Result<bool> {
+    if let Some(option) = rest.strip_prefix("local_tier.") {
+        let tier = tiers.local_tier.get_or_insert_with(LocalTier::new);
+        match option {
+            "max_size" => match coerce_string(value) {
+                ArgValue::Int(n) if n > 0 => tier.max_size = Some(n as u64),
+                other => {
+                    return Err(Error::config(
+                        key,
+                        format!("expected a number of entries, more than zero; got {other}"),
+                    ))
+                }
+            },
+            "expiration_time" => tier.expiration = positive_seconds(key, value)?,
+            "max_silence" => tier.max_silence = positive_seconds(key, value)?,
+            _ => {
+                return Err(Error::config(
+                    key,
+                    "unknown local tier option; dogpile reads local_tier.max_size, local_tier.expiration_time and local_tier.max_silence",
+                ))
+            }
+        }
+        return Ok(true);
+    }
+    match rest {
+        "local_tier" => match coerce_string(value) {
+            ArgValue::Bool(true) => {
+                tiers.local_tier.get_or_insert_with(LocalTier::new);
+            }
+            ArgValue::Bool(false) => tiers.local_tier = None,
+            other => return Err(Error::config(key, format!("expected true or false, got {other}"))),
+        },
+        "backplane" => match coerce_string(value) {
+            ArgValue::Bool(true) => tiers.backplane = Some(BackplaneChoice::FromBackend),
+            ArgValue::Bool(false) => tiers.backplane = None,
+            other => {
+                return Err(Error::config(
+                    key,
+                    format!("expected true (the backend's own backplane) or false, got {other}"),
+                ))
+            }
+        },
+        "backplane_channel" => {
+            let channel = value.trim();
+            if channel.is_empty() {
+                return Err(Error::config(key, "expected a channel name, got an empty string"));
+            }
+            tiers.channel = Some(channel.to_owned());
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}

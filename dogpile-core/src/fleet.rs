@@ -1,0 +1,262 @@
+//! What a region does with its backplane: announce its writes and invalidations, and apply the
+//! other processes' (drop local copies, move the invalidation times).
+//!
+//! Region invalidation times live in the shared backend too, at a key of their own, so a process
+//! started after an `invalidate` reads them when it is configured, and every process reads them
+//! again whenever its backplane link comes back up (messages sent while it was down are lost).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::backend::{Backend, CachedValue, Metadata, Payload};
+use crate::backplane::{Backplane, BackplaneSink, Message, Notice};
+use crate::clock::{Clock, Timestamp};
+use crate::invalidation::{DefaultInvalidation, RegionInvalidationStrategy};
+use crate::stats::{Counter, CountSink, StatsHandle};
+use crate::tags::TagTimes;
+use crate::tier::Tier;
+
+/// A region's end of the backplane: who it is, where it speaks, and how.
+pub(crate) struct Fleet {
+    /// This configured region instance, as its messages say.
+    pub(crate) origin: u64,
+    pub(crate) channel: String,
+    pub(crate) backplane: Arc<dyn Backplane>,
+    pub(crate) stats: StatsHandle,
+    pub(crate) region: String,
+}
+
+impl Fleet {
+    /// Tells the other processes; a failure is logged and counted, never the caller's error: the
+    /// write itself has landed in the shared backend, and the others' copies expire by the tier's
+    /// bound.
+    pub(crate) fn announce(&self, notice: Notice) {
+        let bytes = Message::new(self.origin, notice).encode();
+        match self.backplane.publish(&self.channel, &bytes) {
+            Ok(()) => self.stats.add(Counter::BackplaneSent, 1),
+            Err(e) => {
+                self.stats.add(Counter::BackplaneDropped, 1);
+                tracing::warn!(
+                    region = %self.region,
+                    channel = %self.channel,
+                    error = %e,
+                    "backplane message not sent; other processes keep their copies until the local tier's expiration"
+                );
+            }
+        }
+    }
+}
+
+/// A random 64-bit instance id: the std hasher's per-process random keys, mixed with the time
+/// and a counter, so two instances (in one process or two) never share one in practice.
+pub(crate) fn new_origin() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(N.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Region invalidation that holds across processes: the times are kept here, in the shared
+/// backend (for processes started later), and announced on the backplane (for running ones).
+pub(crate) struct SharedInvalidation {
+    local: DefaultInvalidation,
+    backend: Arc<dyn Backend>,
+    /// The (mangled) key of the times in the shared backend.
+    key: String,
+    fleet: Arc<Fleet>,
+}
+
+impl SharedInvalidation {
+    pub(crate) fn new(backend: Arc<dyn Backend>, key: String, fleet: Arc<Fleet>) -> Self {
+        SharedInvalidation {
+            local: DefaultInvalidation::new(),
+            backend,
+            key,
+            fleet,
+        }
+    }
+
+    /// Applies an invalidation another process announced.
+    pub(crate) fn apply(&self, hard: bool, at: u64) {
+        self.local.invalidate(hard, Timestamp::from_nanos(at));
+    }
+
+    /// Reads the times kept in the shared backend (at configure time, and when the link comes
+    /// back): the later of them and the ones known here win.
+    pub(crate) fn reload(&self) {
+        match read_times(&*self.backend, &self.key) {
+            Ok(Some((hard, soft))) => {
+                for (is_hard, at) in [(true, hard), (false, soft)] {
+                    if at != 0 {
+                        self.apply(is_hard, at);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                region = %self.fleet.region,
+                error = %e,
+                "reading the region's invalidation times from the shared backend failed"
+            ),
+        }
+    }
+}
+
+/// Reads a pair of times stored by [`write_times`]; `None` when nothing (or something else) is
+/// there.
+pub(crate) fn read_times(backend: &dyn Backend, key: &str) -> crate::Result<Option<(u64, u64)>> {
+    Ok(backend.get(key)?.and_then(|v| match &v.payload {
+        Payload::Bytes(b) if b.len() == 16 => Some((
+            u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(b[8..].try_into().expect("8 bytes")),
+        )),
+        _ => None,
+    }))
+}
+
+/// Moves the hard or soft time kept at `key` forward to `at`: read, keep the later, write.
+///
+/// Two processes invalidating at the same moment may each write what they read, so the stored
+/// time can be the earlier of two racing invalidations (running processes got both messages and
+/// keep the later); the backend has no compare-and-set in its interface.
+pub(crate) fn write_times(
+    backend: &dyn Backend,
+    key: &str,
+    hard: bool,
+    at: u64,
+    now: Timestamp,
+) -> crate::Result<()> {
+    let (mut h, mut s) = read_times(backend, key)?.unwrap_or((0, 0));
+    if hard {
+        h = h.max(at);
+    } else {
+        s = s.max(at);
+    }
+    let mut bytes = Vec::with_capacity(16);
+    bytes.extend_from_slice(&h.to_le_bytes());
+    bytes.extend_from_slice(&s.to_le_bytes());
+    backend.set(
+        key,
+        CachedValue {
+            payload: Payload::Bytes(bytes.into()),
+            metadata: Metadata::new(now),
+        },
+    )
+}
+
+impl RegionInvalidationStrategy for SharedInvalidation {
+    fn invalidate(&self, hard: bool, now: Timestamp) {
+        self.local.invalidate(hard, now);
+        if let Err(e) = write_times(&*self.backend, &self.key, hard, now.as_nanos(), now) {
+            self.fleet.stats.add(Counter::BackendErrors, 1);
+            tracing::warn!(
+                region = %self.fleet.region,
+                error = %e,
+                "storing the invalidation time in the shared backend failed; processes started later will not see it"
+            );
+        }
+        self.fleet.announce(Notice::Invalidate {
+            hard,
+            at: now.as_nanos(),
+        });
+    }
+
+    fn is_hard_invalidated(&self, created_at: Timestamp) -> bool {
+        self.local.is_hard_invalidated(created_at)
+    }
+
+    fn is_soft_invalidated(&self, created_at: Timestamp) -> bool {
+        self.local.is_soft_invalidated(created_at)
+    }
+
+    fn was_hard_invalidated(&self) -> bool {
+        self.local.was_hard_invalidated()
+    }
+
+    fn was_soft_invalidated(&self) -> bool {
+        self.local.was_soft_invalidated()
+    }
+
+    fn ever_invalidated(&self) -> bool {
+        self.local.ever_invalidated()
+    }
+}
+
+/// The region's listener on the backplane.
+pub(crate) struct FleetSink {
+    pub(crate) origin: u64,
+    pub(crate) tier: Option<Arc<Tier>>,
+    pub(crate) invalidation: Arc<SharedInvalidation>,
+    pub(crate) tags: Arc<TagTimes>,
+    pub(crate) clock: Clock,
+    pub(crate) stats: StatsHandle,
+    pub(crate) region: String,
+    /// Whether the link has come up before: later ups are reconnects.
+    pub(crate) was_up: AtomicBool,
+}
+
+impl BackplaneSink for FleetSink {
+    fn message(&self, bytes: &[u8]) {
+        let message = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.add(Counter::BackplaneDropped, 1);
+                tracing::warn!(region = %self.region, error = %e, "backplane message ignored");
+                return;
+            }
+        };
+        if message.origin == self.origin {
+            // Our own write: already applied when it was made.
+            return;
+        }
+        self.stats.add(Counter::BackplaneReceived, 1);
+        match message.notice {
+            Notice::Set(keys) | Notice::Delete(keys) => {
+                if let Some(tier) = &self.tier {
+                    tier.forget(keys.iter().map(String::as_str));
+                }
+            }
+            Notice::Invalidate { hard, at } => self.invalidation.apply(hard, at),
+            Notice::InvalidateTag { tag, hard, at } => self.tags.apply(&tag, hard, at),
+        }
+    }
+
+    fn alive(&self) {
+        if let Some(tier) = &self.tier {
+            tier.alive(self.clock.now_coarse());
+        }
+        self.tags.alive(self.clock.now_coarse());
+    }
+
+    fn connected(&self) {
+        if let Some(tier) = &self.tier {
+            tier.distrust_all();
+        }
+        self.tags.distrust_all();
+        self.invalidation.reload();
+        if self.was_up.swap(true, Ordering::AcqRel) {
+            self.stats.add(Counter::BackplaneReconnects, 1);
+            tracing::info!(region = %self.region, "backplane reconnected; local copies dropped");
+        } else {
+            tracing::debug!(region = %self.region, "backplane connected");
+        }
+    }
+
+    fn disconnected(&self) {
+        if let Some(tier) = &self.tier {
+            tier.link_down();
+        }
+        self.tags.link_down();
+        tracing::warn!(
+            region = %self.region,
+            "backplane link down; local copies are not served until it is back"
+        );
+    }
+}

@@ -1,0 +1,347 @@
+//! The region's two tiers: starting the local tier and the backplane at configure time, and the
+//! reads and writes that go through them.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{CacheRegion, CacheValue, Configured};
+use crate::backend::{Backend, Metadata};
+use crate::backplane::{Notice, Subscription};
+use crate::clock::Clock;
+use crate::config::{Arguments, BackplaneChoice, RegionConfig};
+use crate::lock::Lookup;
+use crate::stats::Counter;
+use crate::error::{Error, Result};
+use crate::fleet::{new_origin, Fleet, FleetSink, SharedInvalidation};
+use crate::invalidation::RegionInvalidationStrategy;
+use crate::key::KeyMangler;
+use crate::registry::{make_backend, BackendCatalog};
+use crate::tags::{TagTimes, TAG_TIMES_WITHOUT_BACKPLANE};
+use crate::tier::{Tier, DEFAULT_LOCAL_EXPIRATION, DEFAULT_MAX_SILENCE};
+
+/// What configure starts for the two tiers.
+pub(super) struct Tiers {
+    pub(super) tier: Option<Arc<Tier>>,
+    pub(super) fleet: Option<Arc<Fleet>>,
+    pub(super) tags: Arc<TagTimes>,
+    /// The fleet-wide invalidation strategy, when a backplane is on and the caller set none.
+    pub(super) invalidator: Option<Arc<dyn RegionInvalidationStrategy>>,
+    pub(super) subscription: Option<Subscription>,
+}
+
+/// The memory backend the local tier keeps its copies in, by its registered name: the core
+/// names no backend type.
+const MEMORY_BACKEND: &str = "dogpile.cache.memory";
+
+impl<C: BackendCatalog> CacheRegion<C> {
+    /// Starts the local tier and the backplane of `config` over `backend` (the backend under its
+    /// proxies: the backplane is the server's, not a proxy's).
+    pub(super) fn start_tiers(
+        &self,
+        config: &RegionConfig,
+        backend: &Arc<dyn Backend>,
+        mangler: Option<&KeyMangler>,
+        clock: &Clock,
+        region_ttl: Option<Duration>,
+    ) -> Result<Tiers> {
+        let options = &config.tiers;
+        let channel = match (&options.channel, &self.name) {
+            (Some(c), _) => c.clone(),
+            (None, Some(name)) => format!("dogpile:{name}"),
+            (None, None) if options.backplane.is_some() => {
+                return Err(Error::config(
+                    "backplane_channel",
+                    "a region with a backplane needs a name (CacheRegion::named) or a backplane_channel, so that every process finds the same channel",
+                ))
+            }
+            (None, None) => "dogpile:<unnamed>".to_owned(),
+        };
+        let backplane = match &options.backplane {
+            None => None,
+            Some(BackplaneChoice::Instance(b)) => Some(b.clone()),
+            Some(BackplaneChoice::FromBackend) => Some(backend.backplane()?.ok_or_else(|| {
+                Error::config(
+                    "backplane",
+                    format!(
+                        "backend {:?} has no backplane of its own; pass one with RegionConfig::backplane",
+                        backend.name()
+                    ),
+                )
+            })?),
+        };
+        let region = self.name().to_owned();
+        let fleet = backplane.map(|backplane| {
+            Arc::new(Fleet {
+                origin: new_origin(),
+                channel: channel.clone(),
+                backplane,
+                stats: self.stats.handle(),
+                region: region.clone(),
+            })
+        });
+        let tier = match &options.local_tier {
+            None => None,
+            Some(local) => Some(Arc::new(Tier::start(
+                local,
+                region_ttl,
+                fleet.is_some(),
+                |max_size| {
+                    let mut args = Arguments::new();
+                    if let Some(n) = max_size {
+                        args.insert("max_size", n as i64);
+                    }
+                    make_backend::<C>(MEMORY_BACKEND, &args).map_err(|e| {
+                        Error::config(
+                            "local_tier",
+                            format!("the local tier needs the memory backend ({e}); build with it, or pass a store with LocalTier::with_store"),
+                        )
+                    })
+                },
+            )?)),
+        };
+        let max_silence = options
+            .local_tier
+            .as_ref()
+            .map_or(DEFAULT_MAX_SILENCE, |t| t.max_silence);
+        let tag_max_age = match (&fleet, &tier) {
+            (None, _) => TAG_TIMES_WITHOUT_BACKPLANE,
+            (Some(_), Some(t)) => t.expiration(),
+            (Some(_), None) => DEFAULT_LOCAL_EXPIRATION,
+        };
+        let tags = Arc::new(TagTimes::new(
+            backend.clone(),
+            format!("{channel}:"),
+            mangler.cloned(),
+            fleet.clone(),
+            tag_max_age,
+            max_silence,
+        ));
+        let mut invalidator = None;
+        let mut subscription = None;
+        if let Some(fleet) = &fleet {
+            let key = {
+                let key = format!("{channel}:invalidated");
+                mangler.map_or(key.clone(), |m| m.mangle(&key))
+            };
+            let shared = Arc::new(SharedInvalidation::new(backend.clone(), key, fleet.clone()));
+            // A process started after an invalidation learns of it here.
+            shared.reload();
+            let sink = Arc::new(FleetSink {
+                origin: fleet.origin,
+                tier: tier.clone(),
+                invalidation: shared.clone(),
+                tags: tags.clone(),
+                clock: clock.clone(),
+                stats: self.stats.handle(),
+                region: region.clone(),
+                was_up: AtomicBool::new(false),
+            });
+            subscription = Some(fleet.backplane.subscribe(&channel, sink)?);
+            if config.region_invalidator.is_none() {
+                invalidator = Some(shared as Arc<dyn RegionInvalidationStrategy>);
+            }
+        }
+        Ok(Tiers {
+            tier,
+            fleet,
+            tags,
+            invalidator,
+            subscription,
+        })
+    }
+}
+
+impl Configured {
+    /// After a value was written to the shared backend: a copy in the local tier, and the news
+    /// for the other processes.
+    pub(super) fn wrote<T: CacheValue>(&self, mkey: &str, value: &T, metadata: Metadata) {
+        if let Some(tier) = &self.tier {
+            tier.put(mkey, value.clone(), metadata, self.clock.now_coarse());
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.announce(Notice::Set(vec![mkey.to_owned()]));
+        }
+    }
+
+    /// [`wrote`](Configured::wrote) for a batch: one message for all of it.
+    pub(super) fn wrote_many<'a, T: CacheValue>(
+        &self,
+        written: impl IntoIterator<Item = (&'a str, &'a T)>,
+        metadata: Metadata,
+    ) {
+        if self.tier.is_none() && self.fleet.is_none() {
+            return;
+        }
+        let now = self.clock.now_coarse();
+        let mut keys = Vec::new();
+        for (mkey, value) in written {
+            if let Some(tier) = &self.tier {
+                tier.put(mkey, value.clone(), metadata, now);
+            }
+            keys.push(mkey.to_owned());
+        }
+        if let Some(fleet) = &self.fleet {
+            if !keys.is_empty() {
+                fleet.announce(Notice::Set(keys));
+            }
+        }
+    }
+
+    /// After keys were deleted from the shared backend: the local copies go, and the news for
+    /// the other processes. (After, not before: a reader here that read the shared backend
+    /// before the delete then finds its key's bucket moved, and makes no copy.)
+    pub(super) fn deleted(&self, mkeys: &[&str]) {
+        if let Some(tier) = &self.tier {
+            tier.forget(mkeys.iter().copied());
+        }
+        if let Some(fleet) = &self.fleet {
+            if !mkeys.is_empty() {
+                fleet.announce(Notice::Delete(mkeys.iter().map(|k| (*k).to_owned()).collect()));
+            }
+        }
+    }
+}
+
+impl Configured {
+    /// [`wrote`](Configured::wrote) for async callers: the backplane's publish is blocking I/O,
+    /// so it runs on the blocking pool rather than on the executor's thread.
+    pub(super) async fn wrote_async<T: CacheValue>(&self, mkey: &str, value: &T, metadata: Metadata) {
+        if let Some(tier) = &self.tier {
+            tier.put(mkey, value.clone(), metadata, self.clock.now_coarse());
+        }
+        if let Some(fleet) = &self.fleet {
+            let fleet = fleet.clone();
+            let notice = Notice::Set(vec![mkey.to_owned()]);
+            blocking::unblock(move || fleet.announce(notice)).await;
+        }
+    }
+
+    /// [`deleted`](Configured::deleted) for async callers.
+    pub(super) async fn deleted_async(&self, mkey: &str) {
+        if let Some(tier) = &self.tier {
+            tier.forget([mkey]);
+        }
+        if let Some(fleet) = &self.fleet {
+            let fleet = fleet.clone();
+            let notice = Notice::Delete(vec![mkey.to_owned()]);
+            blocking::unblock(move || fleet.announce(notice)).await;
+        }
+    }
+}
+
+impl<C: BackendCatalog> CacheRegion<C> {
+    /// The local copy of `mkey` when it may be served fresh.
+    #[inline]
+    fn local_hit<T: CacheValue>(
+        &self,
+        tier: &Tier,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+        now: crate::clock::Timestamp,
+    ) -> Option<T> {
+        let v = tier.read::<T, T>(
+            mkey,
+            now,
+            |meta| self.judge(cfg, meta, ttl, mkey) == Some(true),
+            T::clone,
+        )?;
+        self.stats.incr(Counter::LocalHits);
+        Some(v)
+    }
+
+    /// [`lookup`](CacheRegion::lookup) through the local tier: a fresh local copy, or the shared
+    /// backend's value (a fresh one is copied into the tier).
+    pub(super) fn lookup_tiered<T: CacheValue>(
+        &self,
+        tier: &Tier,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Lookup<T>> {
+        let now = cfg.clock.now_coarse();
+        if let Some(v) = self.local_hit(tier, cfg, mkey, ttl, now) {
+            return Ok(Lookup::Fresh(v));
+        }
+        let ticket = tier.ticket(mkey);
+        let mut found: Lookup<T> = Lookup::Absent;
+        cfg.backend
+            .visit(mkey, &mut |v| {
+                found = self.classify(cfg, v, ttl, mkey);
+                if let Lookup::Fresh(value) = &found {
+                    tier.fill(mkey, value.clone(), v.metadata, now, ticket);
+                }
+            })
+            .map_err(|e| self.backend_failed(e, mkey))?;
+        Ok(found)
+    }
+
+    /// [`lookup_tiered`](CacheRegion::lookup_tiered) through the backend's async path.
+    pub(super) async fn lookup_tiered_async<T: CacheValue>(
+        &self,
+        tier: &Tier,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Lookup<T>> {
+        let now = cfg.clock.now_coarse();
+        if let Some(v) = self.local_hit(tier, cfg, mkey, ttl, now) {
+            return Ok(Lookup::Fresh(v));
+        }
+        let ticket = tier.ticket(mkey);
+        let raw = cfg
+            .backend
+            .get_async(mkey)
+            .await
+            .map_err(|e| self.backend_failed(e, mkey))?;
+        let Some(v) = raw else {
+            return Ok(Lookup::Absent);
+        };
+        let found: Lookup<T> = self.classify(cfg, &v, ttl, mkey);
+        if let Lookup::Fresh(value) = &found {
+            tier.fill(mkey, value.clone(), v.metadata, now, ticket);
+        }
+        Ok(found)
+    }
+
+    /// [`lookup_multi`](CacheRegion::lookup_multi) through the local tier: the keys without a
+    /// fresh local copy are read in one backend call.
+    pub(super) fn lookup_multi_tiered<T: CacheValue>(
+        &self,
+        tier: &Tier,
+        cfg: &Configured,
+        mkeys: &[&str],
+        ttl: Option<Duration>,
+    ) -> Result<Vec<Lookup<T>>> {
+        let now = cfg.clock.now_coarse();
+        let mut out: Vec<Lookup<T>> = Vec::with_capacity(mkeys.len());
+        let mut missing = Vec::new();
+        for (i, mkey) in mkeys.iter().enumerate() {
+            match self.local_hit(tier, cfg, mkey, ttl, now) {
+                Some(v) => out.push(Lookup::Fresh(v)),
+                None => {
+                    out.push(Lookup::Absent);
+                    missing.push((i, *mkey, tier.ticket(mkey)));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let keys: Vec<&str> = missing.iter().map(|(_, k, _)| *k).collect();
+        let raw = cfg
+            .backend
+            .get_multi(&keys)
+            .map_err(|e| self.backend_failed(e, keys[0]))?;
+        for ((i, mkey, ticket), v) in missing.into_iter().zip(raw) {
+            let Some(v) = v else { continue };
+            let found: Lookup<T> = self.classify(cfg, &v, ttl, mkey);
+            if let Lookup::Fresh(value) = &found {
+                tier.fill(mkey, value.clone(), v.metadata, now, ticket);
+            }
+            out[i] = found;
+        }
+        Ok(out)
+    }
+}

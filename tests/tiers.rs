@@ -1,0 +1,406 @@
+//! The local tier and the backplane, in one process: two regions on one shared backend and one
+//! in-process bus behave as two processes (issue 16). The same rules against real Redis and real
+//! processes are in `tiers_redis.rs`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dogpile::backplane::{Backplane, BackplaneSink, Subscription};
+use dogpile::clock::{Clock, ManualClock};
+use dogpile::testing::{LoopbackBackplane, MapBackend};
+use dogpile::{CacheRegion, LocalTier, RegionConfig};
+
+mod support;
+
+/// One "process": a region with a local tier on the shared backend and the bus.
+fn process(
+    shared: &Arc<MapBackend>,
+    bus: &LoopbackBackplane,
+    clock: &Clock,
+) -> CacheRegion {
+    let region = CacheRegion::named("users");
+    region
+        .configure(
+            RegionConfig::with_backend(shared.clone())
+                .expiration_time(600)
+                .clock(clock.clone())
+                .local_tier(tier())
+                .backplane(bus.clone()),
+        )
+        .unwrap();
+    region
+}
+
+fn tier() -> LocalTier {
+    LocalTier::with_store(MapBackend::default())
+        .expiration_time(Duration::from_secs(30))
+        .max_silence(Duration::from_secs(2))
+}
+
+struct Fleet {
+    shared: Arc<MapBackend>,
+    bus: LoopbackBackplane,
+    clock: Clock,
+    time: Arc<ManualClock>,
+}
+
+fn fleet() -> Fleet {
+    let (clock, time) = Clock::manual(SystemTime::now());
+    Fleet {
+        shared: Arc::new(MapBackend::bytes()),
+        bus: LoopbackBackplane::new(),
+        clock,
+        time,
+    }
+}
+
+impl Fleet {
+    fn process(&self) -> CacheRegion {
+        process(&self.shared, &self.bus, &self.clock)
+    }
+    fn shared_reads(&self) -> usize {
+        self.shared.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn get(region: &CacheRegion, key: &str) -> Option<String> {
+    region.get::<String>(key).unwrap()
+}
+
+#[test]
+fn a_second_read_is_answered_locally() {
+    let f = fleet();
+    let (a, b) = (f.process(), f.process());
+    a.set("k", "v1".to_string()).unwrap();
+    assert_eq!(get(&b, "k").as_deref(), Some("v1"));
+    let reads = f.shared_reads();
+    for _ in 0..10 {
+        assert_eq!(get(&b, "k").as_deref(), Some("v1"));
+    }
+    assert_eq!(f.shared_reads(), reads, "local hits must not read the shared backend");
+    assert_eq!(b.stats().local_hits, 10);
+    // The writer has its own copy at once.
+    assert_eq!(get(&a, "k").as_deref(), Some("v1"));
+    assert_eq!(a.stats().local_hits, 1);
+}
+
+#[test]
+fn every_kind_of_write_in_one_process_drops_the_others_copies() {
+    let f = fleet();
+    let (a, b) = (f.process(), f.process());
+    let warm = |keys: &[&str]| {
+        for k in keys {
+            get(&b, k);
+            get(&b, k);
+        }
+    };
+    a.set("set", "old".to_string()).unwrap();
+    a.set("del", "old".to_string()).unwrap();
+    a.set_multi([("m1", "old".to_string()), ("m2", "old".to_string())])
+        .unwrap();
+    warm(&["set", "del", "m1", "m2"]);
+
+    a.set("set", "new".to_string()).unwrap();
+    assert_eq!(get(&b, "set").as_deref(), Some("new"));
+    a.delete("del").unwrap();
+    assert_eq!(get(&b, "del"), None);
+    a.set_multi([("m1", "new".to_string()), ("m2", "new".to_string())])
+        .unwrap();
+    assert_eq!(get(&b, "m1").as_deref(), Some("new"));
+    assert_eq!(get(&b, "m2").as_deref(), Some("new"));
+    a.delete_multi(&["m1", "m2"]).unwrap();
+    assert_eq!(get(&b, "m1"), None);
+
+    // A creation is a write too.
+    a.set("created", "old".to_string()).unwrap();
+    warm(&["created"]);
+    a.delete("created").unwrap();
+    a.get_or_create("created", || "made".to_string()).unwrap();
+    assert_eq!(get(&b, "created").as_deref(), Some("made"));
+    assert!(b.stats().backplane_received >= 6);
+    // A process never acts on its own messages.
+    assert_eq!(a.stats().backplane_received, 0);
+}
+
+#[test]
+fn region_invalidation_reaches_running_processes_and_later_ones() {
+    let f = fleet();
+    let (a, b) = (f.process(), f.process());
+    a.set("k", "v".to_string()).unwrap();
+    get(&b, "k");
+    f.time.advance(Duration::from_secs(1));
+    a.invalidate(true);
+    assert_eq!(get(&b, "k"), None, "hard: absent in the other process");
+    // A process configured after the invalidation reads its time from the shared backend.
+    let c = f.process();
+    assert_eq!(get(&c, "k"), None);
+    assert_eq!(
+        c.get_or_create("k", || "new".to_string()).unwrap(),
+        "new",
+        "a hard-invalidated value is recreated"
+    );
+
+    // Soft: expired everywhere, so the get-or-create path serves it while one creates.
+    f.time.advance(Duration::from_secs(1));
+    b.invalidate(false);
+    assert_eq!(get(&a, "k"), None, "soft: a plain get treats it as expired");
+    let d = f.process();
+    assert_eq!(get(&d, "k"), None);
+    assert_eq!(d.get_or_create("k", || "newer".to_string()).unwrap(), "newer");
+}
+
+#[test]
+fn without_word_from_the_backplane_local_copies_are_not_served() {
+    let f = fleet();
+    let (a, b) = (f.process(), f.process());
+    a.set("k", "v1".to_string()).unwrap();
+    get(&b, "k");
+    get(&b, "k");
+    assert_eq!(b.stats().local_hits, 1);
+    // Silence for longer than max_silence (2 s): the link may be cut without anyone knowing.
+    f.time.advance(Duration::from_secs(3));
+    let reads = f.shared_reads();
+    assert_eq!(get(&b, "k").as_deref(), Some("v1"));
+    assert_eq!(b.stats().local_hits, 1, "served from the shared backend");
+    assert_eq!(f.shared_reads(), reads + 1);
+    // A heartbeat brings local hits back (the read above made a new copy: both reads are local).
+    f.bus.heartbeat();
+    get(&b, "k");
+    get(&b, "k");
+    assert_eq!(b.stats().local_hits, 3);
+}
+
+#[test]
+fn a_write_lost_while_the_link_was_cut_never_leaves_a_stale_copy() {
+    let f = fleet();
+    let (a, b) = (f.process(), f.process());
+    a.set("k", "old".to_string()).unwrap();
+    get(&b, "k");
+    get(&b, "k");
+    f.bus.set_up(false);
+    a.set("k", "new".to_string()).unwrap(); // its message is lost
+    assert_eq!(a.stats().backplane_dropped, 1);
+    assert_eq!(get(&b, "k").as_deref(), Some("new"), "while cut: the shared backend");
+    f.bus.set_up(true);
+    assert_eq!(get(&b, "k").as_deref(), Some("new"), "after the heal");
+    assert_eq!(b.stats().backplane_reconnects, 1);
+}
+
+#[test]
+fn copies_made_before_a_reconnect_are_dropped() {
+    let f = fleet();
+    let (a, b) = (f.process(), f.process());
+    a.set("k", "old".to_string()).unwrap();
+    get(&b, "k");
+    // The link drops and comes back before b reads again: the message of the write in between
+    // is lost, so nothing b copied before the reconnect may be served.
+    f.bus.set_up(false);
+    a.set("k", "new".to_string()).unwrap();
+    f.bus.set_up(true);
+    assert_eq!(get(&b, "k").as_deref(), Some("new"));
+}
+
+#[test]
+fn without_a_backplane_a_copy_lives_no_longer_than_the_tier_expiration() {
+    let (clock, time) = Clock::manual(SystemTime::now());
+    let shared = Arc::new(MapBackend::bytes());
+    let region = |shared: &Arc<MapBackend>| {
+        let r = CacheRegion::new();
+        r.configure(
+            RegionConfig::with_backend(shared.clone())
+                .expiration_time(600)
+                .clock(clock.clone())
+                .local_tier(tier()),
+        )
+        .unwrap();
+        r
+    };
+    let (a, b) = (region(&shared), region(&shared));
+    a.set("k", "old".to_string()).unwrap();
+    get(&b, "k");
+    a.set("k", "new".to_string()).unwrap();
+    assert_eq!(get(&b, "k").as_deref(), Some("old"), "no backplane: b cannot know");
+    time.advance(Duration::from_secs(31));
+    assert_eq!(get(&b, "k").as_deref(), Some("new"), "past the tier's 30 s");
+}
+
+#[test]
+fn the_tier_expiration_is_at_most_the_regions() {
+    let (clock, time) = Clock::manual(SystemTime::now());
+    let region = CacheRegion::new();
+    region
+        .configure(
+            RegionConfig::with_backend(MapBackend::bytes())
+                .expiration_time(5)
+                .clock(clock)
+                .local_tier(tier()),
+        )
+        .unwrap();
+    region.set("k", 1u8).unwrap();
+    time.advance(Duration::from_secs(6));
+    assert_eq!(region.get::<u8>("k").unwrap(), None);
+}
+
+/// A backend whose reads can be held after they have read, to let a write slip in between a
+/// read of the shared backend and the copy into the local tier.
+struct Gate {
+    inner: MapBackend,
+    armed: std::sync::atomic::AtomicBool,
+    read_done: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    go: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl dogpile::Backend for Gate {
+    fn name(&self) -> &str {
+        "gate"
+    }
+    fn payload_kind(&self) -> dogpile::backend::PayloadKind {
+        self.inner.payload_kind()
+    }
+    fn get(&self, key: &str) -> dogpile::Result<Option<dogpile::CachedValue>> {
+        let v = self.inner.get(key);
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.read_done.lock().unwrap().take().unwrap().send(()).unwrap();
+            self.go.lock().unwrap().take().unwrap().recv().unwrap();
+        }
+        v
+    }
+    fn set(&self, key: &str, value: dogpile::CachedValue) -> dogpile::Result<()> {
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> dogpile::Result<()> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_read_that_raced_a_write_makes_no_stale_copy() {
+    let (clock, _time) = Clock::manual(SystemTime::now());
+    let (read_done_tx, read_done) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    let gate = Arc::new(Gate {
+        inner: MapBackend::bytes(),
+        armed: false.into(),
+        read_done: Some(read_done_tx).into(),
+        go: Some(go_rx).into(),
+    });
+    let bus = LoopbackBackplane::new();
+    let make = || {
+        let r = Arc::new(CacheRegion::named("race"));
+        r.configure(
+            RegionConfig::with_backend(gate.clone())
+                .expiration_time(600)
+                .clock(clock.clone())
+                .local_tier(tier())
+                .backplane(bus.clone()),
+        )
+        .unwrap();
+        r
+    };
+    let (a, b) = (make(), make());
+    a.set("k", "old".to_string()).unwrap();
+    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reader = {
+        let b = b.clone();
+        std::thread::spawn(move || get(&b, "k"))
+    };
+    // b has read "old" from the shared backend and not yet copied it: a writes.
+    read_done.recv().unwrap();
+    a.set("k", "new".to_string()).unwrap();
+    go.send(()).unwrap();
+    assert_eq!(reader.join().unwrap().as_deref(), Some("old"), "the read itself saw old");
+    assert_eq!(get(&b, "k").as_deref(), Some("new"), "but made no copy of it");
+}
+
+#[test]
+fn a_region_with_a_backplane_needs_a_name_or_a_channel() {
+    let region: CacheRegion = CacheRegion::new();
+    let err = region
+        .configure(
+            RegionConfig::with_backend(MapBackend::bytes()).backplane(LoopbackBackplane::new()),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("backplane_channel"), "{err}");
+    region
+        .configure(
+            RegionConfig::with_backend(MapBackend::bytes())
+                .backplane(LoopbackBackplane::new())
+                .backplane_channel("mine"),
+        )
+        .unwrap();
+}
+
+#[test]
+fn reconfiguring_ends_the_old_subscription() {
+    let bus = LoopbackBackplane::new();
+    let region = CacheRegion::named("re");
+    let config = || {
+        RegionConfig::with_backend(MapBackend::bytes())
+            .backplane(bus.clone())
+            .replace_existing_backend(true)
+    };
+    region.configure(config()).unwrap();
+    region.configure(config()).unwrap();
+    /// Counts what reaches it.
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl BackplaneSink for Count {
+        fn message(&self, _: &[u8]) {}
+        fn alive(&self) {}
+        fn connected(&self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn disconnected(&self) {}
+    }
+    let probe = Arc::new(Count::default());
+    let _s: Subscription = bus.subscribe("other", probe.clone()).unwrap();
+    // Cut and heal: every live subscriber hears it; the region's first subscription is gone,
+    // so two subscribers (the region's current one and the probe) remain.
+    bus.set_up(false);
+    bus.set_up(true);
+    assert_eq!(format!("{bus:?}").matches("subscribers: 2").count(), 1, "{bus:?}");
+}
+
+#[test]
+fn config_maps_name_the_tier_options() {
+    let config = RegionConfig::from_config(
+        [
+            ("c.backend", "dogpile.cache.memory_pickle"),
+            ("c.local_tier.max_size", "100"),
+            ("c.local_tier.expiration_time", "5"),
+            ("c.local_tier.max_silence", "0.5"),
+        ],
+        "c.",
+    )
+    .unwrap();
+    let text = format!("{config:?}");
+    assert!(text.contains("max_size: Some(100)"), "{text}");
+    assert!(text.contains("max_silence: 500ms"), "{text}");
+    let region: CacheRegion = CacheRegion::new();
+    region.configure(config).unwrap();
+    region.set("k", 7u8).unwrap();
+    assert_eq!(region.get::<u8>("k").unwrap(), Some(7));
+    assert_eq!(region.stats().local_hits, 1);
+
+    for (key, value, says) in [
+        ("c.local_tier.max_size", "0", "more than zero"),
+        ("c.local_tier.expiration_time", "-1", "more than zero"),
+        ("c.local_tier.size", "1", "unknown local tier option"),
+        ("c.backplane", "redis", "expected true"),
+    ] {
+        let err = RegionConfig::from_config([("c.backend", "x"), (key, value)], "c.").unwrap_err();
+        assert!(err.to_string().starts_with(key), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    // A backend with no backplane of its own cannot give one.
+    let err = CacheRegion::named("n")
+        .configure(
+            RegionConfig::from_config(
+                [("c.backend", "dogpile.cache.memory"), ("c.backplane", "true")],
+                "c.",
+            )
+            .unwrap(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("has no backplane"), "{err}");
+}
