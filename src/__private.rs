@@ -478,6 +478,26 @@ pub async fn get_async<T: CacheValue>(region: &CacheRegion, key: &Key) -> Option
     logged(region, key, NOT_READ, read)
 }
 
+/// `<fn>_get` of a function with `tags`: read with its options, so a tag's invalidation holds.
+pub fn get_tagged<T: CacheValue>(
+    region: &CacheRegion,
+    key: &Key,
+    options: &CreateOptions<T>,
+) -> Option<T> {
+    let read = region.get_with_options::<T>(key.as_str(), options);
+    logged(region, key, NOT_READ, read)
+}
+
+/// `<fn>_get` of an `async fn` with `tags`.
+pub async fn get_tagged_async<T: CacheValue>(
+    region: &CacheRegion,
+    key: &Key,
+    options: &CreateOptions<T>,
+) -> Option<T> {
+    let read = region.get_with_options_async::<T>(key.as_str(), options).await;
+    logged(region, key, NOT_READ, read)
+}
+
 /// `<fn>_set`: stores a value (logged when the cache fails).
 pub fn set<T: CacheValue>(region: &CacheRegion, key: &Key, value: T) {
     logged(region, key, NOT_STORED, region.set(key.as_str(), value))

@@ -34,6 +34,7 @@ impl Kind {
                 "key",
                 "ignore",
                 "background",
+                "tags",
             ],
             Kind::Multi => &[
                 "region",
@@ -60,6 +61,8 @@ pub(crate) struct Args {
     pub(crate) asdict: bool,
     /// `background = true`: where the option was written.
     pub(crate) background: Option<Ident>,
+    /// `tags = ["user:{id}", …]`: templates over the arguments, as written.
+    pub(crate) tags: Vec<LitStr>,
 }
 
 /// The raw options: names with their values, parsed before the attribute kind is known.
@@ -74,7 +77,8 @@ impl RawArgs {
 
 pub(crate) enum Value {
     Expr(Expr),
-    List(Vec<Ident>),
+    /// `[a, b]` or `["x", "y"]`: what the list holds is checked by the option.
+    List(Vec<Expr>),
 }
 
 impl Parse for RawArgs {
@@ -92,8 +96,8 @@ impl Parse for RawArgs {
             let value = if input.peek(syn::token::Bracket) {
                 let content;
                 bracketed!(content in input);
-                let names = content.parse_terminated(Ident::parse, Token![,])?;
-                Value::List(names.into_iter().collect())
+                let items = content.parse_terminated(Expr::parse, Token![,])?;
+                Value::List(items.into_iter().collect())
             } else {
                 Value::Expr(input.parse()?)
             };
@@ -147,6 +151,7 @@ impl Args {
             ignore: Vec::new(),
             asdict: false,
             background: None,
+            tags: Vec::new(),
         };
         let mut seen: Vec<String> = Vec::new();
         let mut errors = Errors::new();
@@ -190,7 +195,20 @@ impl Args {
                     "key" => args.key = Some(expect_str(&name, value)?),
                     "ignore" => {
                         match value {
-                            Value::List(names) => args.ignore = names,
+                            Value::List(items) => {
+                                args.ignore = items
+                                    .into_iter()
+                                    .map(|e| match e {
+                                        Expr::Path(p) if p.path.get_ident().is_some() => {
+                                            Ok(p.path.segments[0].ident.clone())
+                                        }
+                                        e => Err(syn::Error::new(
+                                            e.span(),
+                                            "`ignore` takes a list of argument names: `ignore = [conn, log]`",
+                                        )),
+                                    })
+                                    .collect::<syn::Result<_>>()?
+                            }
                             Value::Expr(Expr::Path(p)) if p.path.get_ident().is_some() => {
                                 args.ignore = vec![p.path.segments[0].ident.clone()]
                             }
@@ -212,6 +230,26 @@ impl Args {
                             ))
                         }
                     },
+                    "tags" => {
+                        let tag_list = "`tags` takes a list of string templates: `tags = [\"user:{id}\", \"users\"]`";
+                        let items = match value {
+                            Value::List(items) => items,
+                            Value::Expr(e) => return Err(syn::Error::new(e.span(), tag_list)),
+                        };
+                        for item in items {
+                            match item {
+                                Expr::Lit(syn::ExprLit {
+                                    lit: syn::Lit::Str(s),
+                                    ..
+                                }) => {
+                                    // Checked here, so a bad template points at itself.
+                                    parse_template(&s, "tags")?;
+                                    args.tags.push(s)
+                                }
+                                e => return Err(syn::Error::new(e.span(), tag_list)),
+                            }
+                        }
+                    }
                     "asdict" => match value {
                         Value::Expr(Expr::Lit(syn::ExprLit {
                             lit: syn::Lit::Bool(LitBool { value, .. }),
@@ -258,7 +296,7 @@ pub(crate) enum TemplatePiece {
 }
 
 /// Parses `user:{id}:{lang}`; `{{` and `}}` are literal braces.
-pub(crate) fn parse_template(lit: &LitStr) -> syn::Result<Vec<TemplatePiece>> {
+pub(crate) fn parse_template(lit: &LitStr, option: &str) -> syn::Result<Vec<TemplatePiece>> {
     let text = lit.value();
     let mut out = Vec::new();
     let mut lit_buf = String::new();
@@ -286,14 +324,14 @@ pub(crate) fn parse_template(lit: &LitStr) -> syn::Result<Vec<TemplatePiece>> {
                 if !closed {
                     return Err(syn::Error::new(
                         lit.span(),
-                        "unclosed `{` in `key`: write `{name}` for an argument, `{{` for a brace",
+                        format!("unclosed `{{` in `{option}`: write `{{name}}` for an argument, `{{{{` for a brace"),
                     ));
                 }
                 let name = name.trim().to_owned();
                 if name.is_empty() {
                     return Err(syn::Error::new(
                         lit.span(),
-                        "empty `{}` in `key`: write the name of an argument, e.g. `{id}`",
+                        format!("empty `{{}}` in `{option}`: write the name of an argument, e.g. `{{id}}`"),
                     ));
                 }
                 if !lit_buf.is_empty() {
@@ -304,7 +342,7 @@ pub(crate) fn parse_template(lit: &LitStr) -> syn::Result<Vec<TemplatePiece>> {
             '}' => {
                 return Err(syn::Error::new(
                     lit.span(),
-                    "unmatched `}` in `key`: write `}}` for a literal brace",
+                    format!("unmatched `}}` in `{option}`: write `}}}}` for a literal brace"),
                 ))
             }
             c => lit_buf.push(c),
@@ -322,7 +360,7 @@ mod tests {
 
     fn pieces(text: &str) -> syn::Result<Vec<String>> {
         let lit = LitStr::new(text, Span::call_site());
-        Ok(parse_template(&lit)?
+        Ok(parse_template(&lit, "key")?
             .into_iter()
             .map(|p| match p {
                 TemplatePiece::Lit(s) => format!("lit:{s}"),

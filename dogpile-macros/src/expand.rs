@@ -211,7 +211,7 @@ impl<'a> Func<'a> {
         let mut key_params: Vec<usize> = Vec::new();
         let mut template = None;
         if let Some(lit) = &args.key {
-            let pieces = parse_template(lit)?;
+            let pieces = parse_template(lit, "key")?;
             let mut out = Vec::new();
             for piece in pieces {
                 match piece {
@@ -513,6 +513,47 @@ impl<'a> Func<'a> {
         }
     }
 
+    /// The array of tag texts of `tags = ["user:{id}", …]`, each built as the key's text is (an
+    /// argument written by its `KeyArg`), on every call; `None` without tags.
+    fn tag_list(&self, args: &Args) -> syn::Result<Option<TokenStream>> {
+        if args.tags.is_empty() {
+            return Ok(None);
+        }
+        let mut tags = Vec::new();
+        for lit in &args.tags {
+            let mut writes = Vec::new();
+            for piece in parse_template(lit, "tags")? {
+                match piece {
+                    TemplatePiece::Lit(s) => writes.push(quote!(__dp_t.push_str(#s);)),
+                    TemplatePiece::Arg(name) => {
+                        let param = self.params.iter().find(|p| {
+                            p.ident == name && !p.ident.to_string().starts_with("__dp_arg")
+                        });
+                        let Some(param) = param else {
+                            return Err(syn::Error::new(
+                                lit.span(),
+                                format!(
+                                    "`{{{name}}}` in `tags` is not an argument of `{}`",
+                                    self.name()
+                                ),
+                            ));
+                        };
+                        let ident = &param.ident;
+                        writes.push(quote_spanned!(lit.span()=>
+                            ::dogpile::__private::KeyArg::write_key(&#ident, &mut __dp_t);
+                        ));
+                    }
+                }
+            }
+            tags.push(quote!({
+                let mut __dp_t = ::std::string::String::new();
+                #(#writes)*
+                __dp_t
+            }));
+        }
+        Ok(Some(quote!([#(#tags),*])))
+    }
+
     /// `cached`, through the `Cacheable` projection: a type that cannot be cached fails there once,
     /// at the return type, and the generated calls then see an error type and stay quiet.
     fn checked(cached: &Type) -> TokenStream {
@@ -535,6 +576,11 @@ impl<'a> Func<'a> {
         let ret = &self.ret;
         let key = self.key(args);
         let opts = self.options(args, cached, false);
+        let tags = self.tag_list(args)?;
+        let opts = match &tags {
+            Some(tags) => quote!(#opts let __dp_opts = __dp_opts.tags(#tags);),
+            None => opts,
+        };
         let body = self.body_closure();
         let dot_await = self.is_async.then(|| quote!(.await));
         let ct = Self::checked(cached);
@@ -583,6 +629,11 @@ impl<'a> Func<'a> {
         // A blocking `_get` honours the function's own expiration; the async one reads with the
         // region's (the region has no async read with an expiration).
         let get_call = match (&args.expiration, self.is_async) {
+            // A tagged value is read with its tags, so a tag's invalidation holds here too.
+            _ if tags.is_some() => {
+                let tagged = format_ident!("get_tagged{}", a);
+                quote!(::dogpile::__private::#tagged::<#ct>(__dp_region, &__dp_key, &__dp_opts) #dot_await)
+            }
             (Some(e), false) => quote_spanned! {e.span()=>
                 ::dogpile::__private::get_with_expiration::<#ct>(
                     __dp_region,
@@ -592,6 +643,7 @@ impl<'a> Func<'a> {
             },
             _ => quote!(::dogpile::__private::#get_fn::<#ct>(__dp_region, &__dp_key) #dot_await),
         };
+        let get_opts = tags.is_some().then(|| opts.clone());
         let get_sig = self.companion_sig(
             self.companion("get"),
             None,
@@ -649,6 +701,7 @@ impl<'a> Func<'a> {
             #[allow(dead_code)]
             #vis #get_sig {
                 #key
+                #get_opts
                 #get_call
             }
 

@@ -61,6 +61,8 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> CacheValue
 pub struct CreateOptions<T> {
     expiration_time: Option<Expiration>,
     should_cache_fn: Option<fn(&T) -> bool>,
+    /// The tags of the value: [`CacheRegion::invalidate_tag`] of any of them invalidates it.
+    tags: Vec<String>,
 }
 
 impl<T> Default for CreateOptions<T> {
@@ -68,6 +70,7 @@ impl<T> Default for CreateOptions<T> {
         CreateOptions {
             expiration_time: None,
             should_cache_fn: None,
+            tags: Vec::new(),
         }
     }
 }
@@ -95,6 +98,30 @@ impl<T> CreateOptions<T> {
         self.should_cache_fn = Some(f);
         self
     }
+
+    /// Tags the value: once [`invalidate_tag`](CacheRegion::invalidate_tag) names one of them,
+    /// values created before count as absent (hard) or expired (soft), in every process that
+    /// shares the backend. A tag is a property of the calls that name it: the get-or-create
+    /// calls with these options, [`get_with_options`](CacheRegion::get_with_options), and
+    /// functions with `#[cache_on_arguments(tags = [...])]`. Plain `get` does not know a key's
+    /// tags.
+    ///
+    /// ```
+    /// use dogpile_core::{CacheRegion, CreateOptions, RegionConfig};
+    /// # let region: CacheRegion = CacheRegion::new();
+    /// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::bytes())).unwrap();
+    /// let user = CreateOptions::new().tags(["user:42", "users"]);
+    /// let profile = region.get_or_create_with("profile:42", &user, || "Ada".to_string()).unwrap();
+    /// assert_eq!(profile, "Ada");
+    /// # std::thread::sleep(std::time::Duration::from_millis(2));
+    /// region.invalidate_tag("user:42", true).unwrap();
+    /// let profile = region.get_or_create_with("profile:42", &user, || "Ada L.".to_string()).unwrap();
+    /// assert_eq!(profile, "Ada L.");
+    /// ```
+    pub fn tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 impl<T> fmt::Debug for CreateOptions<T> {
@@ -102,6 +129,7 @@ impl<T> fmt::Debug for CreateOptions<T> {
         f.debug_struct("CreateOptions")
             .field("expiration_time", &self.expiration_time)
             .field("should_cache_fn", &self.should_cache_fn.is_some())
+            .field("tags", &self.tags)
             .finish()
     }
 }
