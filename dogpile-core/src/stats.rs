@@ -35,9 +35,14 @@ pub(crate) enum Counter {
     AsyncRefreshes,
     BackendErrors,
     LockTimeouts,
+    FailSafeServed,
+    SoftTimeouts,
+    HardTimeouts,
+    EagerRefreshes,
+    EarlyExpirations,
 }
 
-const COUNTERS: usize = 12;
+const COUNTERS: usize = 17;
 
 /// How many regions can have a per-thread row at once.
 pub(crate) const ROWS: usize = 64;
@@ -315,6 +320,19 @@ pub struct Stats {
     /// creation then ran unprotected), reported through [`lock_lost`](crate::lock::lock_lost).
     /// Counted for the whole process, not per region: a backend's lock does not know its region.
     pub locks_lost: u64,
+    /// Callers that got an expired value because its creator failed (fail-safe, see
+    /// [`RegionConfig::fail_safe_max_duration`](crate::RegionConfig::fail_safe_max_duration)),
+    /// while the key was throttled or right after the failure.
+    pub fail_safe_served: u64,
+    /// Callers that got the stale value because their creator ran past `soft_timeout`.
+    pub soft_timeouts: u64,
+    /// Callers whose creator ran past `hard_timeout`: an error, or the stale value when there
+    /// was one.
+    pub hard_timeouts: u64,
+    /// Refreshes of a value not yet expired, started past `eager_refresh` of its life.
+    pub eager_refreshes: u64,
+    /// Regenerations of a value not yet expired, drawn by XFetch (`early_expiration_beta`).
+    pub early_expirations: u64,
 }
 
 impl Stats {
@@ -334,6 +352,11 @@ impl Stats {
             backend_errors: c[BackendErrors as usize],
             lock_timeouts: c[LockTimeouts as usize],
             locks_lost: crate::lock::locks_lost(),
+            fail_safe_served: c[FailSafeServed as usize],
+            soft_timeouts: c[SoftTimeouts as usize],
+            hard_timeouts: c[HardTimeouts as usize],
+            eager_refreshes: c[EagerRefreshes as usize],
+            early_expirations: c[EarlyExpirations as usize],
         }
     }
 
@@ -375,6 +398,11 @@ impl fmt::Display for Stats {
             ("backend errors", self.backend_errors.to_string()),
             ("lock wait timeouts", self.lock_timeouts.to_string()),
             ("locks lost", self.locks_lost.to_string()),
+            ("fail-safe served", self.fail_safe_served.to_string()),
+            ("soft timeouts", self.soft_timeouts.to_string()),
+            ("hard timeouts", self.hard_timeouts.to_string()),
+            ("eager refreshes", self.eager_refreshes.to_string()),
+            ("early expirations", self.early_expirations.to_string()),
         ];
         writeln!(f, "| {:<20} | {:>12} |", "statistic", "value")?;
         writeln!(f, "|{:-<22}|{:->14}|", "", "")?;

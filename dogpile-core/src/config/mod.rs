@@ -3,9 +3,12 @@
 //! [`Arguments`] (`arguments.rs`); and the secrets that never show in any text (`secrets.rs`).
 
 mod arguments;
+mod resilience;
 mod secrets;
 
 pub use arguments::{coerce_string, ArgValue, Arguments};
+pub(crate) use resilience::Resilience;
+pub use resilience::DEFAULT_FAIL_SAFE_THROTTLE;
 pub use secrets::{is_secret_argument, redact_url, Secret, REDACTED};
 
 use std::collections::BTreeMap;
@@ -63,6 +66,8 @@ pub struct RegionConfig {
     /// How values become the payloads of byte backends (`None`: the default).
     pub(crate) serializer: Option<Arc<dyn Serializer>>,
     pub(crate) wire_format: WireFormat,
+    /// Fail-safe, creator timeouts, early refresh, XFetch and jitter (all off unless set).
+    pub(crate) resilience: Resilience,
 }
 
 impl RegionConfig {
@@ -89,6 +94,7 @@ impl RegionConfig {
             backend_key: None,
             serializer: None,
             wire_format: WireFormat::Dogpile,
+            resilience: Resilience::default(),
         }
     }
 
@@ -277,6 +283,7 @@ impl RegionConfig {
         let mut serializer = None;
         let mut wire_format = WireFormat::Dogpile;
         let mut wrap = Vec::new();
+        let mut resilience_options = Resilience::default();
         let mut arguments = Arguments {
             values: BTreeMap::new(),
             origin: args_prefix.clone(),
@@ -375,11 +382,13 @@ impl RegionConfig {
                         }
                     }
                 }
+                name if resilience::KEYS.contains(&name) => resilience_options.read(name, k, v)?,
                 _ => {
                     return Err(Error::config(
                         k,
                         format!(
-                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wire_format, wrap and arguments.NAME"
+                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wire_format, wrap, {} and arguments.NAME",
+                            resilience::KEYS.join(", ")
                         ),
                     ))
                 }
@@ -401,6 +410,7 @@ impl RegionConfig {
         config.serializer = serializer;
         config.wire_format = wire_format;
         config.wrap = wrap;
+        config.resilience = resilience_options;
         Ok(config)
     }
 }
@@ -427,6 +437,7 @@ impl fmt::Debug for RegionConfig {
             .field("replace_existing_backend", &self.replace_existing_backend)
             .field("serializer", &self.serializer.as_ref().map(|s| s.name()))
             .field("wire_format", &self.wire_format)
+            .field("resilience", &self.resilience)
             .finish()
     }
 }

@@ -135,6 +135,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             BackendSpec::Instance(b) => (b.clone(), b.name().to_owned()),
         };
         backend.check_region_expiration(config.expiration_time.as_ref())?;
+        config.resilience.check()?;
         let mangler = match &self.key_mangler {
             ManglerChoice::BackendDefault => backend.key_mangler().map(KeyMangler::Fn),
             ManglerChoice::Disabled => None,
@@ -177,6 +178,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             lock_wait,
             serializer,
             wire_format: config.wire_format,
+            resilience: super::resilience::ResilienceState::new(config.resilience),
         };
         self.state.store(Arc::new(configured));
         tracing::debug!(region = self.name(), "configured");

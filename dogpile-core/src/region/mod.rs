@@ -10,6 +10,7 @@ mod batch;
 mod configure;
 mod create;
 mod read;
+mod resilience;
 
 pub use read::CachedEntry;
 
@@ -56,6 +57,9 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> CacheValue
 pub struct CreateOptions<T> {
     expiration_time: Option<Expiration>,
     should_cache_fn: Option<fn(&T) -> bool>,
+    /// The caller has no error to give back, so `hard_timeout` does not bound it: a decorated
+    /// function that returns its value.
+    waits_for_creator: bool,
 }
 
 impl<T> Default for CreateOptions<T> {
@@ -63,6 +67,7 @@ impl<T> Default for CreateOptions<T> {
         CreateOptions {
             expiration_time: None,
             should_cache_fn: None,
+            waits_for_creator: false,
         }
     }
 }
@@ -131,6 +136,8 @@ struct Configured {
     serializer: Arc<dyn Serializer>,
     /// How byte backends lay out the values this region writes.
     wire_format: WireFormat,
+    /// Fail-safe, creator timeouts, early refresh, XFetch and jitter (`resilience.rs`).
+    resilience: resilience::ResilienceState,
 }
 
 impl Configured {
@@ -460,6 +467,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let Some(v) = decode_payload::<T>(&value.payload, mkey, cfg) else {
             return Lookup::Absent;
         };
+        let ttl = cfg.resilience.jittered(ttl, meta.created_at, mkey);
         let expired = is_expired(ttl, meta.created_at, || cfg.clock.now_coarse());
         if expired || inv.is_some_and(|inv| inv.is_soft_invalidated(meta.created_at)) {
             Lookup::Stale(v)
@@ -476,11 +484,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         mkey: &str,
         ttl: Option<Duration>,
     ) -> Result<Lookup<T>> {
-        let mut found = Lookup::Absent;
-        cfg.backend
-            .visit(mkey, &mut |v| found = self.classify(cfg, v, ttl, mkey))
-            .map_err(|e| self.backend_failed(e, mkey))?;
-        Ok(found)
+        Ok(self.lookup_stamped(cfg, mkey, ttl)?.0)
     }
 
     /// [`lookup`](Self::lookup) through the backend's async path (its blocking one for a backend
@@ -491,15 +495,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         mkey: &str,
         ttl: Option<Duration>,
     ) -> Result<Lookup<T>> {
-        if cfg.never_blocks {
-            return self.lookup(cfg, mkey, ttl);
-        }
-        let raw = cfg
-            .backend
-            .get_async(mkey)
-            .await
-            .map_err(|e| self.backend_failed(e, mkey))?;
-        Ok(raw.map_or(Lookup::Absent, |v| self.classify(cfg, &v, ttl, mkey)))
+        Ok(self.lookup_stamped_async(cfg, mkey, ttl).await?.0)
     }
 
     /// Reads and classifies several keys in one backend call.
