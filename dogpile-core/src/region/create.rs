@@ -424,10 +424,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
         Box::new(move || {
             let creation = CreationGuard::start(&stats, &cfg.clock);
             let created_at = creation.created_at();
-            let made = match notify {
-                None => Ok(job()),
-                Some(_) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)),
-            };
+            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
             cfg.resilience.record_creation(creation.elapsed());
             let made = match made {
                 Ok(made) => made,
@@ -435,7 +432,11 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
                     drop(creation);
                     Self::background_failed(&cfg, &mkey);
                     drop(guard);
-                    return resilience::notify(notify.as_ref(), Err(panic));
+                    // A waiting caller gets the panic; else it is the runner's, as it was.
+                    match notify {
+                        Some(to) => return resilience::notify(Some(&to), Err(panic)),
+                        None => std::panic::resume_unwind(panic),
+                    }
                 }
             };
             match creation.finish(made.ok_or(()), |_| 1) {
