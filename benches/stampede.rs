@@ -18,10 +18,17 @@
 //! Servers are started on free loopback ports and stopped at the end; a missing binary is skipped
 //! with a printed line.
 //!
+//! Then (benches/stampede/hot_key.rs, printed first) a hot key read by 8 threads across its
+//! expiry, with and without `eager_refresh`: callers that waited for a creation, and the worst
+//! call. `STAMPEDE_ONLY=hot_key` runs that table alone.
+//!
 //! Run: `cargo bench --bench stampede --features redis,memcached,file`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "stampede/hot_key.rs"]
+mod hot_key;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -699,7 +706,13 @@ fn main() {
         child_main();
         return;
     }
-    // `cargo bench` passes `--bench`; a filter is not supported: everything runs.
+    // `cargo bench` passes `--bench`; a filter is not supported: everything runs, unless
+    // STAMPEDE_ONLY=hot_key asks for the hot-key table alone.
+    let hot = hot_key::hot_key_table(CREATE_MS);
+    print!("{hot}");
+    if std::env::var("STAMPEDE_ONLY").as_deref() == Ok("hot_key") {
+        return;
+    }
     let rounds = rounds();
     let mut rows = memory_rows(rounds);
     let mut solo = vec![("memory".to_owned(), memory_solo(10_000))];

@@ -97,6 +97,19 @@ pub enum Error {
     /// The `function_key_generator` or `function_multi_key_generator` produced something unusable.
     #[error("key generation failed: {0}")]
     Key(String),
+
+    /// A creator ran longer than the region's `hard_timeout` (see
+    /// [`RegionConfig::hard_timeout`](crate::RegionConfig::hard_timeout)) and there was no value
+    /// to give; the creator goes on and stores its value when it finishes.
+    #[error("region {region}: the creator of {key:?} ran past the hard timeout ({timeout:?}) and there is no value to give; it goes on in the background")]
+    CreatorTimeout {
+        /// The region's name, or `<unnamed>`.
+        region: String,
+        /// The key being created (before mangling).
+        key: String,
+        /// The hard timeout.
+        timeout: std::time::Duration,
+    },
 }
 
 impl Error {

@@ -40,9 +40,14 @@ pub(crate) enum Counter {
     BackplaneReceived,
     BackplaneDropped,
     BackplaneReconnects,
+    FailSafeServed,
+    SoftTimeouts,
+    HardTimeouts,
+    EagerRefreshes,
+    EarlyExpirations,
 }
 
-const COUNTERS: usize = 17;
+const COUNTERS: usize = 22;
 
 /// How many regions can have a per-thread row at once.
 pub(crate) const ROWS: usize = 64;
@@ -331,6 +336,19 @@ pub struct Stats {
     pub backplane_dropped: u64,
     /// Times the backplane link came back after it was lost.
     pub backplane_reconnects: u64,
+    /// Callers that got an expired value because its creator failed (fail-safe, see
+    /// [`RegionConfig::fail_safe_max_duration`](crate::RegionConfig::fail_safe_max_duration)),
+    /// while the key was throttled or right after the failure.
+    pub fail_safe_served: u64,
+    /// Callers that got the stale value because their creator ran past `soft_timeout`.
+    pub soft_timeouts: u64,
+    /// Callers whose creator ran past `hard_timeout`: an error, or the stale value when there
+    /// was one.
+    pub hard_timeouts: u64,
+    /// Refreshes of a value not yet expired, started past `eager_refresh` of its life.
+    pub eager_refreshes: u64,
+    /// Regenerations of a value not yet expired, drawn by XFetch (`early_expiration_beta`).
+    pub early_expirations: u64,
 }
 
 impl Stats {
@@ -355,6 +373,11 @@ impl Stats {
             backplane_received: c[BackplaneReceived as usize],
             backplane_dropped: c[BackplaneDropped as usize],
             backplane_reconnects: c[BackplaneReconnects as usize],
+            fail_safe_served: c[FailSafeServed as usize],
+            soft_timeouts: c[SoftTimeouts as usize],
+            hard_timeouts: c[HardTimeouts as usize],
+            eager_refreshes: c[EagerRefreshes as usize],
+            early_expirations: c[EarlyExpirations as usize],
         }
     }
 
@@ -401,6 +424,11 @@ impl fmt::Display for Stats {
             ("backplane received", self.backplane_received.to_string()),
             ("backplane dropped", self.backplane_dropped.to_string()),
             ("backplane reconnects", self.backplane_reconnects.to_string()),
+            ("fail-safe served", self.fail_safe_served.to_string()),
+            ("soft timeouts", self.soft_timeouts.to_string()),
+            ("hard timeouts", self.hard_timeouts.to_string()),
+            ("eager refreshes", self.eager_refreshes.to_string()),
+            ("early expirations", self.early_expirations.to_string()),
         ];
         writeln!(f, "| {:<20} | {:>12} |", "statistic", "value")?;
         writeln!(f, "|{:-<22}|{:->14}|", "", "")?;

@@ -246,7 +246,7 @@ impl Tier {
         mkey: &str,
         now: Timestamp,
         mut judge: impl FnMut(&Metadata) -> bool,
-        out: impl FnOnce(&T) -> R,
+        out: impl FnOnce(&T, &Metadata) -> R,
     ) -> Option<R> {
         let mut found = None;
         let mut out = Some(out);
@@ -259,7 +259,7 @@ impl Tier {
             };
             if self.trusts(local, now.as_nanos()) && judge(&cv.metadata) {
                 if let Some(out) = out.take() {
-                    found = Some(out(&local.value));
+                    found = Some(out(&local.value, &cv.metadata));
                 }
             }
         });

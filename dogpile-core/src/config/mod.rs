@@ -3,10 +3,13 @@
 //! [`Arguments`] (`arguments.rs`); and the secrets that never show in any text (`secrets.rs`).
 
 mod arguments;
+mod resilience;
 mod secrets;
 mod tiers;
 
 pub use arguments::{coerce_string, ArgValue, Arguments};
+pub(crate) use resilience::Resilience;
+pub use resilience::DEFAULT_FAIL_SAFE_THROTTLE;
 pub use secrets::{is_secret_argument, redact_url, Secret, REDACTED};
 pub(crate) use tiers::BackplaneChoice;
 
@@ -67,6 +70,8 @@ pub struct RegionConfig {
     pub(crate) wire_format: WireFormat,
     /// The local tier and the backplane.
     pub(crate) tiers: tiers::TierOptions,
+    /// Fail-safe, creator timeouts, early refresh, XFetch and jitter (all off unless set).
+    pub(crate) resilience: Resilience,
 }
 
 impl RegionConfig {
@@ -94,6 +99,7 @@ impl RegionConfig {
             serializer: None,
             wire_format: WireFormat::Dogpile,
             tiers: tiers::TierOptions::default(),
+            resilience: Resilience::default(),
         }
     }
 
@@ -283,6 +289,7 @@ impl RegionConfig {
         let mut wire_format = WireFormat::Dogpile;
         let mut wrap = Vec::new();
         let mut tier_options = tiers::TierOptions::default();
+        let mut resilience_options = Resilience::default();
         let mut arguments = Arguments {
             values: BTreeMap::new(),
             origin: args_prefix.clone(),
@@ -382,11 +389,13 @@ impl RegionConfig {
                     }
                 }
                 _ if tiers::read_key(rest, k, v, &mut tier_options)? => {}
+                name if resilience::KEYS.contains(&name) => resilience_options.read(name, k, v)?,
                 _ => {
                     return Err(Error::config(
                         k,
                         format!(
-                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wire_format, wrap, local_tier, local_tier.max_size, local_tier.expiration_time, local_tier.max_silence, backplane, backplane_channel and arguments.NAME"
+                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wire_format, wrap, {}, local_tier, local_tier.max_size, local_tier.expiration_time, local_tier.max_silence, backplane, backplane_channel and arguments.NAME",
+                            resilience::KEYS.join(", ")
                         ),
                     ))
                 }
@@ -409,6 +418,7 @@ impl RegionConfig {
         config.wire_format = wire_format;
         config.wrap = wrap;
         config.tiers = tier_options;
+        config.resilience = resilience_options;
         Ok(config)
     }
 }
@@ -437,6 +447,7 @@ impl fmt::Debug for RegionConfig {
             .field("wire_format", &self.wire_format)
             .field("local_tier", &self.tiers.local_tier)
             .field("backplane", &self.tiers.backplane.is_some())
+            .field("resilience", &self.resilience)
             .finish()
     }
 }

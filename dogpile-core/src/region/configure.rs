@@ -136,6 +136,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             BackendSpec::Instance(b) => (b.clone(), b.name().to_owned()),
         };
         backend.check_region_expiration(config.expiration_time.as_ref())?;
+        config.resilience.check()?;
         let mangler = match &self.key_mangler {
             ManglerChoice::BackendDefault => backend.key_mangler().map(KeyMangler::Fn),
             ManglerChoice::Disabled => None,
@@ -189,6 +190,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             fleet: tiers.fleet,
             tags: tiers.tags,
             subscription: parking_lot::Mutex::new(tiers.subscription),
+            resilience: super::resilience::ResilienceState::new(config.resilience),
         };
         if let Some(old) = self.state.get() {
             old.subscription.lock().take();

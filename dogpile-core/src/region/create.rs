@@ -7,10 +7,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::resilience::{self, Seen, Sent, Watch};
 use super::{CacheRegion, CacheValue, Configured, CreateOptions};
 use crate::clock::{Clock, Timestamp};
 use crate::error::{CreateError, Error, Result};
-use crate::lock::{self, AsyncCreation, KeyState, Lookup, Source};
+use crate::lock::{self, AsyncCreation, KeyState, Lookup, Outcome, Source};
 use crate::mutex::{CacheMutex, LockGuard};
 use crate::registry::BackendCatalog;
 use crate::stats::{CountSink, Counter};
@@ -109,6 +110,11 @@ impl<'s, S: CountSink> CreationGuard<'s, S> {
         self.created_at
     }
 
+    /// How long the creation has run so far.
+    pub(super) fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
     /// Passes the creator's result through; a success counts `count(&value)` creations.
     pub(super) fn finish<T, E>(
         mut self,
@@ -160,6 +166,11 @@ impl<'k> KeySlot<'k> {
     pub(super) fn mkey(&self) -> &'k str {
         self.mkey
     }
+
+    /// The caller's key, as the creator sees it.
+    pub(super) fn key(&self) -> &'k str {
+        self.key
+    }
 }
 
 /// The keys of one get-or-create call (one, or a batch in lock order), as the lock algorithm
@@ -175,6 +186,8 @@ pub(super) struct RegionSource<'a, 'k, C: BackendCatalog, T, E, Cr> {
     /// When this call first waited: its bound on waiting runs from there.
     pub(super) wait_start: Option<Instant>,
     pub(super) _error: PhantomData<fn() -> E>,
+    /// What the resilience options need of this call (see `resilience.rs`).
+    pub(super) watch: Watch<T>,
 }
 
 impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
@@ -199,6 +212,7 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
             io,
             wait_start: None,
             _error: PhantomData,
+            watch: Watch::new(cfg, !options.waits_for_creator),
         }
     }
 
@@ -255,6 +269,13 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         let (region, cfg, ttl) = (self.region, self.cfg, self.ttl);
         if let [key] = *keys {
             let mkey = self.slots[key].mkey;
+            if self.watching() {
+                let (found, stamp) = match self.io {
+                    Io::Async => region.lookup_stamped_async(cfg, mkey, ttl).await?,
+                    Io::Blocking => region.lookup_stamped(cfg, mkey, ttl)?,
+                };
+                return Ok(vec![self.observe(found, stamp)]);
+            }
             let found = match self.io {
                 Io::Async => region.lookup_async(cfg, mkey, ttl).await?,
                 Io::Blocking => region.lookup(cfg, mkey, ttl)?,
@@ -316,6 +337,11 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
     }
 
     async fn create(&mut self, keys: &[usize]) -> Result<Vec<T>, CreateError<E>> {
+        if let [key] = *keys {
+            if let Some(timed) = self.create_timed(key) {
+                return timed;
+            }
+        }
         let creator = self
             .creator
             .take()
@@ -330,8 +356,10 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         }
         let creation = CreationGuard::start(&self.region.stats, &self.cfg.clock);
         let created_at = creation.created_at();
+        let created = creator.create(&names).await;
+        self.cfg.resilience.record_creation(creation.elapsed());
         let values = creation
-            .finish(creator.create(&names).await, |v| v.len() as u64)
+            .finish(created, |v| v.len() as u64)
             .map_err(CreateError::Creator)?;
         if values.len() != names.len() {
             return Err(CreateError::Cache(Error::Key(format!(
@@ -350,7 +378,12 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
     }
 
     fn hand_off(&mut self, key: usize) -> bool {
-        let Some(runner) = self.region.async_creation_runner.clone() else {
+        let Some(runner) = self
+            .region
+            .async_creation_runner
+            .clone()
+            .or_else(|| self.early_runner())
+        else {
             return false;
         };
         let Some(creator) = self.creator.take() else {
@@ -363,33 +396,68 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
                 return false;
             }
         };
-        let slot = &mut self.slots[key];
-        let guard = slot.guard.take();
-        let cfg = self.cfg.clone();
-        let mkey = slot.mkey.to_owned();
-        let should_cache = self.should_cache;
-        let stats = self.region.stats.handle();
+        let name = self.slots[key].key.to_owned();
         runner.run(AsyncCreation::new(
-            slot.key.to_owned(),
-            Box::new(move || {
-                let creation = CreationGuard::start(&stats, &cfg.clock);
-                let created_at = creation.created_at();
-                if let Ok(value) = creation.finish(job().ok_or(()), |_| 1) {
-                    if should_cache.is_none_or(|f| f(&value)) {
-                        if let Err(e) = cfg.store(&mkey, &value, created_at) {
-                            stats.incr(Counter::BackendErrors);
-                            tracing::warn!(key = mkey, error = %e, "storing a value created in the background failed");
-                        }
-                    }
-                }
-                drop(guard);
-            }),
+            name,
+            self.background_job(key, job, None),
         ));
         true
     }
 }
 
 impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_, C, T, E, Cr> {
+    /// A creation that runs away from the caller, owning `key`'s lock: it creates with `job`,
+    /// stores the value (where `should_cache_fn` accepts it) and releases the lock. A caller
+    /// waiting on `notify` gets the value, or the creator's panic (caught only then).
+    pub(super) fn background_job(
+        &mut self,
+        key: usize,
+        job: Box<dyn FnOnce() -> Option<T> + Send>,
+        notify: Option<std::sync::mpsc::SyncSender<Sent<T>>>,
+    ) -> Box<dyn FnOnce() + Send> {
+        let slot = &mut self.slots[key];
+        let guard = slot.guard.take();
+        let cfg = self.cfg.clone();
+        let mkey = slot.mkey.to_owned();
+        let should_cache = self.should_cache;
+        let stats = self.region.stats.handle();
+        Box::new(move || {
+            let creation = CreationGuard::start(&stats, &cfg.clock);
+            let created_at = creation.created_at();
+            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            cfg.resilience.record_creation(creation.elapsed());
+            let made = match made {
+                Ok(made) => made,
+                Err(panic) => {
+                    drop(creation);
+                    Self::background_failed(&cfg, &mkey);
+                    drop(guard);
+                    // A waiting caller gets the panic; else it is the runner's, as it was.
+                    match notify {
+                        Some(to) => return resilience::notify(Some(&to), Err(panic)),
+                        None => std::panic::resume_unwind(panic),
+                    }
+                }
+            };
+            match creation.finish(made.ok_or(()), |_| 1) {
+                Ok(value) => {
+                    if should_cache.is_none_or(|f| f(&value)) {
+                        if let Err(e) = cfg.store(&mkey, &value, created_at) {
+                            stats.incr(Counter::BackendErrors);
+                            tracing::warn!(key = mkey, error = %e, "storing a value created in the background failed");
+                        }
+                    }
+                    drop(guard);
+                    resilience::notify(notify.as_ref(), Ok(value));
+                }
+                Err(()) => {
+                    Self::background_failed(&cfg, &mkey);
+                    drop(guard);
+                }
+            }
+        })
+    }
+
     /// Stores the values a creator made (those `should_cache_fn` accepts): a value is good even
     /// when storing it fails, so a failure is logged and counted, and the next caller tries again.
     async fn store(&self, made: &[(usize, T)], created_at: Timestamp) {
@@ -559,15 +627,26 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 return Err((e.into(), Some(creator)));
             }
             let mkey = cfg.mangle(key);
-            let first = match self.lookup::<T>(cfg, &mkey, ttl) {
+            let (first, stamp) = match self.lookup_stamped::<T>(cfg, &mkey, ttl) {
                 Ok(first) => first,
                 Err(e) => return Err((e.into(), Some(creator))),
             };
+            let (first, seen) = self.judge_first(cfg, first, stamp, ttl, &mkey);
             if let Lookup::Fresh(v) = first {
                 self.stats.incr(Counter::Hits);
                 return Ok(v);
             }
-            self.create_slow(cfg, key, &mkey, ttl, options, first, creator, Io::Blocking)
+            self.create_slow(
+                cfg,
+                key,
+                &mkey,
+                ttl,
+                options,
+                first,
+                creator,
+                Io::Blocking,
+                seen,
+            )
         })
     }
 
@@ -606,6 +685,18 @@ impl<C: BackendCatalog> CacheRegion<C> {
         options: &CreateOptions<T>,
         creator: F,
     ) -> Result<T, (Error, Option<F>)> {
+        // A decorated function returns its value, not an error: no hard timeout for it.
+        let waiting;
+        let options = match options.waits_for_creator {
+            true => options,
+            false => {
+                waiting = CreateOptions {
+                    waits_for_creator: true,
+                    ..options.clone()
+                };
+                &waiting
+            }
+        };
         self.get_or_create_blocking(key, options, DetachableCreator(creator))
             .map_err(|(e, c)| (e.into_cache_error(), c.map(|c| c.0)))
     }
@@ -622,6 +713,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         first: Lookup<T>,
         creator: Cr,
         io: Io,
+        seen: Seen,
     ) -> Result<T, (CreateError<E>, Option<Cr>)> {
         let _span = tracing::debug_span!(
             "get_or_create",
@@ -630,15 +722,21 @@ impl<C: BackendCatalog> CacheRegion<C> {
             backend = %cfg.backend_name
         )
         .entered();
-        self.count_read(&first);
-        let mut slots = [KeySlot::new(key, mkey, 0)];
-        let mut keys = [KeyState::new(first)];
-        let mut source = RegionSource::new(self, cfg, &mut slots, ttl, options, creator, io);
-        // The blocking source never yields, so this drives the algorithm on this thread.
-        match pollster::block_on(source.run(&mut keys)) {
-            Ok(()) => Ok(self.one_outcome(keys, mkey)),
-            Err(e) => Err((e, source.creator.take())),
+        match seen.early {
+            // A hit, to be refreshed early.
+            Some(_) => self.stats.incr(Counter::Hits),
+            None => self.count_read(&first),
         }
+        if let Some(v) = self.serve_throttled(cfg, &first, seen, ttl, mkey) {
+            return Ok(v);
+        }
+        let mut slots = [KeySlot::new(key, mkey, 0)];
+        let mut source = RegionSource::new(self, cfg, &mut slots, ttl, options, creator, io);
+        source.watch_from(&first, seen);
+        let mut keys = [KeyState::new(first)];
+        // The blocking source never yields, so this drives the algorithm on this thread.
+        let ran = pollster::block_on(source.run_one(&mut keys));
+        self.settle(ran, &mut source, keys, mkey)
     }
 
     /// [`get_or_create`](CacheRegion::get_or_create) for async code: waiters `.await` instead
@@ -701,11 +799,25 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let creator = AsyncCreator(creator);
         let mut source =
             RegionSource::new(self, &cfg, &mut slots, ttl, options, creator, Io::Async);
-        let first = source.lookup(&[0]).await?.pop().unwrap_or(Lookup::Absent);
-        self.count_read(&first);
+        let (first, stamp) = match source.watching() {
+            true => self.lookup_stamped_async(&cfg, &mkey, ttl).await?,
+            false => (
+                source.lookup(&[0]).await?.pop().unwrap_or(Lookup::Absent),
+                None,
+            ),
+        };
+        let (first, seen) = self.judge_first(&cfg, first, stamp, ttl, &mkey);
+        match seen.early {
+            Some(_) => self.stats.incr(Counter::Hits),
+            None => self.count_read(&first),
+        }
         if let Lookup::Fresh(v) = first {
             return Ok(v);
         }
+        if let Some(v) = self.serve_throttled(&cfg, &first, seen, ttl, &mkey) {
+            return Ok(v);
+        }
+        source.watch_from(&first, seen);
         let mut keys = [KeyState::new(first)];
         let span = tracing::debug_span!(
             "get_or_create",
@@ -713,16 +825,23 @@ impl<C: BackendCatalog> CacheRegion<C> {
             key = &*mkey,
             backend = %cfg.backend_name
         );
-        tracing::Instrument::instrument(source.run(&mut keys), span).await?;
-        Ok(self.one_outcome(keys, &mkey))
+        let ran = tracing::Instrument::instrument(source.run_one(&mut keys), span).await;
+        self.settle(ran, &mut source, keys, &mkey)
+            .map_err(|(e, _)| e)
     }
 
-    /// The value of a one-key call the lock algorithm has finished, its outcome counted.
-    fn one_outcome<T>(&self, keys: [KeyState<T>; 1], mkey: &str) -> T {
+    /// The value of a one-key call the lock algorithm has finished, its outcome counted. An
+    /// early refresh that found the lock taken returned a value that has not expired: a hit,
+    /// not a stale value served.
+    pub(super) fn one_outcome<T>(&self, keys: [KeyState<T>; 1], mkey: &str, early: bool) -> T {
         let [key] = keys;
         let (value, outcome) = key
             .into_done()
             .expect("the lock algorithm finishes every key it returns for");
+        let outcome = match outcome {
+            Outcome::Stale if early => Outcome::Fresh,
+            other => other,
+        };
         self.count_outcome(outcome, mkey);
         value
     }

@@ -10,6 +10,7 @@ mod batch;
 mod configure;
 mod create;
 mod read;
+mod resilience;
 mod tiers;
 
 pub use read::CachedEntry;
@@ -63,6 +64,9 @@ pub struct CreateOptions<T> {
     should_cache_fn: Option<fn(&T) -> bool>,
     /// The tags of the value: [`CacheRegion::invalidate_tag`] of any of them invalidates it.
     tags: Vec<String>,
+    /// The caller has no error to give back, so `hard_timeout` does not bound it: a decorated
+    /// function that returns its value.
+    waits_for_creator: bool,
 }
 
 impl<T> Default for CreateOptions<T> {
@@ -71,6 +75,7 @@ impl<T> Default for CreateOptions<T> {
             expiration_time: None,
             should_cache_fn: None,
             tags: Vec::new(),
+            waits_for_creator: false,
         }
     }
 }
@@ -173,6 +178,8 @@ struct Configured {
     /// The backplane subscription: ended when this configuration is replaced (the old one may
     /// live on a while in readers' hands and in deferred reclamation).
     subscription: parking_lot::Mutex<Option<Subscription>>,
+    /// Fail-safe, creator timeouts, early refresh, XFetch and jitter (`resilience.rs`).
+    resilience: resilience::ResilienceState,
 }
 
 impl Configured {
@@ -533,6 +540,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if inv.is_some_and(|inv| inv.is_hard_invalidated(meta.created_at)) {
             return None;
         }
+        let ttl = cfg.resilience.jittered(ttl, meta.created_at, mkey);
         let expired = is_expired(ttl, meta.created_at, || cfg.clock.now_coarse());
         Some(!(expired || inv.is_some_and(|inv| inv.is_soft_invalidated(meta.created_at))))
     }
@@ -545,14 +553,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         mkey: &str,
         ttl: Option<Duration>,
     ) -> Result<Lookup<T>> {
-        if let Some(tier) = &cfg.tier {
-            return self.lookup_tiered(tier, cfg, mkey, ttl);
-        }
-        let mut found = Lookup::Absent;
-        cfg.backend
-            .visit(mkey, &mut |v| found = self.classify(cfg, v, ttl, mkey))
-            .map_err(|e| self.backend_failed(e, mkey))?;
-        Ok(found)
+        Ok(self.lookup_stamped(cfg, mkey, ttl)?.0)
     }
 
     /// [`lookup`](Self::lookup) through the backend's async path (its blocking one for a backend
@@ -563,18 +564,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         mkey: &str,
         ttl: Option<Duration>,
     ) -> Result<Lookup<T>> {
-        if cfg.never_blocks {
-            return self.lookup(cfg, mkey, ttl);
-        }
-        if let Some(tier) = &cfg.tier {
-            return self.lookup_tiered_async(tier, cfg, mkey, ttl).await;
-        }
-        let raw = cfg
-            .backend
-            .get_async(mkey)
-            .await
-            .map_err(|e| self.backend_failed(e, mkey))?;
-        Ok(raw.map_or(Lookup::Absent, |v| self.classify(cfg, &v, ttl, mkey)))
+        Ok(self.lookup_stamped_async(cfg, mkey, ttl).await?.0)
     }
 
     /// Reads and classifies several keys in one backend call.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{CacheRegion, CacheValue, Configured};
 use crate::backend::{Backend, Metadata};
 use crate::backplane::{Notice, Subscription};
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::config::{Arguments, BackplaneChoice, RegionConfig};
 use crate::lock::Lookup;
 use crate::stats::Counter;
@@ -231,7 +231,7 @@ impl Configured {
 }
 
 impl<C: BackendCatalog> CacheRegion<C> {
-    /// The local copy of `mkey` when it may be served fresh.
+    /// The local copy of `mkey` when it may be served fresh, with its creation time.
     #[inline]
     fn local_hit<T: CacheValue>(
         &self,
@@ -239,39 +239,40 @@ impl<C: BackendCatalog> CacheRegion<C> {
         cfg: &Configured,
         mkey: &str,
         ttl: Option<Duration>,
-        now: crate::clock::Timestamp,
-    ) -> Option<T> {
-        let v = tier.read::<T, T>(
+        now: Timestamp,
+    ) -> Option<(T, Timestamp)> {
+        let hit = tier.read::<T, _>(
             mkey,
             now,
             |meta| self.judge(cfg, meta, ttl, mkey) == Some(true),
-            T::clone,
+            |v, meta| (v.clone(), meta.created_at),
         )?;
         self.stats.incr(Counter::LocalHits);
-        Some(v)
+        Some(hit)
     }
 
-    /// [`lookup`](CacheRegion::lookup) through the local tier: a fresh local copy, or the shared
-    /// backend's value (a fresh one is copied into the tier).
+    /// A lookup through the local tier: a fresh local copy, or the shared backend's value (a
+    /// fresh one is copied into the tier); with the value's creation time.
     pub(super) fn lookup_tiered<T: CacheValue>(
         &self,
         tier: &Tier,
         cfg: &Configured,
         mkey: &str,
         ttl: Option<Duration>,
-    ) -> Result<Lookup<T>> {
+    ) -> Result<(Lookup<T>, Option<Timestamp>)> {
         let now = cfg.clock.now_coarse();
-        if let Some(v) = self.local_hit(tier, cfg, mkey, ttl, now) {
-            return Ok(Lookup::Fresh(v));
+        if let Some((v, stamp)) = self.local_hit(tier, cfg, mkey, ttl, now) {
+            return Ok((Lookup::Fresh(v), Some(stamp)));
         }
         let ticket = tier.ticket(mkey);
-        let mut found: Lookup<T> = Lookup::Absent;
+        let mut found: (Lookup<T>, Option<Timestamp>) = (Lookup::Absent, None);
         cfg.backend
             .visit(mkey, &mut |v| {
-                found = self.classify(cfg, v, ttl, mkey);
-                if let Lookup::Fresh(value) = &found {
+                let lookup: Lookup<T> = self.classify(cfg, v, ttl, mkey);
+                if let Lookup::Fresh(value) = &lookup {
                     tier.fill(mkey, value.clone(), v.metadata, now, ticket);
                 }
+                found = (lookup, Some(v.metadata.created_at));
             })
             .map_err(|e| self.backend_failed(e, mkey))?;
         Ok(found)
@@ -284,10 +285,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
         cfg: &Configured,
         mkey: &str,
         ttl: Option<Duration>,
-    ) -> Result<Lookup<T>> {
+    ) -> Result<(Lookup<T>, Option<Timestamp>)> {
         let now = cfg.clock.now_coarse();
-        if let Some(v) = self.local_hit(tier, cfg, mkey, ttl, now) {
-            return Ok(Lookup::Fresh(v));
+        if let Some((v, stamp)) = self.local_hit(tier, cfg, mkey, ttl, now) {
+            return Ok((Lookup::Fresh(v), Some(stamp)));
         }
         let ticket = tier.ticket(mkey);
         let raw = cfg
@@ -296,13 +297,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .await
             .map_err(|e| self.backend_failed(e, mkey))?;
         let Some(v) = raw else {
-            return Ok(Lookup::Absent);
+            return Ok((Lookup::Absent, None));
         };
         let found: Lookup<T> = self.classify(cfg, &v, ttl, mkey);
         if let Lookup::Fresh(value) = &found {
             tier.fill(mkey, value.clone(), v.metadata, now, ticket);
         }
-        Ok(found)
+        Ok((found, Some(v.metadata.created_at)))
     }
 
     /// [`lookup_multi`](CacheRegion::lookup_multi) through the local tier: the keys without a
@@ -319,7 +320,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let mut missing = Vec::new();
         for (i, mkey) in mkeys.iter().enumerate() {
             match self.local_hit(tier, cfg, mkey, ttl, now) {
-                Some(v) => out.push(Lookup::Fresh(v)),
+                Some((v, _)) => out.push(Lookup::Fresh(v)),
                 None => {
                     out.push(Lookup::Absent);
                     missing.push((i, *mkey, tier.ticket(mkey)));

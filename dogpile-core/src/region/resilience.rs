@@ -1,0 +1,701 @@
+//! The resilience options at work (their settings are in `config/resilience.rs`): fail-safe,
+//! creator timeouts, early refresh, XFetch and expiration jitter.
+//!
+//! They ride on the lock algorithm of `lock.rs` rather than beside it, so the one-creator-per-key
+//! guarantee holds for each of them:
+//! - *Early refresh* and *XFetch* turn a fresh value judged due into a stale one for this call
+//!   only; the call then runs the algorithm's stale path (take the lock or return the value), and
+//!   the read under the lock stays stale only while the stored value is the one judged (same
+//!   creation stamp), so a caller that takes the lock just after another's refresh finds the new
+//!   value and creates nothing.
+//! - *Fail-safe* keeps the last stale value a call saw; when the creator fails (or panics, which
+//!   is caught only with fail-safe on) that value is returned, and the key is throttled.
+//! - *Timeouts* run a creator that can move to another thread on a thread of its own, which
+//!   stores the value and releases the lock when it finishes; the caller waits on a channel with
+//!   a bound.
+//! - *Jitter* is a per-value addition to the expiration time, derived from the value's key and
+//!   creation stamp (see [`ResilienceState::jittered`]).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use super::create::{Creator, Io, RegionSource};
+use super::{CacheRegion, CacheValue, Configured};
+use crate::clock::Timestamp;
+use crate::config::{Resilience, DEFAULT_FAIL_SAFE_THROTTLE};
+use crate::error::{CreateError, Error, Result};
+use crate::lock::{AsyncCreation, AsyncCreationRunner, KeyState, Lookup};
+use crate::registry::BackendCatalog;
+use crate::stats::Counter;
+
+/// Why a fresh value is regenerated before it expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum EarlyKind {
+    /// Past `eager_refresh` of its life.
+    Eager,
+    /// Drawn by XFetch.
+    XFetch,
+}
+
+impl EarlyKind {
+    fn counter(self) -> Counter {
+        match self {
+            EarlyKind::Eager => Counter::EagerRefreshes,
+            EarlyKind::XFetch => Counter::EarlyExpirations,
+        }
+    }
+}
+
+/// What a call's first read saw, beside the value: its creation stamp, and whether it is to be
+/// regenerated early.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Seen {
+    pub(super) stamp: Option<Timestamp>,
+    pub(super) early: Option<EarlyKind>,
+}
+
+/// What the get-or-create of one key keeps for the resilience options.
+pub(super) struct Watch<T> {
+    /// Whether any option acts on creation: reads then keep the creation stamps.
+    on: bool,
+    /// The value being regenerated early: its stamp, and why.
+    early: Option<(Timestamp, EarlyKind)>,
+    /// The last stale (or, for an early refresh, current) value read, with its stamp: what
+    /// fail-safe and a soft timeout give back.
+    stale: Option<(T, Timestamp)>,
+    /// Whether the hard timeout bounds this call: not for a caller that has no error to return.
+    hard_timeout: bool,
+}
+
+impl<T> Watch<T> {
+    pub(super) fn new(cfg: &Configured, hard_timeout: bool) -> Self {
+        Watch {
+            on: cfg.resilience.acts,
+            early: None,
+            stale: None,
+            hard_timeout,
+        }
+    }
+}
+
+/// The region's resilience settings and the state they need, part of its configuration.
+pub(super) struct ResilienceState {
+    pub(super) options: Resilience,
+    /// Whether any option acts on creation (checked on every get-or-create hit).
+    acts: bool,
+    /// splitmix64's state: XFetch's draws. One atomic add per draw, only with XFetch on.
+    rng: AtomicU64,
+    /// XFetch's δ: the region's creation time, nanoseconds, smoothed over the last creations.
+    creation_nanos: AtomicU64,
+    /// Fail-safe: keys whose creator failed, and when one caller may try again. Per process.
+    throttled: parking_lot::Mutex<HashMap<String, Timestamp>>,
+}
+
+/// splitmix64's increment.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// splitmix64's output function: a good 64-bit mix of `z`.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// XFetch's rule: regenerate now when `δ·β·(−ln u) ≥ remaining`, `u` uniform in (0, 1]; so the
+/// chance at a read is `exp(−remaining / (δ·β))`.
+pub(super) fn xfetch_due(remaining: Duration, delta: Duration, beta: f64, u: f64) -> bool {
+    delta.as_secs_f64() * beta * -u.ln() >= remaining.as_secs_f64()
+}
+
+impl ResilienceState {
+    pub(super) fn new(options: Resilience) -> Self {
+        let seed = options.random_seed.unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            mix(nanos ^ u64::from(std::process::id()))
+        });
+        ResilienceState {
+            acts: options.acts_on_creation(),
+            options,
+            rng: AtomicU64::new(seed),
+            creation_nanos: AtomicU64::new(0),
+            throttled: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The expiration time of the value stored at `mkey` with creation stamp `created_at`:
+    /// `ttl` plus its jitter.
+    ///
+    /// The jitter has to be decided when the value is stored and seen alike by every reader, and
+    /// the stored format has no room for it. Shifting the stored creation stamp would do, but the
+    /// stamp is also what invalidation judges (`invalidate(true)` at `t` drops values stamped
+    /// before `t`), so a shifted stamp could turn a value made after an invalidation into one
+    /// made before it, or back. Instead the jitter is a hash of the key and the stamp, both
+    /// stored, both fixed when the value is written: every reader with this setting computes the
+    /// same expiry, values stored by one `set_multi` (one stamp) spread by their keys, and the
+    /// stamp keeps its meaning.
+    #[inline]
+    pub(super) fn jittered(
+        &self,
+        ttl: Option<Duration>,
+        created_at: Timestamp,
+        mkey: &str,
+    ) -> Option<Duration> {
+        match (ttl, self.options.expiration_jitter) {
+            (Some(ttl), Some(jitter)) if !ttl.is_zero() && !jitter.is_zero() => {
+                // FNV-1a over the key, then the stamp, through splitmix's mix.
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                for b in mkey.as_bytes() {
+                    h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+                }
+                let h = mix(h ^ created_at.as_nanos());
+                let span = u64::try_from(jitter.as_nanos()).unwrap_or(u64::MAX);
+                let extra = Duration::from_nanos(h % span.saturating_add(1));
+                Some(ttl.saturating_add(extra))
+            }
+            _ => ttl,
+        }
+    }
+
+    /// A draw uniform in (0, 1].
+    fn next_unit(&self) -> f64 {
+        let s = self
+            .rng
+            .fetch_add(GOLDEN, Ordering::Relaxed)
+            .wrapping_add(GOLDEN);
+        ((mix(s) >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// Notes how long a creation took (XFetch's δ), when XFetch is on.
+    pub(super) fn record_creation(&self, took: Duration) {
+        if self.options.early_expiration_beta.is_none() {
+            return;
+        }
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let old = self.creation_nanos.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            took
+        } else {
+            old - old / 8 + took / 8
+        };
+        self.creation_nanos.store(new, Ordering::Relaxed);
+    }
+
+    /// Whether a fresh value stamped `created_at` is to be regenerated now, and why.
+    fn early_due(
+        &self,
+        ttl: Option<Duration>,
+        created_at: Timestamp,
+        now: Timestamp,
+        mkey: &str,
+    ) -> Option<EarlyKind> {
+        let ttl = self.jittered(ttl, created_at, mkey)?;
+        let age = now.saturating_since(created_at);
+        if let Some(fraction) = self.options.eager_refresh {
+            if age.as_secs_f64() >= ttl.as_secs_f64() * fraction {
+                return Some(EarlyKind::Eager);
+            }
+        }
+        if let Some(beta) = self.options.early_expiration_beta {
+            let delta = Duration::from_nanos(self.creation_nanos.load(Ordering::Relaxed));
+            if !delta.is_zero()
+                && xfetch_due(ttl.saturating_sub(age), delta, beta, self.next_unit())
+            {
+                return Some(EarlyKind::XFetch);
+            }
+        }
+        None
+    }
+
+    /// Whether fail-safe may serve a value stamped `created_at` now: it is on, and the value is
+    /// at most `fail_safe_max_duration` past its expiry.
+    fn fail_safe_covers(
+        &self,
+        ttl: Option<Duration>,
+        created_at: Timestamp,
+        now: Timestamp,
+        mkey: &str,
+    ) -> bool {
+        let (Some(max), Some(ttl)) = (
+            self.options.fail_safe_max_duration,
+            self.jittered(ttl, created_at, mkey),
+        ) else {
+            return false;
+        };
+        now <= created_at.saturating_add(ttl).saturating_add(max)
+    }
+
+    /// Whether `mkey`'s creator failed less than a throttle ago.
+    fn throttled(&self, mkey: &str, now: Timestamp) -> bool {
+        let mut map = self.throttled.lock();
+        match map.get(mkey) {
+            Some(&retry_at) if now < retry_at => true,
+            Some(_) => {
+                map.remove(mkey);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Throttles `mkey` after a failed creation at `now`.
+    fn throttle(&self, mkey: &str, now: Timestamp) {
+        let throttle = self
+            .options
+            .fail_safe_throttle
+            .unwrap_or(DEFAULT_FAIL_SAFE_THROTTLE);
+        let mut map = self.throttled.lock();
+        // Keys of sources that came back are never asked again: drop them as the map grows.
+        if map.len() >= 4096 {
+            map.retain(|_, retry_at| now < *retry_at);
+        }
+        map.insert(mkey.to_owned(), now.saturating_add(throttle));
+    }
+
+    /// Whether a panicking creator is caught (fail-safe is on) rather than unwound.
+    fn catches_panics(&self) -> bool {
+        self.options.fail_safe_max_duration.is_some()
+    }
+}
+
+/// Runs `fut`, catching a panic when `catch` (fail-safe is on): one helper for the blocking
+/// path (driven by `pollster`) and the async one.
+pub(super) async fn catching<F: Future>(fut: F, catch: bool) -> std::thread::Result<F::Output> {
+    if !catch {
+        return Ok(fut.await);
+    }
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        },
+    )
+    .await
+}
+
+/// The runner of an early refresh on a region with no [`AsyncCreationRunner`]: a new thread.
+fn thread_runner() -> Arc<dyn AsyncCreationRunner> {
+    Arc::new(|creation: AsyncCreation| {
+        let spawned = std::thread::Builder::new()
+            .name("dogpile-refresh".into())
+            .spawn(move || creation.run());
+        if let Err(e) = spawned {
+            // The creation is dropped with the closure: its lock is released, the value stays.
+            tracing::warn!(error = %e, "could not start a thread for an early refresh");
+        }
+    })
+}
+
+/// What a creator moved to its own thread sends back: its value, or its panic.
+pub(super) type Sent<T> = std::result::Result<T, Box<dyn Any + Send>>;
+
+impl<C: BackendCatalog> CacheRegion<C> {
+    /// Reads and classifies one key, with the creation stamp of what it found: the hit path.
+    #[inline]
+    pub(super) fn lookup_stamped<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(Lookup<T>, Option<Timestamp>)> {
+        if let Some(tier) = &cfg.tier {
+            return self.lookup_tiered(tier, cfg, mkey, ttl);
+        }
+        let mut found = (Lookup::Absent, None);
+        cfg.backend
+            .visit(mkey, &mut |v| {
+                found = (
+                    self.classify(cfg, v, ttl, mkey),
+                    Some(v.metadata.created_at),
+                )
+            })
+            .map_err(|e| self.backend_failed(e, mkey))?;
+        Ok(found)
+    }
+
+    /// [`lookup_stamped`](Self::lookup_stamped) through the backend's async path (its blocking
+    /// one for a backend that never blocks).
+    pub(super) async fn lookup_stamped_async<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(Lookup<T>, Option<Timestamp>)> {
+        if cfg.never_blocks {
+            return self.lookup_stamped(cfg, mkey, ttl);
+        }
+        if let Some(tier) = &cfg.tier {
+            return self.lookup_tiered_async(tier, cfg, mkey, ttl).await;
+        }
+        let raw = cfg
+            .backend
+            .get_async(mkey)
+            .await
+            .map_err(|e| self.backend_failed(e, mkey))?;
+        Ok(match raw {
+            None => (Lookup::Absent, None),
+            Some(v) => (
+                self.classify(cfg, &v, ttl, mkey),
+                Some(v.metadata.created_at),
+            ),
+        })
+    }
+
+    /// Judges a call's first read: a fresh value due for an early refresh (eager or XFetch)
+    /// comes back stale, for this call's algorithm only.
+    #[inline]
+    pub(super) fn judge_first<T>(
+        &self,
+        cfg: &Configured,
+        found: Lookup<T>,
+        stamp: Option<Timestamp>,
+        ttl: Option<Duration>,
+        mkey: &str,
+    ) -> (Lookup<T>, Seen) {
+        let mut seen = Seen { stamp, early: None };
+        if !cfg.resilience.acts {
+            return (found, seen);
+        }
+        match (found, stamp) {
+            (Lookup::Fresh(v), Some(stamp)) => {
+                seen.early = cfg
+                    .resilience
+                    .early_due(ttl, stamp, cfg.clock.now_coarse(), mkey);
+                match seen.early {
+                    Some(_) => (Lookup::Stale(v), seen),
+                    None => (Lookup::Fresh(v), seen),
+                }
+            }
+            (found, _) => (found, seen),
+        }
+    }
+
+    /// Fail-safe's throttle: the stale value of a key whose creator failed less than a throttle
+    /// ago, served without running the creator.
+    pub(super) fn serve_throttled<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        first: &Lookup<T>,
+        seen: Seen,
+        ttl: Option<Duration>,
+        mkey: &str,
+    ) -> Option<T> {
+        let res = &cfg.resilience;
+        let (Lookup::Stale(v), Some(stamp), None) = (first, seen.stamp, seen.early) else {
+            return None;
+        };
+        let now = cfg.clock.now();
+        if res.options.fail_safe_max_duration.is_none()
+            || !res.throttled(mkey, now)
+            || !res.fail_safe_covers(ttl, stamp, now, mkey)
+        {
+            return None;
+        }
+        self.stats.incr(Counter::FailSafeServed);
+        tracing::debug!(
+            region = self.name(),
+            key = mkey,
+            "its creator failed recently: serving the expired value (fail-safe throttle)"
+        );
+        Some(v.clone())
+    }
+
+    /// The end of a one-key call whose algorithm ran (`ran`, a panic caught when fail-safe is
+    /// on): its value; or, when the creator failed, the value fail-safe or an early refresh
+    /// gives back; or the error (a panic resumed).
+    pub(super) fn settle<T: CacheValue, E, Cr: Creator<T, E>>(
+        &self,
+        ran: std::thread::Result<Result<(), CreateError<E>>>,
+        source: &mut RegionSource<'_, '_, C, T, E, Cr>,
+        keys: [KeyState<T>; 1],
+        mkey: &str,
+    ) -> Result<T, (CreateError<E>, Option<Cr>)> {
+        let failure = match ran {
+            Ok(Ok(())) => return Ok(self.one_outcome(keys, mkey, source.watch.early.is_some())),
+            Ok(Err(CreateError::Creator(e))) => Ok(CreateError::Creator(e)),
+            Ok(Err(e)) => return Err((e, source.creator.take())),
+            Err(panic) => Err(panic),
+        };
+        match (self.fall_back(source, mkey), failure) {
+            (Some(v), _) => Ok(v),
+            (None, Ok(e)) => Err((e, source.creator.take())),
+            (None, Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// The value a failed creation leaves its caller, if any: the current value of an early
+    /// refresh (it has not expired), or the stale value fail-safe covers (the key is then
+    /// throttled).
+    fn fall_back<T: CacheValue, E, Cr: Creator<T, E>>(
+        &self,
+        source: &mut RegionSource<'_, '_, C, T, E, Cr>,
+        mkey: &str,
+    ) -> Option<T> {
+        let cfg = source.cfg;
+        let (v, stamp) = source.watch.stale.take()?;
+        if source.watch.early.is_some() {
+            tracing::warn!(
+                region = self.name(),
+                key = mkey,
+                "an early refresh failed: the current value stays"
+            );
+            return Some(v);
+        }
+        let now = cfg.clock.now();
+        if !cfg
+            .resilience
+            .fail_safe_covers(source.ttl, stamp, now, mkey)
+        {
+            return None;
+        }
+        cfg.resilience.throttle(mkey, now);
+        self.stats.incr(Counter::FailSafeServed);
+        tracing::warn!(
+            region = self.name(),
+            key = mkey,
+            "the creator failed: serving the expired value (fail-safe)"
+        );
+        Some(v)
+    }
+}
+
+impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_, C, T, E, Cr> {
+    /// Starts watching for the resilience options, from the call's first read.
+    pub(super) fn watch_from(&mut self, first: &Lookup<T>, seen: Seen) {
+        if !self.watch.on {
+            return;
+        }
+        if let (Lookup::Stale(v), Some(stamp)) = (first, seen.stamp) {
+            self.watch.stale = Some((v.clone(), stamp));
+            self.watch.early = seen.early.map(|kind| (stamp, kind));
+        }
+    }
+
+    /// Whether reads keep the creation stamps.
+    pub(super) fn watching(&self) -> bool {
+        self.watch.on
+    }
+
+    /// A later read of the one key: kept for fail-safe, and for an early refresh turned stale
+    /// while the stored value is still the one judged due (another caller has not refreshed it).
+    pub(super) fn observe(&mut self, found: Lookup<T>, stamp: Option<Timestamp>) -> Lookup<T> {
+        let found = match (found, self.watch.early) {
+            (Lookup::Fresh(v), Some((judged, kind))) if stamp == Some(judged) => {
+                // The refresh starts: this caller holds the lock and the value is unchanged.
+                self.region.stats.incr(kind.counter());
+                Lookup::Stale(v)
+            }
+            (found, _) => found,
+        };
+        self.watch.stale = match (&found, stamp) {
+            (Lookup::Stale(v), Some(stamp)) => Some((v.clone(), stamp)),
+            _ => None,
+        };
+        found
+    }
+
+    /// The runner of an early refresh when the region has none: a thread of its own.
+    pub(super) fn early_runner(&self) -> Option<Arc<dyn AsyncCreationRunner>> {
+        self.watch.early.map(|_| thread_runner())
+    }
+
+    /// Creates `key`'s value on a thread of its own when a timeout bounds this call: the thread
+    /// stores the value and releases the lock whenever it finishes, and the caller waits at most
+    /// the soft timeout (with a stale value) or the hard one. `None` when no timeout applies, or
+    /// the creator cannot move (it then runs here).
+    pub(super) fn create_timed(&mut self, key: usize) -> Option<Result<Vec<T>, CreateError<E>>> {
+        let options = &self.cfg.resilience.options;
+        let soft = options.soft_timeout.filter(|_| self.watch.stale.is_some());
+        let hard = options.hard_timeout.filter(|_| self.watch.hard_timeout);
+        let bound = soft.or(hard)?;
+        if self.io != Io::Blocking {
+            return None;
+        }
+        let job = match self.creator.take()?.detach() {
+            Ok(job) => job,
+            Err(creator) => {
+                self.creator = Some(creator);
+                return None;
+            }
+        };
+        let (tx, rx) = mpsc::sync_channel::<Sent<T>>(1);
+        let run = self.background_job(key, job, Some(tx));
+        let name = self.slots[key].key();
+        if let Err(e) = std::thread::Builder::new()
+            .name("dogpile-creator".into())
+            .spawn(run)
+        {
+            return Some(Err(CreateError::Cache(Error::backend_msg(
+                self.cfg.backend_name.clone(),
+                format!("could not start a thread to create {name:?}: {e}"),
+            ))));
+        }
+        Some(match rx.recv_timeout(bound) {
+            Ok(Ok(v)) => Ok(vec![v]),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(RecvTimeoutError::Disconnected) => Err(CreateError::Cache(Error::backend_msg(
+                self.cfg.backend_name.clone(),
+                format!("the creator of {name:?} ended without a value"),
+            ))),
+            Err(RecvTimeoutError::Timeout) => {
+                let (counter, which) = match soft {
+                    Some(_) => (Counter::SoftTimeouts, "soft_timeout"),
+                    None => (Counter::HardTimeouts, "hard_timeout"),
+                };
+                self.region.stats.incr(counter);
+                let region = self.region.name();
+                match self.watch.stale.take() {
+                    Some((v, _)) => {
+                        tracing::info!(region, key = name, ?bound, "the creator ran past {which}: serving the stale value while it finishes");
+                        Ok(vec![v])
+                    }
+                    None => {
+                        tracing::warn!(region, key = name, ?bound, "the creator ran past {which} and there is no value to give; it finishes in the background");
+                        Err(CreateError::Cache(Error::CreatorTimeout {
+                            region: region.to_owned(),
+                            key: name.to_owned(),
+                            timeout: bound,
+                        }))
+                    }
+                }
+            }
+        })
+    }
+
+    /// Runs the algorithm over the one key of this call, catching a panic when fail-safe is on.
+    pub(super) async fn run_one(
+        &mut self,
+        keys: &mut [KeyState<T>; 1],
+    ) -> std::thread::Result<Result<(), CreateError<E>>> {
+        let catch = self.cfg.resilience.catches_panics();
+        catching(self.run(keys), catch).await
+    }
+
+    /// After a background creation failed: with fail-safe on, the key is throttled.
+    pub(super) fn background_failed(cfg: &Configured, mkey: &str) {
+        if cfg.resilience.catches_panics() {
+            cfg.resilience.throttle(mkey, cfg.clock.now());
+        }
+    }
+}
+
+/// Sends a background creation's value (or panic) to a caller still waiting; one gone is fine.
+pub(super) fn notify<T>(to: Option<&SyncSender<Sent<T>>>, sent: Sent<T>) {
+    if let Some(to) = to {
+        let _ = to.try_send(sent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// XFetch over many simulated reads with a seeded random source: the time of the first
+    /// regeneration follows the formula. Reads come every `step` over the value's life; the
+    /// chance that no read regenerated before the read at time `t` is the product over earlier
+    /// reads of `1 − exp(−remaining / (δ·β))`. The empirical frequency at each checkpoint must
+    /// be within 4 standard deviations of a binomial proportion (`sqrt(p(1−p)/n)`) of it.
+    #[test]
+    fn xfetch_first_regeneration_matches_the_formula() {
+        let state = ResilienceState::new(Resilience {
+            early_expiration_beta: Some(1.0),
+            random_seed: Some(0x5EED),
+            ..Resilience::default()
+        });
+        let ttl = Duration::from_secs(100);
+        let delta = Duration::from_secs(10);
+        let beta = 1.0;
+        let step = Duration::from_secs(1);
+        let reads = 100;
+        let runs = 20_000;
+        // first[i]: how many runs first regenerated at read i.
+        let mut first = vec![0u32; reads + 1];
+        for _ in 0..runs {
+            let at = (0..reads)
+                .find(|&i| {
+                    let remaining = ttl.saturating_sub(step * i as u32);
+                    xfetch_due(remaining, delta, beta, state.next_unit())
+                })
+                .unwrap_or(reads);
+            first[at] += 1;
+        }
+        let mut survive = 1.0f64;
+        let mut survived_runs = runs as f64;
+        for (i, &n) in first.iter().enumerate().take(reads) {
+            let remaining = ttl.saturating_sub(step * i as u32).as_secs_f64();
+            let p = (-remaining / (delta.as_secs_f64() * beta)).exp();
+            survive *= 1.0 - p;
+            survived_runs -= f64::from(n);
+            if i % 10 == 9 {
+                let observed = survived_runs / runs as f64;
+                let sigma = (survive * (1.0 - survive) / runs as f64).sqrt().max(1e-4);
+                assert!(
+                    (observed - survive).abs() <= 4.0 * sigma,
+                    "read {i}: {observed:.4} of runs not yet regenerated, the formula says {survive:.4} (σ {sigma:.4})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn draws_are_in_the_unit_interval_and_seeded() {
+        let a = ResilienceState::new(Resilience {
+            random_seed: Some(7),
+            ..Resilience::default()
+        });
+        let b = ResilienceState::new(Resilience {
+            random_seed: Some(7),
+            ..Resilience::default()
+        });
+        for _ in 0..10_000 {
+            let (x, y) = (a.next_unit(), b.next_unit());
+            assert_eq!(x, y);
+            assert!(x > 0.0 && x <= 1.0, "{x}");
+        }
+    }
+
+    #[test]
+    fn jitter_is_per_key_bounded_and_the_same_for_every_reader() {
+        let state = ResilienceState::new(Resilience {
+            expiration_jitter: Some(Duration::from_secs(10)),
+            ..Resilience::default()
+        });
+        let ttl = Some(Duration::from_secs(60));
+        let stamp = Timestamp::from_nanos(1_700_000_000_000_000_000);
+        let ttls: Vec<Duration> = (0..1000)
+            .map(|i| state.jittered(ttl, stamp, &format!("k{i}")).unwrap())
+            .collect();
+        assert!(ttls
+            .iter()
+            .all(|t| *t >= Duration::from_secs(60) && *t <= Duration::from_secs(70)));
+        let spread = ttls
+            .iter()
+            .max()
+            .unwrap()
+            .saturating_sub(*ttls.iter().min().unwrap());
+        assert!(spread > Duration::from_secs(9), "{spread:?}");
+        // Deterministic: another reader (another state, another seed) judges the same.
+        let other = ResilienceState::new(Resilience {
+            expiration_jitter: Some(Duration::from_secs(10)),
+            random_seed: Some(1),
+            ..Resilience::default()
+        });
+        assert_eq!(other.jittered(ttl, stamp, "k3"), Some(ttls[3]));
+        // Never-expiring and zero expirations keep their meaning.
+        assert_eq!(state.jittered(None, stamp, "k"), None);
+        assert_eq!(
+            state.jittered(Some(Duration::ZERO), stamp, "k"),
+            Some(Duration::ZERO)
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! Creator timeouts (`soft_timeout`, `hard_timeout`): past the soft one a caller with a stale
+//! value gets it while the creator finishes and stores; past the hard one a caller with no value
+//! gets `Error::CreatorTimeout`, and the creator still stores. Value ages run on a manual clock;
+//! the creators block on a channel the test opens, so only the timeouts themselves take time.
+
+mod support;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dogpile::clock::{Clock, ManualClock};
+use dogpile::{make_region, CacheRegion, CreateOptions, Error, RegionConfig};
+use support::{wait_for, within};
+
+const TTL: u64 = 60;
+const SOFT: Duration = Duration::from_millis(30);
+const HARD: Duration = Duration::from_millis(60);
+
+fn region_with(
+    f: impl FnOnce(RegionConfig) -> RegionConfig,
+) -> (Arc<CacheRegion>, Arc<ManualClock>) {
+    let (clock, time) = Clock::manual(SystemTime::now());
+    let config = RegionConfig::new("dogpile.cache.memory")
+        .expiration_time(TTL)
+        .clock(clock);
+    (Arc::new(make_region().configure(f(config)).unwrap()), time)
+}
+
+/// A creator that returns `value` once the test sends on the channel.
+fn gated(value: u32) -> (Sender<()>, impl FnOnce() -> u32 + Send + 'static) {
+    let (open, gate): (Sender<()>, Receiver<()>) = channel();
+    (open, move || {
+        let _ = gate.recv();
+        value
+    })
+}
+
+fn stored(region: &Arc<CacheRegion>, value: u32) {
+    let region = region.clone();
+    within("the creator storing its value", move || {
+        wait_for("the value stored", || {
+            region.get::<u32>("k").unwrap() == Some(value)
+        })
+    });
+}
+
+#[test]
+fn past_the_soft_timeout_the_stale_value_while_the_creator_finishes() {
+    let (region, time) = region_with(|c| c.soft_timeout(SOFT).hard_timeout(HARD));
+    region.set("k", 1u32).unwrap();
+    time.advance(Duration::from_secs(TTL + 1));
+    let (open, creator) = gated(2);
+    let r = region.clone();
+    let got = within("a caller past its soft timeout", move || {
+        r.get_or_create_in_background("k", &CreateOptions::new(), creator)
+    });
+    assert_eq!(got.unwrap(), 1);
+    assert_eq!(region.stats().soft_timeouts, 1);
+    // The creator holds the lock while it runs: other callers get the stale value at once.
+    assert!(region.key_is_locked("k").unwrap());
+    assert_eq!(region.get_or_create("k", || 3u32).unwrap(), 1);
+    open.send(()).unwrap();
+    stored(&region, 2);
+    let r = region.clone();
+    within("the lock released", move || {
+        wait_for("the lock released", || !r.key_is_locked("k").unwrap())
+    });
+    assert_eq!(region.stats().creations, 1);
+}
+
+#[test]
+fn past_the_hard_timeout_a_caller_with_no_value_gets_an_error_and_the_value_is_stored() {
+    let (region, _time) = region_with(|c| c.soft_timeout(SOFT).hard_timeout(HARD));
+    let (open, creator) = gated(7);
+    let r = region.clone();
+    let got = within("a caller past its hard timeout", move || {
+        r.get_or_create_in_background("k", &CreateOptions::new(), creator)
+    });
+    match got {
+        Err(Error::CreatorTimeout { key, timeout, .. }) => {
+            assert_eq!((key.as_str(), timeout), ("k", HARD));
+        }
+        other => panic!("expected a creator timeout, got {other:?}"),
+    }
+    assert_eq!(region.stats().hard_timeouts, 1);
+    open.send(()).unwrap();
+    stored(&region, 7);
+}
+
+#[test]
+fn with_a_stale_value_and_only_a_hard_timeout_the_stale_value() {
+    let (region, time) = region_with(|c| c.hard_timeout(HARD));
+    region.set("k", 1u32).unwrap();
+    time.advance(Duration::from_secs(TTL + 1));
+    let (open, creator) = gated(2);
+    let r = region.clone();
+    let got = within("a caller past its hard timeout", move || {
+        r.get_or_create_in_background("k", &CreateOptions::new(), creator)
+    });
+    assert_eq!(got.unwrap(), 1);
+    assert_eq!(region.stats().hard_timeouts, 1);
+    open.send(()).unwrap();
+    stored(&region, 2);
+}
+
+#[test]
+fn a_creator_within_its_timeouts_gives_its_own_value() {
+    let (region, time) = region_with(|c| {
+        c.soft_timeout(Duration::from_secs(30))
+            .hard_timeout(Duration::from_secs(30))
+    });
+    assert_eq!(
+        region
+            .get_or_create_in_background("k", &CreateOptions::new(), || 1u32)
+            .unwrap(),
+        1
+    );
+    time.advance(Duration::from_secs(TTL + 1));
+    assert_eq!(
+        region
+            .get_or_create_in_background("k", &CreateOptions::new(), || 2u32)
+            .unwrap(),
+        2
+    );
+    let stats = region.stats();
+    assert_eq!(
+        (stats.soft_timeouts, stats.hard_timeouts, stats.creations),
+        (0, 0, 2)
+    );
+    assert!(!region.key_is_locked("k").unwrap());
+}
+
+#[test]
+fn a_panic_on_the_creators_thread_unwinds_to_its_caller_and_frees_the_lock() {
+    let (region, _time) = region_with(|c| c.hard_timeout(Duration::from_secs(30)));
+    let r = region.clone();
+    let unwound = within("a panicking timed creator", move || {
+        catch_unwind(AssertUnwindSafe(|| {
+            r.get_or_create_in_background("k", &CreateOptions::new(), || -> u32 {
+                panic!("planned panic")
+            })
+        }))
+        .is_err()
+    });
+    assert!(unwound);
+    assert!(!region.key_is_locked("k").unwrap());
+    assert_eq!(region.get_or_create("k", || 4u32).unwrap(), 4);
+}
+
+#[test]
+fn waiters_on_a_timed_creation_get_its_value() {
+    let (region, _time) = region_with(|c| c.hard_timeout(Duration::from_secs(30)));
+    let (open, creator) = gated(9);
+    let r = region.clone();
+    let first = std::thread::spawn(move || {
+        r.get_or_create_in_background("k", &CreateOptions::new(), creator)
+    });
+    let r = region.clone();
+    within("the creation starting", move || {
+        wait_for("the lock taken", || r.key_is_locked("k").unwrap())
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (r, c) = (region.clone(), calls.clone());
+    let waiter = std::thread::spawn(move || {
+        r.get_or_create("k", || {
+            c.fetch_add(1, Ordering::SeqCst);
+            0u32
+        })
+    });
+    open.send(()).unwrap();
+    assert_eq!(
+        within("the creator", move || first.join().unwrap()).unwrap(),
+        9
+    );
+    assert_eq!(
+        within("the waiter", move || waiter.join().unwrap()).unwrap(),
+        9
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_decorated_function_that_returns_its_value_waits_past_the_hard_timeout() {
+    use dogpile::cache_on_arguments;
+    static REGION: CacheRegion = CacheRegion::new();
+    static GATE: parking_lot::Mutex<Option<Receiver<()>>> = parking_lot::Mutex::new(None);
+
+    #[cache_on_arguments(region = REGION, background = true)]
+    fn slow(x: u32) -> u32 {
+        if let Some(gate) = GATE.lock().take() {
+            let _ = gate.recv();
+        }
+        x * 2
+    }
+
+    REGION
+        .configure(
+            RegionConfig::new("dogpile.cache.memory").hard_timeout(Duration::from_millis(20)),
+        )
+        .unwrap();
+    let (open, gate) = channel();
+    *GATE.lock() = Some(gate);
+    let call = std::thread::spawn(|| slow(21));
+    // The creator finishes five hard timeouts later (a wall-clock bound: no clock to move);
+    // the call, which has no error to return, is still waiting for its value then.
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        open.send(()).unwrap();
+    });
+    assert_eq!(
+        within("the decorated call", move || call.join().unwrap()),
+        42
+    );
+    opener.join().unwrap();
+    assert_eq!(REGION.stats().hard_timeouts, 0);
+}

@@ -1,0 +1,72 @@
+//! Expiration jitter (`expiration_jitter`): values written together expire spread over the
+//! jitter, each at one instant every reader agrees on (plain reads and get-or-create alike), and
+//! never before the expiration time. On a manual clock.
+
+use std::time::{Duration, SystemTime};
+
+use dogpile::clock::Clock;
+use dogpile::{make_region, RegionConfig};
+
+const TTL: u64 = 60;
+const JITTER: u64 = 30;
+
+#[test]
+fn values_written_together_expire_spread_over_the_jitter() {
+    let (clock, time) = Clock::manual(SystemTime::now());
+    let region = make_region()
+        .configure(
+            RegionConfig::new("dogpile.cache.memory")
+                .expiration_time(TTL)
+                .clock(clock)
+                .expiration_jitter(Duration::from_secs(JITTER)),
+        )
+        .unwrap();
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    region.set_multi(keys.iter().map(|k| (k, 1u32))).unwrap();
+    let fresh = |region: &dogpile::CacheRegion| {
+        region
+            .get_multi::<u32, _>(&keys)
+            .unwrap()
+            .iter()
+            .filter(|v| v.is_some())
+            .count()
+    };
+    // Never before the expiration time.
+    time.advance(Duration::from_secs(TTL));
+    assert_eq!(fresh(&region), keys.len());
+    // Second by second through the jitter: fewer and fewer, never more, a few at a time.
+    let mut last = keys.len();
+    let mut steps = Vec::new();
+    for _ in 0..JITTER {
+        time.advance(Duration::from_secs(1));
+        let now = fresh(&region);
+        assert!(now <= last, "a value came back: {now} after {last}");
+        steps.push(last - now);
+        last = now;
+    }
+    time.advance(Duration::from_secs(1));
+    assert_eq!(fresh(&region), 0, "past the expiration time and the jitter");
+    let most = steps.iter().copied().max().unwrap();
+    assert!(
+        most < keys.len() / 4,
+        "{most} of {} expired in one second: {steps:?}",
+        keys.len()
+    );
+    // The get-or-create path judges as the plain read does.
+    let (clock, time) = Clock::manual(SystemTime::now());
+    let region = make_region()
+        .configure(
+            RegionConfig::new("dogpile.cache.memory")
+                .expiration_time(TTL)
+                .clock(clock)
+                .expiration_jitter(Duration::from_secs(JITTER)),
+        )
+        .unwrap();
+    region.set_multi(keys.iter().map(|k| (k, 1u32))).unwrap();
+    time.advance(Duration::from_secs(TTL + JITTER / 2));
+    for k in &keys {
+        let read = region.get::<u32>(k).unwrap();
+        let created = region.get_or_create(k, || 2u32).unwrap();
+        assert_eq!(read.unwrap_or(2), created, "{k}");
+    }
+}
