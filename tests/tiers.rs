@@ -404,3 +404,55 @@ fn config_maps_name_the_tier_options() {
         .unwrap_err();
     assert!(err.to_string().contains("has no backplane"), "{err}");
 }
+
+fn tagged(tag: &str) -> dogpile::CreateOptions<String> {
+    dogpile::CreateOptions::new().tags([tag.to_string()])
+}
+
+#[test]
+fn a_tag_invalidated_in_one_process_holds_in_the_others_and_in_later_ones() {
+    let f = fleet();
+    let (a, b) = (f.process(), f.process());
+    let make = |r: &CacheRegion, key: &str, tag: &str, v: &str| {
+        let v = v.to_string();
+        r.get_or_create_with(key, &tagged(tag), move || v).unwrap()
+    };
+    make(&a, "u1", "user:1", "one");
+    make(&a, "u2", "user:2", "two");
+    // b knows both, with copies in its tier.
+    assert_eq!(make(&b, "u1", "user:1", "b made it"), "one");
+    assert_eq!(make(&b, "u2", "user:2", "b made it"), "two");
+    f.time.advance(Duration::from_secs(1));
+    a.invalidate_tag("user:1", true).unwrap();
+    assert_eq!(make(&b, "u1", "user:1", "one again"), "one again", "hard: absent in b");
+    assert_eq!(make(&b, "u2", "user:2", "b made it"), "two", "another tag: kept");
+    assert_eq!(b.get_with_options::<String>("u2", &tagged("user:2")).unwrap().as_deref(), Some("two"));
+    // A process started afterwards reads the tag's time from the shared backend.
+    let c = f.process();
+    f.time.advance(Duration::from_secs(1));
+    a.set("u3", "three".to_string()).unwrap();
+    let old = c.get_with_options::<String>("u3", &tagged("user:3")).unwrap();
+    assert_eq!(old.as_deref(), Some("three"));
+    f.time.advance(Duration::from_secs(1));
+    b.invalidate_tag("user:3", false).unwrap();
+    // Soft: the get-or-create path serves the stale value while one caller creates; a plain
+    // read with the tag treats it as expired.
+    assert_eq!(c.get_with_options::<String>("u3", &tagged("user:3")).unwrap(), None);
+    assert_eq!(make(&c, "u3", "user:3", "new three"), "new three");
+    // Values made after the invalidation are fresh again.
+    assert_eq!(c.get_with_options::<String>("u3", &tagged("user:3")).unwrap().as_deref(), Some("new three"));
+    let d = f.process();
+    assert_eq!(make(&d, "u1", "user:1", "d made it"), "one again", "made after the tag's invalidation");
+}
+
+#[test]
+fn tags_on_a_batch_are_refused_not_ignored() {
+    let f = fleet();
+    let a = f.process();
+    let err = a
+        .try_get_or_create_multi(&["a", "b"], &tagged("t"), |keys| {
+            Ok::<_, std::convert::Infallible>(keys.iter().map(|k| k.to_string()).collect())
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("tags"), "{err}");
+}

@@ -77,6 +77,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
             return Ok(Vec::new());
         }
         let cfg = self.configured()?;
+        if !options.tags.is_empty() {
+            // A batch's keys would each need their own tags: refused rather than ignored.
+            return Err(CreateError::Cache(crate::Error::config(
+                "tags",
+                "tags apply to single-key get-or-create calls; tag each key with get_or_create_with",
+            )));
+        }
         let ttl = cfg.ttl(options.expiration_time.as_ref());
         self.check_soft(&cfg, ttl, keys[0].as_ref())?;
         let mkeys: Vec<String> = keys

@@ -15,6 +15,7 @@ use crate::lock::{self, AsyncCreation, KeyState, Lookup, Outcome, Source};
 use crate::mutex::{CacheMutex, LockGuard};
 use crate::registry::BackendCatalog;
 use crate::stats::{CountSink, Counter};
+use crate::tags::Floors;
 
 /// Which way a source does its I/O.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -188,6 +189,8 @@ pub(super) struct RegionSource<'a, 'k, C: BackendCatalog, T, E, Cr> {
     pub(super) _error: PhantomData<fn() -> E>,
     /// What the resilience options need of this call (see `resilience.rs`).
     pub(super) watch: Watch<T>,
+    /// The latest invalidations of the call's tags (see `tags.rs`).
+    pub(super) floors: Floors,
 }
 
 impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
@@ -213,6 +216,7 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
             wait_start: None,
             _error: PhantomData,
             watch: Watch::new(cfg, !options.waits_for_creator),
+            floors: region.tag_floors(cfg, &options.tags),
         }
     }
 
@@ -269,12 +273,16 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         let (region, cfg, ttl) = (self.region, self.cfg, self.ttl);
         if let [key] = *keys {
             let mkey = self.slots[key].mkey;
-            if self.watching() {
+            if self.watching() || self.floors.any() {
                 let (found, stamp) = match self.io {
                     Io::Async => region.lookup_stamped_async(cfg, mkey, ttl).await?,
                     Io::Blocking => region.lookup_stamped(cfg, mkey, ttl)?,
                 };
-                return Ok(vec![self.observe(found, stamp)]);
+                let found = self.floors.demote(found, stamp);
+                return Ok(vec![match self.watching() {
+                    true => self.observe(found, stamp),
+                    false => found,
+                }]);
             }
             let found = match self.io {
                 Io::Async => region.lookup_async(cfg, mkey, ttl).await?,
@@ -631,6 +639,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 Ok(first) => first,
                 Err(e) => return Err((e.into(), Some(creator))),
             };
+            let first = match options.tags.is_empty() {
+                true => first,
+                false => self.tag_floors(cfg, &options.tags).demote(first, stamp),
+            };
             let (first, seen) = self.judge_first(cfg, first, stamp, ttl, &mkey);
             if let Lookup::Fresh(v) = first {
                 self.stats.incr(Counter::Hits);
@@ -799,13 +811,14 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let creator = AsyncCreator(creator);
         let mut source =
             RegionSource::new(self, &cfg, &mut slots, ttl, options, creator, Io::Async);
-        let (first, stamp) = match source.watching() {
+        let (first, stamp) = match source.watching() || source.floors.any() {
             true => self.lookup_stamped_async(&cfg, &mkey, ttl).await?,
             false => (
                 source.lookup(&[0]).await?.pop().unwrap_or(Lookup::Absent),
                 None,
             ),
         };
+        let first = source.floors.demote(first, stamp);
         let (first, seen) = self.judge_first(&cfg, first, stamp, ttl, &mkey);
         match seen.early {
             Some(_) => self.stats.incr(Counter::Hits),

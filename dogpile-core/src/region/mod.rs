@@ -11,6 +11,7 @@ mod configure;
 mod create;
 mod read;
 mod resilience;
+mod tags;
 mod tiers;
 
 pub use read::CachedEntry;
