@@ -895,3 +895,39 @@ fn background_true_refreshes_a_stale_value_on_the_async_creation_runner() {
         "{stats}"
     );
 }
+
+// ------------------------------------------------------------------------------------------------
+// tags
+
+static TAGGED: CacheRegion = CacheRegion::new();
+static TAGGED_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_on_arguments(region = TAGGED, tags = ["user:{id}", "users"])]
+fn profile(id: u32, lang: &str) -> String {
+    TAGGED_CALLS.fetch_add(1, Ordering::SeqCst);
+    format!("{id}/{lang}")
+}
+
+#[test]
+fn tags_are_templates_over_the_arguments() {
+    TAGGED
+        .configure(RegionConfig::with_backend(MapBackend::bytes()).replace_existing_backend(true))
+        .unwrap();
+    assert_eq!(profile(1, "en"), "1/en");
+    assert_eq!(profile(2, "en"), "2/en");
+    assert_eq!(profile(1, "en"), "1/en");
+    assert_eq!(count(&TAGGED_CALLS), 2);
+    std::thread::sleep(Duration::from_millis(2));
+    TAGGED.invalidate_tag("user:1", true).unwrap();
+    assert_eq!(profile_get(1, "en"), None, "the companion honours the tag");
+    assert_eq!(profile_get(2, "en").as_deref(), Some("2/en"));
+    assert_eq!(profile(1, "en"), "1/en");
+    assert_eq!(count(&TAGGED_CALLS), 3, "user 1 again, user 2 still cached");
+    assert_eq!(profile(2, "en"), "2/en");
+    assert_eq!(count(&TAGGED_CALLS), 3);
+    std::thread::sleep(Duration::from_millis(2));
+    TAGGED.invalidate_tag("users", true).unwrap();
+    profile(1, "en");
+    profile(2, "en");
+    assert_eq!(count(&TAGGED_CALLS), 5, "the shared tag drops both");
+}
