@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dogpile::RegionConfig;
+use support::recording_sink::RecordingSink;
 use support::{raw_redis as raw, redis_args, redis_cmd as cmd, redis_sentinel, within, Server};
 
 /// Waits (polling every 50 ms, within `wait_for`'s generous bound) for replication, the
@@ -109,6 +110,54 @@ fn after_a_planned_failover_writes_go_to_the_new_master() {
     assert!(on_new.is_some(), "the write did not reach the new master");
     assert_eq!(region.get::<u32>("after").unwrap(), Some(2));
     assert_eq!(region.get::<u32>("before").unwrap(), Some(1));
+}
+
+/// The backend's backplane follows a planned failover too: the old master drops its
+/// subscriber when it is demoted, the subscription reconnects through the sentinels to the new
+/// master (`connected` again), and what the backplane publishes afterwards reaches it there.
+#[test]
+fn after_a_planned_failover_the_backplane_follows_the_new_master() {
+    let Some((master, replica, sentinels)) = topology("backplane") else {
+        return;
+    };
+    let backplane = sentinel_region(&sentinels)
+        .backend()
+        .unwrap()
+        .backplane()
+        .unwrap()
+        .expect("a Sentinel backend's backplane");
+    let sink = Arc::new(RecordingSink::default());
+    let _subscription = backplane.subscribe("failover", sink.clone()).unwrap();
+    support::wait_for("connected()", || sink.times_connected() == 1);
+    backplane.publish("failover", b"before").unwrap();
+    sink.wait_count(1, "a message before the failover");
+
+    let _: String = cmd(
+        &mut raw(&sentinels[0].addr()),
+        &["SENTINEL", "FAILOVER", "mymaster"],
+    );
+    wait_until("the old master demoted", || {
+        replication(&master.addr(), "role").as_deref() == Some("slave")
+    });
+    wait_until("the subscription reconnected", || {
+        sink.times_connected() == 2
+    });
+    assert_eq!(sink.times_disconnected(), 1);
+    // Subscribed on the new master: it counts this subscriber (the old one has none).
+    let on_new: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("failover")
+        .query(&mut raw(&replica.addr()))
+        .unwrap();
+    assert_eq!(on_new, [("failover".to_owned(), 1)]);
+    let backplane2 = backplane.clone();
+    within("publishing to the new master", move || {
+        wait_until("a publish after the failover", || {
+            backplane2.publish("failover", b"after").is_ok()
+        })
+    });
+    sink.wait_count(2, "the message after the failover");
+    assert_eq!(sink.payloads(), [b"before".to_vec(), b"after".to_vec()]);
 }
 
 #[test]

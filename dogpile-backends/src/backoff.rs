@@ -1,7 +1,8 @@
 //! The pause between two looks of a waiter that polls a lock held elsewhere (another process's
-//! file lock, a Redis or memcached lock key): 0.5 ms, doubling up to a ceiling, never past the
-//! waiter's deadline. One home for the schedule, so every backend's waiter wakes the same way
-//! (about a ceiling after the release at worst) and keeps its deadline the same way.
+//! file lock, a Redis or memcached lock key), and between two attempts of a Redis backplane
+//! subscription to reconnect: 0.5 ms, doubling up to a ceiling, never past the waiter's
+//! deadline. One home for the schedule, so every backend's waiter wakes the same way (about a
+//! ceiling after the release at worst) and keeps its deadline the same way.
 
 use std::time::{Duration, Instant};
 

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fault_proxy;
+pub mod recording_sink;
 pub mod soak;
 
 use std::net::{TcpListener, TcpStream};

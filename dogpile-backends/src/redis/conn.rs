@@ -194,6 +194,31 @@ impl Conns {
         }
     }
 
+    /// Whether these connections go to one server (a Sentinel backend's master counts), not to
+    /// a cluster.
+    pub(crate) fn has_one_server(&self) -> bool {
+        !matches!(self.client, Client::Cluster(_))
+    }
+
+    /// A connection of its own to the one server, outside the pool, with the connect and reply
+    /// timeouts: for pub/sub, which keeps its connection subscribed. A cluster has no one server:
+    /// an error, without connecting.
+    pub(crate) fn connect_one(&self) -> RedisResult<redis::Connection> {
+        let no_one_server = || {
+            RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a Redis Cluster has no single server to subscribe on",
+            ))
+        };
+        if !self.has_one_server() {
+            return Err(no_one_server());
+        }
+        match self.connect()? {
+            SyncConn::Single(c) => Ok(c),
+            SyncConn::Cluster(_) => Err(no_one_server()),
+        }
+    }
+
     /// An idle connection (`true`: reused), or a place to open one; waits while `pool_size`
     /// connections are lent, at most `pool_timeout`.
     fn lease(&self, what: &str) -> Result<(Lease<'_>, bool)> {

@@ -116,6 +116,16 @@
 //! `get_multi` and `delete_multi` are one `MGET` / `DEL` per slot, sent by the cluster client;
 //! `set_multi` is one cluster pipeline, which the client splits per node.
 //!
+//! # The backplane
+//!
+//! [`RedisBackplane`] carries a [backplane](dogpile_core::backplane)'s messages (what a region
+//! with a local tier tells the other processes it wrote) over Redis pub/sub, on the same
+//! connection settings: [`Backend::backplane`] gives one for the backend's own server
+//! (`dogpile.cache.redis`, `dogpile.cache.valkey` and the Sentinel backends; a cluster has
+//! none), and [`RedisBackplane::from_url`] / [`RedisBackplane::from_arguments`] make one
+//! directly. Publishing is bounded like every other call; a subscription is a thread that
+//! pings an idle link every heartbeat (250 ms by default) and reconnects by itself.
+//!
 //! # `redis_expiration_time` and the region's expiration
 //!
 //! The server TTL must be longer than the region's expiration time: the region serves an expired
@@ -180,6 +190,7 @@
 //! soon as it is free, or at the deadline the region gives it; the region then reads the value
 //! the holder stored before releasing.
 
+mod backplane;
 mod conn;
 mod lock;
 mod sentinel;
@@ -195,6 +206,7 @@ use dogpile_core::{
 };
 use redis::IntoConnectionInfo;
 
+pub use backplane::RedisBackplane;
 use conn::{in_tokio, Client, Conns, SyncConn};
 pub use lock::RedisMutex;
 use settings::{
@@ -227,6 +239,26 @@ fn refuse(args: &Arguments, names: &[&str], why: &str) -> Result<()> {
     }
 }
 
+/// A single server's arguments (those of `dogpile.cache.redis`, and `more` besides), read and
+/// checked: what errors name (`NAME at HOST:PORT`), its client, and the shared settings. The
+/// backend and the [backplane](RedisBackplane) both start here, so they read one configuration
+/// the same way.
+fn single_server(
+    name: &'static str,
+    args: &Arguments,
+    more: &[&str],
+) -> Result<(String, Client, Common)> {
+    let mut known = vec!["url", "host", "port", "db"];
+    known.extend_from_slice(COMMON_ARGS);
+    known.extend_from_slice(more);
+    args.expect_only_with_dicts(name, &known, DICT_ARGS)?;
+    let common = Common::read(args)?;
+    let info = single_server_info(args, &common)?;
+    let desc = format!("{name} at {}", address(&info));
+    let client = common.tls.client(info).map_err(|e| args.error("url", e))?;
+    Ok((desc, Client::Single(Box::new(client)), common))
+}
+
 /// The `dogpile.cache.redis` and `dogpile.cache.redis_cluster` backend: see the
 /// [module documentation](self) for its arguments.
 pub struct RedisBackend {
@@ -255,18 +287,8 @@ impl RedisBackend {
 
     /// The single-server backend under `name` (Redis's or Valkey's).
     pub(crate) fn single(name: &'static str, args: &Arguments) -> Result<Self> {
-        let mut known = vec!["url", "host", "port", "db"];
-        known.extend_from_slice(COMMON_ARGS);
-        args.expect_only_with_dicts(name, &known, DICT_ARGS)?;
-        let common = Common::read(args)?;
-        let info = single_server_info(args, &common)?;
-        let desc = format!("{name} at {}", address(&info));
-        let client = common.tls.client(info).map_err(|e| args.error("url", e))?;
-        Ok(Self::with_client(
-            desc,
-            Client::Single(Box::new(client)),
-            &common,
-        ))
+        let (desc, client, common) = single_server(name, args, &[])?;
+        Ok(Self::with_client(desc, client, &common))
     }
 
     /// The cluster backend under `name`.
@@ -615,6 +637,14 @@ impl Backend for RedisBackend {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Pub/sub on this backend's server, with its connection settings (see [`RedisBackplane`]);
+    /// for a Sentinel backend, on the master the sentinels name, found anew on each reconnect.
+    /// A cluster has none (`Ok(None)`): its pub/sub needs a connection to one node.
+    fn backplane(&self) -> Result<Option<Arc<dyn dogpile_core::backplane::Backplane>>> {
+        Ok(RedisBackplane::beside(&self.conns)
+            .map(|b| Arc::new(b) as Arc<dyn dogpile_core::backplane::Backplane>))
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
