@@ -216,7 +216,6 @@ impl BackplaneSink for FleetSink {
             // Our own write: already applied when it was made.
             return;
         }
-        self.stats.add(Counter::BackplaneReceived, 1);
         match message.notice {
             Notice::Set(keys) | Notice::Delete(keys) => {
                 if let Some(tier) = &self.tier {
@@ -226,6 +225,8 @@ impl BackplaneSink for FleetSink {
             Notice::Invalidate { hard, at } => self.invalidation.apply(hard, at),
             Notice::InvalidateTag { tag, hard, at } => self.tags.apply(&tag, hard, at),
         }
+        // Counted once applied: a reader that sees the count sees the message's effect.
+        self.stats.add(Counter::BackplaneReceived, 1);
     }
 
     fn alive(&self) {
