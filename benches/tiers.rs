@@ -151,7 +151,10 @@ fn hits(c: &mut Criterion, addr: &str) {
     }
     group.finish();
     let stats = local.stats();
-    assert!(stats.local_hits > stats.hits / 2, "the local tier answered: {stats:?}");
+    assert!(
+        stats.local_hits > stats.hits / 2,
+        "the local tier answered: {stats:?}"
+    );
 }
 
 fn main() {

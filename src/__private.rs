@@ -494,7 +494,9 @@ pub async fn get_tagged_async<T: CacheValue>(
     key: &Key,
     options: &CreateOptions<T>,
 ) -> Option<T> {
-    let read = region.get_with_options_async::<T>(key.as_str(), options).await;
+    let read = region
+        .get_with_options_async::<T>(key.as_str(), options)
+        .await;
     logged(region, key, NOT_READ, read)
 }
 

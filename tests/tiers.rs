@@ -13,11 +13,7 @@ use dogpile::{CacheRegion, LocalTier, RegionConfig};
 mod support;
 
 /// One "process": a region with a local tier on the shared backend and the bus.
-fn process(
-    shared: &Arc<MapBackend>,
-    bus: &LoopbackBackplane,
-    clock: &Clock,
-) -> CacheRegion {
+fn process(shared: &Arc<MapBackend>, bus: &LoopbackBackplane, clock: &Clock) -> CacheRegion {
     let region = CacheRegion::named("users");
     region
         .configure(
@@ -77,7 +73,11 @@ fn a_second_read_is_answered_locally() {
     for _ in 0..10 {
         assert_eq!(get(&b, "k").as_deref(), Some("v1"));
     }
-    assert_eq!(f.shared_reads(), reads, "local hits must not read the shared backend");
+    assert_eq!(
+        f.shared_reads(),
+        reads,
+        "local hits must not read the shared backend"
+    );
     assert_eq!(b.stats().local_hits, 10);
     // The writer has its own copy at once.
     assert_eq!(get(&a, "k").as_deref(), Some("v1"));
@@ -146,7 +146,10 @@ fn region_invalidation_reaches_running_processes_and_later_ones() {
     assert_eq!(get(&a, "k"), None, "soft: a plain get treats it as expired");
     let d = f.process();
     assert_eq!(get(&d, "k"), None);
-    assert_eq!(d.get_or_create("k", || "newer".to_string()).unwrap(), "newer");
+    assert_eq!(
+        d.get_or_create("k", || "newer".to_string()).unwrap(),
+        "newer"
+    );
 }
 
 #[test]
@@ -180,7 +183,11 @@ fn a_write_lost_while_the_link_was_cut_never_leaves_a_stale_copy() {
     f.bus.set_up(false);
     a.set("k", "new".to_string()).unwrap(); // its message is lost
     assert_eq!(a.stats().backplane_dropped, 1);
-    assert_eq!(get(&b, "k").as_deref(), Some("new"), "while cut: the shared backend");
+    assert_eq!(
+        get(&b, "k").as_deref(),
+        Some("new"),
+        "while cut: the shared backend"
+    );
     f.bus.set_up(true);
     assert_eq!(get(&b, "k").as_deref(), Some("new"), "after the heal");
     assert_eq!(b.stats().backplane_reconnects, 1);
@@ -219,7 +226,11 @@ fn without_a_backplane_a_copy_lives_no_longer_than_the_tier_expiration() {
     a.set("k", "old".to_string()).unwrap();
     get(&b, "k");
     a.set("k", "new".to_string()).unwrap();
-    assert_eq!(get(&b, "k").as_deref(), Some("old"), "no backplane: b cannot know");
+    assert_eq!(
+        get(&b, "k").as_deref(),
+        Some("old"),
+        "no backplane: b cannot know"
+    );
     time.advance(Duration::from_secs(31));
     assert_eq!(get(&b, "k").as_deref(), Some("new"), "past the tier's 30 s");
 }
@@ -260,7 +271,13 @@ impl dogpile::Backend for Gate {
     fn get(&self, key: &str) -> dogpile::Result<Option<dogpile::CachedValue>> {
         let v = self.inner.get(key);
         if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            self.read_done.lock().unwrap().take().unwrap().send(()).unwrap();
+            self.read_done
+                .lock()
+                .unwrap()
+                .take()
+                .unwrap()
+                .send(())
+                .unwrap();
             self.go.lock().unwrap().take().unwrap().recv().unwrap();
         }
         v
@@ -308,8 +325,16 @@ fn a_read_that_raced_a_write_makes_no_stale_copy() {
     read_done.recv().unwrap();
     a.set("k", "new".to_string()).unwrap();
     go.send(()).unwrap();
-    assert_eq!(reader.join().unwrap().as_deref(), Some("old"), "the read itself saw old");
-    assert_eq!(get(&b, "k").as_deref(), Some("new"), "but made no copy of it");
+    assert_eq!(
+        reader.join().unwrap().as_deref(),
+        Some("old"),
+        "the read itself saw old"
+    );
+    assert_eq!(
+        get(&b, "k").as_deref(),
+        Some("new"),
+        "but made no copy of it"
+    );
 }
 
 #[test]
@@ -358,7 +383,11 @@ fn reconfiguring_ends_the_old_subscription() {
     // so two subscribers (the region's current one and the probe) remain.
     bus.set_up(false);
     bus.set_up(true);
-    assert_eq!(format!("{bus:?}").matches("subscribers: 2").count(), 1, "{bus:?}");
+    assert_eq!(
+        format!("{bus:?}").matches("subscribers: 2").count(),
+        1,
+        "{bus:?}"
+    );
 }
 
 #[test]
@@ -396,7 +425,10 @@ fn config_maps_name_the_tier_options() {
     let err = CacheRegion::named("n")
         .configure(
             RegionConfig::from_config(
-                [("c.backend", "dogpile.cache.memory"), ("c.backplane", "true")],
+                [
+                    ("c.backend", "dogpile.cache.memory"),
+                    ("c.backplane", "true"),
+                ],
                 "c.",
             )
             .unwrap(),
@@ -424,25 +456,53 @@ fn a_tag_invalidated_in_one_process_holds_in_the_others_and_in_later_ones() {
     assert_eq!(make(&b, "u2", "user:2", "b made it"), "two");
     f.time.advance(Duration::from_secs(1));
     a.invalidate_tag("user:1", true).unwrap();
-    assert_eq!(make(&b, "u1", "user:1", "one again"), "one again", "hard: absent in b");
-    assert_eq!(make(&b, "u2", "user:2", "b made it"), "two", "another tag: kept");
-    assert_eq!(b.get_with_options::<String>("u2", &tagged("user:2")).unwrap().as_deref(), Some("two"));
+    assert_eq!(
+        make(&b, "u1", "user:1", "one again"),
+        "one again",
+        "hard: absent in b"
+    );
+    assert_eq!(
+        make(&b, "u2", "user:2", "b made it"),
+        "two",
+        "another tag: kept"
+    );
+    assert_eq!(
+        b.get_with_options::<String>("u2", &tagged("user:2"))
+            .unwrap()
+            .as_deref(),
+        Some("two")
+    );
     // A process started afterwards reads the tag's time from the shared backend.
     let c = f.process();
     f.time.advance(Duration::from_secs(1));
     a.set("u3", "three".to_string()).unwrap();
-    let old = c.get_with_options::<String>("u3", &tagged("user:3")).unwrap();
+    let old = c
+        .get_with_options::<String>("u3", &tagged("user:3"))
+        .unwrap();
     assert_eq!(old.as_deref(), Some("three"));
     f.time.advance(Duration::from_secs(1));
     b.invalidate_tag("user:3", false).unwrap();
     // Soft: the get-or-create path serves the stale value while one caller creates; a plain
     // read with the tag treats it as expired.
-    assert_eq!(c.get_with_options::<String>("u3", &tagged("user:3")).unwrap(), None);
+    assert_eq!(
+        c.get_with_options::<String>("u3", &tagged("user:3"))
+            .unwrap(),
+        None
+    );
     assert_eq!(make(&c, "u3", "user:3", "new three"), "new three");
     // Values made after the invalidation are fresh again.
-    assert_eq!(c.get_with_options::<String>("u3", &tagged("user:3")).unwrap().as_deref(), Some("new three"));
+    assert_eq!(
+        c.get_with_options::<String>("u3", &tagged("user:3"))
+            .unwrap()
+            .as_deref(),
+        Some("new three")
+    );
     let d = f.process();
-    assert_eq!(make(&d, "u1", "user:1", "d made it"), "one again", "made after the tag's invalidation");
+    assert_eq!(
+        make(&d, "u1", "user:1", "d made it"),
+        "one again",
+        "made after the tag's invalidation"
+    );
 }
 
 #[test]

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dogpile::backend::redis::RedisBackplane;
 use dogpile::{make_region, CacheRegion, CreateOptions, LocalTier, RegionConfig};
 use support::fault_proxy::{Fault, FaultProxy};
-use support::{append_line, child_role, env_path, spawn_child, wait_child, wait_for, Server, TempDir};
+use support::{
+    append_line, child_role, env_path, spawn_child, wait_child, wait_for, Server, TempDir,
+};
 
 /// The tier of every process here: copies served for at most 30 s, and for at most
 /// `MAX_SILENCE` after the backplane was last heard from.
@@ -186,7 +188,9 @@ fn three_processes_never_serve_a_value_older_than_the_last_message() {
         }
         return;
     }
-    let Some(server) = Server::redis() else { return };
+    let Some(server) = Server::redis() else {
+        return;
+    };
     let dir = TempDir::new("tiers-coherence");
     let envs = [
         ("DOGPILE_TEST_REDIS", server.addr()),
@@ -197,7 +201,10 @@ fn three_processes_never_serve_a_value_older_than_the_last_message() {
         .map(|i| spawn_child(test, &format!("coherence-{i}"), &envs))
         .collect();
     for (i, c) in children.iter_mut().enumerate() {
-        assert!(wait_child(c, "a coherence process").success(), "process {i} failed");
+        assert!(
+            wait_child(c, "a coherence process").success(),
+            "process {i} failed"
+        );
     }
     // The delay from each write's return to each process's first read of it (or of a later
     // value: a process may skip a value that was replaced before it looked).
@@ -255,28 +262,58 @@ fn invalidation_child(role: &str) {
             }
             let t1 = tag_options("t1");
             let t2 = tag_options("t2");
-            assert_eq!(region.get_or_create_with("x1", &t1, || "made here".to_string()).unwrap(), "old");
-            assert_eq!(region.get_or_create_with("x2", &t2, || "made here".to_string()).unwrap(), "old");
+            assert_eq!(
+                region
+                    .get_or_create_with("x1", &t1, || "made here".to_string())
+                    .unwrap(),
+                "old"
+            );
+            assert_eq!(
+                region
+                    .get_or_create_with("x2", &t2, || "made here".to_string())
+                    .unwrap(),
+                "old"
+            );
             append_line(&dir.join("running-ready"), "1");
             wait_for("the hard invalidation", || dir.join("hard-done").exists());
-            assert_eq!(region.get::<String>("a").unwrap(), None, "hard: absent here too");
+            assert_eq!(
+                region.get::<String>("a").unwrap(),
+                None,
+                "hard: absent here too"
+            );
             wait_for("the soft invalidation", || dir.join("soft-done").exists());
-            assert_eq!(region.get::<String>("b").unwrap(), None, "soft: expired here too");
+            assert_eq!(
+                region.get::<String>("b").unwrap(),
+                None,
+                "soft: expired here too"
+            );
             wait_for("the tag invalidation", || dir.join("tag-done").exists());
             assert_eq!(
-                region.get_or_create_with("x1", &t1, || "new".to_string()).unwrap(),
+                region
+                    .get_or_create_with("x1", &t1, || "new".to_string())
+                    .unwrap(),
                 "new",
                 "tag t1 invalidated: created again"
             );
             assert_eq!(
-                region.get_or_create_with("x2", &t2, || "new".to_string()).unwrap(),
+                region
+                    .get_or_create_with("x2", &t2, || "new".to_string())
+                    .unwrap(),
                 "old",
                 "tag t2 kept"
             );
         }
         "later" => {
-            assert_eq!(region.get::<String>("a").unwrap(), None, "hard, seen by a later process");
-            assert_eq!(region.get::<String>("b").unwrap(), None, "soft, seen by a later process");
+            assert_eq!(
+                region.get::<String>("a").unwrap(),
+                None,
+                "hard, seen by a later process"
+            );
+            assert_eq!(
+                region.get::<String>("b").unwrap(),
+                None,
+                "soft, seen by a later process"
+            );
             assert_eq!(
                 region
                     .get_or_create_with("b", &CreateOptions::new(), || "new".to_string())
@@ -285,7 +322,9 @@ fn invalidation_child(role: &str) {
             );
             let t1 = tag_options("t1");
             assert_eq!(
-                region.get_or_create_with("x3", &t1, || "new".to_string()).unwrap(),
+                region
+                    .get_or_create_with("x3", &t1, || "new".to_string())
+                    .unwrap(),
                 "new",
                 "tag t1 invalidated before this process started"
             );
@@ -304,7 +343,9 @@ fn region_and_tag_invalidation_hold_in_running_and_later_processes() {
         invalidation_child(&role);
         return;
     }
-    let Some(server) = Server::redis() else { return };
+    let Some(server) = Server::redis() else {
+        return;
+    };
     let dir = TempDir::new("tiers-invalidation");
     let envs = [
         ("DOGPILE_TEST_REDIS", server.addr()),
@@ -324,7 +365,9 @@ fn region_and_tag_invalidation_hold_in_running_and_later_processes() {
     created("x3", "t1");
     let test = "region_and_tag_invalidation_hold_in_running_and_later_processes";
     let mut running = spawn_child(test, "running", &envs);
-    wait_for("the running process's copies", || dir.path().join("running-ready").exists());
+    wait_for("the running process's copies", || {
+        dir.path().join("running-ready").exists()
+    });
     // Created strictly before each invalidation, whatever the clock's resolution.
     std::thread::sleep(Duration::from_millis(5));
     region.invalidate(true);
@@ -349,7 +392,9 @@ fn region_and_tag_invalidation_hold_in_running_and_later_processes() {
 
 #[test]
 fn a_cut_backplane_never_serves_the_old_value_past_max_silence() {
-    let Some(server) = Server::redis() else { return };
+    let Some(server) = Server::redis() else {
+        return;
+    };
     let proxy = FaultProxy::start(&server.addr());
     let writer = region("cut", &server.addr());
     // The cut process: its data goes to Redis directly, its backplane through the proxy.
@@ -369,7 +414,9 @@ fn a_cut_backplane_never_serves_the_old_value_past_max_silence() {
         .unwrap();
     wait_subscribed(&cut, &server.addr(), "dogpile:cut");
     writer.set("k", 1u64).unwrap();
-    wait_for("the first value", || cut.get::<u64>("k").unwrap() == Some(1));
+    wait_for("the first value", || {
+        cut.get::<u64>("k").unwrap() == Some(1)
+    });
     wait_for("a local copy", || {
         let before = cut.stats().local_hits;
         cut.get::<u64>("k").unwrap();
@@ -391,7 +438,10 @@ fn a_cut_backplane_never_serves_the_old_value_past_max_silence() {
         std::thread::sleep(Duration::from_millis(2));
     }
     if let Some(at) = last_old {
-        assert!(at < bound, "the old value was served {at:?} after the write (bound {bound:?})");
+        assert!(
+            at < bound,
+            "the old value was served {at:?} after the write (bound {bound:?})"
+        );
     }
     println!("old value last served {last_old:?} after the write (bound {bound:?})");
 
@@ -399,7 +449,9 @@ fn a_cut_backplane_never_serves_the_old_value_past_max_silence() {
     proxy.set(Fault::Pass);
     wait_for_every_reconnect(&cut);
     writer.set("k", 3u64).unwrap();
-    wait_for("the new value after the heal", || cut.get::<u64>("k").unwrap() == Some(3));
+    wait_for("the new value after the heal", || {
+        cut.get::<u64>("k").unwrap() == Some(3)
+    });
     wait_for("local copies again", || {
         let before = cut.stats().local_hits;
         assert_eq!(cut.get::<u64>("k").unwrap(), Some(3));
@@ -408,7 +460,9 @@ fn a_cut_backplane_never_serves_the_old_value_past_max_silence() {
 }
 
 fn wait_for_every_reconnect(region: &CacheRegion) {
-    wait_for("the backplane to reconnect", || region.stats().backplane_reconnects >= 1);
+    wait_for("the backplane to reconnect", || {
+        region.stats().backplane_reconnects >= 1
+    });
 }
 
 fn stampede_child() {
@@ -446,14 +500,18 @@ fn a_stampede_across_processes_with_local_tiers_has_one_creator() {
         stampede_child();
         return;
     }
-    let Some(server) = Server::redis() else { return };
+    let Some(server) = Server::redis() else {
+        return;
+    };
     let dir = TempDir::new("tiers-stampede");
     let envs = [
         ("DOGPILE_TEST_REDIS", server.addr()),
         ("DOGPILE_TEST_DIR", dir.path().display().to_string()),
     ];
     let test = "a_stampede_across_processes_with_local_tiers_has_one_creator";
-    let mut children: Vec<_> = (0..3).map(|_| spawn_child(test, "stampede", &envs)).collect();
+    let mut children: Vec<_> = (0..3)
+        .map(|_| spawn_child(test, "stampede", &envs))
+        .collect();
     for c in &mut children {
         assert!(wait_child(c, "a stampede process").success());
     }

@@ -12,7 +12,7 @@ use crate::backend::{Backend, CachedValue, Metadata, Payload};
 use crate::backplane::{Backplane, BackplaneSink, Message, Notice};
 use crate::clock::{Clock, Timestamp};
 use crate::invalidation::{DefaultInvalidation, RegionInvalidationStrategy};
-use crate::stats::{Counter, CountSink, StatsHandle};
+use crate::stats::{CountSink, Counter, StatsHandle};
 use crate::tags::TagTimes;
 use crate::tier::Tier;
 

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod expiration;
+mod fleet;
 pub mod invalidation;
 pub mod key;
 pub mod lock;
@@ -24,7 +25,6 @@ pub mod stats;
 mod tags;
 pub mod testing;
 pub mod tier;
-mod fleet;
 
 pub use backend::{
     Backend, BoxFuture, CachedValue, Metadata, Payload, PayloadKind, FORMAT_VERSION,

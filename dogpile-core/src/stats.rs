@@ -423,7 +423,10 @@ impl fmt::Display for Stats {
             ("backplane sent", self.backplane_sent.to_string()),
             ("backplane received", self.backplane_received.to_string()),
             ("backplane dropped", self.backplane_dropped.to_string()),
-            ("backplane reconnects", self.backplane_reconnects.to_string()),
+            (
+                "backplane reconnects",
+                self.backplane_reconnects.to_string(),
+            ),
             ("fail-safe served", self.fail_safe_served.to_string()),
             ("soft timeouts", self.soft_timeouts.to_string()),
             ("hard timeouts", self.hard_timeouts.to_string()),

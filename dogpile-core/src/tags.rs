@@ -107,7 +107,8 @@ impl TagTimes {
                 Some(k) if self.usable(&k, now.as_nanos()) => k,
                 _ => {
                     let epoch = self.epoch.load(Ordering::Acquire);
-                    let (hard, soft) = read_times(&*self.backend, &self.key(tag))?.unwrap_or((0, 0));
+                    let (hard, soft) =
+                        read_times(&*self.backend, &self.key(tag))?.unwrap_or((0, 0));
                     let k = Known {
                         hard,
                         soft,

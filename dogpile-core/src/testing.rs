@@ -163,15 +163,16 @@ pub struct LoopbackBackplane {
     hub: std::sync::Arc<Hub>,
 }
 
+/// One subscription to the hub: its id, its channel and where its messages go.
+struct Subscriber {
+    id: u64,
+    channel: String,
+    sink: std::sync::Arc<dyn crate::backplane::BackplaneSink>,
+}
+
 #[derive(Default)]
 struct Hub {
-    subscribers: Mutex<
-        Vec<(
-            u64,
-            String,
-            std::sync::Arc<dyn crate::backplane::BackplaneSink>,
-        )>,
-    >,
+    subscribers: Mutex<Vec<Subscriber>>,
     next_id: std::sync::atomic::AtomicU64,
     down: std::sync::atomic::AtomicBool,
     /// Messages published, delivered or not.
@@ -195,7 +196,7 @@ impl LoopbackBackplane {
 
     fn sinks(&self) -> Vec<std::sync::Arc<dyn crate::backplane::BackplaneSink>> {
         let subs = self.hub.subscribers.lock();
-        subs.iter().map(|(_, _, s)| s.clone()).collect()
+        subs.iter().map(|s| s.sink.clone()).collect()
     }
 
     /// Cuts (`false`) or heals (`true`) the link: subscribers get
@@ -203,7 +204,8 @@ impl LoopbackBackplane {
     /// [`connected`](crate::backplane::BackplaneSink::connected); publishing fails while it is cut.
     pub fn set_up(&self, up: bool) {
         let was_down = self.hub.down.swap(!up, Ordering::SeqCst);
-        if was_down == !up {
+        if was_down != up {
+            // No change.
             return;
         }
         for sink in self.sinks() {
@@ -246,8 +248,8 @@ impl crate::backplane::Backplane for LoopbackBackplane {
         let subs: Vec<_> = {
             let subs = self.hub.subscribers.lock();
             subs.iter()
-                .filter(|(_, c, _)| c == channel)
-                .map(|(_, _, s)| s.clone())
+                .filter(|s| s.channel == channel)
+                .map(|s| s.sink.clone())
                 .collect()
         };
         for sink in subs {
@@ -263,10 +265,11 @@ impl crate::backplane::Backplane for LoopbackBackplane {
         sink: std::sync::Arc<dyn crate::backplane::BackplaneSink>,
     ) -> Result<crate::backplane::Subscription> {
         let id = self.hub.next_id.fetch_add(1, Ordering::SeqCst);
-        self.hub
-            .subscribers
-            .lock()
-            .push((id, channel.to_owned(), sink.clone()));
+        self.hub.subscribers.lock().push(Subscriber {
+            id,
+            channel: channel.to_owned(),
+            sink: sink.clone(),
+        });
         if !self.hub.down.load(Ordering::SeqCst) {
             sink.connected();
             sink.alive();
@@ -274,7 +277,7 @@ impl crate::backplane::Backplane for LoopbackBackplane {
         let hub = std::sync::Arc::downgrade(&self.hub);
         Ok(crate::backplane::Subscription::new(move || {
             if let Some(hub) = hub.upgrade() {
-                hub.subscribers.lock().retain(|(i, _, _)| *i != id);
+                hub.subscribers.lock().retain(|s| s.id != id);
             }
         }))
     }

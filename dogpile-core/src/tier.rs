@@ -31,7 +31,8 @@
 //!         .backplane(bus.clone())
 //! };
 //! let tier = || LocalTier::with_store(MapBackend::default()).expiration_time(Duration::from_secs(30));
-//! let (a, b): (CacheRegion, CacheRegion) = (CacheRegion::new(), CacheRegion::new());
+//! // Two processes' regions: one name, so one channel.
+//! let (a, b): (CacheRegion, CacheRegion) = (CacheRegion::named("users"), CacheRegion::named("users"));
 //! a.configure(config(tier())).unwrap();
 //! b.configure(config(tier())).unwrap();
 //!

@@ -94,7 +94,12 @@ fn positive_seconds(key: &str, value: &str) -> Result<Duration> {
 
 /// Reads one config map key of the two-tier options (`rest` is the key after the prefix); false
 /// when `rest` is not one of them.
-pub(crate) fn read_key(rest: &str, key: &str, value: &str, tiers: &mut TierOptions) -> Result<bool> {
+pub(crate) fn read_key(
+    rest: &str,
+    key: &str,
+    value: &str,
+    tiers: &mut TierOptions,
+) -> Result<bool> {
     if let Some(option) = rest.strip_prefix("local_tier.") {
         let tier = tiers.local_tier.get_or_insert_with(LocalTier::new);
         match option {
@@ -124,7 +129,12 @@ pub(crate) fn read_key(rest: &str, key: &str, value: &str, tiers: &mut TierOptio
                 tiers.local_tier.get_or_insert_with(LocalTier::new);
             }
             ArgValue::Bool(false) => tiers.local_tier = None,
-            other => return Err(Error::config(key, format!("expected true or false, got {other}"))),
+            other => {
+                return Err(Error::config(
+                    key,
+                    format!("expected true or false, got {other}"),
+                ))
+            }
         },
         "backplane" => match coerce_string(value) {
             ArgValue::Bool(true) => tiers.backplane = Some(BackplaneChoice::FromBackend),
@@ -139,7 +149,10 @@ pub(crate) fn read_key(rest: &str, key: &str, value: &str, tiers: &mut TierOptio
         "backplane_channel" => {
             let channel = value.trim();
             if channel.is_empty() {
-                return Err(Error::config(key, "expected a channel name, got an empty string"));
+                return Err(Error::config(
+                    key,
+                    "expected a channel name, got an empty string",
+                ));
             }
             tiers.channel = Some(channel.to_owned());
         }

@@ -169,7 +169,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
             &backend,
             mangler.as_ref(),
             &config.clock,
-            config.expiration_time.as_ref().and_then(Expiration::resolve),
+            config
+                .expiration_time
+                .as_ref()
+                .and_then(Expiration::resolve),
         )?;
         let actual_backend = backend.clone();
         let backend = wrap_chain(backend, &config.wrap);

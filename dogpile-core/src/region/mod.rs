@@ -28,11 +28,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::{Backend, CachedValue, Metadata, Payload, PayloadKind, FORMAT_VERSION};
+use crate::backplane::Subscription;
 use crate::clock::{Clock, Timestamp};
 use crate::codec::{self, WireFormat};
 use crate::config::RegionConfig;
 use crate::error::{CreateError, Error, Result};
 use crate::expiration::{is_expired, Expiration};
+use crate::fleet::Fleet;
 use crate::invalidation::{DefaultInvalidation, RegionInvalidationStrategy};
 use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler};
 use crate::lock::{AsyncCreationRunner, Lookup, Outcome};
@@ -41,8 +43,6 @@ use crate::registry::{BackendCatalog, NoBuiltins};
 use crate::serializer::Serializer;
 use crate::slot::Slot;
 use crate::stats::{Counter, RegionStats, Stats};
-use crate::backplane::Subscription;
-use crate::fleet::Fleet;
 use crate::tags::TagTimes;
 use crate::tier::Tier;
 

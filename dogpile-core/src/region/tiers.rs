@@ -10,13 +10,13 @@ use crate::backend::{Backend, Metadata};
 use crate::backplane::{Notice, Subscription};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{Arguments, BackplaneChoice, RegionConfig};
-use crate::lock::Lookup;
-use crate::stats::Counter;
 use crate::error::{Error, Result};
 use crate::fleet::{new_origin, Fleet, FleetSink, SharedInvalidation};
 use crate::invalidation::RegionInvalidationStrategy;
 use crate::key::KeyMangler;
+use crate::lock::Lookup;
 use crate::registry::{make_backend, BackendCatalog};
+use crate::stats::Counter;
 use crate::tags::{TagTimes, TAG_TIMES_WITHOUT_BACKPLANE};
 use crate::tier::{Tier, DEFAULT_LOCAL_EXPIRATION, DEFAULT_MAX_SILENCE};
 
@@ -197,7 +197,9 @@ impl Configured {
         }
         if let Some(fleet) = &self.fleet {
             if !mkeys.is_empty() {
-                fleet.announce(Notice::Delete(mkeys.iter().map(|k| (*k).to_owned()).collect()));
+                fleet.announce(Notice::Delete(
+                    mkeys.iter().map(|k| (*k).to_owned()).collect(),
+                ));
             }
         }
     }
@@ -206,7 +208,12 @@ impl Configured {
 impl Configured {
     /// [`wrote`](Configured::wrote) for async callers: the backplane's publish is blocking I/O,
     /// so it runs on the blocking pool rather than on the executor's thread.
-    pub(super) async fn wrote_async<T: CacheValue>(&self, mkey: &str, value: &T, metadata: Metadata) {
+    pub(super) async fn wrote_async<T: CacheValue>(
+        &self,
+        mkey: &str,
+        value: &T,
+        metadata: Metadata,
+    ) {
         if let Some(tier) = &self.tier {
             tier.put(mkey, value.clone(), metadata, self.clock.now_coarse());
         }
