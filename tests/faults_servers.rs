@@ -22,28 +22,17 @@ mod support;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dogpile::{CacheRegion, RegionConfig};
-use support::{child_role, raw_redis as raw, redis_cmd as cmd, spawn_child, Server};
+use support::{
+    child_role, exclusive_ports, raw_redis as raw, redis_cmd as cmd, shared_ports, spawn_child,
+    Server,
+};
 
 // ------------------------------------------------------------------------------------------------
 // servers
-
-/// A killed server's port is free until the server restarts, and a server started meanwhile
-/// could be given it: so the tests that kill and restart a server run alone, and the others
-/// (which keep their servers' ports) share.
-static PORTS: RwLock<()> = RwLock::new(());
-
-fn shared_ports() -> RwLockReadGuard<'static, ()> {
-    PORTS.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn exclusive_ports() -> RwLockWriteGuard<'static, ()> {
-    PORTS.write().unwrap_or_else(|e| e.into_inner())
-}
 
 fn redis_server() -> Option<Server> {
     Server::redis()

@@ -7,27 +7,18 @@ mod support;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use dogpile::clock::Clock;
 use dogpile::{CacheRegion, RegionConfig};
-use support::{child_role, raw_redis as raw, redis_cmd as cmd, spawn_child, Server, TempDir};
+use support::{
+    child_role, exclusive_ports, raw_redis as raw, redis_cmd as cmd, shared_ports, spawn_child,
+    Server, TempDir,
+};
 
 fn redis_server() -> Option<Server> {
     Server::redis()
-}
-
-/// Restarting a server frees its port for a moment, and a test starting a server just then could
-/// be given that port: so the tests that restart a server run alone, and the others share.
-static PORTS: RwLock<()> = RwLock::new(());
-
-fn shared_ports() -> RwLockReadGuard<'static, ()> {
-    PORTS.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn exclusive_ports() -> RwLockWriteGuard<'static, ()> {
-    PORTS.write().unwrap_or_else(|e| e.into_inner())
 }
 
 fn url(server: &Server) -> String {

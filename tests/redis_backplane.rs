@@ -19,7 +19,7 @@
 
 mod support;
 
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dogpile::backend::redis::RedisBackplane;
@@ -29,23 +29,10 @@ use dogpile::RegionConfig;
 use dogpile_core::backplane::{Backplane, Subscription};
 use support::fault_proxy::{Fault, FaultProxy};
 use support::recording_sink::RecordingSink;
-use support::{redis_sentinel, wait_for, within, Server};
+use support::{exclusive_ports, redis_sentinel, shared_ports, wait_for, within, Server};
 
 /// The heartbeat of the subscriptions under test: short, so outages show quickly.
 const HEARTBEAT: Duration = Duration::from_millis(50);
-
-/// Restarting a server frees its port for a moment, and a test starting a server just then could
-/// be given that port: the test that restarts a server runs alone, the others share (and so
-/// does the latency measurement, to measure on a quiet machine).
-static PORTS: RwLock<()> = RwLock::new(());
-
-fn shared_ports() -> RwLockReadGuard<'static, ()> {
-    PORTS.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn exclusive_ports() -> RwLockWriteGuard<'static, ()> {
-    PORTS.write().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A backplane on `addr` (`host:port`) with short timeouts (0.5 s per reply) and [`HEARTBEAT`].
 fn backplane(addr: &str) -> RedisBackplane {
@@ -98,6 +85,28 @@ fn subscribed(backplane: &RedisBackplane, channel: &str) -> (Arc<RecordingSink>,
     (sink, subscription)
 }
 
+/// A server, and two backplanes on it as two processes would have them: `sink` hears what is
+/// published on the channel for as long as `subscription` lives; `publisher` publishes.
+struct Pair {
+    sink: Arc<RecordingSink>,
+    subscription: Subscription,
+    publisher: RedisBackplane,
+    server: Server,
+}
+
+/// A [`Pair`] on a new server, subscribed to `channel`; `None` when there is no `redis-server`.
+fn pair(channel: &str) -> Option<Pair> {
+    let server = Server::redis()?;
+    let (sink, subscription) = subscribed(&backplane(&server.addr()), channel);
+    let publisher = backplane(&server.addr());
+    Some(Pair {
+        sink,
+        subscription,
+        publisher,
+        server,
+    })
+}
+
 /// Publishes one message and waits until the subscriber has it.
 fn publish_and_hear(publisher: &RedisBackplane, channel: &str, sink: &RecordingSink) {
     let before = sink.count();
@@ -109,11 +118,15 @@ fn publish_and_hear(publisher: &RedisBackplane, channel: &str, sink: &RecordingS
 #[test]
 fn messages_from_another_backplane_arrive_intact_and_in_order() {
     let _ports = shared_ports();
-    let Some(server) = Server::redis() else {
+    let Some(Pair {
+        sink,
+        publisher,
+        subscription: _subscription,
+        server: _server,
+    }) = pair("orders")
+    else {
         return;
     };
-    let (subscriber, publisher) = (backplane(&server.addr()), backplane(&server.addr()));
-    let (sink, _subscription) = subscribed(&subscriber, "orders");
     // Every byte value, empty messages, and one of 256 KiB among 1,000 numbered ones.
     let sent: Vec<Vec<u8>> = (0..1000u32)
         .map(|i| match i {
@@ -147,10 +160,16 @@ fn messages_from_another_backplane_arrive_intact_and_in_order() {
 #[test]
 fn an_idle_subscription_hears_heartbeats() {
     let _ports = shared_ports();
-    let Some(server) = Server::redis() else {
+    // Bound, so that the subscription and the server live to the end of the test.
+    let Some(Pair {
+        sink,
+        subscription: _subscription,
+        server: _server,
+        ..
+    }) = pair("idle")
+    else {
         return;
     };
-    let (sink, _subscription) = subscribed(&backplane(&server.addr()), "idle");
     let before = sink.times_alive();
     let started = Instant::now();
     wait_for("10 heartbeats with no message", || {
@@ -283,11 +302,15 @@ fn publishing_to_a_blackholed_server_fails_within_the_bound() {
 #[test]
 fn dropping_the_subscription_stops_deliveries_and_its_thread() {
     let _ports = shared_ports();
-    let Some(server) = Server::redis() else {
+    let Some(Pair {
+        sink,
+        subscription,
+        publisher,
+        server,
+    }) = pair("stops")
+    else {
         return;
     };
-    let (subscriber, publisher) = (backplane(&server.addr()), backplane(&server.addr()));
-    let (sink, subscription) = subscribed(&subscriber, "stops");
     publisher.publish("stops", b"heard").unwrap();
     sink.wait_count(1, "a message before the drop");
 
@@ -393,11 +416,15 @@ fn errors_and_debug_never_show_the_password() {
 fn delivery_latency_on_loopback() {
     // Alone among the server tests, so that they do not load the machine while it measures.
     let _ports = exclusive_ports();
-    let Some(server) = Server::redis() else {
+    let Some(Pair {
+        sink,
+        publisher,
+        subscription: _subscription,
+        server: _server,
+    }) = pair("latency")
+    else {
         return;
     };
-    let (subscriber, publisher) = (backplane(&server.addr()), backplane(&server.addr()));
-    let (sink, _subscription) = subscribed(&subscriber, "latency");
     const N: usize = 2000;
     let mut sent_at = Vec::with_capacity(N);
     for i in 0..N {

@@ -78,6 +78,21 @@ fn sentinel_region(sentinels: &[Server]) -> Arc<dogpile::CacheRegion> {
     )
 }
 
+/// Asks the sentinels for a failover (`SENTINEL FAILOVER`) and waits until the replica is the
+/// master and the old master its replica.
+fn planned_failover(master: &Server, replica: &Server, sentinels: &[Server]) {
+    let _: String = cmd(
+        &mut raw(&sentinels[0].addr()),
+        &["SENTINEL", "FAILOVER", "mymaster"],
+    );
+    wait_until("the replica promoted", || {
+        replication(&replica.addr(), "role").as_deref() == Some("master")
+    });
+    wait_until("the old master demoted", || {
+        replication(&master.addr(), "role").as_deref() == Some("slave")
+    });
+}
+
 /// A planned failover (`SENTINEL FAILOVER`) keeps the old master alive, as a replica: the
 /// region's writes reach the new master, not the old one, without reconfiguring. (Redis drops
 /// its clients when it is demoted, so the backend's reconnect does the work here; a connection
@@ -89,16 +104,7 @@ fn after_a_planned_failover_writes_go_to_the_new_master() {
     };
     let region = sentinel_region(&sentinels);
     region.set("before", 1u32).unwrap();
-    let _: String = cmd(
-        &mut raw(&sentinels[0].addr()),
-        &["SENTINEL", "FAILOVER", "mymaster"],
-    );
-    wait_until("the replica promoted", || {
-        replication(&replica.addr(), "role").as_deref() == Some("master")
-    });
-    wait_until("the old master demoted", || {
-        replication(&master.addr(), "role").as_deref() == Some("slave")
-    });
+    planned_failover(&master, &replica, &sentinels);
     let region2 = region.clone();
     within("the region writing to the new master", move || {
         wait_until("a write after the planned failover", || {
@@ -132,13 +138,7 @@ fn after_a_planned_failover_the_backplane_follows_the_new_master() {
     backplane.publish("failover", b"before").unwrap();
     sink.wait_count(1, "a message before the failover");
 
-    let _: String = cmd(
-        &mut raw(&sentinels[0].addr()),
-        &["SENTINEL", "FAILOVER", "mymaster"],
-    );
-    wait_until("the old master demoted", || {
-        replication(&master.addr(), "role").as_deref() == Some("slave")
-    });
+    planned_failover(&master, &replica, &sentinels);
     wait_until("the subscription reconnected", || {
         sink.times_connected() == 2
     });

@@ -80,6 +80,22 @@ pub fn memcached_args(port: u16) -> Vec<String> {
     .to_vec()
 }
 
+/// Restarting a server frees its port for a moment, and a server started just then could be
+/// given that port: so in a test binary the tests that kill and restart a server take
+/// [`exclusive_ports`] and run alone, and the others (which keep their servers' ports) take
+/// [`shared_ports`].
+static PORTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A share of this binary's ports, for a test whose servers keep theirs.
+pub fn shared_ports() -> std::sync::RwLockReadGuard<'static, ()> {
+    PORTS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// This binary's ports alone, for a test that restarts a server (or must run alone).
+pub fn exclusive_ports() -> std::sync::RwLockWriteGuard<'static, ()> {
+    PORTS.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A server process on a loopback port, killed when dropped.
 pub struct Server {
     pub child: Child,
