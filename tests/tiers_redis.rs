@@ -275,19 +275,33 @@ fn invalidation_child(role: &str) {
                 "old"
             );
             append_line(&dir.join("running-ready"), "1");
-            wait_for("the hard invalidation", || dir.join("hard-done").exists());
+            // Each step: the writer's file says how many messages it has sent since; once they
+            // are received here, what they said holds here.
+            let received = |step: &str| {
+                let path = dir.join(step);
+                wait_for(step, || path.exists());
+                let sent: u64 = std::fs::read_to_string(&path)
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                wait_for(&format!("{sent} messages"), || {
+                    region.stats().backplane_received >= sent
+                });
+            };
+            received("hard-done");
             assert_eq!(
                 region.get::<String>("a").unwrap(),
                 None,
                 "hard: absent here too"
             );
-            wait_for("the soft invalidation", || dir.join("soft-done").exists());
+            received("soft-done");
             assert_eq!(
                 region.get::<String>("b").unwrap(),
                 None,
                 "soft: expired here too"
             );
-            wait_for("the tag invalidation", || dir.join("tag-done").exists());
+            received("tag-done");
             assert_eq!(
                 region
                     .get_or_create_with("x1", &t1, || "new".to_string())
@@ -368,14 +382,16 @@ fn region_and_tag_invalidation_hold_in_running_and_later_processes() {
     wait_for("the running process's copies", || {
         dir.path().join("running-ready").exists()
     });
+    let base = region.stats().backplane_sent;
+    let sent = || (region.stats().backplane_sent - base).to_string();
     // Created strictly before each invalidation, whatever the clock's resolution.
     std::thread::sleep(Duration::from_millis(5));
     region.invalidate(true);
-    append_line(&dir.path().join("hard-done"), "1");
+    append_line(&dir.path().join("hard-done"), &sent());
     region.set("b", "old".to_string()).unwrap();
     std::thread::sleep(Duration::from_millis(5));
     region.invalidate(false);
-    append_line(&dir.path().join("soft-done"), "1");
+    append_line(&dir.path().join("soft-done"), &sent());
     // The tags' values again, after the region invalidations, so only the tag can drop them.
     for (k, t) in [("x1", "t1"), ("x2", "t2"), ("x3", "t1")] {
         region
@@ -384,7 +400,7 @@ fn region_and_tag_invalidation_hold_in_running_and_later_processes() {
     }
     std::thread::sleep(Duration::from_millis(5));
     region.invalidate_tag("t1", true).unwrap();
-    append_line(&dir.path().join("tag-done"), "1");
+    append_line(&dir.path().join("tag-done"), &sent());
     assert!(wait_child(&mut running, "the running process").success());
     let mut later = spawn_child(test, "later", &envs);
     assert!(wait_child(&mut later, "the later process").success());
@@ -517,4 +533,23 @@ fn a_stampede_across_processes_with_local_tiers_has_one_creator() {
     }
     let creations = std::fs::read_to_string(dir.path().join("creations")).unwrap();
     assert_eq!(creations.lines().count(), 1, "creators: {creations}");
+}
+
+#[test]
+fn a_max_silence_under_two_heartbeats_is_refused() {
+    // No server needed: the check comes before anything connects.
+    let err = make_region()
+        .name("silence")
+        .configure(
+            RegionConfig::new("dogpile.cache.redis")
+                .argument("url", "redis://127.0.0.1:1/0")
+                .local_tier(tier().max_silence(Duration::from_millis(300)))
+                .backplane(RedisBackplane::from_url("redis://127.0.0.1:1/0").unwrap()),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("local_tier.max_silence"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("heartbeat (250ms)"), "{err}");
 }

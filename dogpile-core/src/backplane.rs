@@ -232,6 +232,14 @@ pub trait Backplane: Send + Sync + 'static {
     /// The transport's name, for logs and errors (`redis`).
     fn name(&self) -> &str;
 
+    /// How often, at the longest, a working subscription reports
+    /// [`alive`](BackplaneSink::alive) while no message comes: a region refuses a
+    /// [`max_silence`](crate::LocalTier::max_silence) under twice this, which would stop serving
+    /// local copies between heartbeats of a link that works. `None` (the default): not known.
+    fn heartbeat(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Publishes `bytes` to every subscriber of `channel`.
     ///
     /// # Errors

@@ -190,6 +190,10 @@ impl Backplane for RedisBackplane {
         "redis"
     }
 
+    fn heartbeat(&self) -> Option<Duration> {
+        Some(self.heartbeat)
+    }
+
     fn publish(&self, channel: &str, bytes: &[u8]) -> Result<()> {
         self.conns.query::<i64>(
             &format!("publishing on the backplane channel {channel:?}"),

@@ -70,6 +70,20 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 )
             })?),
         };
+        if let (Some(b), Some(local)) = (&backplane, &options.local_tier) {
+            if let Some(beat) = b.heartbeat() {
+                if local.max_silence < beat * 2 {
+                    return Err(Error::config(
+                        "local_tier.max_silence",
+                        format!(
+                            "{:?} is under twice the {} backplane's heartbeat ({beat:?}): local copies would stop being served between heartbeats of a working link",
+                            local.max_silence,
+                            b.name()
+                        ),
+                    ));
+                }
+            }
+        }
         let region = self.name().to_owned();
         let fleet = backplane.map(|backplane| {
             Arc::new(Fleet {
