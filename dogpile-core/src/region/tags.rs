@@ -99,11 +99,8 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let cfg = self.configured()?;
         let mkey = cfg.mangle(key);
         let ttl = cfg.ttl(options.expiration_time.as_ref());
-        let floors = self.tag_floors(&cfg, &options.tags);
-        let (found, stamp) = self.lookup_stamped::<T>(&cfg, &mkey, ttl)?;
-        let found = floors.demote(found, stamp);
-        self.count_read(&found);
-        Ok(found.fresh())
+        let read = self.lookup_stamped::<T>(&cfg, &mkey, ttl)?;
+        Ok(self.tagged_read(&cfg, options, read))
     }
 
     /// [`get_with_options`](CacheRegion::get_with_options) for async callers.
@@ -119,10 +116,19 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let cfg = self.configured()?;
         let mkey = cfg.mangle(key);
         let ttl = cfg.ttl(options.expiration_time.as_ref());
-        let floors = self.tag_floors(&cfg, &options.tags);
-        let (found, stamp) = self.lookup_stamped_async::<T>(&cfg, &mkey, ttl).await?;
-        let found = floors.demote(found, stamp);
+        let read = self.lookup_stamped_async::<T>(&cfg, &mkey, ttl).await?;
+        Ok(self.tagged_read(&cfg, options, read))
+    }
+
+    /// A plain read judged by a call's tags, and counted.
+    fn tagged_read<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        options: &CreateOptions<T>,
+        (found, stamp): (Lookup<T>, Option<Timestamp>),
+    ) -> Option<T> {
+        let found = self.tag_floors(cfg, &options.tags).demote(found, stamp);
         self.count_read(&found);
-        Ok(found.fresh())
+        found.fresh()
     }
 }

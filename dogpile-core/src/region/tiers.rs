@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{CacheRegion, CacheValue, Configured};
-use crate::backend::{Backend, Metadata};
+use crate::backend::{Backend, CachedValue, Metadata};
 use crate::backplane::{Notice, Subscription};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{Arguments, BackplaneChoice, RegionConfig};
@@ -18,7 +18,7 @@ use crate::lock::Lookup;
 use crate::registry::{make_backend, BackendCatalog};
 use crate::stats::Counter;
 use crate::tags::{TagTimes, TAG_TIMES_WITHOUT_BACKPLANE};
-use crate::tier::{Tier, DEFAULT_LOCAL_EXPIRATION, DEFAULT_MAX_SILENCE};
+use crate::tier::{FillTicket, Tier, DEFAULT_LOCAL_EXPIRATION, DEFAULT_MAX_SILENCE};
 
 /// What configure starts for the two tiers.
 pub(super) struct Tiers {
@@ -289,14 +289,32 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let mut found: (Lookup<T>, Option<Timestamp>) = (Lookup::Absent, None);
         cfg.backend
             .visit(mkey, &mut |v| {
-                let lookup: Lookup<T> = self.classify(cfg, v, ttl, mkey);
-                if let Lookup::Fresh(value) = &lookup {
-                    tier.fill(mkey, value.clone(), v.metadata, now, ticket);
-                }
-                found = (lookup, Some(v.metadata.created_at));
+                found = (
+                    self.classify_and_fill(tier, cfg, v, ttl, mkey, now, ticket),
+                    Some(v.metadata.created_at),
+                )
             })
             .map_err(|e| self.backend_failed(e, mkey))?;
         Ok(found)
+    }
+
+    /// Classifies a value read from the shared backend, and copies a fresh one into the tier.
+    #[allow(clippy::too_many_arguments)]
+    fn classify_and_fill<T: CacheValue>(
+        &self,
+        tier: &Tier,
+        cfg: &Configured,
+        v: &CachedValue,
+        ttl: Option<Duration>,
+        mkey: &str,
+        now: Timestamp,
+        ticket: FillTicket,
+    ) -> Lookup<T> {
+        let found: Lookup<T> = self.classify(cfg, v, ttl, mkey);
+        if let Lookup::Fresh(value) = &found {
+            tier.fill(mkey, value.clone(), v.metadata, now, ticket);
+        }
+        found
     }
 
     /// [`lookup_tiered`](CacheRegion::lookup_tiered) through the backend's async path.
@@ -317,14 +335,12 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .get_async(mkey)
             .await
             .map_err(|e| self.backend_failed(e, mkey))?;
-        let Some(v) = raw else {
-            return Ok((Lookup::Absent, None));
-        };
-        let found: Lookup<T> = self.classify(cfg, &v, ttl, mkey);
-        if let Lookup::Fresh(value) = &found {
-            tier.fill(mkey, value.clone(), v.metadata, now, ticket);
-        }
-        Ok((found, Some(v.metadata.created_at)))
+        Ok(raw.map_or((Lookup::Absent, None), |v| {
+            (
+                self.classify_and_fill(tier, cfg, &v, ttl, mkey, now, ticket),
+                Some(v.metadata.created_at),
+            )
+        }))
     }
 
     /// [`lookup_multi`](CacheRegion::lookup_multi) through the local tier: the keys without a
@@ -357,12 +373,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .get_multi(&keys)
             .map_err(|e| self.backend_failed(e, keys[0]))?;
         for ((i, mkey, ticket), v) in missing.into_iter().zip(raw) {
-            let Some(v) = v else { continue };
-            let found: Lookup<T> = self.classify(cfg, &v, ttl, mkey);
-            if let Lookup::Fresh(value) = &found {
-                tier.fill(mkey, value.clone(), v.metadata, now, ticket);
+            if let Some(v) = v {
+                out[i] = self.classify_and_fill(tier, cfg, &v, ttl, mkey, now, ticket);
             }
-            out[i] = found;
         }
         Ok(out)
     }
