@@ -167,7 +167,10 @@ fn main() {
         return;
     };
     let started = Instant::now();
-    coherence(&server.addr());
+    // `DOGPILE_TIERS_ONLY=hit` runs the hit group alone.
+    if std::env::var("DOGPILE_TIERS_ONLY").as_deref() != Ok("hit") {
+        coherence(&server.addr());
+    }
     let mut c = Criterion::default().configure_from_args();
     hits(&mut c, &server.addr());
     c.final_summary();

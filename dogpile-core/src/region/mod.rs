@@ -261,6 +261,17 @@ impl Configured {
     }
 }
 
+/// Logs an entry of another format version, read as a miss (out of the hit path's way).
+#[cold]
+#[inline(never)]
+fn other_version(mkey: &str, version: u8) {
+    tracing::debug!(
+        key = mkey,
+        version,
+        "entry of another format version read as a miss"
+    );
+}
+
 /// Reads the `T` out of a stored payload; `None` (logged) when it holds something else.
 #[inline]
 fn decode_payload<T: CacheValue>(payload: &Payload, mkey: &str, cfg: &Configured) -> Option<T> {
@@ -529,12 +540,22 @@ impl<C: BackendCatalog> CacheRegion<C> {
         ttl: Option<Duration>,
         mkey: &str,
     ) -> Option<bool> {
+        self.judge_at(cfg, meta, ttl, mkey, None)
+    }
+
+    /// [`judge`](Self::judge) with the time already read (`None`: read it if the expiration
+    /// needs it), so a caller that has read it does not read it twice.
+    #[inline]
+    fn judge_at(
+        &self,
+        cfg: &Configured,
+        meta: &Metadata,
+        ttl: Option<Duration>,
+        mkey: &str,
+        now: Option<Timestamp>,
+    ) -> Option<bool> {
         if meta.version != FORMAT_VERSION {
-            tracing::debug!(
-                key = mkey,
-                version = meta.version,
-                "entry of another format version read as a miss"
-            );
+            other_version(mkey, meta.version);
             return None;
         }
         let inv = self.active_invalidator(cfg);
@@ -542,7 +563,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
             return None;
         }
         let ttl = cfg.resilience.jittered(ttl, meta.created_at, mkey);
-        let expired = is_expired(ttl, meta.created_at, || cfg.clock.now_coarse());
+        let expired = is_expired(ttl, meta.created_at, || {
+            now.unwrap_or_else(|| cfg.clock.now_coarse())
+        });
         Some(!(expired || inv.is_some_and(|inv| inv.is_soft_invalidated(meta.created_at))))
     }
 

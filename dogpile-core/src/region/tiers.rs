@@ -265,7 +265,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let hit = tier.read::<T, _>(
             mkey,
             now,
-            |meta| self.judge(cfg, meta, ttl, mkey) == Some(true),
+            |meta| self.judge_at(cfg, meta, ttl, mkey, Some(now)) == Some(true),
             |v, meta| (v.clone(), meta.created_at),
         )?;
         self.stats.incr(Counter::LocalHits);
