@@ -151,6 +151,12 @@ fn hits(c: &mut Criterion, addr: &str) {
     }
     group.finish();
     let stats = local.stats();
+    println!(
+        "local tier: {} of {} hits answered locally ({} read from Redis)",
+        stats.local_hits,
+        stats.hits,
+        stats.hits - stats.local_hits.min(stats.hits)
+    );
     assert!(
         stats.local_hits > stats.hits / 2,
         "the local tier answered: {stats:?}"
