@@ -56,7 +56,29 @@ impl RegionConfig {
 
     /// Announces this region's writes and invalidations on `backplane`, and applies the other
     /// processes': their writes drop local copies, their region and tag invalidations hold here.
-    /// See [`tier`](crate::tier) for what is served while the link is down.
+    /// Region invalidation times are also kept in the backend, for processes started later
+    /// (unless a [`region_invalidator`](RegionConfig::region_invalidator) of your own is set:
+    /// then it decides). See [`tier`](crate::tier) for what is served while the link is down.
+    ///
+    /// ```
+    /// use dogpile_core::{CacheRegion, RegionConfig};
+    /// use dogpile_core::testing::{LoopbackBackplane, MapBackend};
+    ///
+    /// let (shared, bus) = (std::sync::Arc::new(MapBackend::bytes()), LoopbackBackplane::new());
+    /// let process = || {
+    ///     let region: CacheRegion = CacheRegion::named("orders");
+    ///     region
+    ///         .configure(RegionConfig::with_backend(shared.clone()).expiration_time(60).backplane(bus.clone()))
+    ///         .unwrap();
+    ///     region
+    /// };
+    /// let (a, b) = (process(), process());
+    /// b.set("o:1", 1u32).unwrap();
+    /// # std::thread::sleep(std::time::Duration::from_millis(2));
+    /// a.invalidate(true);
+    /// assert_eq!(b.get::<u32>("o:1").unwrap(), None); // held in b too
+    /// assert_eq!(process().get::<u32>("o:1").unwrap(), None); // and in a process started later
+    /// ```
     pub fn backplane(mut self, backplane: impl Backplane) -> Self {
         self.tiers.backplane = Some(BackplaneChoice::Instance(Arc::new(backplane)));
         self
