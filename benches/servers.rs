@@ -10,7 +10,8 @@
 //! - `server/create miss`: `region.get_or_create` of a key deleted in the untimed setup (the
 //!   creator runs and the value is stored);
 //! - `server/get_multi 100`: `region.get_multi` of 100 keys beside 100 `region.get` calls, and
-//!   the raw clients' `MGET` / `gets` and 100 single raw gets;
+//!   the raw clients' `MGET` / `gets` and 100 single raw gets; for memcached also its backend's
+//!   `get_multi` called directly (the client without the region);
 //! - `server/set_multi 100`: `region.set_multi` of 100 keys.
 //!
 //! memcached also has a raw-socket floor in `server/hit`, `server/get_multi 100` and
@@ -30,7 +31,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkGroup, Criterion};
-use dogpile::{CacheRegion, RegionConfig};
+use dogpile::{Backend, CacheRegion, RegionConfig};
 use support::{Server, TempDir};
 
 const KEYS: usize = 1000;
@@ -403,6 +404,22 @@ fn bench_memcached_floor_multi(multi: &mut Group<'_>, addr: &str, keys: &[String
     });
 }
 
+/// The backend under the region called directly: what the client costs without the region's
+/// decoding of 100 values.
+fn bench_backend_multi(g: &mut Group<'_>, s: &Subject, keys: &[String]) {
+    let backend = s.region.backend().expect("a configured region");
+    g.bench_function(format!("{} backend get_multi", s.name), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + MULTI) % KEYS;
+            let refs: Vec<&str> = keys[i..i + MULTI].iter().map(String::as_str).collect();
+            let v = backend.get_multi(&refs).expect("get_multi");
+            debug_assert!(v.iter().all(Option::is_some));
+            black_box(v)
+        })
+    });
+}
+
 fn bench_set_multi(g: &mut Group<'_>, s: &Subject, keys: &[String]) {
     g.bench_function(format!("{} region set_multi", s.name), |b| {
         let mut i = 0;
@@ -579,6 +596,9 @@ fn main() {
         if let Some(server) = &memcached {
             bench_memcached_raw_multi(&mut g, &server.addr(), &keys);
             bench_memcached_floor_multi(&mut g, &server.addr(), &keys);
+        }
+        for s in subjects.iter().filter(|s| s.name == "memcached") {
+            bench_backend_multi(&mut g, s, &keys);
         }
         g.finish();
     }
