@@ -342,6 +342,17 @@ fn bars(figs: &Figures, dir: &Path) {
         );
     }
     if let (Some(o), Some(f)) = (
+        ss("memcached raw-socket meta ms q set_multi (floor)"),
+        ss("memcached raw-socket set_multi (floor)"),
+    ) {
+        println!(
+            "- (for scale, no bar) the floor's meta-protocol quiet `ms … q` of 100 + `mn` / its `set … noreply` of 100 + `version`: {} / {} = {:.2}x",
+            fmt_ns(o),
+            fmt_ns(f),
+            o / f
+        );
+    }
+    if let (Some(o), Some(f)) = (
         ss("memcached raw-socket set_multi (floor)"),
         sm("memcached raw-socket get_multi (floor)"),
     ) {
