@@ -14,8 +14,9 @@
 //!
 //! **The client.** The backend speaks memcached's text protocol itself over buffered sockets:
 //! one write and usually one read per request. `get_multi` sends one `get k1 k2 …` per server,
-//! written to every server before any reply is read, so the servers work at the same time;
-//! `set_multi` and `delete_multi` send every command of a server in one write with `noreply`,
+//! written to every server before any reply is read, so the servers work at the same time, and
+//! hands each value to the region where it lies in the receive buffer (`visit_multi`: no copy
+//! per value); `set_multi` and `delete_multi` send every command of a server in one write with `noreply`,
 //! followed by a `version` whose answer says that all of them were done (memcached answers in
 //! order, and still sends an error line for a failed command). Async callers use non-blocking
 //! sockets and timers (`async-io`, which runs under any executor): no executor thread waits on
