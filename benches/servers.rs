@@ -10,13 +10,15 @@
 //! - `server/create miss`: `region.get_or_create` of a key deleted in the untimed setup (the
 //!   creator runs and the value is stored);
 //! - `server/get_multi 100`: `region.get_multi` of 100 keys beside 100 `region.get` calls, and
-//!   the raw clients' `MGET` / `gets` and 100 single raw gets;
+//!   the raw clients' `MGET` / `gets` and 100 single raw gets; for memcached also its backend's
+//!   `get_multi` called directly (the client without the region);
 //! - `server/set_multi 100`: `region.set_multi` of 100 keys.
 //!
 //! memcached also has a raw-socket floor in `server/hit`, `server/get_multi 100` and
 //! `server/set_multi 100`: a `TcpStream` with a `BufReader`, sending `get k`, `get k1 … k100`,
-//! or 100 `set … noreply` and a `version` in one write, with the same bytes the region stores
-//! (its envelopes): what a client can do at best on this machine.
+//! or 100 `set … noreply` and a `version` in one write (and the meta protocol's 100 quiet
+//! `ms … q` and an `mn`), with the same bytes the region stores (its envelopes): what a client
+//! can do at best on this machine.
 //!
 //! Before the groups run, the Redis server's command statistics show how many commands one
 //! `get_multi` of 100 keys sends.
@@ -362,13 +364,14 @@ impl RawSocket {
         }
     }
 
-    /// Sends a pipeline ended by `version` and reads its one answer.
-    fn pipeline(&mut self, req: &[u8]) {
+    /// Sends a pipeline ended by `version` (or the meta protocol's `mn`) and reads its one
+    /// answer, which starts with `end`.
+    fn pipeline(&mut self, req: &[u8], end: &str) {
         use std::io::{BufRead, Write};
         self.writer.write_all(req).expect("write");
         self.line.clear();
         self.reader.read_line(&mut self.line).expect("read");
-        assert!(self.line.starts_with("VERSION"), "{:?}", self.line);
+        assert!(self.line.starts_with(end), "{:?}", self.line);
     }
 }
 
@@ -403,6 +406,22 @@ fn bench_memcached_floor_multi(multi: &mut Group<'_>, addr: &str, keys: &[String
     });
 }
 
+/// The backend under the region called directly: what the client costs without the region's
+/// decoding of 100 values.
+fn bench_backend_multi(g: &mut Group<'_>, s: &Subject, keys: &[String]) {
+    let backend = s.region.backend().expect("a configured region");
+    g.bench_function(format!("{} backend get_multi", s.name), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + MULTI) % KEYS;
+            let refs: Vec<&str> = keys[i..i + MULTI].iter().map(String::as_str).collect();
+            let v = backend.get_multi(&refs).expect("get_multi");
+            debug_assert!(v.iter().all(Option::is_some));
+            black_box(v)
+        })
+    });
+}
+
 fn bench_set_multi(g: &mut Group<'_>, s: &Subject, keys: &[String]) {
     g.bench_function(format!("{} region set_multi", s.name), |b| {
         let mut i = 0;
@@ -421,32 +440,51 @@ fn bench_set_multi(g: &mut Group<'_>, s: &Subject, keys: &[String]) {
 }
 
 /// 100 `set … noreply` and a `version`, in one write, of the bytes the region stored at
-/// those keys.
+/// those keys; and the same in memcached's meta protocol, 100 quiet `ms … q` and an `mn`.
 fn bench_memcached_floor_set_multi(g: &mut Group<'_>, addr: &str, keys: &[String]) {
     let mut raw = RawSocket::connect(addr);
-    let reqs: Vec<Vec<u8>> = (0..KEYS / MULTI)
-        .map(|c| {
-            let mut req = Vec::new();
-            for k in &keys[c * MULTI..(c + 1) * MULTI] {
-                raw.get(format!("get {k}\r\n").as_bytes());
-                let stored = &raw.value[..raw.value.len() - 2];
-                req.extend_from_slice(
-                    format!("set {k} 0 0 {} noreply\r\n", stored.len()).as_bytes(),
-                );
-                req.extend_from_slice(stored);
-                req.extend_from_slice(b"\r\n");
-            }
-            req.extend_from_slice(b"version\r\n");
-            req
+    let stored: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| {
+            raw.get(format!("get {k}\r\n").as_bytes());
+            raw.value[..raw.value.len() - 2].to_vec()
         })
         .collect();
-    g.bench_function("memcached raw-socket set_multi (floor)", |b| {
-        let mut c = 0;
-        b.iter(|| {
-            c = (c + 1) % reqs.len();
-            raw.pipeline(&reqs[c])
-        })
-    });
+    let pipelines = |command: &dyn Fn(&str, usize) -> String, end: &[u8]| -> Vec<Vec<u8>> {
+        (0..KEYS / MULTI)
+            .map(|c| {
+                let mut req = Vec::new();
+                for (k, v) in keys.iter().zip(&stored).skip(c * MULTI).take(MULTI) {
+                    req.extend_from_slice(command(k, v.len()).as_bytes());
+                    req.extend_from_slice(v);
+                    req.extend_from_slice(b"\r\n");
+                }
+                req.extend_from_slice(end);
+                req
+            })
+            .collect()
+    };
+    let text = pipelines(
+        &|k, len| format!("set {k} 0 0 {len} noreply\r\n"),
+        b"version\r\n",
+    );
+    let meta = pipelines(&|k, len| format!("ms {k} {len} T0 q\r\n"), b"mn\r\n");
+    for (name, reqs, end) in [
+        ("memcached raw-socket set_multi (floor)", &text, "VERSION"),
+        (
+            "memcached raw-socket meta ms q set_multi (floor)",
+            &meta,
+            "MN",
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            let mut c = 0;
+            b.iter(|| {
+                c = (c + 1) % reqs.len();
+                raw.pipeline(&reqs[c], end)
+            })
+        });
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -579,6 +617,9 @@ fn main() {
         if let Some(server) = &memcached {
             bench_memcached_raw_multi(&mut g, &server.addr(), &keys);
             bench_memcached_floor_multi(&mut g, &server.addr(), &keys);
+        }
+        for s in subjects.iter().filter(|s| s.name == "memcached") {
+            bench_backend_multi(&mut g, s, &keys);
         }
         g.finish();
     }

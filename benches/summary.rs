@@ -331,6 +331,39 @@ fn bars(figs: &Figures, dir: &Path) {
         }
     }
     if let (Some(o), Some(f)) = (
+        sm("memcached backend get_multi"),
+        sm("memcached raw-socket get_multi (floor)"),
+    ) {
+        println!(
+            "- (for scale, no bar) memcached backend `get_multi` of 100 (no region) / the floor's: {} / {} = {:.2}x",
+            fmt_ns(o),
+            fmt_ns(f),
+            o / f
+        );
+    }
+    if let (Some(o), Some(f)) = (
+        ss("memcached raw-socket meta ms q set_multi (floor)"),
+        ss("memcached raw-socket set_multi (floor)"),
+    ) {
+        println!(
+            "- (for scale, no bar) the floor's meta-protocol quiet `ms … q` of 100 + `mn` / its `set … noreply` of 100 + `version`: {} / {} = {:.2}x",
+            fmt_ns(o),
+            fmt_ns(f),
+            o / f
+        );
+    }
+    if let (Some(o), Some(f)) = (
+        ss("memcached raw-socket set_multi (floor)"),
+        sm("memcached raw-socket get_multi (floor)"),
+    ) {
+        println!(
+            "- (for scale, no bar) the floor's pipelined `set … noreply` of 100 / its `get_multi` of 100: {} / {} = {:.2}x",
+            fmt_ns(o),
+            fmt_ns(f),
+            o / f
+        );
+    }
+    if let (Some(o), Some(f)) = (
         ss("memcached region set_multi"),
         ss("memcached raw-socket set_multi (floor)"),
     ) {

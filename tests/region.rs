@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, SystemTime};
 
-use dogpile::backend::PayloadKind;
+use dogpile::backend::{CachedValueRef, PayloadKind};
 use dogpile::clock::Clock;
 use dogpile::lock::AsyncCreation;
 use dogpile::testing::MapBackend;
@@ -644,6 +644,85 @@ fn get_multi_takes_a_per_call_expiration_or_ignores_it() {
             .unwrap(),
         [None]
     );
+}
+
+/// A byte backend whose batch reads go only through `visit_multi`, visiting the keys found last
+/// to first and once past the end: `get_multi` fails, so a batch read that used it would fail.
+struct VisitOnly(MapBackend);
+
+impl Backend for VisitOnly {
+    fn name(&self) -> &str {
+        "visit only"
+    }
+    fn payload_kind(&self) -> PayloadKind {
+        PayloadKind::Bytes
+    }
+    fn get(&self, key: &str) -> dogpile::Result<Option<CachedValue>> {
+        self.0.get(key)
+    }
+    fn set(&self, key: &str, value: CachedValue) -> dogpile::Result<()> {
+        self.0.set(key, value)
+    }
+    fn delete(&self, key: &str) -> dogpile::Result<()> {
+        self.0.delete(key)
+    }
+    fn get_multi(&self, _keys: &[&str]) -> dogpile::Result<Vec<Option<CachedValue>>> {
+        Err(Error::backend_msg(
+            "visit only",
+            "get_multi is not for batch reads",
+        ))
+    }
+    fn visit_multi(
+        &self,
+        keys: &[&str],
+        f: &mut dyn FnMut(usize, CachedValueRef<'_>),
+    ) -> dogpile::Result<()> {
+        let found: Vec<(usize, CachedValue)> = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((i, self.0.get(k).ok()??)))
+            .collect();
+        for (i, v) in found.iter().rev() {
+            f(*i, v.view());
+        }
+        // A faulty backend's position out of range is ignored by the region.
+        if let Some((_, v)) = found.first() {
+            f(keys.len(), v.view());
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn batch_reads_decode_what_visit_multi_hands_out_and_count_each_key() {
+    let (clock, time) = Clock::manual(SystemTime::now());
+    let region = make_region()
+        .configure(
+            RegionConfig::with_backend(VisitOnly(MapBackend::bytes()))
+                .expiration_time(60)
+                .clock(clock),
+        )
+        .unwrap();
+    region.set("old", 1u8).unwrap();
+    time.advance(Duration::from_secs(61));
+    region.set_multi([("a", 2u8), ("b", 3)]).unwrap();
+    let keys = ["a", "none", "old", "b", "a"];
+    assert_eq!(
+        region.get_multi::<u8, _>(&keys).unwrap(),
+        [Some(2), None, None, Some(3), Some(2)]
+    );
+    let stats = region.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.stale_found),
+        (3, 1, 1),
+        "{stats}"
+    );
+    assert_eq!(
+        region.get_multi_ignore_expiration::<u8, _>(&keys).unwrap(),
+        [Some(2), None, Some(1), Some(3), Some(2)]
+    );
+    // A value of another type is a miss, not a panic.
+    assert_eq!(region.get_multi::<String, _>(&["a"]).unwrap(), [None]);
 }
 
 // ---------------------------------------------------------------------------------------------

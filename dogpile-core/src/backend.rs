@@ -87,6 +87,100 @@ pub struct CachedValue {
     pub metadata: Metadata,
 }
 
+impl Payload {
+    /// The payload borrowed, as [`CachedValueRef`] holds it.
+    pub fn view(&self) -> PayloadRef<'_> {
+        match self {
+            Payload::Object(obj) => PayloadRef::Object(obj),
+            Payload::Bytes(bytes) => PayloadRef::Bytes(bytes),
+        }
+    }
+}
+
+impl CachedValue {
+    /// The value borrowed: what [`Backend::visit_multi`] hands out.
+    ///
+    /// ```
+    /// use dogpile_core::backend::{CachedValue, Metadata, Payload, PayloadRef};
+    /// use dogpile_core::clock::Timestamp;
+    ///
+    /// let value = CachedValue {
+    ///     payload: Payload::Bytes(b"42".to_vec().into()),
+    ///     metadata: Metadata::new(Timestamp::from_nanos(7)),
+    /// };
+    /// let view = value.view();
+    /// assert!(matches!(view.payload, PayloadRef::Bytes(b"42")));
+    /// assert_eq!(view.metadata, value.metadata);
+    /// ```
+    pub fn view(&self) -> CachedValueRef<'_> {
+        CachedValueRef {
+            payload: self.payload.view(),
+            metadata: self.metadata,
+        }
+    }
+}
+
+/// A [`Payload`] borrowed from where the backend holds it: a reply buffer, a map entry.
+#[derive(Clone, Copy)]
+pub enum PayloadRef<'a> {
+    /// The value itself (see [`Payload::Object`]).
+    Object(&'a Arc<dyn Any + Send + Sync>),
+    /// The value's bytes, as the region's codec wrote them (see [`Payload::Bytes`]).
+    Bytes(&'a [u8]),
+}
+
+impl fmt::Debug for PayloadRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PayloadRef::Object(_) => f.write_str("PayloadRef::Object(..)"),
+            PayloadRef::Bytes(b) => write!(f, "PayloadRef::Bytes({} bytes)", b.len()),
+        }
+    }
+}
+
+/// A [`CachedValue`] borrowed from where the backend holds it, so that a batch read
+/// ([`Backend::visit_multi`]) decodes each value where it lies instead of copying its bytes into
+/// a [`CachedValue`] of its own first.
+///
+/// ```
+/// use dogpile_core::backend::{CachedValueRef, Metadata, PayloadRef};
+/// use dogpile_core::clock::Timestamp;
+///
+/// let reply = b"...42...";
+/// let view = CachedValueRef {
+///     payload: PayloadRef::Bytes(&reply[3..5]),
+///     metadata: Metadata::new(Timestamp::from_nanos(7)),
+/// };
+/// let owned = view.into_owned();
+/// assert_eq!(format!("{:?}", owned.payload), "Payload::Bytes(2 bytes)");
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct CachedValueRef<'a> {
+    /// The value, borrowed.
+    pub payload: PayloadRef<'a>,
+    /// When it was created, and in which format.
+    pub metadata: Metadata,
+}
+
+impl CachedValueRef<'_> {
+    /// A [`CachedValue`] of its own: the bytes copied, or the object's `Arc` cloned.
+    pub fn into_owned(self) -> CachedValue {
+        CachedValue {
+            payload: match self.payload {
+                PayloadRef::Object(obj) => Payload::Object(obj.clone()),
+                PayloadRef::Bytes(bytes) => Payload::Bytes(Arc::from(bytes)),
+            },
+            metadata: self.metadata,
+        }
+    }
+}
+
+impl<'a> From<&'a CachedValue> for CachedValueRef<'a> {
+    fn from(value: &'a CachedValue) -> Self {
+        value.view()
+    }
+}
+
 /// Which payload a backend stores: the region encodes values for byte backends only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PayloadKind {
@@ -168,6 +262,40 @@ pub trait Backend: Send + Sync + 'static {
     /// The values at `keys`, in the same order.
     fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<CachedValue>>> {
         keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    /// Calls `f` with the position in `keys` and the value of every key that has one, borrowed
+    /// from where the backend holds it; keys without a value are not visited. What the region's
+    /// batch reads call: a byte backend whose batch reply holds every value in one buffer
+    /// overrides it to hand each value out where it lies, with no copy per value. The default
+    /// visits what [`get_multi`](Backend::get_multi) returns.
+    ///
+    /// ```
+    /// use dogpile_core::backend::{Backend, CachedValue, Metadata, Payload};
+    /// use dogpile_core::clock::Timestamp;
+    /// use dogpile_core::testing::MapBackend;
+    ///
+    /// let backend = MapBackend::default();
+    /// let value = CachedValue {
+    ///     payload: Payload::Bytes(b"v".to_vec().into()),
+    ///     metadata: Metadata::new(Timestamp::from_nanos(1)),
+    /// };
+    /// backend.set("b", value).unwrap();
+    /// let mut seen = Vec::new();
+    /// backend.visit_multi(&["a", "b"], &mut |i, v| seen.push((i, v.metadata))).unwrap();
+    /// assert_eq!(seen, [(1, Metadata::new(Timestamp::from_nanos(1)))]);
+    /// ```
+    fn visit_multi(
+        &self,
+        keys: &[&str],
+        f: &mut dyn FnMut(usize, CachedValueRef<'_>),
+    ) -> Result<()> {
+        for (i, v) in self.get_multi(keys)?.iter().enumerate() {
+            if let Some(v) = v {
+                f(i, v.view());
+            }
+        }
+        Ok(())
     }
 
     /// Stores every pair.
@@ -273,6 +401,13 @@ impl<B: Backend> Backend for Arc<B> {
     }
     fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<CachedValue>>> {
         (**self).get_multi(keys)
+    }
+    fn visit_multi(
+        &self,
+        keys: &[&str],
+        f: &mut dyn FnMut(usize, CachedValueRef<'_>),
+    ) -> Result<()> {
+        (**self).visit_multi(keys, f)
     }
     fn set_multi(&self, items: Vec<(String, CachedValue)>) -> Result<()> {
         (**self).set_multi(items)

@@ -15,12 +15,10 @@
 //! not decode (another format, another version, another type, garbage) is a miss: logged, and
 //! overwritten by the next creation. Nothing here panics on bad bytes.
 
-use std::sync::Arc;
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{CachedValue, Metadata, Payload, FORMAT_VERSION};
+use crate::backend::{CachedValue, CachedValueRef, Metadata, Payload, PayloadRef, FORMAT_VERSION};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::serializer::{self, MessagePack, Serializer};
@@ -191,27 +189,71 @@ fn decode_limited<T: DeserializeOwned>(
 /// Wraps a byte payload and its metadata in an envelope. `None` for an object payload, which
 /// has no bytes (a byte backend configured under an object-only proxy).
 pub fn encode_envelope(value: &CachedValue) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_envelope_into(&mut out, value).then_some(out)
+}
+
+/// [`encode_envelope`] appending to `out`, so that a batch write encodes every value into one
+/// reused buffer instead of a new one each. `false` (and nothing appended) for an object payload.
+///
+/// ```
+/// use dogpile_core::backend::{CachedValue, Metadata, Payload};
+/// use dogpile_core::clock::Timestamp;
+/// use dogpile_core::codec::{encode_envelope, encode_envelope_into};
+///
+/// let value = CachedValue {
+///     payload: Payload::Bytes(b"42".to_vec().into()),
+///     metadata: Metadata::new(Timestamp::from_nanos(7)),
+/// };
+/// let mut out = b"set k\r\n".to_vec();
+/// assert!(encode_envelope_into(&mut out, &value));
+/// assert_eq!(&out[7..], &encode_envelope(&value).unwrap()[..]);
+/// ```
+pub fn encode_envelope_into(out: &mut Vec<u8>, value: &CachedValue) -> bool {
     let Payload::Bytes(payload) = &value.payload else {
-        return None;
+        return false;
     };
     if value.metadata.wire == WireFormat::Python {
         // Python's `json.dumps({"ct": time.time(), "v": 2})`; f64's shortest round-trip text
         // is a JSON number Python reads back to the same float.
+        use std::io::Write;
         let secs = value.metadata.created_at.as_nanos() as f64 / 1e9;
-        let mut out = format!("{{\"ct\": {secs:?}, \"v\": {PYTHON_VALUE_VERSION}}}|").into_bytes();
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{{\"ct\": {secs:?}, \"v\": {PYTHON_VALUE_VERSION}}}|");
         out.extend_from_slice(payload);
-        return Some(out);
+        return true;
     }
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.reserve(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
     out.push(value.metadata.version);
     out.extend_from_slice(&value.metadata.created_at.as_nanos().to_le_bytes());
     out.extend_from_slice(payload);
-    Some(out)
+    true
 }
 
 /// Reads an envelope back.
 pub fn decode_envelope(bytes: &[u8]) -> Result<CachedValue, DecodeError> {
+    decode_envelope_ref(bytes).map(CachedValueRef::into_owned)
+}
+
+/// Reads an envelope back, its payload borrowed from `bytes`: what a batch read decodes where
+/// the reply lies, with no copy per value.
+///
+/// ```
+/// use dogpile_core::backend::{CachedValue, Metadata, Payload, PayloadRef};
+/// use dogpile_core::clock::Timestamp;
+/// use dogpile_core::codec::{decode_envelope_ref, encode_envelope};
+///
+/// let value = CachedValue {
+///     payload: Payload::Bytes(b"42".to_vec().into()),
+///     metadata: Metadata::new(Timestamp::from_nanos(7)),
+/// };
+/// let bytes = encode_envelope(&value).unwrap();
+/// let view = decode_envelope_ref(&bytes).unwrap();
+/// assert!(matches!(view.payload, PayloadRef::Bytes(b"42")));
+/// assert_eq!(view.metadata, value.metadata);
+/// ```
+pub fn decode_envelope_ref(bytes: &[u8]) -> Result<CachedValueRef<'_>, DecodeError> {
     if bytes.first() == Some(&b'{') {
         return decode_python(bytes);
     }
@@ -233,8 +275,8 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<CachedValue, DecodeError> {
     }
     let mut created = [0u8; 8];
     created.copy_from_slice(&bytes[5..HEADER_LEN]);
-    Ok(CachedValue {
-        payload: Payload::Bytes(Arc::from(&bytes[HEADER_LEN..])),
+    Ok(CachedValueRef {
+        payload: PayloadRef::Bytes(&bytes[HEADER_LEN..]),
         metadata: Metadata::with_version(
             Timestamp::from_nanos(u64::from_le_bytes(created)),
             version,
@@ -243,7 +285,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<CachedValue, DecodeError> {
 }
 
 /// Reads Python dogpile's `{"ct": …, "v": …}|payload`.
-fn decode_python(bytes: &[u8]) -> Result<CachedValue, DecodeError> {
+fn decode_python(bytes: &[u8]) -> Result<CachedValueRef<'_>, DecodeError> {
     #[derive(serde::Deserialize)]
     struct PyMetadata {
         ct: f64,
@@ -265,8 +307,8 @@ fn decode_python(bytes: &[u8]) -> Result<CachedValue, DecodeError> {
             meta.ct
         )));
     }
-    Ok(CachedValue {
-        payload: Payload::Bytes(Arc::from(&bytes[bar + 1..])),
+    Ok(CachedValueRef {
+        payload: PayloadRef::Bytes(&bytes[bar + 1..]),
         metadata: Metadata {
             created_at: Timestamp::from_nanos((meta.ct * 1e9).round() as u64),
             // Current for Python is current here.
@@ -279,17 +321,61 @@ fn decode_python(bytes: &[u8]) -> Result<CachedValue, DecodeError> {
 /// [`encode_envelope`] for a byte backend's writes: an object payload, which such a backend cannot
 /// store, is an error naming the backend and the key.
 pub fn encode_envelope_for(value: &CachedValue, backend: &str, key: &str) -> Result<Vec<u8>> {
-    encode_envelope(value).ok_or_else(|| {
-        Error::backend_msg(
-            backend,
-            format!("cannot store {key:?}: an object payload reached a byte backend, which stores bytes"),
-        )
-    })
+    let mut out = Vec::new();
+    encode_envelope_into_for(&mut out, value, backend, key)?;
+    Ok(out)
+}
+
+/// [`encode_envelope_for`] appending to `out` (see [`encode_envelope_into`]).
+///
+/// ```
+/// use dogpile_core::backend::{CachedValue, Metadata, Payload};
+/// use dogpile_core::clock::Timestamp;
+/// use dogpile_core::codec::encode_envelope_into_for;
+///
+/// let object = CachedValue {
+///     payload: Payload::Object(std::sync::Arc::new(1u8)),
+///     metadata: Metadata::new(Timestamp::from_nanos(7)),
+/// };
+/// let mut out = Vec::new();
+/// let err = encode_envelope_into_for(&mut out, &object, "my backend", "k").unwrap_err();
+/// assert!(err.to_string().contains("object payload"), "{err}");
+/// assert!(out.is_empty());
+/// ```
+pub fn encode_envelope_into_for(
+    out: &mut Vec<u8>,
+    value: &CachedValue,
+    backend: &str,
+    key: &str,
+) -> Result<()> {
+    if encode_envelope_into(out, value) {
+        return Ok(());
+    }
+    Err(Error::backend_msg(
+        backend,
+        format!(
+            "cannot store {key:?}: an object payload reached a byte backend, which stores bytes"
+        ),
+    ))
 }
 
 /// [`decode_envelope`] for backends: bytes that do not decode are logged and read as a miss.
 pub fn decode_envelope_or_miss(bytes: &[u8], backend: &str, key: &str) -> Option<CachedValue> {
-    match decode_envelope(bytes) {
+    decode_envelope_ref_or_miss(bytes, backend, key).map(CachedValueRef::into_owned)
+}
+
+/// [`decode_envelope_ref`] for backends: bytes that do not decode are logged and read as a miss.
+///
+/// ```
+/// use dogpile_core::codec::decode_envelope_ref_or_miss;
+/// assert!(decode_envelope_ref_or_miss(b"not ours", "my backend", "k").is_none());
+/// ```
+pub fn decode_envelope_ref_or_miss<'b>(
+    bytes: &'b [u8],
+    backend: &str,
+    key: &str,
+) -> Option<CachedValueRef<'b>> {
+    match decode_envelope_ref(bytes) {
         Ok(v) => Some(v),
         Err(e) => {
             tracing::warn!(backend, key, error = %e, "undecodable cache entry read as a miss");
@@ -300,6 +386,8 @@ pub fn decode_envelope_or_miss(bytes: &[u8], backend: &str, key: &str) -> Option
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn sample() -> CachedValue {
@@ -318,6 +406,42 @@ mod tests {
             panic!("bytes expected")
         };
         assert_eq!(decode_value::<String>(&p).unwrap(), "hello");
+    }
+
+    #[test]
+    fn a_borrowed_decode_points_into_the_bytes_and_matches_the_owned_one() {
+        let dogpile = encode_envelope(&sample()).unwrap();
+        let python = encode_envelope(&CachedValue {
+            metadata: Metadata {
+                wire: WireFormat::Python,
+                ..sample().metadata
+            },
+            ..sample()
+        })
+        .unwrap();
+        for bytes in [&dogpile, &python] {
+            let view = decode_envelope_ref(bytes).unwrap();
+            let PayloadRef::Bytes(payload) = view.payload else {
+                panic!("bytes expected")
+            };
+            // The payload is the tail of the input itself, not a copy of it.
+            assert!(std::ptr::eq(
+                payload.as_ptr(),
+                bytes[bytes.len() - payload.len()..].as_ptr()
+            ));
+            assert_eq!(decode_value::<String>(payload).unwrap(), "hello");
+            let owned = decode_envelope(bytes).unwrap();
+            assert_eq!(owned.metadata, view.metadata);
+            let Payload::Bytes(p) = owned.payload else {
+                panic!("bytes expected")
+            };
+            assert_eq!(&*p, payload);
+        }
+        assert_eq!(
+            decode_envelope_ref(&dogpile[..7]).unwrap_err(),
+            DecodeError::Truncated(7)
+        );
+        assert!(decode_envelope_ref_or_miss(b"{\"ct\": 1}|x", "b", "k").is_none());
     }
 
     #[test]

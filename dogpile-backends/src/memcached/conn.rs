@@ -125,8 +125,12 @@ impl From<ProtocolError> for Failure {
     }
 }
 
-/// A reply handler: called with each item until it says [`Flow::Done`].
-pub(crate) type Handler<'h> = dyn FnMut(Item<'_>) -> std::result::Result<Flow, Failure> + Send + 'h;
+/// A reply handler: called with each item until it says [`Flow::Done`]. Exchanges take any
+/// handler (`H: Handler + ?Sized`), so an async exchange's future is `Send` exactly when its
+/// handler is, and a blocking one may use a handler that is not.
+pub(crate) trait Handler: FnMut(Item<'_>) -> std::result::Result<Flow, Failure> {}
+
+impl<F: FnMut(Item<'_>) -> std::result::Result<Flow, Failure> + ?Sized> Handler for F {}
 
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "no answer within socket_timeout")
@@ -161,9 +165,9 @@ impl RecvBuf {
     }
 
     /// Hands the complete items received so far to `f`: `Ok(true)` once it said `Done`.
-    fn drain(
+    fn drain<H: Handler + ?Sized>(
         &mut self,
-        f: &mut Handler<'_>,
+        f: &mut H,
         delivered: &mut usize,
     ) -> std::result::Result<bool, Failure> {
         while let Some((item, n)) = proto::parse(&self.buf[self.start..self.end])? {
@@ -248,9 +252,9 @@ impl Conn {
         }
     }
 
-    async fn receive(
+    async fn receive<H: Handler + ?Sized>(
         &mut self,
-        f: &mut Handler<'_>,
+        f: &mut H,
         delivered: &mut usize,
         timeout: Duration,
     ) -> std::result::Result<(), Failure> {
@@ -445,13 +449,13 @@ impl Server {
     }
 
     /// Sends `req` and hands its reply to `f`.
-    pub(crate) async fn call(
+    pub(crate) async fn call<H: Handler + ?Sized>(
         &self,
         io: Io,
         what: &str,
         req: &[u8],
         retry: bool,
-        f: &mut Handler<'_>,
+        f: &mut H,
     ) -> Result<()> {
         self.send(io, what, req, retry).await?.receive(f).await
     }
@@ -460,7 +464,7 @@ impl Server {
 impl Sent<'_> {
     /// Reads the reply, handing each item to `f`; the connection goes back to the pool only
     /// when the reply was complete and nothing followed it.
-    pub(crate) async fn receive(self, f: &mut Handler<'_>) -> Result<()> {
+    pub(crate) async fn receive<H: Handler + ?Sized>(self, f: &mut H) -> Result<()> {
         let Sent {
             server,
             io,

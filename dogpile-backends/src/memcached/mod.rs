@@ -14,8 +14,9 @@
 //!
 //! **The client.** The backend speaks memcached's text protocol itself over buffered sockets:
 //! one write and usually one read per request. `get_multi` sends one `get k1 k2 …` per server,
-//! written to every server before any reply is read, so the servers work at the same time;
-//! `set_multi` and `delete_multi` send every command of a server in one write with `noreply`,
+//! written to every server before any reply is read, so the servers work at the same time, and
+//! hands each value to the region where it lies in the receive buffer (`visit_multi`: no copy
+//! per value); `set_multi` and `delete_multi` send every command of a server in one write with `noreply`,
 //! followed by a `version` whose answer says that all of them were done (memcached answers in
 //! order, and still sends an error line for a failed command). Async callers use non-blocking
 //! sockets and timers (`async-io`, which runs under any executor): no executor thread waits on
@@ -57,9 +58,13 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope_for};
+use dogpile_core::backend::CachedValueRef;
+use dogpile_core::codec::{
+    decode_envelope_ref_or_miss, encode_envelope_for, encode_envelope_into_for,
+};
 use dogpile_core::{
-    sha1_mangle_key, Arguments, Backend, BoxFuture, CacheMutex, CachedValue, PayloadKind, Result,
+    sha1_mangle_key, Arguments, Backend, BoxFuture, CacheMutex, CachedValue, Payload, PayloadKind,
+    Result,
 };
 
 mod conn;
@@ -138,44 +143,61 @@ pub(crate) struct Inner {
     socket_timeout: Duration,
 }
 
-/// Collects the values of a `get` reply: memcached answers the hits in the order asked, so
+/// Hands out the values of a `get` reply: memcached answers the hits in the order asked, so
 /// each `VALUE` is matched to the next key of that name (a value for a key not asked for is a
-/// protocol error), and decoded where it lies in the receive buffer.
-struct Values<'k> {
+/// protocol error), and its envelope is decoded where it lies in the receive buffer and visited
+/// there, with no copy.
+struct Values<'k, 'v, V: ?Sized> {
     name: &'k str,
-    /// The keys sent (after the key rule), and the caller's keys, for logs.
-    keys: Vec<(&'k str, &'k str)>,
+    /// Every key of the call: `(key after the key rule, caller's key)`, the caller's for logs.
+    keys: &'k [(&'k str, &'k str)],
+    /// The positions in `keys` of the keys sent to this server, in the order sent; `None`: all.
+    mine: Option<&'k [usize]>,
     next: usize,
-    found: Vec<Option<CachedValue>>,
+    visit: &'v mut V,
 }
 
-impl<'k> Values<'k> {
-    fn new(name: &'k str, keys: Vec<(&'k str, &'k str)>) -> Self {
-        let found = vec![None; keys.len()];
+impl<'k, 'v, V: FnMut(usize, CachedValueRef<'_>) + ?Sized> Values<'k, 'v, V> {
+    fn new(
+        name: &'k str,
+        keys: &'k [(&'k str, &'k str)],
+        mine: Option<&'k [usize]>,
+        visit: &'v mut V,
+    ) -> Self {
         Values {
             name,
             keys,
+            mine,
             next: 0,
-            found,
+            visit,
         }
+    }
+
+    fn sent(&self) -> usize {
+        self.mine.map_or(self.keys.len(), <[usize]>::len)
+    }
+
+    /// The position in `keys` of the `n`th key sent.
+    fn position(&self, n: usize) -> usize {
+        self.mine.map_or(n, |mine| mine[n])
     }
 
     fn item(&mut self, item: Item<'_>) -> std::result::Result<Flow, Failure> {
         match item {
             Item::Value { key, data } => {
-                let at = self.keys[self.next..]
-                    .iter()
-                    .position(|(k, _)| k.as_bytes() == key)
+                let n = (self.next..self.sent())
+                    .find(|n| self.keys[self.position(*n)].0.as_bytes() == key)
                     .ok_or_else(|| {
                         Failure::Protocol(proto::ProtocolError(format!(
                             "a value for {}, which was not asked for (or not in this order)",
                             proto::quote(key)
                         )))
                     })?;
-                self.next += at;
-                let original = self.keys[self.next].1;
-                self.found[self.next] = decode_envelope_or_miss(data, self.name, original);
-                self.next += 1;
+                self.next = n + 1;
+                let at = self.position(n);
+                if let Some(v) = decode_envelope_ref_or_miss(data, self.name, self.keys[at].1) {
+                    (self.visit)(at, v);
+                }
                 Ok(Flow::More)
             }
             Item::End => Ok(Flow::Done),
@@ -224,19 +246,29 @@ impl Inner {
         &self.servers[self.ring.index(key)]
     }
 
-    /// `keys` are `(key after the key rule, caller's key)`; the values come back in that order.
-    async fn get_many(&self, io: Io, keys: &[(&str, &str)]) -> Result<Vec<Option<CachedValue>>> {
+    /// Reads `keys`, `(key after the key rule, caller's key)`, calling `visit` with the position
+    /// and the value of each one found, borrowed from the receive buffer.
+    async fn get_many<V: FnMut(usize, CachedValueRef<'_>) + ?Sized>(
+        &self,
+        io: Io,
+        keys: &[(&str, &str)],
+        visit: &mut V,
+    ) -> Result<()> {
         let what = if keys.len() == 1 { "get" } else { "get_multi" };
+        // `get`, then each key and its space, then `\r\n`: allocated once.
+        let longest = keys.iter().map(|k| k.0.len()).max().unwrap_or(0);
+        let request = |sent: &mut dyn ExactSizeIterator<Item = &str>| {
+            let mut req = Vec::with_capacity(sent.len() * (longest + 1) + 6);
+            proto::get(&mut req, sent);
+            req
+        };
         if self.servers.len() == 1 || keys.len() == 1 {
             let server = self.server(keys[0].0);
-            let mut req = Vec::with_capacity(keys.iter().map(|k| k.0.len() + 1).sum::<usize>() + 6);
-            let sent: Vec<&str> = keys.iter().map(|k| k.0).collect();
-            proto::get(&mut req, &sent);
-            let mut values = Values::new(&self.name, keys.to_vec());
-            server
+            let req = request(&mut keys.iter().map(|k| k.0));
+            let mut values = Values::new(&self.name, keys, None, visit);
+            return server
                 .call(io, what, &req, true, &mut |item| values.item(item))
-                .await?;
-            return Ok(values.found);
+                .await;
         }
         // Per server: the positions of its keys, and its request.
         let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
@@ -247,28 +279,28 @@ impl Inner {
             .iter()
             .enumerate()
             .filter(|(_, g)| !g.is_empty())
-            .map(|(s, g)| {
-                let sent: Vec<&str> = g.iter().map(|i| keys[*i].0).collect();
-                let mut req = Vec::new();
-                proto::get(&mut req, &sent);
-                (s, req)
-            })
+            .map(|(s, g)| (s, request(&mut g.iter().map(|i| keys[*i].0))))
             .collect();
         // Every request is written before any reply is read: the servers answer in parallel.
         let mut sent = Vec::with_capacity(reqs.len());
         for (s, req) in &reqs {
             sent.push((*s, self.servers[*s].send(io, what, req, true).await?));
         }
-        let mut out = vec![None; keys.len()];
         for (s, pending) in sent {
-            let mine: Vec<(&str, &str)> = groups[s].iter().map(|i| keys[*i]).collect();
-            let mut values = Values::new(&self.name, mine);
+            let mut values = Values::new(&self.name, keys, Some(&groups[s]), &mut *visit);
             pending.receive(&mut |item| values.item(item)).await?;
-            for (i, v) in groups[s].iter().zip(values.found) {
-                out[*i] = v;
-            }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// [`get_many`](Self::get_many) collecting owned values, in the order of `keys`.
+    async fn get_owned(&self, io: Io, keys: &[(&str, &str)]) -> Result<Vec<Option<CachedValue>>> {
+        let mut found = vec![None; keys.len()];
+        self.get_many(io, keys, &mut |i, v: CachedValueRef<'_>| {
+            found[i] = Some(v.into_owned())
+        })
+        .await?;
+        Ok(found)
     }
 
     async fn set_one(&self, io: Io, key: &str, bytes: &[u8]) -> Result<()> {
@@ -293,23 +325,28 @@ impl Inner {
             .await
     }
 
-    /// Runs one pipeline per server (`write` appends one key's `noreply` command): all written
-    /// first, then each server's `version` awaited.
+    /// Runs one pipeline per server (`write` appends one key's `noreply` command, or fails the
+    /// call before anything is sent): all written first, then each server's `version` awaited.
+    /// `size` is about how many bytes the commands take, so each request is allocated once.
     async fn pipelined<'k>(
         &self,
         io: Io,
         what: &str,
+        size: usize,
         keys: impl Iterator<Item = &'k str>,
-        mut write: impl FnMut(&mut Vec<u8>, usize, &str),
+        mut write: impl FnMut(&mut Vec<u8>, usize, &str) -> Result<()>,
     ) -> Result<()> {
-        let mut reqs: Vec<Vec<u8>> = vec![Vec::new(); self.servers.len()];
+        let each = size / self.servers.len() + 16;
+        let mut reqs: Vec<Vec<u8>> = (0..self.servers.len())
+            .map(|_| Vec::with_capacity(each))
+            .collect();
         for (i, k) in keys.enumerate() {
-            write(&mut reqs[self.ring.index(k)], i, k);
+            write(&mut reqs[self.ring.index(k)], i, k)?;
         }
         for req in reqs.iter_mut().filter(|r| !r.is_empty()) {
             proto::version(req);
         }
-        let mut sent = Vec::new();
+        let mut sent = Vec::with_capacity(reqs.len());
         for (s, req) in reqs.iter().enumerate() {
             if !req.is_empty() {
                 sent.push((s, self.servers[s].send(io, what, req, true).await?));
@@ -545,7 +582,20 @@ impl MemcachedBackend {
 
     async fn get_io(&self, io: Io, key: &str) -> Result<Option<CachedValue>> {
         let k = safe_key(key);
-        Ok(self.inner.get_many(io, &[(&k, key)]).await?.pop().flatten())
+        Ok(self
+            .inner
+            .get_owned(io, &[(&k, key)])
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// The keys after the key rule, beside the caller's.
+    fn key_pairs<'k>(safe: &'k [Cow<'k, str>], keys: &[&'k str]) -> Vec<(&'k str, &'k str)> {
+        safe.iter()
+            .map(|s| s.as_ref())
+            .zip(keys.iter().copied())
+            .collect()
     }
 
     async fn set_io(&self, io: Io, key: &str, value: &CachedValue) -> Result<()> {
@@ -580,35 +630,68 @@ impl Backend for MemcachedBackend {
             return Ok(Vec::new());
         }
         let safe: Vec<Cow<'_, str>> = keys.iter().map(|k| safe_key(k)).collect();
-        let pairs: Vec<(&str, &str)> = safe
-            .iter()
-            .map(|s| s.as_ref())
-            .zip(keys.iter().copied())
-            .collect();
-        block_on(self.inner.get_many(Io::Blocking, &pairs))
+        block_on(
+            self.inner
+                .get_owned(Io::Blocking, &Self::key_pairs(&safe, keys)),
+        )
+    }
+
+    fn visit_multi(
+        &self,
+        keys: &[&str],
+        f: &mut dyn FnMut(usize, CachedValueRef<'_>),
+    ) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let safe: Vec<Cow<'_, str>> = keys.iter().map(|k| safe_key(k)).collect();
+        block_on(
+            self.inner
+                .get_many(Io::Blocking, &Self::key_pairs(&safe, keys), f),
+        )
     }
 
     fn set_multi(&self, items: Vec<(String, CachedValue)>) -> Result<()> {
-        let encoded = items
+        let safe: Vec<Cow<'_, str>> = items.iter().map(|(k, _)| safe_key(k)).collect();
+        // Each command's line, the envelope's header and the payload: the request's size.
+        let size = items
             .iter()
-            .map(|(k, v)| Ok((safe_key(k), self.encode(k, v)?)))
-            .collect::<Result<Vec<_>>>()?;
+            .zip(&safe)
+            .map(|((_, v), k)| match &v.payload {
+                Payload::Bytes(b) => k.len() + b.len() + 64,
+                Payload::Object(_) => 0,
+            })
+            .sum();
         let exp = self.inner.expire_time;
+        // Every envelope is encoded into this one buffer, then copied into its command.
+        let mut envelope = Vec::new();
         block_on(self.inner.pipelined(
             Io::Blocking,
             "set_multi",
-            encoded.iter().map(|(k, _)| k.as_ref()),
-            |req, i, k| proto::set(req, k, exp, &encoded[i].1, true),
+            size,
+            safe.iter().map(|k| k.as_ref()),
+            |req, i, k| {
+                let (key, value) = &items[i];
+                envelope.clear();
+                encode_envelope_into_for(&mut envelope, value, &self.inner.name, key)?;
+                proto::set(req, k, exp, &envelope, true);
+                Ok(())
+            },
         ))
     }
 
     fn delete_multi(&self, keys: &[&str]) -> Result<()> {
         let safe: Vec<Cow<'_, str>> = keys.iter().map(|k| safe_key(k)).collect();
+        let size = safe.iter().map(|k| k.len() + 18).sum();
         block_on(self.inner.pipelined(
             Io::Blocking,
             "delete_multi",
+            size,
             safe.iter().map(|k| k.as_ref()),
-            |req, _, k| proto::delete(req, k, true),
+            |req, _, k| {
+                proto::delete(req, k, true);
+                Ok(())
+            },
         ))
     }
 

@@ -181,7 +181,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, ProtocolErr
 
 /// Appends `get k1 k2 …\r\n`: one command for every key of one server, so the server answers
 /// the whole batch in one reply ended by one `END`.
-pub(crate) fn get(out: &mut Vec<u8>, keys: &[&str]) {
+pub(crate) fn get(out: &mut Vec<u8>, keys: &mut dyn Iterator<Item = &str>) {
     out.extend_from_slice(b"get");
     for k in keys {
         out.push(b' ');
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn requests_are_written_as_the_protocol_says() {
         let mut out = Vec::new();
-        get(&mut out, &["a", "b"]);
+        get(&mut out, &mut ["a", "b"].into_iter());
         set(&mut out, "k", 0, b"xy", true);
         delete(&mut out, "k", false);
         version(&mut out);

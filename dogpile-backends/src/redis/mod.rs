@@ -199,7 +199,10 @@ mod settings;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_core::codec::{decode_envelope_or_miss, encode_envelope_for};
+use dogpile_core::backend::CachedValueRef;
+use dogpile_core::codec::{
+    decode_envelope_or_miss, decode_envelope_ref_or_miss, encode_envelope_for,
+};
 use dogpile_core::config::Secret;
 use dogpile_core::{
     Arguments, Backend, BoxFuture, CacheMutex, CachedValue, Error, Expiration, PayloadKind, Result,
@@ -491,6 +494,27 @@ impl RedisBackend {
         cmd
     }
 
+    /// The raw values at `keys`, in order, in one `MGET`.
+    fn mget(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<Option<Vec<u8>>> = self
+            .conns
+            .query("reading values", redis::cmd("MGET").arg(keys))?;
+        if found.len() != keys.len() {
+            return Err(Error::backend_msg(
+                self.conns.desc(),
+                format!(
+                    "reading values: MGET of {} keys returned {} values",
+                    keys.len(),
+                    found.len()
+                ),
+            ));
+        }
+        Ok(found)
+    }
+
     fn decode(&self, key: &str, bytes: Option<Vec<u8>>) -> Option<CachedValue> {
         bytes.and_then(|b| decode_envelope_or_miss(&b, self.conns.desc(), key))
     }
@@ -547,27 +571,28 @@ impl Backend for RedisBackend {
     }
 
     fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<CachedValue>>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let found: Vec<Option<Vec<u8>>> = self
-            .conns
-            .query("reading values", redis::cmd("MGET").arg(keys))?;
-        if found.len() != keys.len() {
-            return Err(Error::backend_msg(
-                self.conns.desc(),
-                format!(
-                    "reading values: MGET of {} keys returned {} values",
-                    keys.len(),
-                    found.len()
-                ),
-            ));
-        }
         Ok(keys
             .iter()
-            .zip(found)
+            .zip(self.mget(keys)?)
             .map(|(k, b)| self.decode(k, b))
             .collect())
+    }
+
+    fn visit_multi(
+        &self,
+        keys: &[&str],
+        f: &mut dyn FnMut(usize, CachedValueRef<'_>),
+    ) -> Result<()> {
+        // Each envelope is decoded where the reply put it, not copied into a value of its own.
+        for (i, (k, b)) in keys.iter().zip(self.mget(keys)?).enumerate() {
+            let found = b.as_deref();
+            if let Some(v) =
+                found.and_then(|b| decode_envelope_ref_or_miss(b, self.conns.desc(), k))
+            {
+                f(i, v);
+            }
+        }
+        Ok(())
     }
 
     fn set_multi(&self, items: Vec<(String, CachedValue)>) -> Result<()> {

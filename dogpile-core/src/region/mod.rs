@@ -27,7 +27,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{Backend, CachedValue, Metadata, Payload, PayloadKind, FORMAT_VERSION};
+use crate::backend::{
+    Backend, CachedValue, CachedValueRef, Metadata, Payload, PayloadKind, PayloadRef,
+    FORMAT_VERSION,
+};
 use crate::backplane::Subscription;
 use crate::clock::{Clock, Timestamp};
 use crate::codec::{self, WireFormat};
@@ -274,10 +277,14 @@ fn other_version(mkey: &str, version: u8) {
 
 /// Reads the `T` out of a stored payload; `None` (logged) when it holds something else.
 #[inline]
-fn decode_payload<T: CacheValue>(payload: &Payload, mkey: &str, cfg: &Configured) -> Option<T> {
+fn decode_payload<T: CacheValue>(
+    payload: PayloadRef<'_>,
+    mkey: &str,
+    cfg: &Configured,
+) -> Option<T> {
     let backend = cfg.backend_name.as_str();
     match payload {
-        Payload::Object(obj) => {
+        PayloadRef::Object(obj) => {
             let v = (&**obj as &dyn Any).downcast_ref::<T>().cloned();
             if v.is_none() {
                 tracing::warn!(
@@ -289,7 +296,7 @@ fn decode_payload<T: CacheValue>(payload: &Payload, mkey: &str, cfg: &Configured
             }
             v
         }
-        Payload::Bytes(bytes) => match codec::decode_value_with::<T>(&*cfg.serializer, bytes) {
+        PayloadRef::Bytes(bytes) => match codec::decode_value_with::<T>(&*cfg.serializer, bytes) {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::warn!(
@@ -302,6 +309,35 @@ fn decode_payload<T: CacheValue>(payload: &Payload, mkey: &str, cfg: &Configured
                 None
             }
         },
+    }
+}
+
+/// Reads `mkeys` in one backend call ([`Backend::visit_multi`]): for each key, what `decode`
+/// makes of its value where the backend holds it, or `absent()`.
+fn visit_each<X>(
+    backend: &dyn Backend,
+    mkeys: &[&str],
+    absent: impl Fn() -> X,
+    mut decode: impl FnMut(CachedValueRef<'_>, &str) -> X,
+) -> Result<Vec<X>> {
+    let mut out: Vec<X> = Vec::with_capacity(mkeys.len());
+    out.resize_with(mkeys.len(), absent);
+    backend.visit_multi(mkeys, &mut |i, v| {
+        // A position out of range (a faulty backend) is ignored, never a panic.
+        if let (Some(slot), Some(mkey)) = (out.get_mut(i), mkeys.get(i)) {
+            *slot = decode(v, mkey);
+        }
+    })?;
+    Ok(out)
+}
+
+/// The counter of what a first read found.
+#[inline]
+fn read_counter<T>(found: &Lookup<T>) -> Counter {
+    match found {
+        Lookup::Fresh(_) => Counter::Hits,
+        Lookup::Stale(_) => Counter::StaleFound,
+        Lookup::Absent => Counter::Misses,
     }
 }
 
@@ -508,19 +544,20 @@ impl<C: BackendCatalog> CacheRegion<C> {
         }
     }
 
-    /// Sorts a stored value into fresh, stale or absent.
+    /// Sorts a stored value (owned, or borrowed from the backend) into fresh, stale or absent.
     #[inline]
-    fn classify<T: CacheValue>(
+    fn classify<'v, T: CacheValue>(
         &self,
         cfg: &Configured,
-        value: &CachedValue,
+        value: impl Into<CachedValueRef<'v>>,
         ttl: Option<Duration>,
         mkey: &str,
     ) -> Lookup<T> {
+        let value = value.into();
         let Some(fresh) = self.judge(cfg, &value.metadata, ttl, mkey) else {
             return Lookup::Absent;
         };
-        let Some(v) = decode_payload::<T>(&value.payload, mkey, cfg) else {
+        let Some(v) = decode_payload::<T>(value.payload, mkey, cfg) else {
             return Lookup::Absent;
         };
         if fresh {
@@ -591,7 +628,8 @@ impl<C: BackendCatalog> CacheRegion<C> {
         Ok(self.lookup_stamped_async(cfg, mkey, ttl).await?.0)
     }
 
-    /// Reads and classifies several keys in one backend call.
+    /// Reads and classifies several keys in one backend call, each value decoded where the
+    /// backend holds it ([`Backend::visit_multi`]).
     fn lookup_multi<T: CacheValue>(
         &self,
         cfg: &Configured,
@@ -601,18 +639,17 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if let Some(tier) = &cfg.tier {
             return self.lookup_multi_tiered(tier, cfg, mkeys, ttl);
         }
-        let raw = cfg
-            .backend
-            .get_multi(mkeys)
-            .map_err(|e| self.backend_failed(e, mkeys.first().copied().unwrap_or_default()))?;
-        Ok(raw
-            .into_iter()
-            .zip(mkeys)
-            .map(|(v, mkey)| v.map_or(Lookup::Absent, |v| self.classify(cfg, &v, ttl, mkey)))
-            .collect())
+        visit_each(
+            &*cfg.backend,
+            mkeys,
+            || Lookup::Absent,
+            |v, mkey| self.classify(cfg, v, ttl, mkey),
+        )
+        .map_err(|e| self.backend_failed(e, mkeys.first().copied().unwrap_or_default()))
     }
 
-    /// [`lookup_multi`](Self::lookup_multi) as a first read: counting what it found.
+    /// [`lookup_multi`](Self::lookup_multi) as a first read: counting what it found (one count
+    /// per kind, not one per key).
     fn read_multi<T: CacheValue>(
         &self,
         cfg: &Configured,
@@ -620,18 +657,28 @@ impl<C: BackendCatalog> CacheRegion<C> {
         ttl: Option<Duration>,
     ) -> Result<Vec<Lookup<T>>> {
         let found = self.lookup_multi(cfg, mkeys, ttl)?;
-        found.iter().for_each(|f| self.count_read(f));
+        // Counted in runs of one kind: a batch of hits is one count.
+        let mut run: Option<(Counter, u64)> = None;
+        for counter in found.iter().map(read_counter) {
+            match &mut run {
+                Some((c, n)) if *c == counter => *n += 1,
+                _ => {
+                    if let Some((c, n)) = run.replace((counter, 1)) {
+                        self.stats.add(c, n);
+                    }
+                }
+            }
+        }
+        if let Some((c, n)) = run {
+            self.stats.add(c, n);
+        }
         Ok(found)
     }
 
     /// Counts what a first read found.
     #[inline]
     fn count_read<T>(&self, found: &Lookup<T>) {
-        self.stats.incr(match found {
-            Lookup::Fresh(_) => Counter::Hits,
-            Lookup::Stale(_) => Counter::StaleFound,
-            Lookup::Absent => Counter::Misses,
-        });
+        self.stats.incr(read_counter(found));
     }
 
     /// Counts what a get-or-create call ended with, and logs it.

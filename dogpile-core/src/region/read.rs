@@ -3,8 +3,8 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
-use super::{decode_payload, CacheRegion, CacheValue, Configured};
-use crate::backend::{CachedValue, Metadata, FORMAT_VERSION};
+use super::{decode_payload, visit_each, CacheRegion, CacheValue, Configured};
+use crate::backend::{CachedValueRef, Metadata, FORMAT_VERSION};
 use crate::error::Result;
 use crate::expiration::Expiration;
 use crate::lock::Lookup;
@@ -254,17 +254,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 let raw = self.read_multi(&cfg, &refs, cfg.ttl(expiration))?;
                 Ok(raw.into_iter().map(Lookup::fresh).collect())
             }
-            Age::Ignored => {
-                let raw = cfg
-                    .backend
-                    .get_multi(&refs)
-                    .map_err(|e| self.backend_failed(e, refs.first().copied().unwrap_or("")))?;
-                Ok(raw
-                    .iter()
-                    .zip(&refs)
-                    .map(|(v, mkey)| v.as_ref().and_then(|v| decode_any_age(v, mkey, &cfg)))
-                    .collect())
-            }
+            Age::Ignored => visit_each(
+                &*cfg.backend,
+                &refs,
+                || None,
+                |v, mkey| decode_any_age(v, mkey, &cfg),
+            )
+            .map_err(|e| self.backend_failed(e, refs.first().copied().unwrap_or(""))),
         }
     }
 
@@ -398,9 +394,15 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 }
 
-/// The `T` in a stored value of this build's format, whatever its age.
-fn decode_any_age<T: CacheValue>(v: &CachedValue, mkey: &str, cfg: &Configured) -> Option<T> {
+/// The `T` in a stored value (owned, or borrowed from the backend) of this build's format,
+/// whatever its age.
+fn decode_any_age<'v, T: CacheValue>(
+    v: impl Into<CachedValueRef<'v>>,
+    mkey: &str,
+    cfg: &Configured,
+) -> Option<T> {
+    let v = v.into();
     (v.metadata.version == FORMAT_VERSION)
-        .then(|| decode_payload::<T>(&v.payload, mkey, cfg))
+        .then(|| decode_payload::<T>(v.payload, mkey, cfg))
         .flatten()
 }
