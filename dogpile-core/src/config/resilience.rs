@@ -104,6 +104,30 @@ impl Resilience {
         Ok(())
     }
 
+    /// These options with `call`'s own set over them: what one get-or-create call runs with.
+    /// The jitter and the seed are the region's: every reader of a value must judge its expiry
+    /// alike, and one call site cannot change that.
+    pub(crate) fn overlaid(&self, call: &Resilience) -> Resilience {
+        Resilience {
+            fail_safe_max_duration: call.fail_safe_max_duration.or(self.fail_safe_max_duration),
+            fail_safe_throttle: call.fail_safe_throttle.or(self.fail_safe_throttle),
+            soft_timeout: call.soft_timeout.or(self.soft_timeout),
+            hard_timeout: call.hard_timeout.or(self.hard_timeout),
+            eager_refresh: call.eager_refresh.or(self.eager_refresh),
+            early_expiration_beta: call.early_expiration_beta.or(self.early_expiration_beta),
+            expiration_jitter: self.expiration_jitter,
+            random_seed: self.random_seed,
+        }
+    }
+
+    /// Fail-safe's throttle when fail-safe is on.
+    pub(crate) fn fail_safe_throttle(&self) -> Option<Duration> {
+        self.fail_safe_max_duration.map(|_| {
+            self.fail_safe_throttle
+                .unwrap_or(DEFAULT_FAIL_SAFE_THROTTLE)
+        })
+    }
+
     /// Whether any option that acts on the get-or-create path is set (jitter acts on every read
     /// and is asked separately).
     pub(crate) fn acts_on_creation(&self) -> bool {

@@ -212,7 +212,7 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
             io,
             wait_start: None,
             _error: PhantomData,
-            watch: Watch::new(cfg, !options.waits_for_creator),
+            watch: Watch::new(cfg, options),
         }
     }
 
@@ -421,6 +421,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
         let mkey = slot.mkey.to_owned();
         let should_cache = self.should_cache;
         let stats = self.region.stats.handle();
+        let throttle = self.watch.fail_safe_throttle();
         Box::new(move || {
             let creation = CreationGuard::start(&stats, &cfg.clock);
             let created_at = creation.created_at();
@@ -430,7 +431,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
                 Ok(made) => made,
                 Err(panic) => {
                     drop(creation);
-                    Self::background_failed(&cfg, &mkey);
+                    resilience::background_failed(&cfg, &mkey, throttle);
                     drop(guard);
                     // A waiting caller gets the panic; else it is the runner's, as it was.
                     match notify {
@@ -451,7 +452,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
                     resilience::notify(notify.as_ref(), Ok(value));
                 }
                 Err(()) => {
-                    Self::background_failed(&cfg, &mkey);
+                    resilience::background_failed(&cfg, &mkey, throttle);
                     drop(guard);
                 }
             }
@@ -624,7 +625,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 Ok(first) => first,
                 Err(e) => return Err((e.into(), Some(creator))),
             };
-            let (first, seen) = self.judge_first(cfg, first, stamp, ttl, &mkey);
+            let (first, seen) = match self.judge_first(cfg, options, first, stamp, ttl, &mkey) {
+                Ok(judged) => judged,
+                Err(e) => return Err((e.into(), Some(creator))),
+            };
             if let Lookup::Fresh(v) = first {
                 self.stats.incr(Counter::Hits);
                 return Ok(v);
@@ -720,11 +724,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
             Some(_) => self.stats.incr(Counter::Hits),
             None => self.count_read(&first),
         }
-        if let Some(v) = self.serve_throttled(cfg, &first, seen, ttl, mkey) {
-            return Ok(v);
-        }
         let mut slots = [KeySlot::new(key, mkey, 0)];
         let mut source = RegionSource::new(self, cfg, &mut slots, ttl, options, creator, io);
+        if let Some(v) = source.serve_throttled(&first, seen) {
+            return Ok(v);
+        }
         source.watch_from(&first, seen);
         let mut keys = [KeyState::new(first)];
         // The blocking source never yields, so this drives the algorithm on this thread.
@@ -799,7 +803,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 None,
             ),
         };
-        let (first, seen) = self.judge_first(&cfg, first, stamp, ttl, &mkey);
+        let (first, seen) = self.judge_first(&cfg, options, first, stamp, ttl, &mkey)?;
         match seen.early {
             Some(_) => self.stats.incr(Counter::Hits),
             None => self.count_read(&first),
@@ -807,7 +811,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if let Lookup::Fresh(v) = first {
             return Ok(v);
         }
-        if let Some(v) = self.serve_throttled(&cfg, &first, seen, ttl, &mkey) {
+        if let Some(v) = source.serve_throttled(&first, seen) {
             return Ok(v);
         }
         source.watch_from(&first, seen);

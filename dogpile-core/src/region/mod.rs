@@ -60,6 +60,8 @@ pub struct CreateOptions<T> {
     /// The caller has no error to give back, so `hard_timeout` does not bound it: a decorated
     /// function that returns its value.
     waits_for_creator: bool,
+    /// Resilience options of this call over the region's (`resilience.rs`).
+    resilience: Option<crate::config::Resilience>,
 }
 
 impl<T> Default for CreateOptions<T> {
@@ -68,6 +70,7 @@ impl<T> Default for CreateOptions<T> {
             expiration_time: None,
             should_cache_fn: None,
             waits_for_creator: false,
+            resilience: None,
         }
     }
 }
@@ -102,6 +105,7 @@ impl<T> fmt::Debug for CreateOptions<T> {
         f.debug_struct("CreateOptions")
             .field("expiration_time", &self.expiration_time)
             .field("should_cache_fn", &self.should_cache_fn.is_some())
+            .field("resilience", &self.resilience)
             .finish()
     }
 }
