@@ -555,9 +555,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         }
         let now = cfg.clock.now();
         let opts = &source.watch.opts;
-        let Some(throttle) = opts.fail_safe_throttle() else {
-            return None;
-        };
+        let throttle = opts.fail_safe_throttle()?;
         if !cfg
             .resilience
             .fail_safe_covers(opts, source.ttl, stamp, now, mkey)
