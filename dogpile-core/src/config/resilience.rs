@@ -412,6 +412,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_configuration_map_sets_them_where_the_other_region_options_are_read() {
+        let config = RegionConfig::from_config(
+            [
+                ("c.backend", "x"),
+                ("c.lock_blocking_timeout", "3"),
+                ("c.fail_safe_max_duration", "60"),
+                ("c.eager_refresh", "0.8"),
+                ("c.expiration_jitter", "none"),
+            ],
+            "c.",
+        )
+        .unwrap();
+        assert_eq!(
+            config.resilience,
+            Resilience {
+                fail_safe_max_duration: Some(Duration::from_secs(60)),
+                eager_refresh: Some(0.8),
+                ..Resilience::default()
+            }
+        );
+        let err = RegionConfig::from_config([("c.backend", "x"), ("c.hard_timeout", "-2")], "c.")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "c.hard_timeout: expected a number of seconds (0 or more) or none; got -2"
+        );
+    }
+
+    #[test]
+    fn a_calls_options_go_over_the_regions_but_not_the_jitter() {
+        let region = Resilience {
+            fail_safe_max_duration: Some(Duration::from_secs(60)),
+            soft_timeout: Some(Duration::from_secs(1)),
+            expiration_jitter: Some(Duration::from_secs(5)),
+            ..Resilience::default()
+        };
+        let call = Resilience {
+            soft_timeout: Some(Duration::from_secs(2)),
+            expiration_jitter: Some(Duration::from_secs(50)),
+            ..Resilience::default()
+        };
+        let merged = region.overlaid(&call);
+        assert_eq!(merged.soft_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(merged.fail_safe_max_duration, Some(Duration::from_secs(60)));
+        assert_eq!(merged.expiration_jitter, Some(Duration::from_secs(5)));
+        assert_eq!(
+            merged.fail_safe_throttle(),
+            Some(DEFAULT_FAIL_SAFE_THROTTLE)
+        );
+        assert_eq!(call.fail_safe_throttle(), None);
+    }
+
+    #[test]
     fn every_key_reads_and_bad_values_name_the_key() {
         let mut r = Resilience::default();
         for (k, v) in [
