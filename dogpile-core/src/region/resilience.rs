@@ -618,7 +618,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
     /// the soft timeout (with a stale value) or the hard one. `None` when no timeout applies, or
     /// the creator cannot move (it then runs here).
     pub(super) fn create_timed(&mut self, key: usize) -> Option<Result<Vec<T>, CreateError<E>>> {
-        let options = &self.cfg.resilience.options;
+        let options = &self.watch.opts;
         let soft = options.soft_timeout.filter(|_| self.watch.stale.is_some());
         let hard = options.hard_timeout.filter(|_| self.watch.hard_timeout);
         let bound = soft.or(hard)?;
