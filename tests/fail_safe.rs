@@ -23,16 +23,17 @@ fn config(clock: Clock) -> RegionConfig {
         .clock(clock)
 }
 
-/// A region with fail-safe for 100 s past expiry, a 10 s throttle, and `k` = 1 already expired.
+/// Fail-safe for 100 s past expiry, with a 10 s throttle.
+fn fail_safe_config(clock: Clock) -> RegionConfig {
+    config(clock)
+        .fail_safe_max_duration(Duration::from_secs(100))
+        .fail_safe_throttle(Duration::from_secs(10))
+}
+
+/// A region of [`fail_safe_config`] with `k` = 1 already expired.
 fn failing_over() -> (CacheRegion, Arc<ManualClock>) {
     let (clock, time) = Clock::manual(SystemTime::now());
-    let region = make_region()
-        .configure(
-            config(clock)
-                .fail_safe_max_duration(Duration::from_secs(100))
-                .fail_safe_throttle(Duration::from_secs(10)),
-        )
-        .unwrap();
+    let region = make_region().configure(fail_safe_config(clock)).unwrap();
     region.set("k", 1u32).unwrap();
     time.advance(Duration::from_secs(TTL + 1));
     (region, time)
@@ -166,11 +167,7 @@ fn a_failed_creation_on_the_runner_throttles_the_key() {
             // The runner's thread: a panic there ends the creation, not the caller.
             let _ = std::thread::spawn(move || creation.run()).join();
         })
-        .configure(
-            config(clock)
-                .fail_safe_max_duration(Duration::from_secs(100))
-                .fail_safe_throttle(Duration::from_secs(10)),
-        )
+        .configure(fail_safe_config(clock))
         .unwrap();
     region.set("k", 1u32).unwrap();
     time.advance(Duration::from_secs(TTL + 1));
