@@ -126,6 +126,50 @@ pub fn expiration<E: IntoExpiration + ?Sized>(e: &E) -> Expiration {
     e.to_expiration()
 }
 
+/// What a resilience option of an attribute that takes a duration accepts: seconds (an integer
+/// or a float) or a `Duration`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a duration",
+    label = "this option takes seconds or a `Duration`",
+    note = "use seconds (`60`, `0.5`) or a `std::time::Duration`"
+)]
+pub trait IntoSeconds {
+    /// The duration; a negative or not-a-number count of seconds is zero.
+    fn to_duration(&self) -> Duration;
+}
+
+macro_rules! seconds_from_int {
+    ($($t:ty)*) => {$(
+        impl IntoSeconds for $t {
+            #[inline]
+            fn to_duration(&self) -> Duration {
+                Duration::from_secs(u64::try_from(*self).unwrap_or(0))
+            }
+        }
+    )*};
+}
+seconds_from_int!(u32 u64 i32 i64);
+
+impl IntoSeconds for f64 {
+    #[inline]
+    fn to_duration(&self) -> Duration {
+        Duration::try_from_secs_f64(*self).unwrap_or(Duration::ZERO)
+    }
+}
+
+impl IntoSeconds for Duration {
+    #[inline]
+    fn to_duration(&self) -> Duration {
+        *self
+    }
+}
+
+/// The duration of a resilience option of an attribute.
+#[inline]
+pub fn seconds<S: IntoSeconds + ?Sized>(s: &S) -> Duration {
+    s.to_duration()
+}
+
 // ------------------------------------------------------------------------------------------------
 // return types
 

@@ -117,6 +117,23 @@ pub use dogpile_core::testing;
 /// assert_eq!(one_uncached(3, 4), 7); // the body alone
 /// ```
 ///
+/// The region's resilience options can be set for one function (see
+/// [`RegionConfig::fail_safe_max_duration`] and the builder methods after it):
+///
+/// ```
+/// use dogpile::{cache_on_arguments, CacheRegion, RegionConfig};
+///
+/// static REGION: CacheRegion = CacheRegion::new();
+///
+/// #[cache_on_arguments(region = REGION, fail_safe_max_duration = 3600, eager_refresh = 0.8)]
+/// fn exchange_rate(currency: u32) -> Result<f64, String> {
+///     Ok(1.0 + f64::from(currency) / 100.0)
+/// }
+///
+/// REGION.configure(RegionConfig::new("dogpile.cache.memory").expiration_time(60)).unwrap();
+/// assert_eq!(exchange_rate(25), Ok(1.25));
+/// ```
+///
 /// `region` takes a `static` region, a `LazyLock` of one (for a region built with
 /// [`make_region`]), or any expression giving `&CacheRegion`:
 ///

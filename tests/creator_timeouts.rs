@@ -217,3 +217,20 @@ fn a_decorated_function_that_returns_its_value_waits_past_the_hard_timeout() {
     opener.join().unwrap();
     assert_eq!(REGION.stats().hard_timeouts, 0);
 }
+
+#[test]
+fn a_calls_own_timeouts_bound_it_on_a_region_without_them() {
+    let (region, time) = region_with(|c| c);
+    region.set("k", 1u32).unwrap();
+    time.advance(Duration::from_secs(TTL + 1));
+    let (open, creator) = gated(2);
+    let r = region.clone();
+    let got = within("a caller past its own soft timeout", move || {
+        let options = CreateOptions::new().soft_timeout(SOFT);
+        r.get_or_create_in_background("k", &options, creator)
+    });
+    assert_eq!(got.unwrap(), 1);
+    assert_eq!(region.stats().soft_timeouts, 1);
+    open.send(()).unwrap();
+    stored(&region, 2);
+}

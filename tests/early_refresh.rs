@@ -341,3 +341,30 @@ fn xfetch_regenerates_near_expiry_and_not_far_from_it() {
     }
     assert_eq!(region.stats().early_expirations, 1);
 }
+
+#[test]
+fn a_decorated_function_takes_the_options() {
+    use dogpile::cache_on_arguments;
+    static REGION: CacheRegion = CacheRegion::new();
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    #[cache_on_arguments(region = REGION, eager_refresh = 0.8)]
+    fn version(id: u32) -> usize {
+        id as usize + CALLS.fetch_add(1, Ordering::SeqCst)
+    }
+
+    let (clock, time) = Clock::manual(SystemTime::now());
+    REGION
+        .configure(
+            RegionConfig::new("dogpile.cache.memory")
+                .expiration_time(TTL)
+                .clock(clock),
+        )
+        .unwrap();
+    assert_eq!(version(10), 10);
+    time.advance(Duration::from_secs(50));
+    assert_eq!(version(10), 10);
+    time.advance(Duration::from_secs(35));
+    assert_eq!(version(10), 11, "refreshed past 80% of its life");
+    assert_eq!(REGION.stats().eager_refreshes, 1);
+}

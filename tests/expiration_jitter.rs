@@ -10,8 +10,11 @@ use dogpile::{make_region, RegionConfig};
 const TTL: u64 = 60;
 const JITTER: u64 = 30;
 
-#[test]
-fn values_written_together_expire_spread_over_the_jitter() {
+/// A memory region with the jitter on a manual clock, and the clock's handle.
+fn jittered() -> (
+    dogpile::CacheRegion,
+    std::sync::Arc<dogpile::clock::ManualClock>,
+) {
     let (clock, time) = Clock::manual(SystemTime::now());
     let region = make_region()
         .configure(
@@ -21,6 +24,12 @@ fn values_written_together_expire_spread_over_the_jitter() {
                 .expiration_jitter(Duration::from_secs(JITTER)),
         )
         .unwrap();
+    (region, time)
+}
+
+#[test]
+fn values_written_together_expire_spread_over_the_jitter() {
+    let (region, time) = jittered();
     let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
     region.set_multi(keys.iter().map(|k| (k, 1u32))).unwrap();
     let fresh = |region: &dogpile::CacheRegion| {
@@ -53,15 +62,7 @@ fn values_written_together_expire_spread_over_the_jitter() {
         keys.len()
     );
     // The get-or-create path judges as the plain read does.
-    let (clock, time) = Clock::manual(SystemTime::now());
-    let region = make_region()
-        .configure(
-            RegionConfig::new("dogpile.cache.memory")
-                .expiration_time(TTL)
-                .clock(clock)
-                .expiration_jitter(Duration::from_secs(JITTER)),
-        )
-        .unwrap();
+    let (region, time) = jittered();
     region.set_multi(keys.iter().map(|k| (k, 1u32))).unwrap();
     time.advance(Duration::from_secs(TTL + JITTER / 2));
     for k in &keys {

@@ -23,16 +23,17 @@ fn config(clock: Clock) -> RegionConfig {
         .clock(clock)
 }
 
-/// A region with fail-safe for 100 s past expiry, a 10 s throttle, and `k` = 1 already expired.
+/// Fail-safe for 100 s past expiry, with a 10 s throttle.
+fn fail_safe_config(clock: Clock) -> RegionConfig {
+    config(clock)
+        .fail_safe_max_duration(Duration::from_secs(100))
+        .fail_safe_throttle(Duration::from_secs(10))
+}
+
+/// A region of [`fail_safe_config`] with `k` = 1 already expired.
 fn failing_over() -> (CacheRegion, Arc<ManualClock>) {
     let (clock, time) = Clock::manual(SystemTime::now());
-    let region = make_region()
-        .configure(
-            config(clock)
-                .fail_safe_max_duration(Duration::from_secs(100))
-                .fail_safe_throttle(Duration::from_secs(10)),
-        )
-        .unwrap();
+    let region = make_region().configure(fail_safe_config(clock)).unwrap();
     region.set("k", 1u32).unwrap();
     time.advance(Duration::from_secs(TTL + 1));
     (region, time)
@@ -166,11 +167,7 @@ fn a_failed_creation_on_the_runner_throttles_the_key() {
             // The runner's thread: a panic there ends the creation, not the caller.
             let _ = std::thread::spawn(move || creation.run()).join();
         })
-        .configure(
-            config(clock)
-                .fail_safe_max_duration(Duration::from_secs(100))
-                .fail_safe_throttle(Duration::from_secs(10)),
-        )
+        .configure(fail_safe_config(clock))
         .unwrap();
     region.set("k", 1u32).unwrap();
     time.advance(Duration::from_secs(TTL + 1));
@@ -202,4 +199,31 @@ fn a_failed_creation_on_the_runner_throttles_the_key() {
     });
     assert_eq!(ok, Some(2));
     assert_eq!(handed.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_decorated_function_takes_the_options() {
+    use dogpile::cache_on_arguments;
+    use std::sync::atomic::AtomicBool;
+    static REGION: CacheRegion = CacheRegion::new();
+    static DOWN: AtomicBool = AtomicBool::new(false);
+
+    #[cache_on_arguments(region = REGION, fail_safe_max_duration = 100, fail_safe_throttle = 10.0)]
+    fn rate(currency: u32) -> Result<u32, String> {
+        match DOWN.load(Ordering::SeqCst) {
+            true => Err("the rates API is down".into()),
+            false => Ok(currency * 2),
+        }
+    }
+
+    let (clock, time) = Clock::manual(SystemTime::now());
+    REGION.configure(config(clock)).unwrap();
+    assert_eq!(rate(1), Ok(2));
+    time.advance(Duration::from_secs(TTL + 1));
+    DOWN.store(true, Ordering::SeqCst);
+    assert_eq!(rate(1), Ok(2));
+    assert_eq!(REGION.stats().fail_safe_served, 1);
+    // Past the bound the function's own error.
+    time.advance(Duration::from_secs(100));
+    assert_eq!(rate(1), Err("the rates API is down".to_string()));
 }

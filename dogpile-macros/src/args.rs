@@ -35,6 +35,12 @@ impl Kind {
                 "ignore",
                 "background",
                 "tags",
+                "fail_safe_max_duration",
+                "fail_safe_throttle",
+                "soft_timeout",
+                "hard_timeout",
+                "eager_refresh",
+                "early_expiration_beta",
             ],
             Kind::Multi => &[
                 "region",
@@ -63,7 +69,18 @@ pub(crate) struct Args {
     pub(crate) background: Option<Ident>,
     /// `tags = ["user:{id}", …]`: templates over the arguments, as written.
     pub(crate) tags: Vec<LitStr>,
+    /// The resilience options (`fail_safe_max_duration = 60`, `eager_refresh = 0.8`, …), each
+    /// the name of the `CreateOptions` method it calls and its value.
+    pub(crate) resilience: Vec<(Ident, Expr)>,
 }
+
+/// The resilience options that take seconds or a `Duration`.
+pub(crate) const RESILIENCE_DURATIONS: [&str; 4] = [
+    "fail_safe_max_duration",
+    "fail_safe_throttle",
+    "soft_timeout",
+    "hard_timeout",
+];
 
 /// The raw options: names with their values, parsed before the attribute kind is known.
 pub(crate) struct RawArgs(Vec<(Ident, Value)>);
@@ -152,6 +169,7 @@ impl Args {
             asdict: false,
             background: None,
             tags: Vec::new(),
+            resilience: Vec::new(),
         };
         let mut seen: Vec<String> = Vec::new();
         let mut errors = Errors::new();
@@ -262,6 +280,16 @@ impl Args {
                             ))
                         }
                     },
+                    "fail_safe_max_duration"
+                    | "fail_safe_throttle"
+                    | "soft_timeout"
+                    | "hard_timeout"
+                    | "eager_refresh"
+                    | "early_expiration_beta" => {
+                        let e = expect_expr(&name, value)?;
+                        check_resilience_literal(&s, &e)?;
+                        args.resilience.push((name.clone(), e));
+                    }
                     _ => {}
                 }
                 Ok(())
@@ -286,6 +314,58 @@ impl Args {
             ));
         }
         errors.finish().map(|()| args)
+    }
+}
+
+/// A literal value of a resilience option that no region can use is a compile error (other
+/// values are checked when the call runs).
+fn check_resilience_literal(name: &str, e: &Expr) -> syn::Result<()> {
+    let number = |e: &Expr| -> Option<f64> {
+        match e {
+            Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Float(f),
+                ..
+            }) => f.base10_parse().ok(),
+            Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Int(i),
+                ..
+            }) => i.base10_parse().ok(),
+            Expr::Unary(syn::ExprUnary {
+                op: syn::UnOp::Neg(_),
+                expr,
+                ..
+            }) => match &**expr {
+                Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Float(f),
+                    ..
+                }) => f.base10_parse::<f64>().ok().map(|x| -x),
+                Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Int(i),
+                    ..
+                }) => i.base10_parse::<f64>().ok().map(|x| -x),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    let Some(x) = number(e) else {
+        return Ok(());
+    };
+    let problem = match name {
+        "eager_refresh" if !(x > 0.0 && x < 1.0) => Some(format!(
+            "`eager_refresh` takes a fraction of the expiration time between 0 and 1 (exclusive), such as `eager_refresh = 0.8`; got {x}"
+        )),
+        "early_expiration_beta" if !(x.is_finite() && x > 0.0) => Some(format!(
+            "`early_expiration_beta` takes a positive number (1.0 is XFetch's default); got {x}"
+        )),
+        d if RESILIENCE_DURATIONS.contains(&d) && x < 0.0 => Some(format!(
+            "`{d}` takes a number of seconds (0 or more) or a `Duration`; got {x}"
+        )),
+        _ => None,
+    };
+    match problem {
+        Some(message) => Err(syn::Error::new(e.span(), message)),
+        None => Ok(()),
     }
 }
 

@@ -484,7 +484,7 @@ impl<'a> Func<'a> {
         }
     }
 
-    /// `let __dp_opts = …;`: expiration and should_cache_fn.
+    /// `let __dp_opts = …;`: expiration, should_cache_fn and the resilience options.
     fn options(&self, args: &Args, cached: &Type, dict: bool) -> TokenStream {
         let exp = args.expiration.as_ref().map(|e| {
             quote_spanned!(e.span()=> .expiration_time(::dogpile::__private::expiration(&(#e))))
@@ -502,6 +502,13 @@ impl<'a> Func<'a> {
             }
             (None, false) => None,
         };
+        let resilience = args.resilience.iter().map(|(name, e)| {
+            if crate::args::RESILIENCE_DURATIONS.contains(&name.to_string().as_str()) {
+                quote_spanned!(e.span()=> .#name(::dogpile::__private::seconds(&(#e))))
+            } else {
+                quote_spanned!(e.span()=> .#name(::core::convert::Into::<f64>::into(#e)))
+            }
+        });
         let checked = Self::checked(cached);
         let opt_ty = if dict {
             quote!(::core::option::Option<#checked>)
@@ -509,7 +516,7 @@ impl<'a> Func<'a> {
             checked
         };
         quote! {
-            let __dp_opts = ::dogpile::__private::CreateOptions::<#opt_ty>::new() #exp #should;
+            let __dp_opts = ::dogpile::__private::CreateOptions::<#opt_ty>::new() #exp #should #(#resilience)*;
         }
     }
 

@@ -50,6 +50,14 @@ mod impl_block;
 ///   function does in Python's dogpile). Rust cannot move a body that borrows its arguments to
 ///   another thread, so this is opt-in, for bodies that own what they use (`Send + 'static`):
 ///   a borrowing body is a compile error. Not for `async fn` or `Result`-returning functions.
+/// - `fail_safe_max_duration = …`, `fail_safe_throttle = …`, `soft_timeout = …`,
+///   `hard_timeout = …` (seconds or a `Duration`), `eager_refresh = 0.8`,
+///   `early_expiration_beta = 1.0`: the region's resilience options of the same names (see
+///   `RegionConfig`), for this function only; a literal no region can use is a compile error.
+///   With fail-safe, a `Result` function whose body returns `Err` gets the expired value
+///   instead, within the bound. The timeouts need `background = true` (a body that can run on
+///   another thread): the caller then gets the stale value past `soft_timeout`, and, since the
+///   function has no error to return, waits for its body past `hard_timeout`.
 ///
 /// # The key
 ///

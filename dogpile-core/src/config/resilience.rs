@@ -104,6 +104,30 @@ impl Resilience {
         Ok(())
     }
 
+    /// These options with `call`'s own set over them: what one get-or-create call runs with.
+    /// The jitter and the seed are the region's: every reader of a value must judge its expiry
+    /// alike, and one call site cannot change that.
+    pub(crate) fn overlaid(&self, call: &Resilience) -> Resilience {
+        Resilience {
+            fail_safe_max_duration: call.fail_safe_max_duration.or(self.fail_safe_max_duration),
+            fail_safe_throttle: call.fail_safe_throttle.or(self.fail_safe_throttle),
+            soft_timeout: call.soft_timeout.or(self.soft_timeout),
+            hard_timeout: call.hard_timeout.or(self.hard_timeout),
+            eager_refresh: call.eager_refresh.or(self.eager_refresh),
+            early_expiration_beta: call.early_expiration_beta.or(self.early_expiration_beta),
+            expiration_jitter: self.expiration_jitter,
+            random_seed: self.random_seed,
+        }
+    }
+
+    /// Fail-safe's throttle when fail-safe is on.
+    pub(crate) fn fail_safe_throttle(&self) -> Option<Duration> {
+        self.fail_safe_max_duration.map(|_| {
+            self.fail_safe_throttle
+                .unwrap_or(DEFAULT_FAIL_SAFE_THROTTLE)
+        })
+    }
+
     /// Whether any option that acts on the get-or-create path is set (jitter acts on every read
     /// and is asked separately).
     pub(crate) fn acts_on_creation(&self) -> bool {
@@ -386,6 +410,59 @@ fn number(key: &str, value: &str) -> Result<Option<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configuration_map_sets_them_where_the_other_region_options_are_read() {
+        let config = RegionConfig::from_config(
+            [
+                ("c.backend", "x"),
+                ("c.lock_blocking_timeout", "3"),
+                ("c.fail_safe_max_duration", "60"),
+                ("c.eager_refresh", "0.8"),
+                ("c.expiration_jitter", "none"),
+            ],
+            "c.",
+        )
+        .unwrap();
+        assert_eq!(
+            config.resilience,
+            Resilience {
+                fail_safe_max_duration: Some(Duration::from_secs(60)),
+                eager_refresh: Some(0.8),
+                ..Resilience::default()
+            }
+        );
+        let err = RegionConfig::from_config([("c.backend", "x"), ("c.hard_timeout", "-2")], "c.")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "c.hard_timeout: expected a number of seconds (0 or more) or none; got -2"
+        );
+    }
+
+    #[test]
+    fn a_calls_options_go_over_the_regions_but_not_the_jitter() {
+        let region = Resilience {
+            fail_safe_max_duration: Some(Duration::from_secs(60)),
+            soft_timeout: Some(Duration::from_secs(1)),
+            expiration_jitter: Some(Duration::from_secs(5)),
+            ..Resilience::default()
+        };
+        let call = Resilience {
+            soft_timeout: Some(Duration::from_secs(2)),
+            expiration_jitter: Some(Duration::from_secs(50)),
+            ..Resilience::default()
+        };
+        let merged = region.overlaid(&call);
+        assert_eq!(merged.soft_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(merged.fail_safe_max_duration, Some(Duration::from_secs(60)));
+        assert_eq!(merged.expiration_jitter, Some(Duration::from_secs(5)));
+        assert_eq!(
+            merged.fail_safe_throttle(),
+            Some(DEFAULT_FAIL_SAFE_THROTTLE)
+        );
+        assert_eq!(call.fail_safe_throttle(), None);
+    }
 
     #[test]
     fn every_key_reads_and_bad_values_name_the_key() {

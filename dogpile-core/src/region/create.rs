@@ -215,7 +215,7 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
             io,
             wait_start: None,
             _error: PhantomData,
-            watch: Watch::new(cfg, !options.waits_for_creator),
+            watch: Watch::new(cfg, options),
             floors: region.tag_floors(cfg, &options.tags),
         }
     }
@@ -429,6 +429,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
         let mkey = slot.mkey.to_owned();
         let should_cache = self.should_cache;
         let stats = self.region.stats.handle();
+        let throttle = self.watch.fail_safe_throttle();
         Box::new(move || {
             let creation = CreationGuard::start(&stats, &cfg.clock);
             let created_at = creation.created_at();
@@ -438,7 +439,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
                 Ok(made) => made,
                 Err(panic) => {
                     drop(creation);
-                    Self::background_failed(&cfg, &mkey);
+                    resilience::background_failed(&cfg, &mkey, throttle);
                     drop(guard);
                     // A waiting caller gets the panic; else it is the runner's, as it was.
                     match notify {
@@ -459,7 +460,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
                     resilience::notify(notify.as_ref(), Ok(value));
                 }
                 Err(()) => {
-                    Self::background_failed(&cfg, &mkey);
+                    resilience::background_failed(&cfg, &mkey, throttle);
                     drop(guard);
                 }
             }
@@ -643,7 +644,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 true => first,
                 false => self.tag_floors(cfg, &options.tags).demote(first, stamp),
             };
-            let (first, seen) = self.judge_first(cfg, first, stamp, ttl, &mkey);
+            let (first, seen) = match self.judge_first(cfg, options, first, stamp, ttl, &mkey) {
+                Ok(judged) => judged,
+                Err(e) => return Err((e.into(), Some(creator))),
+            };
             if let Lookup::Fresh(v) = first {
                 self.stats.incr(Counter::Hits);
                 return Ok(v);
@@ -739,11 +743,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
             Some(_) => self.stats.incr(Counter::Hits),
             None => self.count_read(&first),
         }
-        if let Some(v) = self.serve_throttled(cfg, &first, seen, ttl, mkey) {
-            return Ok(v);
-        }
         let mut slots = [KeySlot::new(key, mkey, 0)];
         let mut source = RegionSource::new(self, cfg, &mut slots, ttl, options, creator, io);
+        if let Some(v) = source.serve_throttled(&first, seen) {
+            return Ok(v);
+        }
         source.watch_from(&first, seen);
         let mut keys = [KeyState::new(first)];
         // The blocking source never yields, so this drives the algorithm on this thread.
@@ -819,7 +823,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             ),
         };
         let first = source.floors.demote(first, stamp);
-        let (first, seen) = self.judge_first(&cfg, first, stamp, ttl, &mkey);
+        let (first, seen) = self.judge_first(&cfg, options, first, stamp, ttl, &mkey)?;
         match seen.early {
             Some(_) => self.stats.incr(Counter::Hits),
             None => self.count_read(&first),
@@ -827,7 +831,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if let Lookup::Fresh(v) = first {
             return Ok(v);
         }
-        if let Some(v) = self.serve_throttled(&cfg, &first, seen, ttl, &mkey) {
+        if let Some(v) = source.serve_throttled(&first, seen) {
             return Ok(v);
         }
         source.watch_from(&first, seen);

@@ -71,6 +71,8 @@ pub struct CreateOptions<T> {
     /// The caller has no error to give back, so `hard_timeout` does not bound it: a decorated
     /// function that returns its value.
     waits_for_creator: bool,
+    /// Resilience options of this call over the region's (`resilience.rs`).
+    resilience: Option<crate::config::Resilience>,
 }
 
 impl<T> Default for CreateOptions<T> {
@@ -80,6 +82,7 @@ impl<T> Default for CreateOptions<T> {
             should_cache_fn: None,
             tags: Vec::new(),
             waits_for_creator: false,
+            resilience: None,
         }
     }
 }
@@ -139,6 +142,7 @@ impl<T> fmt::Debug for CreateOptions<T> {
             .field("expiration_time", &self.expiration_time)
             .field("should_cache_fn", &self.should_cache_fn.is_some())
             .field("tags", &self.tags)
+            .field("resilience", &self.resilience)
             .finish()
     }
 }

@@ -17,6 +17,7 @@
 //!   creation stamp (see [`ResilienceState::jittered`]).
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -27,9 +28,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use super::create::{Creator, Io, RegionSource};
-use super::{CacheRegion, CacheValue, Configured};
+use super::{CacheRegion, CacheValue, Configured, CreateOptions};
 use crate::clock::Timestamp;
-use crate::config::{Resilience, DEFAULT_FAIL_SAFE_THROTTLE};
+use crate::config::Resilience;
 use crate::error::{CreateError, Error, Result};
 use crate::lock::{AsyncCreation, AsyncCreationRunner, KeyState, Lookup};
 use crate::registry::BackendCatalog;
@@ -63,6 +64,8 @@ pub(super) struct Seen {
 
 /// What the get-or-create of one key keeps for the resilience options.
 pub(super) struct Watch<T> {
+    /// The options of this call: the region's, with the call's own over them.
+    opts: Resilience,
     /// Whether any option acts on creation: reads then keep the creation stamps.
     on: bool,
     /// The value being regenerated early: its stamp, and why.
@@ -75,21 +78,31 @@ pub(super) struct Watch<T> {
 }
 
 impl<T> Watch<T> {
-    pub(super) fn new(cfg: &Configured, hard_timeout: bool) -> Self {
+    pub(super) fn new(cfg: &Configured, options: &CreateOptions<T>) -> Self {
+        // Checked on the call's first read already; a call that got here has valid options.
+        let opts = cfg
+            .resilience
+            .for_call(options.resilience.as_ref())
+            .map_or_else(|_| cfg.resilience.options.clone(), Cow::into_owned);
         Watch {
-            on: cfg.resilience.acts,
+            on: opts.acts_on_creation(),
+            opts,
             early: None,
             stale: None,
-            hard_timeout,
+            hard_timeout: !options.waits_for_creator,
         }
+    }
+
+    /// Fail-safe's throttle, when it is on for this call.
+    pub(super) fn fail_safe_throttle(&self) -> Option<Duration> {
+        self.opts.fail_safe_throttle()
     }
 }
 
 /// The region's resilience settings and the state they need, part of its configuration.
 pub(super) struct ResilienceState {
+    /// The region's options.
     pub(super) options: Resilience,
-    /// Whether any option acts on creation (checked on every get-or-create hit).
-    acts: bool,
     /// splitmix64's state: XFetch's draws. One atomic add per draw, only with XFetch on.
     rng: AtomicU64,
     /// XFetch's δ: the region's creation time, nanoseconds, smoothed over the last creations.
@@ -123,7 +136,6 @@ impl ResilienceState {
             mix(nanos ^ u64::from(std::process::id()))
         });
         ResilienceState {
-            acts: options.acts_on_creation(),
             options,
             rng: AtomicU64::new(seed),
             creation_nanos: AtomicU64::new(0),
@@ -165,6 +177,20 @@ impl ResilienceState {
         }
     }
 
+    /// The options of one call: the region's, with the call's own (from its [`CreateOptions`])
+    /// over them; an error names an option the call set to a value no region can use.
+    #[inline]
+    pub(super) fn for_call<'a>(&'a self, call: Option<&Resilience>) -> Result<Cow<'a, Resilience>> {
+        match call {
+            None => Ok(Cow::Borrowed(&self.options)),
+            Some(call) => {
+                let merged = self.options.overlaid(call);
+                merged.check()?;
+                Ok(Cow::Owned(merged))
+            }
+        }
+    }
+
     /// A draw uniform in (0, 1].
     fn next_unit(&self) -> f64 {
         let s = self
@@ -174,11 +200,8 @@ impl ResilienceState {
         ((mix(s) >> 11) as f64 + 1.0) / (1u64 << 53) as f64
     }
 
-    /// Notes how long a creation took (XFetch's δ), when XFetch is on.
+    /// Notes how long a creation took (XFetch's δ): two relaxed atomic operations per creation.
     pub(super) fn record_creation(&self, took: Duration) {
-        if self.options.early_expiration_beta.is_none() {
-            return;
-        }
         let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
         let old = self.creation_nanos.load(Ordering::Relaxed);
         let new = if old == 0 {
@@ -192,6 +215,7 @@ impl ResilienceState {
     /// Whether a fresh value stamped `created_at` is to be regenerated now, and why.
     fn early_due(
         &self,
+        opts: &Resilience,
         ttl: Option<Duration>,
         created_at: Timestamp,
         now: Timestamp,
@@ -199,12 +223,12 @@ impl ResilienceState {
     ) -> Option<EarlyKind> {
         let ttl = self.jittered(ttl, created_at, mkey)?;
         let age = now.saturating_since(created_at);
-        if let Some(fraction) = self.options.eager_refresh {
+        if let Some(fraction) = opts.eager_refresh {
             if age.as_secs_f64() >= ttl.as_secs_f64() * fraction {
                 return Some(EarlyKind::Eager);
             }
         }
-        if let Some(beta) = self.options.early_expiration_beta {
+        if let Some(beta) = opts.early_expiration_beta {
             let delta = Duration::from_nanos(self.creation_nanos.load(Ordering::Relaxed));
             if !delta.is_zero()
                 && xfetch_due(ttl.saturating_sub(age), delta, beta, self.next_unit())
@@ -219,13 +243,14 @@ impl ResilienceState {
     /// at most `fail_safe_max_duration` past its expiry.
     fn fail_safe_covers(
         &self,
+        opts: &Resilience,
         ttl: Option<Duration>,
         created_at: Timestamp,
         now: Timestamp,
         mkey: &str,
     ) -> bool {
         let (Some(max), Some(ttl)) = (
-            self.options.fail_safe_max_duration,
+            opts.fail_safe_max_duration,
             self.jittered(ttl, created_at, mkey),
         ) else {
             return false;
@@ -246,23 +271,14 @@ impl ResilienceState {
         }
     }
 
-    /// Throttles `mkey` after a failed creation at `now`.
-    fn throttle(&self, mkey: &str, now: Timestamp) {
-        let throttle = self
-            .options
-            .fail_safe_throttle
-            .unwrap_or(DEFAULT_FAIL_SAFE_THROTTLE);
+    /// Throttles `mkey` for `throttle` after a failed creation at `now`.
+    fn throttle(&self, mkey: &str, now: Timestamp, throttle: Duration) {
         let mut map = self.throttled.lock();
         // Keys of sources that came back are never asked again: drop them as the map grows.
         if map.len() >= 4096 {
             map.retain(|_, retry_at| now < *retry_at);
         }
         map.insert(mkey.to_owned(), now.saturating_add(throttle));
-    }
-
-    /// Whether a panicking creator is caught (fail-safe is on) rather than unwound.
-    fn catches_panics(&self) -> bool {
-        self.options.fail_safe_max_duration.is_some()
     }
 }
 
@@ -298,6 +314,125 @@ fn thread_runner() -> Arc<dyn AsyncCreationRunner> {
 
 /// What a creator moved to its own thread sends back: its value, or its panic.
 pub(super) type Sent<T> = std::result::Result<T, Box<dyn Any + Send>>;
+
+/// One call's resilience options, over the region's (see the builder methods of
+/// [`RegionConfig`](crate::RegionConfig), which say what each does): what the attributes'
+/// options of the same names set. `expiration_jitter` is the region's alone: it decides how
+/// every reader judges a stored value, so one call site cannot change it.
+impl<T> CreateOptions<T> {
+    fn resilience_mut(&mut self) -> &mut Resilience {
+        self.resilience.get_or_insert_with(Resilience::default)
+    }
+
+    /// Fail-safe for this call (see
+    /// [`RegionConfig::fail_safe_max_duration`](crate::RegionConfig::fail_safe_max_duration)).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use dogpile_core::{clock::Clock, CacheRegion, CreateOptions, RegionConfig};
+    ///
+    /// let (clock, time) = Clock::manual(SystemTime::now());
+    /// let region: CacheRegion = CacheRegion::new();
+    /// let backend = dogpile_core::testing::MapBackend::default();
+    /// region.configure(RegionConfig::with_backend(backend).expiration_time(60).clock(clock)).unwrap();
+    /// region.set("k", 1u8).unwrap();
+    /// time.advance(Duration::from_secs(61));
+    /// let options = CreateOptions::new().fail_safe_max_duration(Duration::from_secs(60));
+    /// assert_eq!(region.try_get_or_create("k", &options, || Err::<u8, _>("down")).unwrap(), 1);
+    /// ```
+    pub fn fail_safe_max_duration(mut self, max_duration: Duration) -> Self {
+        self.resilience_mut().fail_safe_max_duration = Some(max_duration);
+        self
+    }
+
+    /// Fail-safe's throttle for this call (see
+    /// [`RegionConfig::fail_safe_throttle`](crate::RegionConfig::fail_safe_throttle)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = dogpile_core::CreateOptions::<u8>::new()
+    ///     .fail_safe_max_duration(Duration::from_secs(600))
+    ///     .fail_safe_throttle(Duration::from_secs(5));
+    /// # let _ = options;
+    /// ```
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.resilience_mut().fail_safe_throttle = Some(throttle);
+        self
+    }
+
+    /// The soft timeout for this call (see
+    /// [`RegionConfig::soft_timeout`](crate::RegionConfig::soft_timeout)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = dogpile_core::CreateOptions::<u8>::new().soft_timeout(Duration::from_millis(200));
+    /// # let _ = options;
+    /// ```
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.resilience_mut().soft_timeout = Some(timeout);
+        self
+    }
+
+    /// The hard timeout for this call (see
+    /// [`RegionConfig::hard_timeout`](crate::RegionConfig::hard_timeout)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dogpile_core::{CacheRegion, CreateOptions, Error, RegionConfig};
+    ///
+    /// let region: CacheRegion = CacheRegion::new();
+    /// region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let options = CreateOptions::new().hard_timeout(Duration::from_millis(10));
+    /// let got = region.get_or_create_in_background("k", &options, move || {
+    ///     let _ = wait.recv();
+    ///     1u8
+    /// });
+    /// assert!(matches!(got, Err(Error::CreatorTimeout { .. })));
+    /// release.send(()).unwrap();
+    /// ```
+    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.resilience_mut().hard_timeout = Some(timeout);
+        self
+    }
+
+    /// Early refresh for this call (see
+    /// [`RegionConfig::eager_refresh`](crate::RegionConfig::eager_refresh)); a fraction outside
+    /// (0, 1) makes the call fail with [`Error::Config`] naming `eager_refresh`.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use dogpile_core::{clock::Clock, CacheRegion, CreateOptions, RegionConfig};
+    ///
+    /// let (clock, time) = Clock::manual(SystemTime::now());
+    /// let region: CacheRegion = CacheRegion::new();
+    /// let backend = dogpile_core::testing::MapBackend::default();
+    /// region.configure(RegionConfig::with_backend(backend).expiration_time(100).clock(clock)).unwrap();
+    /// region.set("k", 1u8).unwrap();
+    /// time.advance(Duration::from_secs(90));
+    /// let options = CreateOptions::new().eager_refresh(0.8);
+    /// assert_eq!(region.get_or_create_with("k", &options, || 2).unwrap(), 2);
+    /// let bad = CreateOptions::new().eager_refresh(2.0);
+    /// assert!(region.get_or_create_with("k", &bad, || 3).is_err());
+    /// ```
+    pub fn eager_refresh(mut self, fraction: f64) -> Self {
+        self.resilience_mut().eager_refresh = Some(fraction);
+        self
+    }
+
+    /// XFetch's β for this call (see
+    /// [`RegionConfig::early_expiration_beta`](crate::RegionConfig::early_expiration_beta)); a
+    /// value that is not positive makes the call fail with [`Error::Config`].
+    ///
+    /// ```
+    /// let options = dogpile_core::CreateOptions::<u8>::new().early_expiration_beta(2.0);
+    /// # let _ = options;
+    /// ```
+    pub fn early_expiration_beta(mut self, beta: f64) -> Self {
+        self.resilience_mut().early_expiration_beta = Some(beta);
+        self
+    }
+}
 
 impl<C: BackendCatalog> CacheRegion<C> {
     /// Reads and classifies one key, with the creation stamp of what it found: the hit path.
@@ -352,62 +487,35 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// Judges a call's first read: a fresh value due for an early refresh (eager or XFetch)
-    /// comes back stale, for this call's algorithm only.
+    /// comes back stale, for this call's algorithm only. An error names an option the call set
+    /// to a value no region can use.
     #[inline]
     pub(super) fn judge_first<T>(
         &self,
         cfg: &Configured,
+        options: &CreateOptions<T>,
         found: Lookup<T>,
         stamp: Option<Timestamp>,
         ttl: Option<Duration>,
         mkey: &str,
-    ) -> (Lookup<T>, Seen) {
+    ) -> Result<(Lookup<T>, Seen)> {
         let mut seen = Seen { stamp, early: None };
-        if !cfg.resilience.acts {
-            return (found, seen);
+        let opts = cfg.resilience.for_call(options.resilience.as_ref())?;
+        if !opts.acts_on_creation() {
+            return Ok((found, seen));
         }
-        match (found, stamp) {
+        Ok(match (found, stamp) {
             (Lookup::Fresh(v), Some(stamp)) => {
-                seen.early = cfg
-                    .resilience
-                    .early_due(ttl, stamp, cfg.clock.now_coarse(), mkey);
+                seen.early =
+                    cfg.resilience
+                        .early_due(&opts, ttl, stamp, cfg.clock.now_coarse(), mkey);
                 match seen.early {
                     Some(_) => (Lookup::Stale(v), seen),
                     None => (Lookup::Fresh(v), seen),
                 }
             }
             (found, _) => (found, seen),
-        }
-    }
-
-    /// Fail-safe's throttle: the stale value of a key whose creator failed less than a throttle
-    /// ago, served without running the creator.
-    pub(super) fn serve_throttled<T: CacheValue>(
-        &self,
-        cfg: &Configured,
-        first: &Lookup<T>,
-        seen: Seen,
-        ttl: Option<Duration>,
-        mkey: &str,
-    ) -> Option<T> {
-        let res = &cfg.resilience;
-        let (Lookup::Stale(v), Some(stamp), None) = (first, seen.stamp, seen.early) else {
-            return None;
-        };
-        let now = cfg.clock.now();
-        if res.options.fail_safe_max_duration.is_none()
-            || !res.throttled(mkey, now)
-            || !res.fail_safe_covers(ttl, stamp, now, mkey)
-        {
-            return None;
-        }
-        self.stats.incr(Counter::FailSafeServed);
-        tracing::debug!(
-            region = self.name(),
-            key = mkey,
-            "its creator failed recently: serving the expired value (fail-safe throttle)"
-        );
-        Some(v.clone())
+        })
     }
 
     /// The end of a one-key call whose algorithm ran (`ran`, a panic caught when fail-safe is
@@ -452,13 +560,15 @@ impl<C: BackendCatalog> CacheRegion<C> {
             return Some(v);
         }
         let now = cfg.clock.now();
+        let opts = &source.watch.opts;
+        let throttle = opts.fail_safe_throttle()?;
         if !cfg
             .resilience
-            .fail_safe_covers(source.ttl, stamp, now, mkey)
+            .fail_safe_covers(opts, source.ttl, stamp, now, mkey)
         {
             return None;
         }
-        cfg.resilience.throttle(mkey, now);
+        cfg.resilience.throttle(mkey, now, throttle);
         self.stats.incr(Counter::FailSafeServed);
         tracing::warn!(
             region = self.name(),
@@ -514,7 +624,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
     /// the soft timeout (with a stale value) or the hard one. `None` when no timeout applies, or
     /// the creator cannot move (it then runs here).
     pub(super) fn create_timed(&mut self, key: usize) -> Option<Result<Vec<T>, CreateError<E>>> {
-        let options = &self.cfg.resilience.options;
+        let options = &self.watch.opts;
         let soft = options.soft_timeout.filter(|_| self.watch.stale.is_some());
         let hard = options.hard_timeout.filter(|_| self.watch.hard_timeout);
         let bound = soft.or(hard)?;
@@ -577,15 +687,43 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
         &mut self,
         keys: &mut [KeyState<T>; 1],
     ) -> std::thread::Result<Result<(), CreateError<E>>> {
-        let catch = self.cfg.resilience.catches_panics();
+        // A panic is caught only for fail-safe, which may have a value to give instead.
+        let catch = self.watch.opts.fail_safe_max_duration.is_some();
         catching(self.run(keys), catch).await
     }
 
-    /// After a background creation failed: with fail-safe on, the key is throttled.
-    pub(super) fn background_failed(cfg: &Configured, mkey: &str) {
-        if cfg.resilience.catches_panics() {
-            cfg.resilience.throttle(mkey, cfg.clock.now());
+    /// Fail-safe's throttle: the stale value of a key whose creator failed less than a throttle
+    /// ago, served without running the creator.
+    pub(super) fn serve_throttled(&self, first: &Lookup<T>, seen: Seen) -> Option<T> {
+        let (cfg, opts) = (self.cfg, &self.watch.opts);
+        let (Lookup::Stale(v), Some(stamp), None) = (first, seen.stamp, seen.early) else {
+            return None;
+        };
+        let mkey = self.slots[0].mkey();
+        let now = cfg.clock.now();
+        if opts.fail_safe_max_duration.is_none()
+            || !cfg.resilience.throttled(mkey, now)
+            || !cfg
+                .resilience
+                .fail_safe_covers(opts, self.ttl, stamp, now, mkey)
+        {
+            return None;
         }
+        self.region.stats.incr(Counter::FailSafeServed);
+        tracing::debug!(
+            region = self.region.name(),
+            key = mkey,
+            "its creator failed recently: serving the expired value (fail-safe throttle)"
+        );
+        Some(v.clone())
+    }
+}
+
+/// After a background creation failed: with fail-safe on (`throttle` is its throttle), the key
+/// is throttled.
+pub(super) fn background_failed(cfg: &Configured, mkey: &str, throttle: Option<Duration>) {
+    if let Some(throttle) = throttle {
+        cfg.resilience.throttle(mkey, cfg.clock.now(), throttle);
     }
 }
 
