@@ -412,7 +412,7 @@ fn the_config_map_errors() {
     );
     assert_eq!(
         from_config_err(&[("c.backend", "dogpile.cache.memory"), ("c.backnd", "y")]),
-        "c.backnd: unknown configuration key; under \"c.\" dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wire_format, wrap, fail_safe_max_duration, fail_safe_throttle, soft_timeout, hard_timeout, eager_refresh, early_expiration_beta, expiration_jitter, random_seed and arguments.NAME"
+        "c.backnd: unknown configuration key; under \"c.\" dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wire_format, wrap, fail_safe_max_duration, fail_safe_throttle, soft_timeout, hard_timeout, eager_refresh, early_expiration_beta, expiration_jitter, random_seed, local_tier, local_tier.max_size, local_tier.expiration_time, local_tier.max_silence, backplane, backplane_channel and arguments.NAME"
     );
     assert_eq!(
         from_config_err(&[
