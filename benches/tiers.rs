@@ -8,7 +8,8 @@
 //!   region with a local tier; this process sets a new value every few milliseconds and the child
 //!   records when it first reads each; the delay is from the writer's `set` returning to the
 //!   reader's first read of the value (both on one machine's clock), p50, p99 and max over
-//!   `COHERENCE_WRITES` writes (bar: p99 under 2 ms on loopback).
+//!   `COHERENCE_WRITES` writes (bar: p99 under 2 ms on loopback). The reader pauses 20 µs between
+//!   reads (`DOGPILE_TIERS_SPIN=1`: it spins, and starves the backplane thread on 2 cores).
 //!
 //! A server started by the bench on a free loopback port; without `redis-server` the bench prints
 //! SKIPPED. Run: `cargo bench --bench tiers --features redis`.
@@ -27,6 +28,11 @@ use support::Server;
 
 const KEYS: u64 = 1000;
 const COHERENCE_WRITES: u64 = 2000;
+
+/// The reader's pause between reads: a reader that spins takes a whole core of two, and the
+/// backplane's own thread in the same process then waits for the scheduler (whole time slices,
+/// milliseconds). Both are measured: `DOGPILE_TIERS_SPIN=1` spins.
+const READER_PAUSE: Option<Duration> = Some(Duration::from_micros(20));
 
 fn value(n: u64) -> String {
     format!("{n:032}")
@@ -63,6 +69,7 @@ fn coherence_child(addr: &str) {
     // Subscribed: tell the writer.
     writeln!(out, "ready").unwrap();
     out.flush().unwrap();
+    let spin = std::env::var("DOGPILE_TIERS_SPIN").as_deref() == Ok("1");
     let mut last = 0u64;
     while last < COHERENCE_WRITES {
         if let Ok(Some(v)) = region.get::<u64>("coherence") {
@@ -70,6 +77,9 @@ fn coherence_child(addr: &str) {
                 last = v;
                 writeln!(out, "{v} {}", micros()).unwrap();
             }
+        }
+        if let (Some(pause), false) = (READER_PAUSE, spin) {
+            std::thread::sleep(pause);
         }
     }
 }
@@ -111,7 +121,12 @@ fn coherence(addr: &str) {
     delays.sort_unstable();
     let at = |q: f64| delays[((delays.len() - 1) as f64 * q) as usize];
     println!(
-        "coherence delay, write in one process to the new value in another ({COHERENCE_WRITES} writes, 3 ms apart): p50 {} µs, p99 {} µs, max {} µs",
+        "coherence delay, write in one process to the new value in another ({COHERENCE_WRITES} writes, 3 ms apart; reader {}): p50 {} µs, p99 {} µs, max {} µs",
+        if std::env::var("DOGPILE_TIERS_SPIN").as_deref() == Ok("1") {
+            "spinning"
+        } else {
+            "reading every 20 µs"
+        },
         at(0.5),
         at(0.99),
         delays[delays.len() - 1]
