@@ -343,21 +343,7 @@ impl RegionConfig {
                         }
                     }
                 }
-                "lock_blocking_timeout" => {
-                    lock_timeout = match coerce_string(v) {
-                        ArgValue::None => None,
-                        ArgValue::Int(i) if i >= 0 => Some(Duration::from_secs(i as u64)),
-                        ArgValue::Float(x) if Duration::try_from_secs_f64(x).is_ok() => {
-                            Duration::try_from_secs_f64(x).ok()
-                        }
-                        other => {
-                            return Err(Error::config(
-                                k,
-                                format!("expected a number of seconds (0 or more) or none; got {other}"),
-                            ))
-                        }
-                    }
-                }
+                "lock_blocking_timeout" => lock_timeout = seconds(k, v)?,
                 "lock_blocking" => {
                     lock_blocking = match coerce_string(v) {
                         ArgValue::Bool(b) => b,
@@ -420,6 +406,22 @@ impl RegionConfig {
         config.tiers = tier_options;
         config.resilience = resilience_options;
         Ok(config)
+    }
+}
+
+/// A number of seconds from a config map value, as dogpile writes them: an integer or a float, 0
+/// or more; `none` for unset. The one reading of every duration key of the region.
+pub(crate) fn seconds(key: &str, value: &str) -> Result<Option<Duration>> {
+    match coerce_string(value) {
+        ArgValue::None => Ok(None),
+        ArgValue::Int(i) if i >= 0 => Ok(Some(Duration::from_secs(i as u64))),
+        ArgValue::Float(x) if Duration::try_from_secs_f64(x).is_ok() => {
+            Ok(Duration::try_from_secs_f64(x).ok())
+        }
+        other => Err(Error::config(
+            key,
+            format!("expected a number of seconds (0 or more) or none; got {other}"),
+        )),
     }
 }
 

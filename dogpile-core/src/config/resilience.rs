@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{coerce_string, ArgValue, RegionConfig};
+use super::{coerce_string, seconds, ArgValue, RegionConfig};
 use crate::error::{Error, Result};
 
 /// How often a failing key is retried while fail-safe serves its old value, unless set: often
@@ -375,22 +375,6 @@ impl RegionConfig {
     pub fn random_seed(mut self, seed: u64) -> Self {
         self.resilience.random_seed = Some(seed);
         self
-    }
-}
-
-/// Seconds, as `lock_blocking_timeout` is written: an integer or a float, 0 or more; `none` for
-/// off.
-fn seconds(key: &str, value: &str) -> Result<Option<Duration>> {
-    match coerce_string(value) {
-        ArgValue::None => Ok(None),
-        ArgValue::Int(i) if i >= 0 => Ok(Some(Duration::from_secs(i as u64))),
-        ArgValue::Float(x) if Duration::try_from_secs_f64(x).is_ok() => {
-            Ok(Duration::try_from_secs_f64(x).ok())
-        }
-        other => Err(Error::config(
-            key,
-            format!("expected a number of seconds (0 or more) or none; got {other}"),
-        )),
     }
 }
 

@@ -100,16 +100,17 @@ impl RegionConfig {
     }
 }
 
-/// A number of seconds, more than zero, from a config map value.
+/// A number of seconds, more than zero, from a config map value (the tier's bounds cannot be
+/// zero or unset).
 fn positive_seconds(key: &str, value: &str) -> Result<Duration> {
-    match coerce_string(value) {
-        ArgValue::Int(i) if i > 0 => Ok(Duration::from_secs(i as u64)),
-        ArgValue::Float(x) if x > 0.0 && Duration::try_from_secs_f64(x).is_ok() => {
-            Ok(Duration::from_secs_f64(x))
-        }
-        other => Err(Error::config(
+    match super::seconds(key, value) {
+        Ok(Some(d)) if !d.is_zero() => Ok(d),
+        _ => Err(Error::config(
             key,
-            format!("expected a number of seconds, more than zero; got {other}"),
+            format!(
+                "expected a number of seconds, more than zero; got {}",
+                coerce_string(value)
+            ),
         )),
     }
 }
