@@ -234,3 +234,42 @@ fn a_calls_own_timeouts_bound_it_on_a_region_without_them() {
     open.send(()).unwrap();
     stored(&region, 2);
 }
+
+#[test]
+fn a_waiter_with_no_value_gets_the_error_past_the_hard_timeout() {
+    // lock_blocking_timeout far longer than the hard timeout: before the fix, the waiter waited
+    // for it and got Error::LockTimeout.
+    let (region, _time) = region_with(|c| {
+        c.hard_timeout(Duration::from_secs(30))
+            .lock_blocking_timeout(Duration::from_secs(20))
+    });
+    let (open, creator) = gated(9);
+    let r = region.clone();
+    let first = std::thread::spawn(move || {
+        r.get_or_create_in_background("k", &CreateOptions::new(), creator)
+    });
+    let r = region.clone();
+    within("the creation starting", move || {
+        wait_for("the lock taken", || r.key_is_locked("k").unwrap())
+    });
+    // This caller's own hard timeout is short; it waits on the other's creation.
+    let r = region.clone();
+    let waited = within("a waiter past its hard timeout", move || {
+        r.try_get_or_create("k", &CreateOptions::new().hard_timeout(HARD), || {
+            Ok::<_, std::convert::Infallible>(0u32)
+        })
+    });
+    match waited {
+        Err(dogpile::CreateError::Cache(Error::CreatorTimeout { timeout, .. })) => {
+            assert_eq!(timeout, HARD)
+        }
+        other => panic!("expected CreatorTimeout, got {other:?}"),
+    }
+    assert_eq!(region.stats().hard_timeouts, 1);
+    open.send(()).unwrap();
+    assert_eq!(
+        within("the creator", move || first.join().unwrap()).unwrap(),
+        9
+    );
+    stored(&region, 9);
+}

@@ -241,8 +241,11 @@ impl RegionConfig {
     /// [`soft_timeout`](RegionConfig::soft_timeout) it needs a creator that can move to another
     /// thread ([`get_or_create_in_background`](crate::CacheRegion::get_or_create_in_background));
     /// a `#[cache_on_arguments(background = true)]` function, which has no error to return,
-    /// waits for its creator instead. Counted in
-    /// [`Stats::hard_timeouts`](crate::Stats::hard_timeouts). In a map: `PREFIXhard_timeout = 2`.
+    /// waits for its creator instead. A caller with no value that waits for *another* caller's
+    /// creation (any get-or-create, a creator that borrows included) is bounded the same way:
+    /// past the hard timeout it gets [`Error::CreatorTimeout`] while that creation goes on.
+    /// Counted in [`Stats::hard_timeouts`](crate::Stats::hard_timeouts). In a map:
+    /// `PREFIXhard_timeout = 2`.
     ///
     /// ```
     /// use std::time::Duration;

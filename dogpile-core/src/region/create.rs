@@ -244,6 +244,24 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
             .clone()
     }
 
+    /// The error for a waiter with no value past the hard timeout, counted and logged.
+    #[cold]
+    fn waited_past_hard_timeout(&self, key: usize, timeout: Duration) -> CreateError<E> {
+        let key = self.slots[key].key;
+        self.region.stats.incr(Counter::HardTimeouts);
+        tracing::warn!(
+            region = self.region.name(),
+            key,
+            ?timeout,
+            "waited past hard_timeout for another caller's creation, with no value to give"
+        );
+        CreateError::Cache(Error::CreatorTimeout {
+            region: self.region.name().to_owned(),
+            key: key.to_owned(),
+            timeout,
+        })
+    }
+
     /// The error past the bound on waiting, counted and logged.
     #[cold]
     fn gave_up(&self, key: usize, waited: Duration) -> CreateError<E> {
@@ -328,9 +346,22 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         let deadline = since
             .checked_add(self.cfg.lock_wait)
             .unwrap_or(now + LONG_WAIT);
+        // A hard timeout bounds a waiter with no value as it bounds the creating caller: past
+        // it, the error, while the creation goes on (another caller's, it stores its value).
+        let hard = self
+            .watch
+            .hard_wait()
+            .and_then(|h| Some((h, since.checked_add(h)?)))
+            .filter(|&(_, at)| at < deadline);
+        if let Some((timeout, at)) = hard {
+            if now >= at {
+                return Err(self.waited_past_hard_timeout(key, timeout));
+            }
+        }
         if now >= deadline {
             return Err(self.gave_up(key, now - since));
         }
+        let deadline = hard.map_or(deadline, |(_, at)| at);
         let m = self.mutex(key);
         let waited = match self.io {
             Io::Blocking => m.wait(deadline),

@@ -93,6 +93,12 @@ impl<T> Watch<T> {
         }
     }
 
+    /// The hard timeout that bounds this call's waits for another caller's creation: none for
+    /// a caller with no error to return (a decorated function that returns its value).
+    pub(super) fn hard_wait(&self) -> Option<Duration> {
+        self.opts.hard_timeout.filter(|_| self.hard_timeout)
+    }
+
     /// Fail-safe's throttle, when it is on for this call.
     pub(super) fn fail_safe_throttle(&self) -> Option<Duration> {
         self.opts.fail_safe_throttle()
