@@ -325,8 +325,9 @@ pub struct Stats {
     /// creation then ran unprotected), reported through [`lock_lost`](crate::lock::lock_lost).
     /// Counted for the whole process, not per region: a backend's lock does not know its region.
     pub locks_lost: u64,
-    /// Hits answered by the [local tier](crate::LocalTier) (also counted in `hits`); the rest of
-    /// `hits` were read from the shared backend.
+    /// Reads answered by the [local tier](crate::LocalTier) without the shared backend: a call's
+    /// first read among them is counted in `hits` too, and a read again under the dogpile lock
+    /// only here.
     pub local_hits: u64,
     /// [Backplane](crate::backplane) messages this region sent.
     pub backplane_sent: u64,
