@@ -79,7 +79,8 @@ fn a_second_read_is_answered_locally() {
         "local hits must not read the shared backend"
     );
     assert_eq!(b.stats().local_hits, 10);
-    // The writer has its own copy at once.
+    // The writer dropped its own copy: its next read fills from the shared backend.
+    assert_eq!(get(&a, "k").as_deref(), Some("v1"));
     assert_eq!(get(&a, "k").as_deref(), Some("v1"));
     assert_eq!(a.stats().local_hits, 1);
 }
@@ -409,6 +410,7 @@ fn config_maps_name_the_tier_options() {
     region.configure(config).unwrap();
     region.set("k", 7u8).unwrap();
     assert_eq!(region.get::<u8>("k").unwrap(), Some(7));
+    assert_eq!(region.get::<u8>("k").unwrap(), Some(7));
     assert_eq!(region.stats().local_hits, 1);
 
     for (key, value, says) in [
@@ -515,4 +517,76 @@ fn tags_on_a_batch_are_refused_not_ignored() {
         })
         .unwrap_err();
     assert!(err.to_string().contains("tags"), "{err}");
+}
+
+/// A backend whose next `set` holds after it has written, until told to go on: to let another
+/// write of the same key pass it between the shared backend and the local tier.
+struct SetGate {
+    inner: MapBackend,
+    armed: std::sync::atomic::AtomicBool,
+    written: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    go: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl dogpile::Backend for SetGate {
+    fn name(&self) -> &str {
+        "set gate"
+    }
+    fn payload_kind(&self) -> dogpile::backend::PayloadKind {
+        self.inner.payload_kind()
+    }
+    fn get(&self, key: &str) -> dogpile::Result<Option<dogpile::CachedValue>> {
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: dogpile::CachedValue) -> dogpile::Result<()> {
+        let done = self.inner.set(key, value);
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.written
+                .lock()
+                .unwrap()
+                .take()
+                .unwrap()
+                .send(())
+                .unwrap();
+            self.go.lock().unwrap().take().unwrap().recv().unwrap();
+        }
+        done
+    }
+    fn delete(&self, key: &str) -> dogpile::Result<()> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn two_writers_of_one_key_in_one_process_leave_the_backends_value() {
+    let (written_tx, written) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    let gate = Arc::new(SetGate {
+        inner: MapBackend::bytes(),
+        armed: false.into(),
+        written: Some(written_tx).into(),
+        go: Some(go_rx).into(),
+    });
+    let region = Arc::new(CacheRegion::named("writers"));
+    region
+        .configure(
+            RegionConfig::with_backend(gate.clone())
+                .expiration_time(600)
+                .local_tier(tier())
+                .backplane(LoopbackBackplane::new()),
+        )
+        .unwrap();
+    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = {
+        let region = region.clone();
+        std::thread::spawn(move || region.set("k", "first".to_string()).unwrap())
+    };
+    // "first" is in the shared backend; "second" overtakes it, backend and tier.
+    written.recv().unwrap();
+    region.set("k", "second".to_string()).unwrap();
+    go.send(()).unwrap();
+    first.join().unwrap();
+    // The backend has "second"; so must every read here, local or not.
+    assert_eq!(get(&region, "k").as_deref(), Some("second"));
+    assert_eq!(get(&region, "k").as_deref(), Some("second"));
 }

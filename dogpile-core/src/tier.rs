@@ -158,7 +158,9 @@ struct Local<T> {
 }
 
 /// Buckets of the fill guard: a reader fills the tier only if no write or message touched its
-/// key's bucket while it read the shared backend.
+/// key's bucket while it read the shared backend. A fill and a drop of the same bucket take the
+/// bucket's lock (hits take none): a drop then either removes a copy made before it or makes a
+/// later fill of an older read give up, and no reader can see an older copy in between.
 const BUCKETS: usize = 64;
 
 /// The running local tier of a configured region.
@@ -175,6 +177,8 @@ pub(crate) struct Tier {
     last_alive: AtomicU64,
     /// One counter per bucket of keys, moved by every write and message (see [`BUCKETS`]).
     seq: [AtomicU64; BUCKETS],
+    /// The bucket locks of fills and drops (see [`BUCKETS`]).
+    locks: [parking_lot::Mutex<()>; BUCKETS],
     hasher: foldhash::fast::FixedState,
 }
 
@@ -223,6 +227,7 @@ impl Tier {
             epoch: AtomicU64::new(0),
             last_alive: AtomicU64::new(0),
             seq: std::array::from_fn(|_| AtomicU64::new(0)),
+            locks: std::array::from_fn(|_| parking_lot::Mutex::new(())),
             hasher: foldhash::fast::FixedState::with_seed(0x6c6f_6361_6c74_6965),
         })
     }
@@ -282,8 +287,8 @@ impl Tier {
     }
 
     /// Puts a copy read from the shared backend, unless a write or a message touched the key's
-    /// bucket since `ticket` was taken: then the value read may be older than that write, and the
-    /// copy is not made (or is taken back, if the write landed while it was being made).
+    /// bucket (or the link's epoch moved) since `ticket` was taken: then the value read may be
+    /// older than that write, and no copy is made.
     pub(crate) fn fill<T: Send + Sync + 'static>(
         &self,
         mkey: &str,
@@ -292,29 +297,13 @@ impl Tier {
         now: Timestamp,
         ticket: FillTicket,
     ) {
-        let seq = &self.seq[ticket.bucket];
-        if seq.load(Ordering::SeqCst) != ticket.seq {
+        let _bucket = self.locks[ticket.bucket].lock();
+        if self.seq[ticket.bucket].load(Ordering::SeqCst) != ticket.seq
+            || self.epoch.load(Ordering::SeqCst) != ticket.epoch
+        {
             return;
         }
         self.put_raw(mkey, value, metadata, now, ticket.epoch);
-        // A write that moved the bucket after the check above may have dropped the key before
-        // the put: take the copy back. (Writers move the bucket, then drop.)
-        if seq.load(Ordering::SeqCst) != ticket.seq {
-            let _ = self.store.delete(mkey);
-        }
-    }
-
-    /// Puts a copy of a value this process has just written to the shared backend.
-    pub(crate) fn put<T: Send + Sync + 'static>(
-        &self,
-        mkey: &str,
-        value: T,
-        metadata: Metadata,
-        now: Timestamp,
-    ) {
-        self.seq[self.bucket(mkey)].fetch_add(1, Ordering::SeqCst);
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        self.put_raw(mkey, value, metadata, now, epoch);
     }
 
     fn put_raw<T: Send + Sync + 'static>(
@@ -339,10 +328,13 @@ impl Tier {
         }
     }
 
-    /// Drops the copies of `mkeys`: they were written or deleted, here or elsewhere.
+    /// Drops the copies of `mkeys`: they were written or deleted, here or elsewhere. Called after
+    /// the write reached the shared backend, so the next read here fills from what it wrote.
     pub(crate) fn forget<'k>(&self, mkeys: impl IntoIterator<Item = &'k str>) {
         for mkey in mkeys {
-            self.seq[self.bucket(mkey)].fetch_add(1, Ordering::SeqCst);
+            let bucket = self.bucket(mkey);
+            let _bucket = self.locks[bucket].lock();
+            self.seq[bucket].fetch_add(1, Ordering::SeqCst);
             let _ = self.store.delete(mkey);
         }
     }

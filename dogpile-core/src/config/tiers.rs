@@ -46,7 +46,8 @@ impl RegionConfig {
     ///     )
     ///     .unwrap();
     /// region.set("k", 1u32).unwrap();
-    /// assert_eq!(region.get::<u32>("k").unwrap(), Some(1));
+    /// assert_eq!(region.get::<u32>("k").unwrap(), Some(1)); // from the backend, copied
+    /// assert_eq!(region.get::<u32>("k").unwrap(), Some(1)); // from the local tier
     /// assert_eq!(region.stats().local_hits, 1);
     /// ```
     pub fn local_tier(mut self, tier: LocalTier) -> Self {

@@ -521,7 +521,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
             match self.cfg.wrap_value(mkey, v, created_at) {
                 Ok(w) => {
                     items.push((mkey.to_owned(), w));
-                    stored.push((mkey, v));
+                    stored.push(mkey);
                 }
                 Err(e) => tracing::warn!(key = mkey, error = %e, "encoding a created value failed"),
             }
@@ -531,7 +531,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
         }
         let first = self.slots[made[0].0].mkey;
         match self.cfg.backend.set_multi(items) {
-            Ok(()) => self.cfg.wrote_many(stored, self.cfg.metadata(created_at)),
+            Ok(()) => self.cfg.wrote(&stored),
             Err(e) => {
                 self.region.backend_failed(e, first);
             }

@@ -242,10 +242,9 @@ impl Configured {
 
     /// Stores a value created at `created_at` at an already mangled key.
     fn store<T: CacheValue>(&self, mkey: &str, value: &T, created_at: Timestamp) -> Result<()> {
-        let wrapped = self.wrap_value(mkey, value, created_at)?;
-        let metadata = wrapped.metadata;
-        self.backend.set(mkey, wrapped)?;
-        self.wrote(mkey, value, metadata);
+        self.backend
+            .set(mkey, self.wrap_value(mkey, value, created_at)?)?;
+        self.wrote(&[mkey]);
         Ok(())
     }
 
@@ -257,13 +256,12 @@ impl Configured {
         created_at: Timestamp,
     ) -> Result<()> {
         let wrapped = self.wrap_value(mkey, value, created_at)?;
-        let metadata = wrapped.metadata;
         if self.never_blocks {
             self.backend.set(mkey, wrapped)?;
         } else {
             self.backend.set_async(mkey, wrapped).await?;
         }
-        self.wrote_async(mkey, value, metadata).await;
+        self.wrote_async(mkey).await;
         Ok(())
     }
 }

@@ -307,10 +307,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             return Ok(());
         }
         cfg.backend.set_multi(wrapped)?;
-        cfg.wrote_many(
-            items.iter().map(|(k, v)| (k.as_str(), v)),
-            cfg.metadata(created_at),
-        );
+        cfg.wrote(&items.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>());
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{CacheRegion, CacheValue, Configured};
-use crate::backend::{Backend, CachedValue, Metadata};
+use crate::backend::{Backend, CachedValue};
 use crate::backplane::{Notice, Subscription};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{Arguments, BackplaneChoice, RegionConfig};
@@ -167,85 +167,52 @@ impl<C: BackendCatalog> CacheRegion<C> {
 }
 
 impl Configured {
-    /// After a value was written to the shared backend: a copy in the local tier, and the news
-    /// for the other processes.
-    pub(super) fn wrote<T: CacheValue>(&self, mkey: &str, value: &T, metadata: Metadata) {
-        if let Some(tier) = &self.tier {
-            tier.put(mkey, value.clone(), metadata, self.clock.now_coarse());
-        }
-        if let Some(fleet) = &self.fleet {
-            fleet.announce(Notice::Set(vec![mkey.to_owned()]));
-        }
+    /// After values were written to the shared backend: the local copies go (the next read here
+    /// fills from what was written), and the news for the other processes.
+    ///
+    /// A writer drops its own copy rather than keeping the value it wrote: two writers of one
+    /// key in this process may reach the shared backend in one order and the tier in the other,
+    /// and a kept copy could then be the value the backend no longer has. After the write, not
+    /// before: a reader here that read the shared backend before the write then finds its key's
+    /// bucket moved, and makes no copy.
+    pub(super) fn wrote(&self, mkeys: &[&str]) {
+        self.changed(mkeys, Notice::Set);
     }
 
-    /// [`wrote`](Configured::wrote) for a batch: one message for all of it.
-    pub(super) fn wrote_many<'a, T: CacheValue>(
-        &self,
-        written: impl IntoIterator<Item = (&'a str, &'a T)>,
-        metadata: Metadata,
-    ) {
-        if self.tier.is_none() && self.fleet.is_none() {
-            return;
-        }
-        let now = self.clock.now_coarse();
-        let mut keys = Vec::new();
-        for (mkey, value) in written {
-            if let Some(tier) = &self.tier {
-                tier.put(mkey, value.clone(), metadata, now);
-            }
-            keys.push(mkey.to_owned());
-        }
-        if let Some(fleet) = &self.fleet {
-            if !keys.is_empty() {
-                fleet.announce(Notice::Set(keys));
-            }
-        }
-    }
-
-    /// After keys were deleted from the shared backend: the local copies go, and the news for
-    /// the other processes. (After, not before: a reader here that read the shared backend
-    /// before the delete then finds its key's bucket moved, and makes no copy.)
+    /// After keys were deleted from the shared backend: as [`wrote`](Configured::wrote).
     pub(super) fn deleted(&self, mkeys: &[&str]) {
+        self.changed(mkeys, Notice::Delete);
+    }
+
+    fn changed(&self, mkeys: &[&str], notice: fn(Vec<String>) -> Notice) {
         if let Some(tier) = &self.tier {
             tier.forget(mkeys.iter().copied());
         }
         if let Some(fleet) = &self.fleet {
             if !mkeys.is_empty() {
-                fleet.announce(Notice::Delete(
-                    mkeys.iter().map(|k| (*k).to_owned()).collect(),
-                ));
+                fleet.announce(notice(mkeys.iter().map(|k| (*k).to_owned()).collect()));
             }
         }
     }
-}
 
-impl Configured {
     /// [`wrote`](Configured::wrote) for async callers: the backplane's publish is blocking I/O,
     /// so it runs on the blocking pool rather than on the executor's thread.
-    pub(super) async fn wrote_async<T: CacheValue>(
-        &self,
-        mkey: &str,
-        value: &T,
-        metadata: Metadata,
-    ) {
-        if let Some(tier) = &self.tier {
-            tier.put(mkey, value.clone(), metadata, self.clock.now_coarse());
-        }
-        if let Some(fleet) = &self.fleet {
-            let fleet = fleet.clone();
-            let notice = Notice::Set(vec![mkey.to_owned()]);
-            blocking::unblock(move || fleet.announce(notice)).await;
-        }
+    pub(super) async fn wrote_async(&self, mkey: &str) {
+        self.changed_async(mkey, Notice::Set).await;
     }
 
     /// [`deleted`](Configured::deleted) for async callers.
     pub(super) async fn deleted_async(&self, mkey: &str) {
+        self.changed_async(mkey, Notice::Delete).await;
+    }
+
+    async fn changed_async(&self, mkey: &str, notice: fn(Vec<String>) -> Notice) {
         if let Some(tier) = &self.tier {
             tier.forget([mkey]);
         }
         if let Some(fleet) = &self.fleet {
             let fleet = fleet.clone();
-            let notice = Notice::Delete(vec![mkey.to_owned()]);
+            let notice = notice(vec![mkey.to_owned()]);
             blocking::unblock(move || fleet.announce(notice)).await;
         }
     }
