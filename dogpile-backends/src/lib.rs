@@ -31,8 +31,6 @@ pub mod null;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
-#[cfg(any(feature = "file", feature = "memcached"))]
-mod stable_hash;
 
 /// Every backend of this crate, by name: the catalog of the `dogpile` facade's regions.
 #[derive(Debug, Clone, Copy, Default)]

@@ -21,6 +21,7 @@ pub mod region;
 pub mod registry;
 pub mod serializer;
 mod slot;
+pub mod stable_hash;
 pub mod stats;
 mod tags;
 pub mod testing;

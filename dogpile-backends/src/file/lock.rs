@@ -57,7 +57,7 @@ const ASYNC_SLICE: Duration = Duration::from_millis(100);
 /// The byte of the lock file that locks `key`: FNV-1a of the key modulo 2^20, stable across
 /// processes and builds, as every process must pick the same byte.
 pub fn slot(key: &str) -> u64 {
-    crate::stable_hash::fnv1a(key.as_bytes()) % SLOTS
+    dogpile_core::stable_hash::fnv1a(key.as_bytes()) % SLOTS
 }
 
 /// One lock file as this process sees it: its one open file description, which holds all of

@@ -9,7 +9,7 @@
 //!
 //! Either way, adding or removing a server moves only that server's share of keys.
 
-use crate::stable_hash::fnv1a;
+use dogpile_core::stable_hash::fnv1a;
 
 /// How keys are spread over several servers (the `key_placement` argument).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -169,12 +169,9 @@ impl ResilienceState {
     ) -> Option<Duration> {
         match (ttl, self.options.expiration_jitter) {
             (Some(ttl), Some(jitter)) if !ttl.is_zero() && !jitter.is_zero() => {
-                // FNV-1a over the key, then the stamp, through splitmix's mix.
-                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-                for b in mkey.as_bytes() {
-                    h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-                }
-                let h = mix(h ^ created_at.as_nanos());
+                // FNV-1a over the key, then the stamp, through splitmix's mix: every process
+                // computes the same jitter for a value.
+                let h = mix(crate::stable_hash::fnv1a(mkey.as_bytes()) ^ created_at.as_nanos());
                 let span = u64::try_from(jitter.as_nanos()).unwrap_or(u64::MAX);
                 let extra = Duration::from_nanos(h % span.saturating_add(1));
                 Some(ttl.saturating_add(extra))
