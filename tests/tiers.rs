@@ -253,13 +253,54 @@ fn the_tier_expiration_is_at_most_the_regions() {
     assert_eq!(region.get::<u8>("k").unwrap(), None);
 }
 
-/// A backend whose reads can be held after they have read, to let a write slip in between a
-/// read of the shared backend and the copy into the local tier.
+/// Which call of a [`Gate`] holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Get,
+    Set,
+}
+
+/// A shared backend whose next `get` or `set` holds once it has done its work, until the test
+/// says go: to let another write slip in between the shared backend and the local tier.
 struct Gate {
     inner: MapBackend,
-    armed: std::sync::atomic::AtomicBool,
-    read_done: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
-    go: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// The call to hold, the channel that says it has done its work, and the one it waits on.
+    #[allow(clippy::type_complexity)]
+    armed: std::sync::Mutex<
+        Option<(
+            Hold,
+            std::sync::mpsc::Sender<()>,
+            std::sync::mpsc::Receiver<()>,
+        )>,
+    >,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Gate {
+            inner: MapBackend::bytes(),
+            armed: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Arms the next `hold` call: the first channel says it has done its work, the second
+    /// lets it go on.
+    fn hold(&self, hold: Hold) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        *self.armed.lock().unwrap() = Some((hold, done_tx, go_rx));
+        (done, go)
+    }
+
+    fn pass(&self, call: Hold) {
+        let mut armed = self.armed.lock().unwrap();
+        if armed.as_ref().is_some_and(|(h, _, _)| *h == call) {
+            let (_, done, go) = armed.take().unwrap();
+            drop(armed);
+            done.send(()).unwrap();
+            go.recv().unwrap();
+        }
+    }
 }
 
 impl dogpile::Backend for Gate {
@@ -271,20 +312,13 @@ impl dogpile::Backend for Gate {
     }
     fn get(&self, key: &str) -> dogpile::Result<Option<dogpile::CachedValue>> {
         let v = self.inner.get(key);
-        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            self.read_done
-                .lock()
-                .unwrap()
-                .take()
-                .unwrap()
-                .send(())
-                .unwrap();
-            self.go.lock().unwrap().take().unwrap().recv().unwrap();
-        }
+        self.pass(Hold::Get);
         v
     }
     fn set(&self, key: &str, value: dogpile::CachedValue) -> dogpile::Result<()> {
-        self.inner.set(key, value)
+        let done = self.inner.set(key, value);
+        self.pass(Hold::Set);
+        done
     }
     fn delete(&self, key: &str) -> dogpile::Result<()> {
         self.inner.delete(key)
@@ -294,14 +328,7 @@ impl dogpile::Backend for Gate {
 #[test]
 fn a_read_that_raced_a_write_makes_no_stale_copy() {
     let (clock, _time) = Clock::manual(SystemTime::now());
-    let (read_done_tx, read_done) = std::sync::mpsc::channel();
-    let (go, go_rx) = std::sync::mpsc::channel();
-    let gate = Arc::new(Gate {
-        inner: MapBackend::bytes(),
-        armed: false.into(),
-        read_done: Some(read_done_tx).into(),
-        go: Some(go_rx).into(),
-    });
+    let gate = Arc::new(Gate::new());
     let bus = LoopbackBackplane::new();
     let make = || {
         let r = Arc::new(CacheRegion::named("race"));
@@ -317,7 +344,7 @@ fn a_read_that_raced_a_write_makes_no_stale_copy() {
     };
     let (a, b) = (make(), make());
     a.set("k", "old".to_string()).unwrap();
-    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (read_done, go) = gate.hold(Hold::Get);
     let reader = {
         let b = b.clone();
         std::thread::spawn(move || get(&b, "k"))
@@ -519,54 +546,9 @@ fn tags_on_a_batch_are_refused_not_ignored() {
     assert!(err.to_string().contains("tags"), "{err}");
 }
 
-/// A backend whose next `set` holds after it has written, until told to go on: to let another
-/// write of the same key pass it between the shared backend and the local tier.
-struct SetGate {
-    inner: MapBackend,
-    armed: std::sync::atomic::AtomicBool,
-    written: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
-    go: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
-}
-
-impl dogpile::Backend for SetGate {
-    fn name(&self) -> &str {
-        "set gate"
-    }
-    fn payload_kind(&self) -> dogpile::backend::PayloadKind {
-        self.inner.payload_kind()
-    }
-    fn get(&self, key: &str) -> dogpile::Result<Option<dogpile::CachedValue>> {
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: dogpile::CachedValue) -> dogpile::Result<()> {
-        let done = self.inner.set(key, value);
-        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            self.written
-                .lock()
-                .unwrap()
-                .take()
-                .unwrap()
-                .send(())
-                .unwrap();
-            self.go.lock().unwrap().take().unwrap().recv().unwrap();
-        }
-        done
-    }
-    fn delete(&self, key: &str) -> dogpile::Result<()> {
-        self.inner.delete(key)
-    }
-}
-
 #[test]
 fn two_writers_of_one_key_in_one_process_leave_the_backends_value() {
-    let (written_tx, written) = std::sync::mpsc::channel();
-    let (go, go_rx) = std::sync::mpsc::channel();
-    let gate = Arc::new(SetGate {
-        inner: MapBackend::bytes(),
-        armed: false.into(),
-        written: Some(written_tx).into(),
-        go: Some(go_rx).into(),
-    });
+    let gate = Arc::new(Gate::new());
     let region = Arc::new(CacheRegion::named("writers"));
     region
         .configure(
@@ -576,7 +558,7 @@ fn two_writers_of_one_key_in_one_process_leave_the_backends_value() {
                 .backplane(LoopbackBackplane::new()),
         )
         .unwrap();
-    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (written, go) = gate.hold(Hold::Set);
     let first = {
         let region = region.clone();
         std::thread::spawn(move || region.set("k", "first".to_string()).unwrap())
