@@ -20,6 +20,13 @@ use crate::stats::Counter;
 use crate::tags::{TagTimes, TAG_TIMES_WITHOUT_BACKPLANE};
 use crate::tier::{FillTicket, Tier, DEFAULT_LOCAL_EXPIRATION, DEFAULT_MAX_SILENCE};
 
+/// What a read that missed the local tier noted before it read the shared backend.
+#[derive(Clone, Copy)]
+struct LocalMiss {
+    now: Timestamp,
+    ticket: FillTicket,
+}
+
 /// What configure starts for the two tiers.
 pub(super) struct Tiers {
     pub(super) tier: Option<Arc<Tier>>,
@@ -248,40 +255,17 @@ impl<C: BackendCatalog> CacheRegion<C> {
         mkey: &str,
         ttl: Option<Duration>,
     ) -> Result<(Lookup<T>, Option<Timestamp>)> {
-        let now = cfg.clock.now_coarse();
-        if let Some((v, stamp)) = self.local_hit(tier, cfg, mkey, ttl, now) {
-            return Ok((Lookup::Fresh(v), Some(stamp)));
-        }
-        let ticket = tier.ticket(mkey);
-        let mut found: (Lookup<T>, Option<Timestamp>) = (Lookup::Absent, None);
+        let miss = match self.local_first(tier, cfg, mkey, ttl) {
+            Ok(hit) => return Ok(hit),
+            Err(miss) => miss,
+        };
+        let mut found = (Lookup::Absent, None);
         cfg.backend
             .visit(mkey, &mut |v| {
-                found = (
-                    self.classify_and_fill(tier, cfg, v, ttl, mkey, now, ticket),
-                    Some(v.metadata.created_at),
-                )
+                found = self.settle_miss(miss, tier, cfg, v, ttl, mkey)
             })
             .map_err(|e| self.backend_failed(e, mkey))?;
         Ok(found)
-    }
-
-    /// Classifies a value read from the shared backend, and copies a fresh one into the tier.
-    #[allow(clippy::too_many_arguments)]
-    fn classify_and_fill<T: CacheValue>(
-        &self,
-        tier: &Tier,
-        cfg: &Configured,
-        v: &CachedValue,
-        ttl: Option<Duration>,
-        mkey: &str,
-        now: Timestamp,
-        ticket: FillTicket,
-    ) -> Lookup<T> {
-        let found: Lookup<T> = self.classify(cfg, v, ttl, mkey);
-        if let Lookup::Fresh(value) = &found {
-            tier.fill(mkey, value.clone(), v.metadata, now, ticket);
-        }
-        found
     }
 
     /// [`lookup_tiered`](CacheRegion::lookup_tiered) through the backend's async path.
@@ -292,22 +276,56 @@ impl<C: BackendCatalog> CacheRegion<C> {
         mkey: &str,
         ttl: Option<Duration>,
     ) -> Result<(Lookup<T>, Option<Timestamp>)> {
-        let now = cfg.clock.now_coarse();
-        if let Some((v, stamp)) = self.local_hit(tier, cfg, mkey, ttl, now) {
-            return Ok((Lookup::Fresh(v), Some(stamp)));
-        }
-        let ticket = tier.ticket(mkey);
+        let miss = match self.local_first(tier, cfg, mkey, ttl) {
+            Ok(hit) => return Ok(hit),
+            Err(miss) => miss,
+        };
         let raw = cfg
             .backend
             .get_async(mkey)
             .await
             .map_err(|e| self.backend_failed(e, mkey))?;
         Ok(raw.map_or((Lookup::Absent, None), |v| {
-            (
-                self.classify_and_fill(tier, cfg, &v, ttl, mkey, now, ticket),
-                Some(v.metadata.created_at),
-            )
+            self.settle_miss(miss, tier, cfg, &v, ttl, mkey)
         }))
+    }
+
+    /// The local tier's answer: a fresh copy (`Ok`), or what a read of the shared backend needs
+    /// to fill the tier afterwards (`Err`).
+    #[inline]
+    fn local_first<T: CacheValue>(
+        &self,
+        tier: &Tier,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+    ) -> std::result::Result<(Lookup<T>, Option<Timestamp>), LocalMiss> {
+        let now = cfg.clock.now_coarse();
+        match self.local_hit(tier, cfg, mkey, ttl, now) {
+            Some((v, stamp)) => Ok((Lookup::Fresh(v), Some(stamp))),
+            None => Err(LocalMiss {
+                now,
+                ticket: tier.ticket(mkey),
+            }),
+        }
+    }
+
+    /// Classifies a value read from the shared backend after a local miss, and copies a fresh
+    /// one into the tier.
+    fn settle_miss<T: CacheValue>(
+        &self,
+        miss: LocalMiss,
+        tier: &Tier,
+        cfg: &Configured,
+        v: &CachedValue,
+        ttl: Option<Duration>,
+        mkey: &str,
+    ) -> (Lookup<T>, Option<Timestamp>) {
+        let found: Lookup<T> = self.classify(cfg, v, ttl, mkey);
+        if let Lookup::Fresh(value) = &found {
+            tier.fill(mkey, value.clone(), v.metadata, miss.now, miss.ticket);
+        }
+        (found, Some(v.metadata.created_at))
     }
 
     /// [`lookup_multi`](CacheRegion::lookup_multi) through the local tier: the keys without a
@@ -327,7 +345,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 Some((v, _)) => out.push(Lookup::Fresh(v)),
                 None => {
                     out.push(Lookup::Absent);
-                    missing.push((i, *mkey, tier.ticket(mkey)));
+                    let miss = LocalMiss {
+                        now,
+                        ticket: tier.ticket(mkey),
+                    };
+                    missing.push((i, *mkey, miss));
                 }
             }
         }
@@ -339,9 +361,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .backend
             .get_multi(&keys)
             .map_err(|e| self.backend_failed(e, keys[0]))?;
-        for ((i, mkey, ticket), v) in missing.into_iter().zip(raw) {
+        for ((i, mkey, miss), v) in missing.into_iter().zip(raw) {
             if let Some(v) = v {
-                out[i] = self.classify_and_fill(tier, cfg, &v, ttl, mkey, now, ticket);
+                out[i] = self.settle_miss(miss, tier, cfg, &v, ttl, mkey).0;
             }
         }
         Ok(out)
