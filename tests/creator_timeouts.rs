@@ -29,22 +29,13 @@ fn region_with(
     (Arc::new(make_region().configure(f(config)).unwrap()), time)
 }
 
-/// A creator that returns `value` once the test sends on the channel.
+/// A creator held open until the test sends on the channel (see [`support::gated`]).
 fn gated(value: u32) -> (Sender<()>, impl FnOnce() -> u32 + Send + 'static) {
-    let (open, gate): (Sender<()>, Receiver<()>) = channel();
-    (open, move || {
-        let _ = gate.recv();
-        value
-    })
+    support::gated(value, &Arc::default())
 }
 
 fn stored(region: &Arc<CacheRegion>, value: u32) {
-    let region = region.clone();
-    within("the creator storing its value", move || {
-        wait_for("the value stored", || {
-            region.get::<u32>("k").unwrap() == Some(value)
-        })
-    });
+    support::wait_stored(region, "k", value);
 }
 
 #[test]

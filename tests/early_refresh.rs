@@ -7,7 +7,7 @@
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -33,27 +33,17 @@ fn region_on(
     (Arc::new(builder.configure(config(clock)).unwrap()), time)
 }
 
-/// A creator that counts its calls and returns `value` once the test sends on the channel.
+/// A creator that counts its calls and returns `value` once the test sends on the channel (see
+/// [`support::gated`]; typed here, so a literal is the `u32` the tests store).
 fn gated(
     value: u32,
     calls: &Arc<AtomicUsize>,
 ) -> (Sender<()>, impl FnOnce() -> u32 + Send + 'static) {
-    let (open, gate): (Sender<()>, Receiver<()>) = channel();
-    let calls = calls.clone();
-    (open, move || {
-        calls.fetch_add(1, Ordering::SeqCst);
-        let _ = gate.recv();
-        value
-    })
+    support::gated(value, calls)
 }
 
 fn until_stored(region: &Arc<CacheRegion>, value: u32) {
-    let region = region.clone();
-    within("the refresh storing its value", move || {
-        wait_for("the refreshed value", || {
-            region.get::<u32>("k").unwrap() == Some(value)
-        })
-    });
+    support::wait_stored(region, "k", value);
 }
 
 #[test]

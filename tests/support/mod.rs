@@ -731,3 +731,36 @@ pub fn redis_sentinel(master_port: u16, tag: &str) -> Option<Server> {
     })?;
     Some(server.with_dir(dir))
 }
+
+/// A creator that counts its calls in `calls` and returns `value` once the test sends on the
+/// returned channel (or drops it): a creation the test holds open as long as it likes.
+pub fn gated<T: Send + 'static>(
+    value: T,
+    calls: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    impl FnOnce() -> T + Send + 'static,
+) {
+    let (open, gate) = std::sync::mpsc::channel::<()>();
+    let calls = calls.clone();
+    (open, move || {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = gate.recv();
+        value
+    })
+}
+
+/// Waits (within [`within`]'s bound) until `region` holds `value` at `key`: a creation that
+/// finishes on another thread has stored it.
+pub fn wait_stored<T: dogpile::CacheValue + PartialEq>(
+    region: &std::sync::Arc<dogpile::CacheRegion>,
+    key: &str,
+    value: T,
+) {
+    let (region, key) = (region.clone(), key.to_owned());
+    within("the value stored", move || {
+        wait_for("the value stored", || {
+            region.get::<T>(&key).unwrap().as_ref() == Some(&value)
+        })
+    });
+}
