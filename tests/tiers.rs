@@ -572,3 +572,28 @@ fn two_writers_of_one_key_in_one_process_leave_the_backends_value() {
     assert_eq!(get(&region, "k").as_deref(), Some("second"));
     assert_eq!(get(&region, "k").as_deref(), Some("second"));
 }
+
+#[test]
+fn local_tier_false_is_off_in_either_order_and_refused_beside_its_options() {
+    // A sorted map puts `local_tier` before `local_tier.max_size`, a hash map in any order:
+    // before the fix, false followed by an option switched the tier back on.
+    let read = |pairs: &[(&str, &str)]| {
+        let mut map: Vec<(&str, &str)> = vec![("c.backend", "dogpile.cache.memory_pickle")];
+        map.extend_from_slice(pairs);
+        RegionConfig::from_config(map, "c.")
+    };
+    for order in [
+        [("c.local_tier", "false"), ("c.local_tier.max_size", "10")],
+        [("c.local_tier.max_size", "10"), ("c.local_tier", "false")],
+    ] {
+        let err = read(&order).unwrap_err().to_string();
+        assert!(err.starts_with("c.local_tier: the local tier is switched off"), "{err}");
+        assert!(err.contains("c.local_tier.max_size"), "{err}");
+    }
+    let off = read(&[("c.local_tier", "false")]).unwrap();
+    assert!(format!("{off:?}").contains("local_tier: None"), "{off:?}");
+    let on = read(&[("c.local_tier", "true")]).unwrap();
+    assert!(format!("{on:?}").contains("local_tier: Some"), "{on:?}");
+    let err = read(&[("c.local_tier", "maybe")]).unwrap_err().to_string();
+    assert!(err.contains("expected true or false"), "{err}");
+}

@@ -288,7 +288,7 @@ impl RegionConfig {
         let mut serializer = None;
         let mut wire_format = WireFormat::Dogpile;
         let mut wrap = Vec::new();
-        let mut tier_options = tiers::TierOptions::default();
+        let mut tier_keys = tiers::TierKeys::default();
         let mut resilience_options = Resilience::default();
         let mut arguments = Arguments {
             values: BTreeMap::new(),
@@ -325,33 +325,22 @@ impl RegionConfig {
                 }
                 "expiration_time" => {
                     expiration = match coerce_string(v) {
-                        ArgValue::None => None,
                         ArgValue::Int(-1) => Some(Expiration::Never),
-                        ArgValue::Int(i) if i >= 0 => {
-                            Some(Expiration::After(Duration::from_secs(i as u64)))
-                        }
-                        ArgValue::Float(x) if Duration::try_from_secs_f64(x).is_ok() => {
-                            Duration::try_from_secs_f64(x).ok().map(Expiration::After)
-                        }
-                        other => {
-                            return Err(Error::config(
-                                k,
-                                format!(
-                                    "expected a number of seconds (0 or more), -1 for never, or none; got {other}"
-                                ),
-                            ))
-                        }
+                        _ => seconds(k, v)
+                            .map_err(|_| {
+                                Error::config(
+                                    k,
+                                    format!(
+                                        "expected a number of seconds (0 or more), -1 for never, or none; got {}",
+                                        coerce_string(v)
+                                    ),
+                                )
+                            })?
+                            .map(Expiration::After),
                     }
                 }
                 "lock_blocking_timeout" => lock_timeout = seconds(k, v)?,
-                "lock_blocking" => {
-                    lock_blocking = match coerce_string(v) {
-                        ArgValue::Bool(b) => b,
-                        other => {
-                            return Err(Error::config(k, format!("expected true or false, got {other}")))
-                        }
-                    }
-                }
+                "lock_blocking" => lock_blocking = boolean(k, v)?,
                 "serializer" => serializer = Some(crate::serializer::by_name(v, k)?),
                 "wire_format" => {
                     wire_format = WireFormat::by_name(v).ok_or_else(|| {
@@ -366,22 +355,16 @@ impl RegionConfig {
                         .map(|name| crate::registry::make_proxy(name, k))
                         .collect::<Result<Vec<_>>>()?;
                 }
-                "replace_existing_backend" => {
-                    replace = match coerce_string(v) {
-                        ArgValue::Bool(b) => b,
-                        other => {
-                            return Err(Error::config(k, format!("expected true or false, got {other}")))
-                        }
-                    }
-                }
-                _ if tiers::read_key(rest, k, v, &mut tier_options)? => {}
+                "replace_existing_backend" => replace = boolean(k, v)?,
+                _ if tier_keys.read(rest, k, v)? => {}
                 name if resilience::KEYS.contains(&name) => resilience_options.read(name, k, v)?,
                 _ => {
                     return Err(Error::config(
                         k,
                         format!(
-                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wire_format, wrap, {}, local_tier, local_tier.max_size, local_tier.expiration_time, local_tier.max_silence, backplane, backplane_channel and arguments.NAME",
-                            resilience::KEYS.join(", ")
+                            "unknown configuration key; under {prefix:?} dogpile reads backend, expiration_time, replace_existing_backend, lock_blocking_timeout, lock_blocking, serializer, wire_format, wrap, {}, {} and arguments.NAME",
+                            resilience::KEYS.join(", "),
+                            tiers::KEYS.join(", ")
                         ),
                     ))
                 }
@@ -403,9 +386,20 @@ impl RegionConfig {
         config.serializer = serializer;
         config.wire_format = wire_format;
         config.wrap = wrap;
-        config.tiers = tier_options;
+        config.tiers = tier_keys.finish()?;
         config.resilience = resilience_options;
         Ok(config)
+    }
+}
+
+/// `true` or `false` from a config map value (as dogpile coerces them: any case).
+pub(crate) fn boolean(key: &str, value: &str) -> Result<bool> {
+    match coerce_string(value) {
+        ArgValue::Bool(b) => Ok(b),
+        other => Err(Error::config(
+            key,
+            format!("expected true or false, got {other}"),
+        )),
     }
 }
 

@@ -116,71 +116,101 @@ fn positive_seconds(key: &str, value: &str) -> Result<Duration> {
     }
 }
 
-/// Reads one config map key of the two-tier options (`rest` is the key after the prefix); false
-/// when `rest` is not one of them.
-pub(crate) fn read_key(
-    rest: &str,
-    key: &str,
-    value: &str,
-    tiers: &mut TierOptions,
-) -> Result<bool> {
-    if let Some(option) = rest.strip_prefix("local_tier.") {
-        let tier = tiers.local_tier.get_or_insert_with(LocalTier::new);
-        match option {
-            "max_size" => match coerce_string(value) {
-                ArgValue::Int(n) if n > 0 => tier.max_size = Some(n as u64),
+/// The config map keys of the two-tier options, after the prefix.
+pub(crate) const KEYS: [&str; 6] = [
+    "local_tier",
+    "local_tier.max_size",
+    "local_tier.expiration_time",
+    "local_tier.max_silence",
+    "backplane",
+    "backplane_channel",
+];
+
+/// The two-tier options as a config map's keys give them, in any order: finished into
+/// [`TierOptions`] once every key is read, so `local_tier = false` means off whether it comes
+/// before or after a `local_tier.*` key.
+#[derive(Default)]
+pub(crate) struct TierKeys {
+    options: TierOptions,
+    /// `local_tier = true|false`, and the key that said it.
+    switch: Option<(bool, String)>,
+    /// The tier's own options, and the first key that gave one.
+    tier: Option<(LocalTier, String)>,
+}
+
+impl TierKeys {
+    /// Reads one key (`rest` is the key after the prefix); false when it is not one of these.
+    pub(crate) fn read(&mut self, rest: &str, key: &str, value: &str) -> Result<bool> {
+        if let Some(option) = rest.strip_prefix("local_tier.") {
+            let (tier, _) = self
+                .tier
+                .get_or_insert_with(|| (LocalTier::new(), key.to_owned()));
+            match option {
+                "max_size" => match coerce_string(value) {
+                    ArgValue::Int(n) if n > 0 => tier.max_size = Some(n as u64),
+                    other => {
+                        return Err(Error::config(
+                            key,
+                            format!("expected a number of entries, more than zero; got {other}"),
+                        ))
+                    }
+                },
+                "expiration_time" => tier.expiration = positive_seconds(key, value)?,
+                "max_silence" => tier.max_silence = positive_seconds(key, value)?,
+                _ => {
+                    return Err(Error::config(
+                        key,
+                        "unknown local tier option; dogpile reads local_tier.max_size, local_tier.expiration_time and local_tier.max_silence",
+                    ))
+                }
+            }
+            return Ok(true);
+        }
+        match rest {
+            "local_tier" => self.switch = Some((super::boolean(key, value)?, key.to_owned())),
+            "backplane" => match coerce_string(value) {
+                ArgValue::Bool(true) => self.options.backplane = Some(BackplaneChoice::FromBackend),
+                ArgValue::Bool(false) => self.options.backplane = None,
                 other => {
                     return Err(Error::config(
                         key,
-                        format!("expected a number of entries, more than zero; got {other}"),
+                        format!(
+                            "expected true (the backend's own backplane) or false, got {other}"
+                        ),
                     ))
                 }
             },
-            "expiration_time" => tier.expiration = positive_seconds(key, value)?,
-            "max_silence" => tier.max_silence = positive_seconds(key, value)?,
-            _ => {
-                return Err(Error::config(
-                    key,
-                    "unknown local tier option; dogpile reads local_tier.max_size, local_tier.expiration_time and local_tier.max_silence",
-                ))
+            "backplane_channel" => {
+                let channel = value.trim();
+                if channel.is_empty() {
+                    return Err(Error::config(
+                        key,
+                        "expected a channel name, got an empty string",
+                    ));
+                }
+                self.options.channel = Some(channel.to_owned());
             }
+            _ => return Ok(false),
         }
-        return Ok(true);
+        Ok(true)
     }
-    match rest {
-        "local_tier" => match coerce_string(value) {
-            ArgValue::Bool(true) => {
-                tiers.local_tier.get_or_insert_with(LocalTier::new);
-            }
-            ArgValue::Bool(false) => tiers.local_tier = None,
-            other => {
-                return Err(Error::config(
-                    key,
-                    format!("expected true or false, got {other}"),
-                ))
-            }
-        },
-        "backplane" => match coerce_string(value) {
-            ArgValue::Bool(true) => tiers.backplane = Some(BackplaneChoice::FromBackend),
-            ArgValue::Bool(false) => tiers.backplane = None,
-            other => {
-                return Err(Error::config(
-                    key,
-                    format!("expected true (the backend's own backplane) or false, got {other}"),
-                ))
-            }
-        },
-        "backplane_channel" => {
-            let channel = value.trim();
-            if channel.is_empty() {
-                return Err(Error::config(
-                    key,
-                    "expected a channel name, got an empty string",
-                ));
-            }
-            tiers.channel = Some(channel.to_owned());
-        }
-        _ => return Ok(false),
+
+    /// The options, once every key is read. `local_tier = false` beside a `local_tier.*` option
+    /// is an error: one of the two is a mistake.
+    pub(crate) fn finish(mut self) -> Result<TierOptions> {
+        self.options.local_tier =
+            match (self.switch, self.tier) {
+                (Some((false, off)), Some((_, option))) => return Err(Error::config(
+                    off,
+                    format!(
+                        "the local tier is switched off here, but {option} sets one of its options"
+                    ),
+                )),
+                (Some((false, _)), None) => None,
+                (_, Some((tier, _))) => Some(tier),
+                (Some((true, _)), None) => Some(LocalTier::new()),
+                (None, None) => None,
+            };
+        Ok(self.options)
     }
-    Ok(true)
 }
