@@ -161,6 +161,11 @@ fn waiters_on_a_timed_creation_get_its_value() {
             0u32
         })
     });
+    // The waiter is waiting on the creation (else it could see a fresh value and prove nothing).
+    let r = region.clone();
+    within("the waiter waiting", move || {
+        wait_for("a waiter", || r.stats().waits == 1)
+    });
     open.send(()).unwrap();
     assert_eq!(
         within("the creator", move || first.join().unwrap()).unwrap(),
@@ -263,4 +268,40 @@ fn a_waiter_with_no_value_gets_the_error_past_the_hard_timeout() {
         9
     );
     stored(&region, 9);
+}
+
+#[test]
+fn a_decorated_waiter_past_the_hard_timeout_waits_and_never_runs_its_body_beside_the_creator() {
+    use dogpile::cache_on_arguments;
+    static REGION: CacheRegion = CacheRegion::new();
+    static BODIES: AtomicUsize = AtomicUsize::new(0);
+
+    #[cache_on_arguments(region = REGION, key = "k", ignore = [x])]
+    fn plain(x: u32) -> u32 {
+        BODIES.fetch_add(1, Ordering::SeqCst);
+        x
+    }
+
+    REGION
+        .configure(RegionConfig::new("dogpile.cache.memory").hard_timeout(HARD))
+        .unwrap();
+    // Another caller creates `k` (the decorated function's key) and is held open.
+    let (open, creator) = gated(7);
+    let first = std::thread::spawn(move || {
+        REGION.get_or_create_in_background("k", &CreateOptions::new(), creator)
+    });
+    within("the creation starting", || {
+        wait_for("the lock taken", || REGION.key_is_locked("k").unwrap())
+    });
+    let call = std::thread::spawn(|| plain(1));
+    within("the decorated call waiting", || {
+        wait_for("a waiter", || REGION.stats().waits == 1)
+    });
+    // Well past the hard timeout (a wall-clock pause: the wait itself is what is measured).
+    std::thread::sleep(HARD * 3);
+    open.send(()).unwrap();
+    // Before the fix the waiter got CreatorTimeout and ran its body beside the creator.
+    assert_eq!(within("the decorated call", move || call.join().unwrap()), 7);
+    assert_eq!(BODIES.load(Ordering::SeqCst), 0);
+    let _ = within("the creator", move || first.join().unwrap());
 }

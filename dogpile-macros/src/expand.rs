@@ -516,7 +516,10 @@ impl<'a> Func<'a> {
             checked
         };
         quote! {
-            let __dp_opts = ::dogpile::__private::CreateOptions::<#opt_ty>::new() #exp #should #(#resilience)*;
+            // A decorated function waits for a creation rather than take an error and run its
+            // body beside it: `hard_timeout` does not bound it.
+            let __dp_opts = ::dogpile::__private::CreateOptions::<#opt_ty>::new()
+                .waits_for_creator() #exp #should #(#resilience)*;
         }
     }
 

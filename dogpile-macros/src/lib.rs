@@ -56,8 +56,10 @@ mod impl_block;
 ///   `RegionConfig`), for this function only; a literal no region can use is a compile error.
 ///   With fail-safe, a `Result` function whose body returns `Err` gets the expired value
 ///   instead, within the bound. The timeouts need `background = true` (a body that can run on
-///   another thread): the caller then gets the stale value past `soft_timeout`, and, since the
-///   function has no error to return, waits for its body past `hard_timeout`.
+///   another thread): the caller then gets the stale value past `soft_timeout`. A decorated
+///   function is never bounded by `hard_timeout`, as creator or as waiter: its answer to an
+///   error is to run its body, which beside a running creator is the stampede the lock
+///   prevents, so it waits for the value.
 ///
 /// # The key
 ///

@@ -732,18 +732,6 @@ impl<C: BackendCatalog> CacheRegion<C> {
         options: &CreateOptions<T>,
         creator: F,
     ) -> Result<T, (Error, Option<F>)> {
-        // A decorated function returns its value, not an error: no hard timeout for it.
-        let waiting;
-        let options = match options.waits_for_creator {
-            true => options,
-            false => {
-                waiting = CreateOptions {
-                    waits_for_creator: true,
-                    ..options.clone()
-                };
-                &waiting
-            }
-        };
         self.get_or_create_blocking(key, options, DetachableCreator(creator))
             .map_err(|(e, c)| (e.into_cache_error(), c.map(|c| c.0)))
     }

@@ -111,6 +111,15 @@ impl<T> CreateOptions<T> {
         self
     }
 
+    /// For the attributes' generated code: this call has no error to give back in place of a
+    /// value (a decorated function falls back to running its body on an error, which is the
+    /// stampede the lock prevents), so `hard_timeout` bounds neither its creation nor its waits.
+    #[doc(hidden)]
+    pub fn waits_for_creator(mut self) -> Self {
+        self.waits_for_creator = true;
+        self
+    }
+
     /// Tags the value: once [`invalidate_tag`](CacheRegion::invalidate_tag) names one of them,
     /// values created before count as absent (hard) or expired (soft), in every process that
     /// shares the backend. A tag is a property of the calls that name it: the get-or-create
