@@ -358,3 +358,20 @@ fn a_decorated_function_takes_the_options() {
     assert_eq!(version(10), 11, "refreshed past 80% of its life");
     assert_eq!(REGION.stats().eager_refreshes, 1);
 }
+
+#[test]
+fn per_call_resilience_options_on_a_batch_are_refused_not_dropped() {
+    // Before: a batch call took them without a word (an invalid one too) and applied none.
+    let (region, _time) = region_on(make_region(), eager);
+    for options in [
+        CreateOptions::new().eager_refresh(0.5),
+        CreateOptions::new().eager_refresh(2.0),
+    ] {
+        let err = region
+            .try_get_or_create_multi(&["a", "b"], &options, |keys| {
+                Ok::<_, std::convert::Infallible>(keys.iter().map(|_| 1u32).collect())
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("not to a batch"), "{err}");
+    }
+}

@@ -84,6 +84,14 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 "tags apply to single-key get-or-create calls; tag each key with get_or_create_with",
             )));
         }
+        if options.resilience.is_some() {
+            // Fail-safe, the timeouts and early refresh act on one key's creation: refused
+            // rather than dropped without a word.
+            return Err(CreateError::Cache(crate::Error::config(
+                "resilience",
+                "fail-safe, creator timeouts and early refresh per call apply to single-key get-or-create calls, not to a batch",
+            )));
+        }
         let ttl = cfg.ttl(options.expiration_time.as_ref());
         self.check_soft(&cfg, ttl, keys[0].as_ref())?;
         let mkeys: Vec<String> = keys
