@@ -301,7 +301,10 @@ fn a_decorated_waiter_past_the_hard_timeout_waits_and_never_runs_its_body_beside
     std::thread::sleep(HARD * 3);
     open.send(()).unwrap();
     // Before the fix the waiter got CreatorTimeout and ran its body beside the creator.
-    assert_eq!(within("the decorated call", move || call.join().unwrap()), 7);
+    assert_eq!(
+        within("the decorated call", move || call.join().unwrap()),
+        7
+    );
     assert_eq!(BODIES.load(Ordering::SeqCst), 0);
     let _ = within("the creator", move || first.join().unwrap());
 }

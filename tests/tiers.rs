@@ -587,7 +587,10 @@ fn local_tier_false_is_off_in_either_order_and_refused_beside_its_options() {
         [("c.local_tier.max_size", "10"), ("c.local_tier", "false")],
     ] {
         let err = read(&order).unwrap_err().to_string();
-        assert!(err.starts_with("c.local_tier: the local tier is switched off"), "{err}");
+        assert!(
+            err.starts_with("c.local_tier: the local tier is switched off"),
+            "{err}"
+        );
         assert!(err.contains("c.local_tier.max_size"), "{err}");
     }
     let off = read(&[("c.local_tier", "false")]).unwrap();

@@ -18,6 +18,7 @@ use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::fleet::{read_times, write_times, Fleet};
 use crate::key::KeyMangler;
+use crate::lock::Lookup;
 
 /// How long a tag's times, read from the shared backend, are used without reading them again
 /// when no backplane announces changes.
@@ -33,6 +34,29 @@ const MAX_KNOWN: usize = 100_000;
 pub(crate) struct Floors {
     pub(crate) hard: u64,
     pub(crate) soft: u64,
+}
+
+impl Floors {
+    /// Whether any of the call's tags was ever invalidated.
+    #[inline]
+    pub(crate) fn any(&self) -> bool {
+        (self.hard | self.soft) != 0
+    }
+
+    /// What the tags make of a value created at `created_at`: absent when created before the
+    /// last hard invalidation of one of them, stale before the last soft one. (Strictly before,
+    /// as for region invalidation.)
+    #[inline]
+    pub(crate) fn demote<T>(&self, found: Lookup<T>, created_at: Option<Timestamp>) -> Lookup<T> {
+        let Some(created) = created_at.map(Timestamp::as_nanos) else {
+            return found;
+        };
+        match found {
+            Lookup::Fresh(_) | Lookup::Stale(_) if created < self.hard => Lookup::Absent,
+            Lookup::Fresh(v) if created < self.soft => Lookup::Stale(v),
+            other => other,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -91,11 +115,28 @@ impl TagTimes {
     }
 
     fn usable(&self, k: &Known, now: u64) -> bool {
-        k.epoch == self.epoch.load(Ordering::Acquire)
+        // `read_at` 0: made by an invalidation, never read from the backend.
+        k.read_at != 0
+            && k.epoch == self.epoch.load(Ordering::Acquire)
             && now.saturating_sub(k.read_at) < self.max_age.as_nanos() as u64
             && (self.fleet.is_none()
                 || now.saturating_sub(self.last_alive.load(Ordering::Acquire))
                     < self.max_silence.as_nanos() as u64)
+    }
+
+    /// The latest invalidation times over `tags` when every one is known here (no I/O); `None`
+    /// when one must be read from the shared backend.
+    pub(crate) fn known_floors(&self, tags: &[String], now: Timestamp) -> Option<Floors> {
+        let known = self.known.read();
+        let mut floors = Floors::default();
+        for tag in tags {
+            let k = known
+                .get(tag.as_str())
+                .filter(|k| self.usable(k, now.as_nanos()))?;
+            floors.hard = floors.hard.max(k.hard);
+            floors.soft = floors.soft.max(k.soft);
+        }
+        Some(floors)
     }
 
     /// The latest invalidation times over `tags`, read from the shared backend where not known.
@@ -149,14 +190,26 @@ impl TagTimes {
     }
 
     /// Applies a tag invalidation (ours, or announced by another process).
+    ///
+    /// A tag not known here gets an entry too, marked never read (not to be used): a read of the shared
+    /// backend under way (which may have read the time before this invalidation) then merges
+    /// into it and keeps this time, and the next use reads the backend again.
     pub(crate) fn apply(&self, tag: &str, hard: bool, at: u64) {
-        // Unknown here: the next use reads the shared backend, which already has it.
-        if let Some(k) = self.known.write().get_mut(tag) {
-            if hard {
-                k.hard = k.hard.max(at);
-            } else {
-                k.soft = k.soft.max(at);
-            }
+        let mut known = self.known.write();
+        if known.len() >= MAX_KNOWN && !known.contains_key(tag) {
+            known.clear();
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let k = known.entry(tag.to_owned()).or_insert(Known {
+            hard: 0,
+            soft: 0,
+            read_at: 0,
+            epoch,
+        });
+        if hard {
+            k.hard = k.hard.max(at);
+        } else {
+            k.soft = k.soft.max(at);
         }
     }
 
@@ -171,5 +224,36 @@ impl TagTimes {
     pub(crate) fn link_down(&self) {
         self.last_alive.store(0, Ordering::Release);
         self.distrust_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::MapBackend;
+
+    #[test]
+    fn an_invalidation_of_an_unknown_tag_survives_a_read_that_missed_it() {
+        // The shared backend's times were read (here: nothing there yet) while an invalidation
+        // of the tag arrived: before the fix the message found no entry and was dropped, and
+        // the read's older time was used for the tag's whole max_age.
+        let times = TagTimes::new(
+            Arc::new(MapBackend::bytes()),
+            "dogpile:r:".into(),
+            None,
+            None,
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        );
+        times.apply("t", true, 100);
+        let now = Timestamp::from_nanos(1_000);
+        assert_eq!(
+            times.known_floors(&["t".into()], now),
+            None,
+            "not read yet: not usable"
+        );
+        let floors = times.floors(&["t".into()], now).unwrap();
+        assert_eq!(floors, Floors { hard: 100, soft: 0 });
+        assert_eq!(times.known_floors(&["t".into()], now), Some(floors));
     }
 }

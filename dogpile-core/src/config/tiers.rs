@@ -198,19 +198,20 @@ impl TierKeys {
     /// The options, once every key is read. `local_tier = false` beside a `local_tier.*` option
     /// is an error: one of the two is a mistake.
     pub(crate) fn finish(mut self) -> Result<TierOptions> {
-        self.options.local_tier =
-            match (self.switch, self.tier) {
-                (Some((false, off)), Some((_, option))) => return Err(Error::config(
+        self.options.local_tier = match (self.switch, self.tier) {
+            (Some((false, off)), Some((_, option))) => {
+                return Err(Error::config(
                     off,
                     format!(
                         "the local tier is switched off here, but {option} sets one of its options"
                     ),
-                )),
-                (Some((false, _)), None) => None,
-                (_, Some((tier, _))) => Some(tier),
-                (Some((true, _)), None) => Some(LocalTier::new()),
-                (None, None) => None,
-            };
+                ))
+            }
+            (Some((false, _)), None) => None,
+            (_, Some((tier, _))) => Some(tier),
+            (Some((true, _)), None) => Some(LocalTier::new()),
+            (None, None) => None,
+        };
         Ok(self.options)
     }
 }

@@ -216,7 +216,8 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
             wait_start: None,
             _error: PhantomData,
             watch: Watch::new(cfg, options),
-            floors: region.tag_floors(cfg, &options.tags),
+            // Set by the call, which has read them for its first read already.
+            floors: Floors::default(),
         }
     }
 
@@ -671,14 +672,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 Ok(first) => first,
                 Err(e) => return Err((e.into(), Some(creator))),
             };
-            let first = match options.tags.is_empty() {
-                true => first,
-                false => self.tag_floors(cfg, &options.tags).demote(first, stamp),
-            };
-            let (first, seen) = match self.judge_first(cfg, options, first, stamp, ttl, &mkey) {
+            let floors = self.tag_floors(cfg, &options.tags);
+            let first = floors.demote(first, stamp);
+            let (first, mut seen) = match self.judge_first(cfg, options, first, stamp, ttl, &mkey) {
                 Ok(judged) => judged,
                 Err(e) => return Err((e.into(), Some(creator))),
             };
+            seen.floors = floors;
             if let Lookup::Fresh(v) = first {
                 self.stats.incr(Counter::Hits);
                 return Ok(v);
@@ -764,6 +764,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         }
         let mut slots = [KeySlot::new(key, mkey, 0)];
         let mut source = RegionSource::new(self, cfg, &mut slots, ttl, options, creator, io);
+        source.floors = seen.floors;
         if let Some(v) = source.serve_throttled(&first, seen) {
             return Ok(v);
         }
@@ -834,6 +835,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let creator = AsyncCreator(creator);
         let mut source =
             RegionSource::new(self, &cfg, &mut slots, ttl, options, creator, Io::Async);
+        source.floors = self.tag_floors_async(&cfg, &options.tags).await;
         let (first, stamp) = match source.watching() || source.floors.any() {
             true => self.lookup_stamped_async(&cfg, &mkey, ttl).await?,
             false => (

@@ -35,6 +35,7 @@ use crate::error::{CreateError, Error, Result};
 use crate::lock::{AsyncCreation, AsyncCreationRunner, KeyState, Lookup};
 use crate::registry::BackendCatalog;
 use crate::stats::Counter;
+use crate::tags::Floors;
 
 /// Why a fresh value is regenerated before it expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +61,8 @@ impl EarlyKind {
 pub(super) struct Seen {
     pub(super) stamp: Option<Timestamp>,
     pub(super) early: Option<EarlyKind>,
+    /// The latest invalidations of the call's tags, read once for the whole call.
+    pub(super) floors: Floors,
 }
 
 /// What the get-or-create of one key keeps for the resilience options.
@@ -502,7 +505,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
         ttl: Option<Duration>,
         mkey: &str,
     ) -> Result<(Lookup<T>, Seen)> {
-        let mut seen = Seen { stamp, early: None };
+        let mut seen = Seen {
+            stamp,
+            ..Seen::default()
+        };
         let opts = cfg.resilience.for_call(options.resilience.as_ref())?;
         if !opts.acts_on_creation() {
             return Ok((found, seen));

@@ -9,39 +9,38 @@ use crate::registry::BackendCatalog;
 use crate::stats::Counter;
 use crate::tags::Floors;
 
-impl Floors {
-    /// Whether any of the call's tags was ever invalidated.
-    #[inline]
-    pub(crate) fn any(&self) -> bool {
-        (self.hard | self.soft) != 0
-    }
-
-    /// What the tags make of a value created at `created_at`: absent when created before the
-    /// last hard invalidation of one of them, stale before the last soft one. (Strictly before,
-    /// as for region invalidation.)
-    #[inline]
-    pub(crate) fn demote<T>(&self, found: Lookup<T>, created_at: Option<Timestamp>) -> Lookup<T> {
-        let Some(created) = created_at.map(Timestamp::as_nanos) else {
-            return found;
-        };
-        match found {
-            Lookup::Fresh(_) | Lookup::Stale(_) if created < self.hard => Lookup::Absent,
-            Lookup::Fresh(v) if created < self.soft => Lookup::Stale(v),
-            other => other,
-        }
-    }
-}
-
 impl<C: BackendCatalog> CacheRegion<C> {
     /// The latest invalidations of `tags`. When their times cannot be read from the shared
     /// backend the call treats every value as absent (a hard floor at now): a value a tag may have
     /// invalidated is never served, and the creator runs.
+    #[inline]
     pub(super) fn tag_floors(&self, cfg: &Configured, tags: &[String]) -> Floors {
         if tags.is_empty() {
             return Floors::default();
         }
-        let now = cfg.clock.now();
-        cfg.tags.floors(tags, now).unwrap_or_else(|e| {
+        let read = cfg.tags.floors(tags, cfg.clock.now_coarse());
+        self.floors_or_absent(cfg, tags, read)
+    }
+
+    /// [`tag_floors`](Self::tag_floors) for async callers: the times known here are used at once;
+    /// a read of the shared backend runs on the blocking pool, not on the executor's thread.
+    pub(super) async fn tag_floors_async(&self, cfg: &Configured, tags: &[String]) -> Floors {
+        if tags.is_empty() {
+            return Floors::default();
+        }
+        let now = cfg.clock.now_coarse();
+        if let Some(known) = cfg.tags.known_floors(tags, now) {
+            return known;
+        }
+        let (times, owned) = (cfg.tags.clone(), tags.to_vec());
+        let read = blocking::unblock(move || times.floors(&owned, now)).await;
+        self.floors_or_absent(cfg, tags, read)
+    }
+
+    /// The floors read, or, when they could not be read, a hard floor at now: every value counts
+    /// as absent, so a value a tag may have invalidated is never served.
+    fn floors_or_absent(&self, cfg: &Configured, tags: &[String], read: Result<Floors>) -> Floors {
+        read.unwrap_or_else(|e| {
             self.stats.incr(Counter::BackendErrors);
             tracing::warn!(
                 region = self.name(),
@@ -50,7 +49,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 "reading tag invalidation times failed; values are treated as absent"
             );
             Floors {
-                hard: now.as_nanos().saturating_add(1),
+                hard: cfg.clock.now().as_nanos().saturating_add(1),
                 soft: 0,
             }
         })
@@ -99,8 +98,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let cfg = self.configured()?;
         let mkey = cfg.mangle(key);
         let ttl = cfg.ttl(options.expiration_time.as_ref());
+        let floors = self.tag_floors(&cfg, &options.tags);
         let read = self.lookup_stamped::<T>(&cfg, &mkey, ttl)?;
-        Ok(self.tagged_read(&cfg, options, read))
+        Ok(self.tagged_read(floors, read))
     }
 
     /// [`get_with_options`](CacheRegion::get_with_options) for async callers.
@@ -116,18 +116,18 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let cfg = self.configured()?;
         let mkey = cfg.mangle(key);
         let ttl = cfg.ttl(options.expiration_time.as_ref());
+        let floors = self.tag_floors_async(&cfg, &options.tags).await;
         let read = self.lookup_stamped_async::<T>(&cfg, &mkey, ttl).await?;
-        Ok(self.tagged_read(&cfg, options, read))
+        Ok(self.tagged_read(floors, read))
     }
 
     /// A plain read judged by a call's tags, and counted.
     fn tagged_read<T: CacheValue>(
         &self,
-        cfg: &Configured,
-        options: &CreateOptions<T>,
+        floors: Floors,
         (found, stamp): (Lookup<T>, Option<Timestamp>),
     ) -> Option<T> {
-        let found = self.tag_floors(cfg, &options.tags).demote(found, stamp);
+        let found = floors.demote(found, stamp);
         self.count_read(&found);
         found.fresh()
     }
