@@ -600,3 +600,30 @@ fn local_tier_false_is_off_in_either_order_and_refused_beside_its_options() {
     let err = read(&[("c.local_tier", "maybe")]).unwrap_err().to_string();
     assert!(err.contains("expected true or false"), "{err}");
 }
+
+#[test]
+fn an_invalidation_made_before_the_backplane_was_configured_still_holds() {
+    // Real clock: the invalidation of an unconfigured region is stamped with it.
+    let shared = Arc::new(MapBackend::bytes());
+    let bus = LoopbackBackplane::new();
+    let config = || {
+        RegionConfig::with_backend(shared.clone())
+            .expiration_time(600)
+            .local_tier(tier())
+            .backplane(bus.clone())
+            .replace_existing_backend(true)
+    };
+    let writer = CacheRegion::named("early");
+    writer.configure(config()).unwrap();
+    writer.set("k", "old".to_string()).unwrap();
+    std::thread::sleep(Duration::from_millis(2));
+    let late = CacheRegion::named("early");
+    late.invalidate(true); // before it has any configuration
+    late.configure(config()).unwrap();
+    // Before the fix the backplane's strategy started empty and "old" was served again.
+    assert_eq!(get(&late, "k"), None);
+    // And it was stored for the others, running or started later.
+    let later = CacheRegion::named("early");
+    later.configure(config()).unwrap();
+    assert_eq!(get(&later, "k"), None);
+}

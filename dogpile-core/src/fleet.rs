@@ -88,6 +88,24 @@ impl SharedInvalidation {
         self.local.invalidate(hard, Timestamp::from_nanos(at));
     }
 
+    /// Takes over invalidations made before this strategy existed (on the region before it had
+    /// a backplane): they hold here, and are stored for the other processes and later ones.
+    pub(crate) fn carry_over(&self, (hard, soft): (u64, u64), now: Timestamp) {
+        for (is_hard, at) in [(true, hard), (false, soft)] {
+            if at == 0 {
+                continue;
+            }
+            self.apply(is_hard, at);
+            if let Err(e) = write_times(&*self.backend, &self.key, is_hard, at, now) {
+                tracing::warn!(
+                    region = %self.fleet.region,
+                    error = %e,
+                    "storing an earlier invalidation in the shared backend failed"
+                );
+            }
+        }
+    }
+
     /// Reads the times kept in the shared backend (at configure time, and when the link comes
     /// back): the later of them and the ones known here win.
     pub(crate) fn reload(&self) {

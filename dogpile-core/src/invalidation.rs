@@ -65,6 +65,14 @@ impl DefaultInvalidation {
         }
     }
 
+    /// The times of the last hard and the last soft invalidation (nanoseconds; 0 for none).
+    pub(crate) fn times(&self) -> (u64, u64) {
+        (
+            self.hard.load(Ordering::Acquire),
+            self.soft.load(Ordering::Acquire),
+        )
+    }
+
     /// Whether any invalidation has happened: the hit path's fast exit.
     #[inline]
     pub(crate) fn ever_invalidated(&self) -> bool {

@@ -146,8 +146,12 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 mangler.map_or(key.clone(), |m| m.mangle(&key))
             };
             let shared = Arc::new(SharedInvalidation::new(backend.clone(), key, fleet.clone()));
-            // A process started after an invalidation learns of it here.
+            // A process started after an invalidation learns of it here; and what this region
+            // invalidated before it had a backplane is not forgotten.
             shared.reload();
+            if config.region_invalidator.is_none() {
+                shared.carry_over(self.invalidation.times(), clock.now());
+            }
             let sink = Arc::new(FleetSink {
                 origin: fleet.origin,
                 tier: tier.clone(),
