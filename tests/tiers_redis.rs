@@ -552,4 +552,18 @@ fn a_max_silence_under_two_heartbeats_is_refused() {
         "{err}"
     );
     assert!(err.to_string().contains("heartbeat (250ms)"), "{err}");
+    // Without a tier too: the tag times follow the default max_silence (1 s).
+    let err = make_region()
+        .name("silence")
+        .configure(
+            RegionConfig::new("dogpile.cache.redis")
+                .argument("url", "redis://127.0.0.1:1/0")
+                .backplane(
+                    RedisBackplane::from_url("redis://127.0.0.1:1/0")
+                        .unwrap()
+                        .with_heartbeat(Duration::from_millis(600)),
+                ),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("heartbeat (600ms)"), "{err}");
 }

@@ -77,18 +77,20 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 )
             })?),
         };
-        if let (Some(b), Some(local)) = (&backplane, &options.local_tier) {
-            if let Some(beat) = b.heartbeat() {
-                if local.max_silence < beat * 2 {
-                    return Err(Error::config(
-                        "local_tier.max_silence",
-                        format!(
-                            "{:?} is under twice the {} backplane's heartbeat ({beat:?}): local copies would stop being served between heartbeats of a working link",
-                            local.max_silence,
-                            b.name()
-                        ),
-                    ));
-                }
+        // The silence in force: the tier's, or the default that tag times use without a tier.
+        let max_silence = options
+            .local_tier
+            .as_ref()
+            .map_or(DEFAULT_MAX_SILENCE, |t| t.max_silence);
+        if let Some((b, beat)) = backplane.as_ref().and_then(|b| Some((b, b.heartbeat()?))) {
+            if max_silence < beat * 2 {
+                return Err(Error::config(
+                    "local_tier.max_silence",
+                    format!(
+                        "{max_silence:?} is under twice the {} backplane's heartbeat ({beat:?}): what is known here would stop being trusted between heartbeats of a working link",
+                        b.name()
+                    ),
+                ));
             }
         }
         let region = self.name().to_owned();
@@ -121,10 +123,6 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 },
             )?)),
         };
-        let max_silence = options
-            .local_tier
-            .as_ref()
-            .map_or(DEFAULT_MAX_SILENCE, |t| t.max_silence);
         let tag_max_age = match (&fleet, &tier) {
             (None, _) => TAG_TIMES_WITHOUT_BACKPLANE,
             (Some(_), Some(t)) => t.expiration(),
