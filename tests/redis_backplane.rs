@@ -451,3 +451,23 @@ fn delivery_latency_on_loopback() {
         latencies[N - 1]
     );
 }
+
+#[test]
+fn one_channel_name_on_two_databases_is_two_channels() {
+    let _ports = shared_ports();
+    let Some(server) = Server::redis() else {
+        return;
+    };
+    let on = |db: u32| {
+        RedisBackplane::from_url(&format!("redis://{}/{db}", server.addr())).expect("a backplane")
+    };
+    // Pub/sub is the whole server's: before, regions of one name on db 0 and db 1 heard each
+    // other's writes and invalidations.
+    let (sink, _subscription) = subscribed(&on(1), "dogpile:users");
+    on(0).publish("dogpile:users", b"db 0").unwrap();
+    on(1).publish("dogpile:users", b"db 1").unwrap();
+    // PUBLISH returns once the server has queued the message for every subscriber, so a
+    // wrong delivery ("db 0", published first) would be the first one heard.
+    sink.wait_count(1, "the message of its own database");
+    assert_eq!(sink.payloads()[0], b"db 1".to_vec());
+}

@@ -168,6 +168,18 @@ impl RedisBackplane {
     }
 }
 
+impl RedisBackplane {
+    /// The channel's name on the server: pub/sub channels are the whole server's, not a
+    /// database's, so a database other than 0 is part of the name (regions of one name on two
+    /// databases are two caches, and must not hear each other).
+    fn on_server<'c>(&self, channel: &'c str) -> std::borrow::Cow<'c, str> {
+        match self.conns.db() {
+            0 => channel.into(),
+            db => format!("{channel}@db{db}").into(),
+        }
+    }
+}
+
 /// The publisher's connections: one, with the backend's waits.
 fn publisher_limits(limits: Limits) -> Limits {
     Limits {
@@ -195,14 +207,16 @@ impl Backplane for RedisBackplane {
     }
 
     fn publish(&self, channel: &str, bytes: &[u8]) -> Result<()> {
+        let channel = self.on_server(channel);
         self.conns.query::<i64>(
             &format!("publishing on the backplane channel {channel:?}"),
-            redis::cmd("PUBLISH").arg(channel).arg(bytes),
+            redis::cmd("PUBLISH").arg(&*channel).arg(bytes),
         )?;
         Ok(())
     }
 
     fn subscribe(&self, channel: &str, sink: Arc<dyn BackplaneSink>) -> Result<Subscription> {
+        let channel = &*self.on_server(channel);
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (done_tx, done_rx) = mpsc::channel::<()>();
         let listener = Listener::new(

@@ -159,6 +159,16 @@ impl Conns {
         Conns::new(self.desc.clone(), self.client.clone(), limits)
     }
 
+    /// The database number the connections select.
+    pub(crate) fn db(&self) -> i64 {
+        match &self.client {
+            Client::Single(c) => c.get_connection_info().redis_settings().db(),
+            // A cluster has database 0 only.
+            Client::Cluster(_) => 0,
+            Client::Sentinel(s) => s.master.redis_settings().db(),
+        }
+    }
+
     /// The pool size and the timeouts.
     pub(crate) fn limits(&self) -> Limits {
         self.limits
