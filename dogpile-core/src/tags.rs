@@ -37,12 +37,6 @@ pub(crate) struct Floors {
 }
 
 impl Floors {
-    /// Whether any of the call's tags was ever invalidated.
-    #[inline]
-    pub(crate) fn any(&self) -> bool {
-        (self.hard | self.soft) != 0
-    }
-
     /// What the tags make of a value created at `created_at`: absent when created before the
     /// last hard invalidation of one of them, stale before the last soft one. (Strictly before,
     /// as for region invalidation.)

@@ -292,22 +292,16 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         let (region, cfg, ttl) = (self.region, self.cfg, self.ttl);
         if let [key] = *keys {
             let mkey = self.slots[key].mkey;
-            if self.watching() || self.floors.any() {
-                let (found, stamp) = match self.io {
-                    Io::Async => region.lookup_stamped_async(cfg, mkey, ttl).await?,
-                    Io::Blocking => region.lookup_stamped(cfg, mkey, ttl)?,
-                };
-                let found = self.floors.demote(found, stamp);
-                return Ok(vec![match self.watching() {
-                    true => self.observe(found, stamp),
-                    false => found,
-                }]);
-            }
-            let found = match self.io {
-                Io::Async => region.lookup_async(cfg, mkey, ttl).await?,
-                Io::Blocking => region.lookup(cfg, mkey, ttl)?,
+            // Every read gives the value's creation stamp (the plain lookup drops it).
+            let (found, stamp) = match self.io {
+                Io::Async => region.lookup_stamped_async(cfg, mkey, ttl).await?,
+                Io::Blocking => region.lookup_stamped(cfg, mkey, ttl)?,
             };
-            return Ok(vec![found]);
+            let found = self.floors.demote(found, stamp);
+            return Ok(vec![match self.watching() {
+                true => self.observe(found, stamp),
+                false => found,
+            }]);
         }
         let mkeys: Vec<&str> = keys.iter().map(|&i| self.slots[i].mkey).collect();
         Ok(region.lookup_multi(cfg, &mkeys, ttl)?)
@@ -831,20 +825,12 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let ttl = cfg.ttl(options.expiration_time.as_ref());
         self.check_soft(&cfg, ttl, key)?;
         let mkey = cfg.mangle(key);
-        let mut slots = [KeySlot::new(key, &mkey, 0)];
-        let creator = AsyncCreator(creator);
-        let mut source =
-            RegionSource::new(self, &cfg, &mut slots, ttl, options, creator, Io::Async);
-        source.floors = self.tag_floors_async(&cfg, &options.tags).await;
-        let (first, stamp) = match source.watching() || source.floors.any() {
-            true => self.lookup_stamped_async(&cfg, &mkey, ttl).await?,
-            false => (
-                source.lookup(&[0]).await?.pop().unwrap_or(Lookup::Absent),
-                None,
-            ),
-        };
-        let first = source.floors.demote(first, stamp);
-        let (first, seen) = self.judge_first(&cfg, options, first, stamp, ttl, &mkey)?;
+        // The hit first: nothing of the slow path (the source, its options) is built for it.
+        let floors = self.tag_floors_async(&cfg, &options.tags).await;
+        let (first, stamp) = self.lookup_stamped_async(&cfg, &mkey, ttl).await?;
+        let first = floors.demote(first, stamp);
+        let (first, mut seen) = self.judge_first(&cfg, options, first, stamp, ttl, &mkey)?;
+        seen.floors = floors;
         match seen.early {
             Some(_) => self.stats.incr(Counter::Hits),
             None => self.count_read(&first),
@@ -852,6 +838,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if let Lookup::Fresh(v) = first {
             return Ok(v);
         }
+        let mut slots = [KeySlot::new(key, &mkey, 0)];
+        let creator = AsyncCreator(creator);
+        let mut source =
+            RegionSource::new(self, &cfg, &mut slots, ttl, options, creator, Io::Async);
+        source.floors = seen.floors;
         if let Some(v) = source.serve_throttled(&first, seen) {
             return Ok(v);
         }

@@ -639,6 +639,57 @@ impl<C: BackendCatalog> CacheRegion<C> {
         Ok(self.lookup_stamped_async(cfg, mkey, ttl).await?.0)
     }
 
+    /// Reads and classifies one key, with the creation stamp of what it found: the hit path.
+    #[inline]
+    fn lookup_stamped<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(Lookup<T>, Option<Timestamp>)> {
+        if let Some(tier) = &cfg.tier {
+            return self.lookup_tiered(tier, cfg, mkey, ttl);
+        }
+        let mut found = (Lookup::Absent, None);
+        cfg.backend
+            .visit(mkey, &mut |v| {
+                found = (
+                    self.classify(cfg, v, ttl, mkey),
+                    Some(v.metadata.created_at),
+                )
+            })
+            .map_err(|e| self.backend_failed(e, mkey))?;
+        Ok(found)
+    }
+
+    /// [`lookup_stamped`](Self::lookup_stamped) through the backend's async path (its blocking
+    /// one for a backend that never blocks).
+    async fn lookup_stamped_async<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(Lookup<T>, Option<Timestamp>)> {
+        if cfg.never_blocks {
+            return self.lookup_stamped(cfg, mkey, ttl);
+        }
+        if let Some(tier) = &cfg.tier {
+            return self.lookup_tiered_async(tier, cfg, mkey, ttl).await;
+        }
+        let raw = cfg
+            .backend
+            .get_async(mkey)
+            .await
+            .map_err(|e| self.backend_failed(e, mkey))?;
+        Ok(match raw {
+            None => (Lookup::Absent, None),
+            Some(v) => (
+                self.classify(cfg, &v, ttl, mkey),
+                Some(v.metadata.created_at),
+            ),
+        })
+    }
+
     /// Reads and classifies several keys in one backend call, each value decoded where the
     /// backend holds it ([`Backend::visit_multi`]).
     fn lookup_multi<T: CacheValue>(

@@ -112,6 +112,9 @@ impl<T> Watch<T> {
 pub(super) struct ResilienceState {
     /// The region's options.
     pub(super) options: Resilience,
+    /// Whether any of the region's options acts on creation, decided once: with none, and no
+    /// options on the call, a hit asks nothing more.
+    acts_on_creation: bool,
     /// splitmix64's state: XFetch's draws. One atomic add per draw, only with XFetch on.
     rng: AtomicU64,
     /// XFetch's δ: the region's creation time, nanoseconds, smoothed over the last creations.
@@ -145,6 +148,7 @@ impl ResilienceState {
             mix(nanos ^ u64::from(std::process::id()))
         });
         ResilienceState {
+            acts_on_creation: options.acts_on_creation(),
             options,
             rng: AtomicU64::new(seed),
             creation_nanos: AtomicU64::new(0),
@@ -441,57 +445,6 @@ impl<T> CreateOptions<T> {
 }
 
 impl<C: BackendCatalog> CacheRegion<C> {
-    /// Reads and classifies one key, with the creation stamp of what it found: the hit path.
-    #[inline]
-    pub(super) fn lookup_stamped<T: CacheValue>(
-        &self,
-        cfg: &Configured,
-        mkey: &str,
-        ttl: Option<Duration>,
-    ) -> Result<(Lookup<T>, Option<Timestamp>)> {
-        if let Some(tier) = &cfg.tier {
-            return self.lookup_tiered(tier, cfg, mkey, ttl);
-        }
-        let mut found = (Lookup::Absent, None);
-        cfg.backend
-            .visit(mkey, &mut |v| {
-                found = (
-                    self.classify(cfg, v, ttl, mkey),
-                    Some(v.metadata.created_at),
-                )
-            })
-            .map_err(|e| self.backend_failed(e, mkey))?;
-        Ok(found)
-    }
-
-    /// [`lookup_stamped`](Self::lookup_stamped) through the backend's async path (its blocking
-    /// one for a backend that never blocks).
-    pub(super) async fn lookup_stamped_async<T: CacheValue>(
-        &self,
-        cfg: &Configured,
-        mkey: &str,
-        ttl: Option<Duration>,
-    ) -> Result<(Lookup<T>, Option<Timestamp>)> {
-        if cfg.never_blocks {
-            return self.lookup_stamped(cfg, mkey, ttl);
-        }
-        if let Some(tier) = &cfg.tier {
-            return self.lookup_tiered_async(tier, cfg, mkey, ttl).await;
-        }
-        let raw = cfg
-            .backend
-            .get_async(mkey)
-            .await
-            .map_err(|e| self.backend_failed(e, mkey))?;
-        Ok(match raw {
-            None => (Lookup::Absent, None),
-            Some(v) => (
-                self.classify(cfg, &v, ttl, mkey),
-                Some(v.metadata.created_at),
-            ),
-        })
-    }
-
     /// Judges a call's first read: a fresh value due for an early refresh (eager or XFetch)
     /// comes back stale, for this call's algorithm only. An error names an option the call set
     /// to a value no region can use.
@@ -509,6 +462,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
             stamp,
             ..Seen::default()
         };
+        // The common case, nothing on: no merge, no check.
+        if options.resilience.is_none() && !cfg.resilience.acts_on_creation {
+            return Ok((found, seen));
+        }
         let opts = cfg.resilience.for_call(options.resilience.as_ref())?;
         if !opts.acts_on_creation() {
             return Ok((found, seen));
