@@ -5,8 +5,9 @@
 //! started after an `invalidate` reads them when it is configured, and every process reads them
 //! again whenever its backplane link comes back up (messages sent while it was down are lost).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::backend::{Backend, CachedValue, Metadata, Payload};
 use crate::backplane::{Backplane, BackplaneSink, Message, Notice};
@@ -15,6 +16,66 @@ use crate::invalidation::{DefaultInvalidation, RegionInvalidationStrategy};
 use crate::stats::{CountSink, Counter, StatsHandle};
 use crate::tags::TagTimes;
 use crate::tier::Tier;
+
+/// How far this process may trust what it knows through the backplane (local copies, tag
+/// times): only what it learned in the link's current epoch (the epoch moves whenever the link
+/// comes up or goes down: messages may have been lost), and, with a backplane, only while the
+/// link was heard from within `max_silence`. The local tier and the tag times share one.
+pub(crate) struct LinkTrust {
+    has_backplane: bool,
+    max_silence_nanos: u64,
+    epoch: AtomicU64,
+    /// When the backplane was last heard from (nanoseconds; 0 while the link is down).
+    last_alive: AtomicU64,
+}
+
+impl LinkTrust {
+    pub(crate) fn new(has_backplane: bool, max_silence: Duration) -> Self {
+        LinkTrust {
+            has_backplane,
+            max_silence_nanos: nanos(max_silence),
+            epoch: AtomicU64::new(0),
+            last_alive: AtomicU64::new(0),
+        }
+    }
+
+    /// The current epoch, to stamp what is learned now.
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Whether something learned in `epoch` may be used at `now` (nanoseconds).
+    #[inline]
+    pub(crate) fn trusts(&self, epoch: u64, now: u64) -> bool {
+        epoch == self.epoch.load(Ordering::Acquire)
+            && (!self.has_backplane
+                || now.saturating_sub(self.last_alive.load(Ordering::Acquire))
+                    < self.max_silence_nanos)
+    }
+
+    /// The backplane was heard from at `now`.
+    pub(crate) fn alive(&self, now: Timestamp) {
+        self.last_alive.fetch_max(now.as_nanos(), Ordering::AcqRel);
+    }
+
+    /// Stops trusting everything learned so far (the link came up: messages sent while it was
+    /// down are lost).
+    pub(crate) fn distrust_all(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The link is down: nothing is trusted until it is heard from again.
+    pub(crate) fn link_down(&self) {
+        self.last_alive.store(0, Ordering::Release);
+        self.distrust_all();
+    }
+}
+
+/// A duration in nanoseconds, saturating: what the hit path compares against.
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// A region's end of the backplane: who it is, where it speaks, and how.
 pub(crate) struct Fleet {
@@ -211,6 +272,8 @@ impl RegionInvalidationStrategy for SharedInvalidation {
 pub(crate) struct FleetSink {
     pub(crate) origin: u64,
     pub(crate) tier: Option<Arc<Tier>>,
+    /// What the tier and the tag times trust, moved here once for both.
+    pub(crate) trust: Arc<LinkTrust>,
     pub(crate) invalidation: Arc<SharedInvalidation>,
     pub(crate) tags: Arc<TagTimes>,
     pub(crate) clock: Clock,
@@ -248,17 +311,11 @@ impl BackplaneSink for FleetSink {
     }
 
     fn alive(&self) {
-        if let Some(tier) = &self.tier {
-            tier.alive(self.clock.now_coarse());
-        }
-        self.tags.alive(self.clock.now_coarse());
+        self.trust.alive(self.clock.now_coarse());
     }
 
     fn connected(&self) {
-        if let Some(tier) = &self.tier {
-            tier.distrust_all();
-        }
-        self.tags.distrust_all();
+        self.trust.distrust_all();
         self.invalidation.reload();
         if self.was_up.swap(true, Ordering::AcqRel) {
             self.stats.add(Counter::BackplaneReconnects, 1);
@@ -269,10 +326,7 @@ impl BackplaneSink for FleetSink {
     }
 
     fn disconnected(&self) {
-        if let Some(tier) = &self.tier {
-            tier.link_down();
-        }
-        self.tags.link_down();
+        self.trust.link_down();
         tracing::warn!(
             region = %self.region,
             "backplane link down; local copies are not served until it is back"

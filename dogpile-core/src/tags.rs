@@ -8,7 +8,6 @@
 //! keys; invalidating a tag is one write and one message.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use crate::backend::Backend;
 use crate::backplane::Notice;
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::fleet::{read_times, write_times, Fleet};
+use crate::fleet::{nanos, read_times, write_times, Fleet, LinkTrust};
 use crate::key::KeyMangler;
 use crate::lock::Lookup;
 
@@ -69,13 +68,10 @@ pub(crate) struct TagTimes {
     mangler: Option<KeyMangler>,
     fleet: Option<Arc<Fleet>>,
     known: parking_lot::RwLock<HashMap<String, Known>>,
-    /// How long a known time is used before it is read again.
-    max_age: Duration,
-    max_silence: Duration,
-    /// Moved when the backplane link comes up or goes down: times read in an earlier epoch are
-    /// read again.
-    epoch: AtomicU64,
-    last_alive: AtomicU64,
+    /// How long a known time is used before it is read again (nanoseconds).
+    max_age_nanos: u64,
+    /// The link's epoch and word: times read in an earlier epoch are read again.
+    trust: Arc<LinkTrust>,
 }
 
 impl TagTimes {
@@ -85,7 +81,7 @@ impl TagTimes {
         mangler: Option<KeyMangler>,
         fleet: Option<Arc<Fleet>>,
         max_age: Duration,
-        max_silence: Duration,
+        trust: Arc<LinkTrust>,
     ) -> Self {
         TagTimes {
             backend,
@@ -93,10 +89,8 @@ impl TagTimes {
             mangler,
             fleet,
             known: parking_lot::RwLock::new(HashMap::new()),
-            max_age,
-            max_silence,
-            epoch: AtomicU64::new(0),
-            last_alive: AtomicU64::new(0),
+            max_age_nanos: nanos(max_age),
+            trust,
         }
     }
 
@@ -111,11 +105,8 @@ impl TagTimes {
     fn usable(&self, k: &Known, now: u64) -> bool {
         // `read_at` 0: made by an invalidation, never read from the backend.
         k.read_at != 0
-            && k.epoch == self.epoch.load(Ordering::Acquire)
-            && now.saturating_sub(k.read_at) < self.max_age.as_nanos() as u64
-            && (self.fleet.is_none()
-                || now.saturating_sub(self.last_alive.load(Ordering::Acquire))
-                    < self.max_silence.as_nanos() as u64)
+            && now.saturating_sub(k.read_at) < self.max_age_nanos
+            && self.trust.trusts(k.epoch, now)
     }
 
     /// The latest invalidation times over `tags` when every one is known here (no I/O); `None`
@@ -141,7 +132,7 @@ impl TagTimes {
             let k = match cached {
                 Some(k) if self.usable(&k, now.as_nanos()) => k,
                 _ => {
-                    let epoch = self.epoch.load(Ordering::Acquire);
+                    let epoch = self.trust.epoch();
                     let (hard, soft) =
                         read_times(&*self.backend, &self.key(tag))?.unwrap_or((0, 0));
                     let k = Known {
@@ -193,7 +184,7 @@ impl TagTimes {
         if known.len() >= MAX_KNOWN && !known.contains_key(tag) {
             known.clear();
         }
-        let epoch = self.epoch.load(Ordering::Acquire);
+        let epoch = self.trust.epoch();
         let k = known.entry(tag.to_owned()).or_insert(Known {
             hard: 0,
             soft: 0,
@@ -205,19 +196,6 @@ impl TagTimes {
         } else {
             k.soft = k.soft.max(at);
         }
-    }
-
-    pub(crate) fn alive(&self, now: Timestamp) {
-        self.last_alive.fetch_max(now.as_nanos(), Ordering::AcqRel);
-    }
-
-    pub(crate) fn distrust_all(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn link_down(&self) {
-        self.last_alive.store(0, Ordering::Release);
-        self.distrust_all();
     }
 }
 
@@ -237,7 +215,7 @@ mod tests {
             None,
             None,
             Duration::from_secs(30),
-            Duration::from_secs(1),
+            Arc::new(LinkTrust::new(false, Duration::from_secs(1))),
         );
         times.apply("t", true, 100);
         let now = Timestamp::from_nanos(1_000);

@@ -54,6 +54,7 @@ use std::time::Duration;
 use crate::backend::{Backend, CachedValue, Metadata, Payload, PayloadKind};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::fleet::{nanos, LinkTrust};
 
 /// The default bound on a local copy's life: short, because without a backplane nothing else
 /// bounds how stale it can be.
@@ -167,14 +168,11 @@ const BUCKETS: usize = 64;
 pub(crate) struct Tier {
     store: Arc<dyn Backend>,
     expiration: Duration,
-    max_silence: Duration,
-    has_backplane: bool,
-    /// Moved when the backplane link comes up or goes down: copies of earlier epochs are not
-    /// served, which drops every copy at once without walking the map. (A counter, not a time:
-    /// a copy made in the same clock tick as a reconnect must not pass for a later one.)
-    epoch: AtomicU64,
-    /// When the backplane was last heard from (nanoseconds; 0 while the link is down).
-    last_alive: AtomicU64,
+    expiration_nanos: u64,
+    /// The link's epoch and word: a copy of an earlier epoch is not served, which drops every
+    /// copy at once without walking the map. (A counter, not a time: a copy made in the same
+    /// clock tick as a reconnect must not pass for a later one.)
+    trust: Arc<LinkTrust>,
     /// One counter per bucket of keys, moved by every write and message (see [`BUCKETS`]).
     seq: [AtomicU64; BUCKETS],
     /// The bucket locks of fills and drops (see [`BUCKETS`]).
@@ -196,7 +194,7 @@ impl Tier {
     pub(crate) fn start(
         config: &LocalTier,
         region_ttl: Option<Duration>,
-        has_backplane: bool,
+        trust: Arc<LinkTrust>,
         make_memory: impl FnOnce(Option<u64>) -> Result<Arc<dyn Backend>>,
     ) -> Result<Self> {
         let store = match &config.store {
@@ -222,10 +220,8 @@ impl Tier {
         Ok(Tier {
             store,
             expiration,
-            max_silence: config.max_silence,
-            has_backplane,
-            epoch: AtomicU64::new(0),
-            last_alive: AtomicU64::new(0),
+            expiration_nanos: nanos(expiration),
+            trust,
             seq: std::array::from_fn(|_| AtomicU64::new(0)),
             locks: std::array::from_fn(|_| parking_lot::Mutex::new(())),
             hasher: foldhash::fast::FixedState::with_seed(0x6c6f_6361_6c74_6965),
@@ -235,14 +231,8 @@ impl Tier {
     /// Whether a copy may be served at `now`.
     #[inline]
     fn trusts<T>(&self, local: &Local<T>, now: u64) -> bool {
-        if local.epoch != self.epoch.load(Ordering::Acquire)
-            || now.saturating_sub(local.put_at) >= self.expiration.as_nanos() as u64
-        {
-            return false;
-        }
-        !self.has_backplane
-            || now.saturating_sub(self.last_alive.load(Ordering::Acquire))
-                < self.max_silence.as_nanos() as u64
+        now.saturating_sub(local.put_at) < self.expiration_nanos
+            && self.trust.trusts(local.epoch, now)
     }
 
     /// The local copy of `mkey` when it may be served: its value and metadata.
@@ -281,7 +271,7 @@ impl Tier {
         let bucket = self.bucket(mkey);
         FillTicket {
             bucket,
-            epoch: self.epoch.load(Ordering::SeqCst),
+            epoch: self.trust.epoch(),
             seq: self.seq[bucket].load(Ordering::SeqCst),
         }
     }
@@ -299,7 +289,7 @@ impl Tier {
     ) {
         let _bucket = self.locks[ticket.bucket].lock();
         if self.seq[ticket.bucket].load(Ordering::SeqCst) != ticket.seq
-            || self.epoch.load(Ordering::SeqCst) != ticket.epoch
+            || self.trust.epoch() != ticket.epoch
         {
             return;
         }
@@ -339,22 +329,6 @@ impl Tier {
         }
     }
 
-    /// Stops trusting every copy made so far.
-    pub(crate) fn distrust_all(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// The backplane was heard from at `now`.
-    pub(crate) fn alive(&self, now: Timestamp) {
-        self.last_alive.fetch_max(now.as_nanos(), Ordering::AcqRel);
-    }
-
-    /// The backplane link is down: no copy is served until it is heard from again.
-    pub(crate) fn link_down(&self) {
-        self.last_alive.store(0, Ordering::Release);
-        self.distrust_all();
-    }
-
     /// The tier's expiration, after shortening to the region's.
     pub(crate) fn expiration(&self) -> Duration {
         self.expiration
@@ -366,7 +340,6 @@ impl fmt::Debug for Tier {
         f.debug_struct("Tier")
             .field("store", &self.store.name())
             .field("expiration", &self.expiration)
-            .field("max_silence", &self.max_silence)
             .finish()
     }
 }

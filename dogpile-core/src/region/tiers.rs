@@ -11,7 +11,7 @@ use crate::backplane::{Notice, Subscription};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{Arguments, BackplaneChoice, RegionConfig};
 use crate::error::{Error, Result};
-use crate::fleet::{new_origin, Fleet, FleetSink, SharedInvalidation};
+use crate::fleet::{new_origin, Fleet, FleetSink, LinkTrust, SharedInvalidation};
 use crate::invalidation::RegionInvalidationStrategy;
 use crate::key::KeyMangler;
 use crate::lock::Lookup;
@@ -103,12 +103,13 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 region: region.clone(),
             })
         });
+        let trust = Arc::new(LinkTrust::new(fleet.is_some(), max_silence));
         let tier = match &options.local_tier {
             None => None,
             Some(local) => Some(Arc::new(Tier::start(
                 local,
                 region_ttl,
-                fleet.is_some(),
+                trust.clone(),
                 |max_size| {
                     let mut args = Arguments::new();
                     if let Some(n) = max_size {
@@ -134,7 +135,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             mangler.cloned(),
             fleet.clone(),
             tag_max_age,
-            max_silence,
+            trust.clone(),
         ));
         let mut invalidator = None;
         let mut subscription = None;
@@ -153,6 +154,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             let sink = Arc::new(FleetSink {
                 origin: fleet.origin,
                 tier: tier.clone(),
+                trust: trust.clone(),
                 invalidation: shared.clone(),
                 tags: tags.clone(),
                 clock: clock.clone(),
