@@ -16,10 +16,13 @@ use dogpile::RegionConfig;
 use support::recording_sink::RecordingSink;
 use support::{raw_redis as raw, redis_args, redis_cmd as cmd, redis_sentinel, within, Server};
 
-/// Waits (polling every 50 ms, within `wait_for`'s generous bound) for replication, the
-/// sentinels and the failover, which take a few seconds.
+/// The bound on replication, the sentinels and a failover, which take a few seconds: under
+/// `within`'s 60 s, so a stuck failover fails with its own message, not as a hang.
+const BOUND: Duration = Duration::from_secs(45);
+
+/// Waits (polling every 50 ms, within [`BOUND`]) for replication, the sentinels, the failover.
 fn wait_until(what: &str, cond: impl FnMut() -> bool) {
-    support::wait_for_every(what, Duration::from_millis(50), cond);
+    support::wait_for_within(what, Duration::from_millis(50), BOUND, cond);
 }
 
 /// One field of `INFO replication` on the server at `addr`; `None` also while the server
@@ -139,10 +142,12 @@ fn after_a_planned_failover_the_backplane_follows_the_new_master() {
     sink.wait_count(1, "a message before the failover");
 
     planned_failover(&master, &replica, &sentinels);
+    // At least one reconnect (a subscription may reach the old master once more, just before
+    // it is demoted, and reconnect again): the proof is the count on the new master below.
     wait_until("the subscription reconnected", || {
-        sink.times_connected() == 2
+        sink.times_connected() >= 2
     });
-    assert_eq!(sink.times_disconnected(), 1);
+    assert!(sink.times_disconnected() >= 1);
     // Subscribed on the new master: it counts this subscriber (the old one has none).
     let on_new: Vec<(String, i64)> = redis::cmd("PUBSUB")
         .arg("NUMSUB")
@@ -202,7 +207,7 @@ fn after_a_failover_the_region_finds_the_new_master_by_itself() {
         Duration::from_millis(200),
         "made once".to_string(),
     );
-    assert!(values.iter().all(|v| v == "made once"), "{values:?}");
+    assert_eq!(values, vec!["made once".to_string(); 6]);
     assert_eq!(creations, 1);
     let locks: Vec<String> = cmd(&mut raw(&replica.addr()), &["KEYS", "_lock*"]);
     assert!(locks.is_empty(), "{locks:?}");

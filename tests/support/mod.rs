@@ -376,10 +376,24 @@ pub fn wait_for(what: &str, cond: impl FnMut() -> bool) {
 }
 
 /// [`wait_for`], looking every `interval`: for a `cond` that costs a connection or a command.
-pub fn wait_for_every(what: &str, interval: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+pub fn wait_for_every(what: &str, interval: Duration, cond: impl FnMut() -> bool) {
+    wait_for_within(what, interval, Duration::from_secs(120), cond);
+}
+
+/// [`wait_for_every`] with a bound of its own: for a wait that runs inside [`within`] and must
+/// fail with its own message before `within` calls it a hang.
+pub fn wait_for_within(
+    what: &str,
+    interval: Duration,
+    bound: Duration,
+    mut cond: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + bound;
     while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting for {what} (bound {bound:?})"
+        );
         std::thread::sleep(interval);
     }
 }
