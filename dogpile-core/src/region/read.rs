@@ -295,19 +295,24 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let cfg = self.configured()?;
         // One call, one creation time for every value, as dogpile stamps them.
         let created_at = cfg.clock.now();
-        let items: Vec<(String, T)> = items
-            .into_iter()
-            .map(|(k, v)| (cfg.mangle(k.as_ref()).into_owned(), v))
-            .collect();
         let wrapped = items
-            .iter()
-            .map(|(mkey, v)| Ok((mkey.clone(), cfg.wrap_value(mkey, v, created_at)?)))
+            .into_iter()
+            .map(|(k, v)| {
+                let mkey = cfg.mangle(k.as_ref()).into_owned();
+                let value = cfg.wrap_value(&mkey, &v, created_at)?;
+                Ok((mkey, value))
+            })
             .collect::<Result<Vec<_>>>()?;
         if wrapped.is_empty() {
             return Ok(());
         }
+        // The keys again only for a local tier or a backplane to tell.
+        let keys: Vec<String> = match cfg.tells_writes() {
+            true => wrapped.iter().map(|(k, _)| k.clone()).collect(),
+            false => Vec::new(),
+        };
         cfg.backend.set_multi(wrapped)?;
-        cfg.wrote(&items.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>());
+        cfg.wrote(&keys.iter().map(String::as_str).collect::<Vec<_>>());
         Ok(())
     }
 

@@ -190,6 +190,12 @@ impl Configured {
         self.changed(mkeys, Notice::Set);
     }
 
+    /// Whether a write has anyone to tell: a local tier, or a backplane.
+    #[inline]
+    pub(super) fn tells_writes(&self) -> bool {
+        self.tier.is_some() || self.fleet.is_some()
+    }
+
     /// After keys were deleted from the shared backend: as [`wrote`](Configured::wrote).
     pub(super) fn deleted(&self, mkeys: &[&str]) {
         self.changed(mkeys, Notice::Delete);
