@@ -44,10 +44,13 @@ pub(crate) enum Counter {
     SoftTimeouts,
     HardTimeouts,
     EagerRefreshes,
+    /// Keep last: [`COUNTERS`] counts to it.
     EarlyExpirations,
 }
 
-const COUNTERS: usize = 22;
+/// How many counters there are: the last one's index, plus one (so a new counter added last
+/// cannot be forgotten here).
+const COUNTERS: usize = Counter::EarlyExpirations as usize + 1;
 
 /// How many regions can have a per-thread row at once.
 pub(crate) const ROWS: usize = 64;
