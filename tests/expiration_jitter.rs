@@ -15,7 +15,9 @@ fn jittered() -> (
     dogpile::CacheRegion,
     std::sync::Arc<dogpile::clock::ManualClock>,
 ) {
-    let (clock, time) = Clock::manual(SystemTime::now());
+    // A fixed start: the jitter is a hash of each key and its creation stamp, so the spread
+    // below is the same on every run.
+    let (clock, time) = Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let region = make_region()
         .configure(
             RegionConfig::new("dogpile.cache.memory")
@@ -55,11 +57,19 @@ fn values_written_together_expire_spread_over_the_jitter() {
     }
     time.advance(Duration::from_secs(1));
     assert_eq!(fresh(&region), 0, "past the expiration time and the jitter");
+    // 200 values over 31 one-second steps: about 6.5 a step. A jitter squeezed into a sixth of
+    // its span would put 40 in a step.
     let most = steps.iter().copied().max().unwrap();
     assert!(
-        most < keys.len() / 4,
+        most <= 20,
         "{most} of {} expired in one second: {steps:?}",
         keys.len()
+    );
+    // Half-way through the jitter about half are still fresh.
+    let half: usize = steps[..(JITTER / 2) as usize].iter().sum();
+    assert!(
+        (70..=130).contains(&half),
+        "{half} of 200 expired in the first half of the jitter: {steps:?}"
     );
     // The get-or-create path judges as the plain read does.
     let (region, time) = jittered();
