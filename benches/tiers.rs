@@ -66,7 +66,7 @@ fn micros() -> u64 {
 fn coherence_child(addr: &str) {
     let region = tiered(addr, "coherence");
     let mut out = std::io::stdout().lock();
-    // Subscribed: tell the writer.
+    // Configured (its subscription under way): tell the writer, which waits for it on the server.
     writeln!(out, "ready").unwrap();
     out.flush().unwrap();
     let spin = std::env::var("DOGPILE_TIERS_SPIN").as_deref() == Ok("1");
@@ -95,9 +95,17 @@ fn coherence(addr: &str) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     let writer = tiered(addr, "coherence");
-    // Let the child's subscription settle (its first read fills its tier).
+    // Both subscriptions in place (the server counts them), then a first value for the reader.
+    let mut con = support::raw_redis(addr);
+    support::wait_for("both subscriptions", || {
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("dogpile:coherence")
+            .query(&mut con)
+            .expect("PUBSUB NUMSUB");
+        counts.first().is_some_and(|(_, n)| *n >= 2)
+    });
     writer.set("coherence", 0u64).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
     let mut written = Vec::with_capacity(COHERENCE_WRITES as usize);
     for v in 1..=COHERENCE_WRITES {
         writer.set("coherence", v).unwrap();
