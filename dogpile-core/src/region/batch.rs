@@ -2,7 +2,8 @@
 
 use std::convert::Infallible;
 
-use super::create::{BatchCreator, Io, KeySlot, RegionSource};
+use super::create::{BatchCreator, Io};
+use super::source::{KeySlot, RegionSource};
 use super::{CacheRegion, CacheValue, CreateOptions};
 use crate::error::{CreateError, Result};
 use crate::lock::{KeyState, Lookup};

@@ -3,14 +3,18 @@
 //!
 //! The methods live beside what they do, each file with its own `impl CacheRegion` block:
 //! `configure` (building and configuring), `read` (get, set, delete, one key or many), `create`
-//! (get-or-create of one key: the creators, the lock source and the creation guard) and `batch`
-//! (get-or-create of many keys). This file holds the region's state and the helpers they share.
+//! (get-or-create of one key, and the creators), `source` (the region as the lock algorithm's
+//! source, and the creation guard), `batch` (get-or-create of many keys), `resilience`
+//! (fail-safe, creator timeouts, early refresh, jitter), `tiers` (the local tier and the
+//! backplane on the read and write paths) and `tags` (`invalidate_tag`, the calls' tags). This
+//! file holds the region's state and the helpers they share: the hit path's lookup among them.
 
 mod batch;
 mod configure;
 mod create;
 mod read;
 mod resilience;
+mod source;
 mod tags;
 mod tiers;
 

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::create::{Creator, Io, RegionSource};
+use super::create::{Creator, Io};
+use super::source::RegionSource;
 use super::{CacheRegion, CacheValue, Configured, CreateOptions};
 use crate::clock::Timestamp;
 use crate::config::Resilience;
