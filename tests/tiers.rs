@@ -639,3 +639,23 @@ fn an_invalidation_made_before_the_backplane_was_configured_still_holds() {
     later.configure(config()).unwrap();
     assert_eq!(get(&later, "k"), None);
 }
+
+#[test]
+fn a_batch_read_answers_from_the_tier_and_reads_the_rest_in_one_call() {
+    let f = fleet();
+    let (a, b) = (f.process(), f.process());
+    a.set_multi([("m1", "one".to_string()), ("m2", "two".to_string())])
+        .unwrap();
+    let keys = ["m1", "m2", "absent"];
+    let want = vec![Some("one".to_string()), Some("two".to_string()), None];
+    assert_eq!(b.get_multi::<String, _>(&keys).unwrap(), want); // from the shared map
+    let reads = f.shared_reads();
+    assert_eq!(b.get_multi::<String, _>(&keys).unwrap(), want);
+    assert_eq!(b.stats().local_hits, 2, "two copies made by the first batch");
+    assert_eq!(f.shared_reads(), reads + 1, "the one absent key, read alone");
+    a.set("m2", "new two".to_string()).unwrap();
+    assert_eq!(
+        b.get_multi::<String, _>(&keys).unwrap()[1].as_deref(),
+        Some("new two")
+    );
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{CacheRegion, CacheValue, Configured};
-use crate::backend::{Backend, CachedValue};
+use crate::backend::{Backend, CachedValueRef};
 use crate::backplane::{Notice, Subscription};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{Arguments, BackplaneChoice, RegionConfig};
@@ -272,7 +272,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let mut found = (Lookup::Absent, None);
         cfg.backend
             .visit(mkey, &mut |v| {
-                found = self.settle_miss(miss, tier, cfg, v, ttl, mkey)
+                found = self.settle_miss(miss, tier, cfg, v.view(), ttl, mkey)
             })
             .map_err(|e| self.backend_failed(e, mkey))?;
         Ok(found)
@@ -296,7 +296,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .await
             .map_err(|e| self.backend_failed(e, mkey))?;
         Ok(raw.map_or((Lookup::Absent, None), |v| {
-            self.settle_miss(miss, tier, cfg, &v, ttl, mkey)
+            self.settle_miss(miss, tier, cfg, v.view(), ttl, mkey)
         }))
     }
 
@@ -327,7 +327,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         miss: LocalMiss,
         tier: &Tier,
         cfg: &Configured,
-        v: &CachedValue,
+        v: CachedValueRef<'_>,
         ttl: Option<Duration>,
         mkey: &str,
     ) -> (Lookup<T>, Option<Timestamp>) {
@@ -366,16 +366,16 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if missing.is_empty() {
             return Ok(out);
         }
+        // One backend call for the misses, each value decoded where the backend holds it.
         let keys: Vec<&str> = missing.iter().map(|(_, k, _)| *k).collect();
-        let raw = cfg
-            .backend
-            .get_multi(&keys)
+        cfg.backend
+            .visit_multi(&keys, &mut |j, v| {
+                // A position out of range (a faulty backend) is ignored, never a panic.
+                if let Some(&(i, mkey, miss)) = missing.get(j) {
+                    out[i] = self.settle_miss(miss, tier, cfg, v, ttl, mkey).0;
+                }
+            })
             .map_err(|e| self.backend_failed(e, keys[0]))?;
-        for ((i, mkey, miss), v) in missing.into_iter().zip(raw) {
-            if let Some(v) = v {
-                out[i] = self.settle_miss(miss, tier, cfg, &v, ttl, mkey).0;
-            }
-        }
         Ok(out)
     }
 }
