@@ -651,8 +651,16 @@ fn a_batch_read_answers_from_the_tier_and_reads_the_rest_in_one_call() {
     assert_eq!(b.get_multi::<String, _>(&keys).unwrap(), want); // from the shared map
     let reads = f.shared_reads();
     assert_eq!(b.get_multi::<String, _>(&keys).unwrap(), want);
-    assert_eq!(b.stats().local_hits, 2, "two copies made by the first batch");
-    assert_eq!(f.shared_reads(), reads + 1, "the one absent key, read alone");
+    assert_eq!(
+        b.stats().local_hits,
+        2,
+        "two copies made by the first batch"
+    );
+    assert_eq!(
+        f.shared_reads(),
+        reads + 1,
+        "the one absent key, read alone"
+    );
     a.set("m2", "new two".to_string()).unwrap();
     assert_eq!(
         b.get_multi::<String, _>(&keys).unwrap()[1].as_deref(),

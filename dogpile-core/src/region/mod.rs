@@ -714,8 +714,8 @@ impl<C: BackendCatalog> CacheRegion<C> {
         .map_err(|e| self.backend_failed(e, mkeys.first().copied().unwrap_or_default()))
     }
 
-    /// [`lookup_multi`](Self::lookup_multi) as a first read: counting what it found (one count
-    /// per kind, not one per key).
+    /// [`lookup_multi`](Self::lookup_multi) as a first read: every key counted (as a hit, a
+    /// miss or a stale value found), with at most three additions to the counters.
     fn read_multi<T: CacheValue>(
         &self,
         cfg: &Configured,
@@ -723,20 +723,21 @@ impl<C: BackendCatalog> CacheRegion<C> {
         ttl: Option<Duration>,
     ) -> Result<Vec<Lookup<T>>> {
         let found = self.lookup_multi(cfg, mkeys, ttl)?;
-        // Counted in runs of one kind: a batch of hits is one count.
-        let mut run: Option<(Counter, u64)> = None;
-        for counter in found.iter().map(read_counter) {
-            match &mut run {
-                Some((c, n)) if *c == counter => *n += 1,
-                _ => {
-                    if let Some((c, n)) = run.replace((counter, 1)) {
-                        self.stats.add(c, n);
-                    }
-                }
-            }
+        let mut counts = [0u64; 3];
+        for f in &found {
+            counts[match f {
+                Lookup::Fresh(_) => 0,
+                Lookup::Stale(_) => 1,
+                Lookup::Absent => 2,
+            }] += 1;
         }
-        if let Some((c, n)) = run {
-            self.stats.add(c, n);
+        for (counter, n) in [Counter::Hits, Counter::StaleFound, Counter::Misses]
+            .into_iter()
+            .zip(counts)
+        {
+            if n > 0 {
+                self.stats.add(counter, n);
+            }
         }
         Ok(found)
     }
