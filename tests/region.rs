@@ -520,8 +520,8 @@ impl Backend for ManglingBackend {
     fn delete(&self, key: &str) -> dogpile::Result<()> {
         self.0.delete(key)
     }
-    fn key_mangler(&self) -> Option<fn(&str) -> String> {
-        Some(|k| format!("backend:{k}"))
+    fn key_mangler(&self) -> Option<dogpile::key::KeyMangler> {
+        Some(dogpile::key::KeyMangler::Fn(|k| format!("backend:{k}")))
     }
 }
 

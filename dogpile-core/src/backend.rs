@@ -328,8 +328,9 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// The key mangler this backend recommends (memcached's hashes keys it cannot take), used
-    /// when the region sets none.
-    fn key_mangler(&self) -> Option<fn(&str) -> String> {
+    /// when the region sets none. A mangler that keeps most keys as they are is best given as
+    /// [`KeyMangler::Keeping`](crate::KeyMangler::Keeping): a kept key is then never copied.
+    fn key_mangler(&self) -> Option<crate::KeyMangler> {
         None
     }
 
@@ -418,7 +419,7 @@ impl<B: Backend> Backend for Arc<B> {
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
         (**self).get_mutex(key)
     }
-    fn key_mangler(&self) -> Option<fn(&str) -> String> {
+    fn key_mangler(&self) -> Option<crate::KeyMangler> {
         (**self).key_mangler()
     }
     fn lock_blocking_timeout(&self) -> Option<std::time::Duration> {

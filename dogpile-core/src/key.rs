@@ -34,6 +34,7 @@
 //! from the built-in implementations and [`write_key_text`] for free text, and keep your own
 //! separators inside brackets or use characters that are not special (`:`, `/`, `=`).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use sha1::{Digest, Sha1};
@@ -374,10 +375,31 @@ pub fn function_multi_key_generator(info: &FunctionInfo, items: &[&dyn KeyArg]) 
 }
 
 /// A key mangler: applied to every key before it reaches the backend (a prefix, a hash).
+///
+/// ```
+/// use std::borrow::Cow;
+/// use dogpile_core::KeyMangler;
+///
+/// let prefix = KeyMangler::Fn(|k| format!("app:{k}"));
+/// assert_eq!(prefix.mangle("user:1"), "app:user:1");
+///
+/// // A mangler that keeps most keys as they are says so with `Keeping`: a kept key is
+/// // borrowed, never copied (memcached's mangler is one).
+/// let short = KeyMangler::Keeping(|k| {
+///     if k.len() <= 8 { Cow::Borrowed(k) } else { Cow::Owned(dogpile_core::sha1_mangle_key(k)) }
+/// });
+/// assert!(matches!(short.mangle("user:1"), Cow::Borrowed("user:1")));
+/// assert_eq!(short.mangle("a longer key").len(), 40);
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum KeyMangler {
     /// A plain function, such as [`sha1_mangle_key`].
     Fn(fn(&str) -> String),
+    /// A plain function that may keep the key as it is, borrowed: no allocation for a key it
+    /// keeps. For manglers that change only some keys (memcached's hashes only the keys the
+    /// server would refuse), on every read and write of the hot path.
+    Keeping(for<'k> fn(&'k str) -> Cow<'k, str>),
     /// A closure, for manglers that capture something (a prefix read from configuration).
     Closure(std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>),
 }
@@ -388,12 +410,13 @@ impl KeyMangler {
         KeyMangler::Closure(std::sync::Arc::new(f))
     }
 
-    /// Mangles one key.
+    /// Mangles one key: borrowed when the mangler keeps it.
     #[inline]
-    pub fn mangle(&self, key: &str) -> String {
+    pub fn mangle<'k>(&self, key: &'k str) -> Cow<'k, str> {
         match self {
-            KeyMangler::Fn(f) => f(key),
-            KeyMangler::Closure(f) => f(key),
+            KeyMangler::Fn(f) => Cow::Owned(f(key)),
+            KeyMangler::Keeping(f) => f(key),
+            KeyMangler::Closure(f) => Cow::Owned(f(key)),
         }
     }
 }
@@ -402,6 +425,7 @@ impl std::fmt::Debug for KeyMangler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             KeyMangler::Fn(_) => "KeyMangler::Fn(..)",
+            KeyMangler::Keeping(_) => "KeyMangler::Keeping(..)",
             KeyMangler::Closure(_) => "KeyMangler::Closure(..)",
         })
     }

@@ -125,7 +125,7 @@ impl Backend for Proxied {
         self.proxy.get_mutex(&*self.inner, key)
     }
 
-    fn key_mangler(&self) -> Option<fn(&str) -> String> {
+    fn key_mangler(&self) -> Option<crate::KeyMangler> {
         self.inner.key_mangler()
     }
 

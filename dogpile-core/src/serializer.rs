@@ -145,9 +145,9 @@ impl Builtin {
     fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
         match self {
             Builtin::MessagePack => {
-                let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+                let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
                 let v = T::deserialize(&mut de).map_err(|e| e.to_string())?;
-                left_over(bytes.len(), de.position() as usize)?;
+                msgpack_end(&mut de, bytes)?;
                 Ok(v)
             }
             Builtin::Json => {
@@ -167,9 +167,9 @@ impl Builtin {
         let erased = |r: Result<(), erased_serde::Error>| r.map_err(|e| e.to_string());
         match self {
             Builtin::MessagePack => {
-                let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+                let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
                 erased(visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de)))?;
-                left_over(bytes.len(), de.position() as usize)
+                msgpack_end(&mut de, bytes)
             }
             Builtin::Json => {
                 let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -191,11 +191,30 @@ impl Builtin {
     }
 }
 
-fn left_over(len: usize, used: usize) -> Result<(), String> {
-    if used == len {
-        Ok(())
-    } else {
-        Err(format!("{} bytes left over after {used}", len - used))
+/// Checks that a MessagePack value used every byte. The decoder reads the slice in place (over a
+/// `Cursor` it would allocate a read buffer for every value), but then it tells no position: so
+/// one more value is asked for, and only the end of the input is the answer that passes. When
+/// something does follow, the value is measured again over a `Cursor` to say how many bytes are
+/// left over (a failing decode only).
+fn msgpack_end(
+    de: &mut rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>>,
+    bytes: &[u8],
+) -> Result<(), String> {
+    match <serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut *de) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Ok(())
+        }
+        _ => {
+            let mut measure = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+            let _ = <serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut measure);
+            let used = measure.position() as usize;
+            Err(format!(
+                "{} bytes left over after {used}",
+                bytes.len().saturating_sub(used)
+            ))
+        }
     }
 }
 

@@ -97,7 +97,7 @@ impl TagTimes {
     fn key(&self, tag: &str) -> String {
         let key = format!("{}tag:{tag}", self.prefix);
         match &self.mangler {
-            Some(m) => m.mangle(&key),
+            Some(m) => m.mangle(&key).into_owned(),
             None => key,
         }
     }

@@ -101,7 +101,11 @@ fn safe_key(key: &str) -> Cow<'_, str> {
     // A key holding the marker is hashed too, valid or not: kept keys never hold it and mangled
     // ones always do, so no key can be written to equal (and so read or overwrite) the mangled
     // form of another.
-    if is_valid_key(key) && !key.as_bytes().contains(&MARKER) {
+    // One pass over the bytes: this runs for every key of every call.
+    let kept = !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && key.bytes().all(|b| valid_key_byte(b) && b != MARKER);
+    if kept {
         return Cow::Borrowed(key);
     }
     let digest = sha1_mangle_key(key);
@@ -707,8 +711,8 @@ impl Backend for MemcachedBackend {
         )))
     }
 
-    fn key_mangler(&self) -> Option<fn(&str) -> String> {
-        Some(memcached_key_mangler)
+    fn key_mangler(&self) -> Option<dogpile_core::KeyMangler> {
+        Some(dogpile_core::KeyMangler::Keeping(safe_key))
     }
 
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {

@@ -10,7 +10,7 @@ use crate::config::{BackendSpec, RegionConfig, DEFAULT_LOCK_BLOCKING_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::expiration::Expiration;
 use crate::invalidation::DefaultInvalidation;
-use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler};
+use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator};
 use crate::proxy::wrap_chain;
 use crate::registry::{make_backend, BackendCatalog};
 use crate::serializer::Builtin;
@@ -138,7 +138,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         backend.check_region_expiration(config.expiration_time.as_ref())?;
         config.resilience.check()?;
         let mangler = match &self.key_mangler {
-            ManglerChoice::BackendDefault => backend.key_mangler().map(KeyMangler::Fn),
+            ManglerChoice::BackendDefault => backend.key_mangler(),
             ManglerChoice::Disabled => None,
             ManglerChoice::Use(m) => Some(m.clone()),
         };

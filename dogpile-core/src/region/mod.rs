@@ -208,7 +208,7 @@ impl Configured {
     fn mangle<'k>(&self, key: &'k str) -> Cow<'k, str> {
         match &self.mangler {
             None => Cow::Borrowed(key),
-            Some(m) => Cow::Owned(m.mangle(key)),
+            Some(m) => m.mangle(key),
         }
     }
 

@@ -142,7 +142,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if let Some(fleet) = &fleet {
             let key = {
                 let key = format!("{channel}:invalidated");
-                mangler.map_or(key.clone(), |m| m.mangle(&key))
+                mangler.map_or(key.clone(), |m| m.mangle(&key).into_owned())
             };
             let shared = Arc::new(SharedInvalidation::new(backend.clone(), key, fleet.clone()));
             // A process started after an invalidation learns of it here; and what this region
