@@ -503,7 +503,8 @@ impl<'a> Func<'a> {
             (None, false) => None,
         };
         let resilience = args.resilience.iter().map(|(name, e)| {
-            if crate::args::RESILIENCE_DURATIONS.contains(&name.to_string().as_str()) {
+            if crate::args::resilience_takes(&name.to_string()) == Some(crate::args::Takes::Seconds)
+            {
                 quote_spanned!(e.span()=> .#name(::dogpile::__private::seconds(&(#e))))
             } else {
                 quote_spanned!(e.span()=> .#name(::core::convert::Into::<f64>::into(#e)))

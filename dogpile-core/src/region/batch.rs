@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 
 use super::create::{BatchCreator, Io};
+use super::resilience::Seen;
 use super::source::{KeySlot, RegionSource};
 use super::{CacheRegion, CacheValue, CreateOptions};
 use crate::error::{CreateError, Result};
@@ -85,14 +86,21 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 "tags apply to single-key get-or-create calls; tag each key with get_or_create_with",
             )));
         }
-        if options.resilience.is_some() {
-            // Fail-safe, the timeouts and early refresh act on one key's creation: refused
-            // rather than dropped without a word.
+        // The call's resilience options, checked once for the whole batch.
+        let opts = cfg.resilience.for_call(options.resilience.as_ref())?;
+        if options
+            .resilience
+            .as_ref()
+            .is_some_and(|r| r.soft_timeout.is_some())
+        {
+            // A batch creator borrows from its caller, so it runs on the caller's thread and
+            // nothing can give the caller a value while it runs: refused rather than ignored.
             return Err(CreateError::Cache(crate::Error::config(
-                "resilience",
-                "fail-safe, creator timeouts and early refresh per call apply to single-key get-or-create calls, not to a batch",
+                "soft_timeout",
+                "a batch creator borrows from its caller and runs on its thread, so no timeout can bound it; soft_timeout applies to single-key calls whose creator can move (get_or_create_in_background)",
             )));
         }
+        let judging = opts.acts_on_creation();
         let ttl = cfg.ttl(options.expiration_time.as_ref());
         self.check_soft(&cfg, ttl, keys[0].as_ref())?;
         let mkeys: Vec<String> = keys
@@ -103,26 +111,41 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let mut out: Vec<Option<T>> = (0..keys.len()).map(|_| None).collect();
 
         // Distinct keys that need a value, in the one lock order (sorted by mangled key), each
-        // with every place it has in the caller's list.
-        let mut pending: std::collections::BTreeMap<&str, (Vec<usize>, Lookup<T>)> =
+        // with every place it has in the caller's list, its first read and what it saw.
+        let mut pending: std::collections::BTreeMap<&str, (Vec<usize>, Lookup<T>, Seen)> =
             Default::default();
-        for (i, found) in self.read_multi(&cfg, &refs, ttl)?.into_iter().enumerate() {
+        for (i, (found, stamp)) in self.read_multi(&cfg, &refs, ttl)?.into_iter().enumerate() {
+            // Each key by the one-key rule: a fresh value due for an early refresh is stale to
+            // this call.
+            let (found, early) = match judging {
+                true => self.judge_early(&cfg, &opts, found, stamp, ttl, refs[i]),
+                false => (found, None),
+            };
+            let seen = Seen {
+                stamp,
+                early,
+                ..Seen::default()
+            };
             match found {
                 Lookup::Fresh(v) => out[i] = Some(v),
-                found => pending
-                    .entry(refs[i])
-                    .or_insert((Vec::new(), found))
-                    .0
-                    .push(i),
+                // A key whose creator failed recently: its stale value, no creation.
+                found => match self.serve_throttled(&cfg, &opts, ttl, refs[i], &found, seen) {
+                    Some(v) => out[i] = Some(v),
+                    None => pending
+                        .entry(refs[i])
+                        .or_insert((Vec::new(), found, seen))
+                        .0
+                        .push(i),
+                },
             }
         }
         if !pending.is_empty() {
             let mut slots = Vec::with_capacity(pending.len());
-            let mut states = Vec::with_capacity(pending.len());
+            let mut firsts = Vec::with_capacity(pending.len());
             let mut places = Vec::with_capacity(pending.len());
-            for (mkey, (at, found)) in pending {
+            for (mkey, (at, found, seen)) in pending {
                 slots.push(KeySlot::new(keys[at[0]].as_ref(), mkey, at[0]));
-                states.push(KeyState::new(found));
+                firsts.push((found, seen));
                 places.push(at);
             }
             let mut source = RegionSource::new(
@@ -134,14 +157,38 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 BatchCreator(creator),
                 Io::Blocking,
             );
+            let mut states = Vec::with_capacity(firsts.len());
+            for (k, (found, seen)) in firsts.into_iter().enumerate() {
+                source.watch_from(k, &found, seen);
+                states.push(KeyState::new(found));
+            }
             // The blocking source never yields, so this drives the algorithm on this thread.
-            pollster::block_on(source.run(&mut states))?;
-            for ((state, at), mkey) in states.into_iter().zip(places).zip(slots.iter()) {
-                if let Some((value, outcome)) = state.into_done() {
-                    self.count_outcome(outcome, mkey.mkey());
-                    for &i in &at {
-                        out[i] = Some(value.clone());
-                    }
+            let ran = pollster::block_on(source.run_catching(&mut states));
+            // A failed creator (an error, or a panic caught for fail-safe): the keys it was to
+            // make get what they fall back to, each by the one-key rule, or the batch fails.
+            let fell_back = match ran {
+                Ok(Ok(())) => Vec::new(),
+                Ok(Err(CreateError::Creator(e))) => source
+                    .fall_back_batch(&states)
+                    .ok_or(CreateError::Creator(e))?,
+                Ok(Err(e)) => return Err(e),
+                Err(panic) => match source.fall_back_batch(&states) {
+                    Some(values) => values,
+                    None => std::panic::resume_unwind(panic),
+                },
+            };
+            let early: Vec<bool> = (0..states.len())
+                .map(|k| source.watch.is_early(k))
+                .collect();
+            drop(source);
+            let mut fell_back = fell_back.into_iter().peekable();
+            for (k, (state, at)) in states.into_iter().zip(places).enumerate() {
+                let value = match fell_back.next_if(|(i, _)| *i == k) {
+                    Some((_, v)) => v,
+                    None => self.key_outcome(state, slots[k].mkey(), early[k]),
+                };
+                for &i in &at {
+                    out[i] = Some(value.clone());
                 }
             }
         }
