@@ -51,6 +51,13 @@ impl Kind {
         own.iter().chain(&RESILIENCE).copied().collect()
     }
 
+    /// The options an error lists as this attribute's: those it takes, less those it refuses.
+    fn offered(self) -> Vec<&'static str> {
+        let mut options = self.options();
+        options.retain(|o| self.refuses(o).is_none());
+        options
+    }
+
     /// Why this attribute refuses the resilience option `name`, if it does: a batch body
     /// borrows its ids and runs on the caller's thread, so no timeout can bound it.
     fn refuses(self, name: &str) -> Option<String> {
@@ -226,7 +233,7 @@ impl Args {
                     format!(
                         "unknown option `{s}` of #[{}]; expected one of: {}",
                         kind.attr_name(),
-                        kind.options().join(", ")
+                        kind.offered().join(", ")
                     ),
                 ));
                 continue;

@@ -57,10 +57,13 @@ async fn app_async(id: u32) -> Result<u32, AppError> {
     Ok(id)
 }
 
-type AppResult<T> = Result<T, AppError>;
+mod app {
+    /// An alias named `Result`, as `io::Result`.
+    pub type Result<T> = std::result::Result<T, super::AppError>;
+}
 
 #[cache_on_arguments(region = REGION)]
-fn app_alias(id: u32) -> AppResult<u32> {
+fn app_alias(id: u32) -> app::Result<u32> {
     Ok(id)
 }
 
