@@ -60,9 +60,38 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// [`get_or_create_multi`](CacheRegion::get_or_create_multi) with per-call options and a
     /// creator that can fail.
     ///
+    /// The resilience options (the region's, and the call's over them) apply to each key by the
+    /// rules of one key's call: when the creator fails (or panics, with fail-safe on), each key
+    /// it was to make gets its expired value within `fail_safe_max_duration` (counted in
+    /// [`Stats::fail_safe_served`](crate::Stats::fail_safe_served)) and is then throttled, and
+    /// a throttled key is served without going to the creator; keys due for `eager_refresh` or
+    /// XFetch are refreshed once, inline, in the creator's one call. The creator borrows from
+    /// the caller and runs on its thread, so `soft_timeout` cannot bound it (refused on the
+    /// call), and `hard_timeout` bounds only this call's waits for other callers' creations.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use dogpile_core::{clock::Clock, CacheRegion, CreateOptions, RegionConfig};
+    ///
+    /// let (clock, time) = Clock::manual(SystemTime::now());
+    /// let region: CacheRegion = CacheRegion::new();
+    /// let backend = dogpile_core::testing::MapBackend::default();
+    /// region.configure(RegionConfig::with_backend(backend).expiration_time(60).clock(clock)).unwrap();
+    /// region.set("a", 1u8).unwrap();
+    /// region.set("b", 2u8).unwrap();
+    /// time.advance(Duration::from_secs(61));
+    /// let options = CreateOptions::new().fail_safe_max_duration(Duration::from_secs(600));
+    /// let down = |_: &[&str]| Err::<Vec<u8>, _>("database down");
+    /// assert_eq!(region.try_get_or_create_multi(&["a", "b"], &options, down).unwrap(), [1, 2]);
+    /// // A key with no expired value to give fails the batch, as its own call would fail.
+    /// assert!(region.try_get_or_create_multi(&["a", "c"], &options, down).is_err());
+    /// ```
+    ///
     /// # Errors
     ///
-    /// [`CreateError::Creator`] with the creator's error (nothing is stored);
+    /// [`CreateError::Creator`] with the creator's error (nothing is stored) when a key it was
+    /// to make has no value to fall back to; [`Error::Config`](crate::Error::Config) naming
+    /// `soft_timeout` when the call sets it, or an option set to a value no region can use;
     /// [`CreateError::Cache`] with any error of
     /// [`get_or_create_multi`](CacheRegion::get_or_create_multi).
     ///
