@@ -418,3 +418,51 @@ fn a_decorated_result_waiter_whose_error_takes_no_dogpile_error_waits_past_the_h
     assert_eq!(REGION.stats().hard_timeouts, 0);
     let _ = within("the creator", move || first.join().unwrap());
 }
+
+#[test]
+fn an_async_decorated_result_waiter_past_the_hard_timeout_gets_it_as_its_err() {
+    use dogpile::cache_on_arguments;
+    static REGION: CacheRegion = CacheRegion::new();
+    static BODIES: AtomicUsize = AtomicUsize::new(0);
+
+    #[cache_on_arguments(region = REGION, key = "k", ignore = [x])]
+    async fn load(x: u32) -> Result<u32, LoadError> {
+        BODIES.fetch_add(1, Ordering::SeqCst);
+        Ok(x)
+    }
+
+    REGION
+        .configure(
+            RegionConfig::new("dogpile.cache.memory")
+                .hard_timeout(HARD)
+                .lock_blocking_timeout(Duration::from_secs(30)),
+        )
+        .unwrap();
+    let (open, gate) = channel::<()>();
+    let first = std::thread::spawn(move || {
+        REGION.get_or_create("k", move || {
+            let _ = gate.recv();
+            7u32
+        })
+    });
+    within("the creation starting", || {
+        wait_for("the lock taken", || REGION.key_is_locked("k").unwrap())
+    });
+    let waited = within("the async decorated waiter", || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(load(1))
+    });
+    assert!(
+        matches!(waited, Err(LoadError::Cache(Error::CreatorTimeout { .. }))),
+        "{waited:?}"
+    );
+    assert_eq!(BODIES.load(Ordering::SeqCst), 0);
+    open.send(()).unwrap();
+    assert_eq!(
+        within("the creator", move || first.join().unwrap()).unwrap(),
+        7
+    );
+}
