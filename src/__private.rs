@@ -384,6 +384,85 @@ fn unreachable_body() -> ! {
 }
 
 // ------------------------------------------------------------------------------------------------
+// hard_timeout for the waiters of a `Result` function
+
+/// What a decorated function's caller gives back when it waits for another caller's creation
+/// past `hard_timeout`, chosen at the expansion site by autoref specialization, so no bound is
+/// imposed on the function's error type:
+///
+/// ```text
+/// (&Probe::<R>::new()).on_timeout()
+/// ```
+///
+/// With `R = Result<T, E>` and `E: From<dogpile::Error>`, [`TimeoutIntoErr`] (a method on
+/// `Probe<R>`, found at the first step of method lookup) gives `E::from`: the waiter returns
+/// `Err(E::from(Error::CreatorTimeout { .. }))`. Otherwise [`WaitsForCreator`] (a method on
+/// `&Probe<R>`, the next step) gives `None`: the caller has no error to return, and waits (up to
+/// `lock_blocking_timeout`), as it would rather than run its body beside the creator.
+pub struct Probe<R>(std::marker::PhantomData<fn() -> R>);
+
+impl<R> Probe<R> {
+    /// The probe of a function returning `R`.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Probe(std::marker::PhantomData)
+    }
+}
+
+/// The conversion of a waiter's timeout into the error of a `Result` function whose error type
+/// takes a [`dogpile_core::Error`] (see [`Probe`]).
+pub trait TimeoutIntoErr<E> {
+    /// `E::from`.
+    fn on_timeout(&self) -> Option<fn(dogpile_core::Error) -> E>;
+}
+
+impl<T, E: From<dogpile_core::Error>> TimeoutIntoErr<E> for Probe<Result<T, E>> {
+    fn on_timeout(&self) -> Option<fn(dogpile_core::Error) -> E> {
+        Some(E::from as fn(dogpile_core::Error) -> E)
+    }
+}
+
+/// The fallback of [`Probe`]: an error type that cannot take a [`dogpile_core::Error`].
+pub trait WaitsForCreator<E> {
+    /// `None`: the caller waits for the creation.
+    fn on_timeout(&self) -> Option<fn(dogpile_core::Error) -> E>;
+}
+
+impl<T, E> WaitsForCreator<E> for &Probe<Result<T, E>> {
+    fn on_timeout(&self) -> Option<fn(dogpile_core::Error) -> E> {
+        None
+    }
+}
+
+/// The options of a `Result` function's call: `hard_timeout` bounds its waits only when its
+/// error type takes the timeout (`on_timeout`); otherwise it waits for the creator.
+pub fn waits_unless_timeout_err<T, E>(
+    options: CreateOptions<T>,
+    on_timeout: Option<fn(dogpile_core::Error) -> E>,
+) -> CreateOptions<T> {
+    match on_timeout {
+        Some(_) => options,
+        None => options.waits_for_creator(),
+    }
+}
+
+/// A `Result` function's cache error: the timeout as its `Err` where it takes it (a waiter past
+/// `hard_timeout`); else its body, after the failure is logged.
+#[cold]
+fn result_after_cache_error<F, E>(
+    region: &CacheRegion,
+    key: &Key,
+    e: dogpile_core::Error,
+    on_timeout: Option<fn(dogpile_core::Error) -> E>,
+    body: Option<F>,
+) -> Result<F, E> {
+    match on_timeout {
+        Some(into) if matches!(e, dogpile_core::Error::CreatorTimeout { .. }) => Err(into(e)),
+        _ => Ok(body_after_cache_error(region, key, &e, body)),
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
 // one key
 
 /// A decorated function's call: the cached value, or the body's when the cache fails.
@@ -394,7 +473,7 @@ pub fn get_or_create<T: CacheValue, F: FnOnce() -> T>(
     options: &CreateOptions<T>,
     body: F,
 ) -> T {
-    match try_get_or_create(region, key, options, || Ok::<T, Infallible>(body())) {
+    match try_get_or_create(region, key, options, None, || Ok::<T, Infallible>(body())) {
         Ok(v) => v,
         Err(never) => match never {},
     }
@@ -423,12 +502,14 @@ where
 /// A decorated function returning `Result`: only `Ok` is cached; `Err` reaches the caller.
 ///
 /// The region returns a cache error only before the creator runs (a value that was made is
-/// returned even when storing it fails), so on a cache error the body is still here to call.
+/// returned even when storing it fails), so on a cache error the body is still here to call;
+/// but a waiter past `hard_timeout` gets `on_timeout`'s error (see [`Probe`]).
 #[inline]
 pub fn try_get_or_create<T, E, F>(
     region: &CacheRegion,
     key: &Key,
     options: &CreateOptions<T>,
+    on_timeout: Option<fn(dogpile_core::Error) -> E>,
     body: F,
 ) -> Result<T, E>
 where
@@ -444,7 +525,7 @@ where
         Ok(v) => Ok(v),
         Err(CreateError::Creator(Some(e))) => Err(e),
         Err(CreateError::Creator(None)) => unreachable_body(),
-        Err(CreateError::Cache(e)) => body_after_cache_error(region, key, &e, body)(),
+        Err(CreateError::Cache(e)) => result_after_cache_error(region, key, e, on_timeout, body)?(),
     }
 }
 
@@ -460,7 +541,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
-    let out = try_get_or_create_async(region, key, options, || async {
+    let out = try_get_or_create_async(region, key, options, None, || async {
         Ok::<T, Infallible>(body().await)
     });
     match out.await {
@@ -474,6 +555,7 @@ pub async fn try_get_or_create_async<T, E, F, Fut>(
     region: &CacheRegion,
     key: &Key,
     options: &CreateOptions<T>,
+    on_timeout: Option<fn(dogpile_core::Error) -> E>,
     body: F,
 ) -> Result<T, E>
 where
@@ -497,7 +579,9 @@ where
         Ok(v) => Ok(v),
         Err(CreateError::Creator(Some(e))) => Err(e),
         Err(CreateError::Creator(None)) => unreachable_body(),
-        Err(CreateError::Cache(e)) => body_after_cache_error(region, key, &e, body)().await,
+        Err(CreateError::Cache(e)) => {
+            result_after_cache_error(region, key, e, on_timeout, body)?().await
+        }
     }
 }
 

@@ -308,3 +308,161 @@ fn a_decorated_waiter_past_the_hard_timeout_waits_and_never_runs_its_body_beside
     assert_eq!(BODIES.load(Ordering::SeqCst), 0);
     let _ = within("the creator", move || first.join().unwrap());
 }
+
+/// The error of a decorated function that takes dogpile's errors: a waiter past `hard_timeout`
+/// returns the timeout as its `Err`.
+#[derive(Debug)]
+enum LoadError {
+    Cache(Error),
+}
+
+impl From<Error> for LoadError {
+    fn from(e: Error) -> Self {
+        LoadError::Cache(e)
+    }
+}
+
+#[test]
+fn a_decorated_result_waiter_past_the_hard_timeout_gets_it_as_its_err() {
+    use dogpile::cache_on_arguments;
+    static REGION: CacheRegion = CacheRegion::new();
+    static BODIES: AtomicUsize = AtomicUsize::new(0);
+
+    #[cache_on_arguments(region = REGION, key = "k", ignore = [x])]
+    fn load(x: u32) -> Result<u32, LoadError> {
+        BODIES.fetch_add(1, Ordering::SeqCst);
+        Ok(x)
+    }
+
+    REGION
+        .configure(
+            RegionConfig::new("dogpile.cache.memory")
+                .hard_timeout(HARD)
+                .lock_blocking_timeout(Duration::from_secs(30)),
+        )
+        .unwrap();
+    // Another caller creates `k` (the function's key) on its own thread, held open.
+    let (open, gate) = channel::<()>();
+    let first = std::thread::spawn(move || {
+        REGION.get_or_create("k", move || {
+            let _ = gate.recv();
+            7u32
+        })
+    });
+    within("the creation starting", || {
+        wait_for("the lock taken", || REGION.key_is_locked("k").unwrap())
+    });
+    // Before: the waiter waited out the creation (30 s here), so `within` called it a hang.
+    let waited = within("the decorated waiter", || load(1));
+    match waited {
+        Err(LoadError::Cache(Error::CreatorTimeout { timeout, .. })) => assert_eq!(timeout, HARD),
+        other => panic!("expected the timeout as the Err, got {other:?}"),
+    }
+    assert_eq!(
+        BODIES.load(Ordering::SeqCst),
+        0,
+        "the body never runs beside the creator"
+    );
+    assert_eq!(REGION.stats().hard_timeouts, 1);
+    open.send(()).unwrap();
+    assert_eq!(
+        within("the creator", move || first.join().unwrap()).unwrap(),
+        7
+    );
+    // The creator stored its value: the next call has it.
+    assert_eq!(load(1).unwrap(), 7);
+    assert_eq!(BODIES.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_decorated_result_waiter_whose_error_takes_no_dogpile_error_waits_past_the_hard_timeout() {
+    use dogpile::cache_on_arguments;
+    static REGION: CacheRegion = CacheRegion::new();
+    static BODIES: AtomicUsize = AtomicUsize::new(0);
+
+    #[cache_on_arguments(region = REGION, key = "k", ignore = [x])]
+    fn load(x: u32) -> Result<u32, String> {
+        BODIES.fetch_add(1, Ordering::SeqCst);
+        Ok(x)
+    }
+
+    REGION
+        .configure(RegionConfig::new("dogpile.cache.memory").hard_timeout(HARD))
+        .unwrap();
+    let (open, gate) = channel::<()>();
+    let first = std::thread::spawn(move || {
+        REGION.get_or_create("k", move || {
+            let _ = gate.recv();
+            7u32
+        })
+    });
+    within("the creation starting", || {
+        wait_for("the lock taken", || REGION.key_is_locked("k").unwrap())
+    });
+    let call = std::thread::spawn(|| load(1));
+    within("the decorated call waiting", || {
+        wait_for("a waiter", || REGION.stats().waits == 1)
+    });
+    // Well past the hard timeout (a wall-clock pause: the wait itself is what is measured).
+    std::thread::sleep(HARD * 3);
+    assert!(
+        !call.is_finished(),
+        "a String error cannot hold the timeout: it waits"
+    );
+    open.send(()).unwrap();
+    assert_eq!(
+        within("the decorated call", move || call.join().unwrap()),
+        Ok(7)
+    );
+    assert_eq!(BODIES.load(Ordering::SeqCst), 0);
+    assert_eq!(REGION.stats().hard_timeouts, 0);
+    let _ = within("the creator", move || first.join().unwrap());
+}
+
+#[test]
+fn an_async_decorated_result_waiter_past_the_hard_timeout_gets_it_as_its_err() {
+    use dogpile::cache_on_arguments;
+    static REGION: CacheRegion = CacheRegion::new();
+    static BODIES: AtomicUsize = AtomicUsize::new(0);
+
+    #[cache_on_arguments(region = REGION, key = "k", ignore = [x])]
+    async fn load(x: u32) -> Result<u32, LoadError> {
+        BODIES.fetch_add(1, Ordering::SeqCst);
+        Ok(x)
+    }
+
+    REGION
+        .configure(
+            RegionConfig::new("dogpile.cache.memory")
+                .hard_timeout(HARD)
+                .lock_blocking_timeout(Duration::from_secs(30)),
+        )
+        .unwrap();
+    let (open, gate) = channel::<()>();
+    let first = std::thread::spawn(move || {
+        REGION.get_or_create("k", move || {
+            let _ = gate.recv();
+            7u32
+        })
+    });
+    within("the creation starting", || {
+        wait_for("the lock taken", || REGION.key_is_locked("k").unwrap())
+    });
+    let waited = within("the async decorated waiter", || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(load(1))
+    });
+    assert!(
+        matches!(waited, Err(LoadError::Cache(Error::CreatorTimeout { .. }))),
+        "{waited:?}"
+    );
+    assert_eq!(BODIES.load(Ordering::SeqCst), 0);
+    open.send(()).unwrap();
+    assert_eq!(
+        within("the creator", move || first.join().unwrap()).unwrap(),
+        7
+    );
+}

@@ -360,18 +360,28 @@ fn a_decorated_function_takes_the_options() {
 }
 
 #[test]
-fn per_call_resilience_options_on_a_batch_are_refused_not_dropped() {
-    // Before: a batch call took them without a word (an invalid one too) and applied none.
+fn a_batch_refuses_soft_timeout_and_invalid_options_by_name() {
+    // A batch creator borrows, so soft_timeout cannot bound it: refused by name, not dropped;
+    // an option no region can use is refused as on a single key.
     let (region, _time) = region_on(make_region(), eager);
-    for options in [
-        CreateOptions::new().eager_refresh(0.5),
-        CreateOptions::new().eager_refresh(2.0),
+    for (options, name) in [
+        (
+            CreateOptions::new().soft_timeout(Duration::from_millis(5)),
+            "soft_timeout",
+        ),
+        (CreateOptions::new().eager_refresh(2.0), "eager_refresh"),
     ] {
         let err = region
             .try_get_or_create_multi(&["a", "b"], &options, |keys| {
                 Ok::<_, std::convert::Infallible>(keys.iter().map(|_| 1u32).collect())
             })
             .unwrap_err();
-        assert!(err.to_string().contains("not to a batch"), "{err}");
+        assert!(err.to_string().contains(name), "{err}");
     }
+    // Early refresh itself applies to a batch (tests/batch_resilience.rs).
+    let options = CreateOptions::new().eager_refresh(0.5);
+    let got = region.try_get_or_create_multi(&["a", "b"], &options, |keys| {
+        Ok::<_, std::convert::Infallible>(keys.iter().map(|_| 1u32).collect())
+    });
+    assert_eq!(got.unwrap(), [1, 1]);
 }

@@ -215,7 +215,8 @@ impl<V> KeyState<V> {
         self.done
     }
 
-    fn open(&self) -> bool {
+    /// Whether the key has no value yet: after a failed creation, the keys it was to make.
+    pub(crate) fn is_open(&self) -> bool {
         self.done.is_none()
     }
 
@@ -280,7 +281,7 @@ pub(crate) async fn get_or_create<S: Source>(
         // Take what can be had without waiting; stop at the first key that needs a wait.
         let mut blocked = None;
         for (i, k) in keys.iter_mut().enumerate() {
-            if !k.open() || k.held {
+            if !k.is_open() || k.held {
                 continue;
             }
             match std::mem::replace(&mut k.seen, Lookup::Absent) {
@@ -314,7 +315,7 @@ pub(crate) async fn get_or_create<S: Source>(
             }
             source.wait(b).await?;
             keys[b].waited = true;
-            let open: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].open()).collect();
+            let open: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].is_open()).collect();
             for (i, seen) in open.iter().zip(source.lookup(&open).await?) {
                 keys[*i].seen = seen;
             }

@@ -22,8 +22,10 @@ impl Kind {
         }
     }
 
-    fn options(self) -> &'static [&'static str] {
-        match self {
+    /// The options this attribute takes: its own, then the resilience options (one list for
+    /// both attributes, [`RESILIENCE`]).
+    fn options(self) -> Vec<&'static str> {
+        let own: &[&str] = match self {
             Kind::Single => &[
                 "region",
                 "namespace",
@@ -35,12 +37,6 @@ impl Kind {
                 "ignore",
                 "background",
                 "tags",
-                "fail_safe_max_duration",
-                "fail_safe_throttle",
-                "soft_timeout",
-                "hard_timeout",
-                "eager_refresh",
-                "early_expiration_beta",
             ],
             Kind::Multi => &[
                 "region",
@@ -51,9 +47,69 @@ impl Kind {
                 "asdict",
                 "ignore",
             ],
-        }
+        };
+        own.iter().chain(&RESILIENCE).copied().collect()
+    }
+
+    /// The options an error lists as this attribute's: those it takes, less those it refuses.
+    fn offered(self) -> Vec<&'static str> {
+        let mut options = self.options();
+        options.retain(|o| self.refuses(o).is_none());
+        options
+    }
+
+    /// Why this attribute refuses the resilience option `name`, if it does: a batch body
+    /// borrows its ids and runs on the caller's thread, so no timeout can bound it.
+    fn refuses(self, name: &str) -> Option<String> {
+        (self == Kind::Multi && CREATOR_TIMEOUTS.contains(&name)).then(|| {
+            format!(
+                "`{name}` cannot apply to #[cache_multi_on_arguments]: the batch body borrows its ids and runs on the caller's thread, so no timeout can bound it; use it on #[cache_on_arguments] with `background = true`"
+            )
+        })
     }
 }
+
+/// What a resilience option's value is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Takes {
+    /// Seconds (an integer or a float) or a `Duration`.
+    Seconds,
+    /// A number (`f64`).
+    Number,
+}
+
+/// The resilience options, the same on both attributes, with what each takes: each calls the
+/// `CreateOptions` method of its name. The one list of them in this crate.
+const RESILIENCE_OPTIONS: [(&str, Takes); 6] = [
+    ("fail_safe_max_duration", Takes::Seconds),
+    ("fail_safe_throttle", Takes::Seconds),
+    ("soft_timeout", Takes::Seconds),
+    ("hard_timeout", Takes::Seconds),
+    ("eager_refresh", Takes::Number),
+    ("early_expiration_beta", Takes::Number),
+];
+
+/// The names of the resilience options.
+pub(crate) const RESILIENCE: [&str; 6] = {
+    let mut names = [""; 6];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = RESILIENCE_OPTIONS[i].0;
+        i += 1;
+    }
+    names
+};
+
+/// What the resilience option `name` takes; `None` for another option.
+pub(crate) fn resilience_takes(name: &str) -> Option<Takes> {
+    RESILIENCE_OPTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, takes)| takes)
+}
+
+/// The resilience options that bound a running creator: refused where the body cannot move.
+const CREATOR_TIMEOUTS: [&str; 2] = ["soft_timeout", "hard_timeout"];
 
 /// The options of one attribute, as written.
 pub(crate) struct Args {
@@ -73,14 +129,6 @@ pub(crate) struct Args {
     /// the name of the `CreateOptions` method it calls and its value.
     pub(crate) resilience: Vec<(Ident, Expr)>,
 }
-
-/// The resilience options that take seconds or a `Duration`.
-pub(crate) const RESILIENCE_DURATIONS: [&str; 4] = [
-    "fail_safe_max_duration",
-    "fail_safe_throttle",
-    "soft_timeout",
-    "hard_timeout",
-];
 
 /// The raw options: names with their values, parsed before the attribute kind is known.
 pub(crate) struct RawArgs(Vec<(Ident, Value)>);
@@ -175,13 +223,17 @@ impl Args {
         let mut errors = Errors::new();
         for (name, value) in raw.0 {
             let s = name.to_string();
+            if let Some(why) = kind.refuses(&s) {
+                errors.push(syn::Error::new(name.span(), why));
+                continue;
+            }
             if !kind.options().contains(&s.as_str()) {
                 errors.push(syn::Error::new(
                     name.span(),
                     format!(
                         "unknown option `{s}` of #[{}]; expected one of: {}",
                         kind.attr_name(),
-                        kind.options().join(", ")
+                        kind.offered().join(", ")
                     ),
                 ));
                 continue;
@@ -280,12 +332,7 @@ impl Args {
                             ))
                         }
                     },
-                    "fail_safe_max_duration"
-                    | "fail_safe_throttle"
-                    | "soft_timeout"
-                    | "hard_timeout"
-                    | "eager_refresh"
-                    | "early_expiration_beta" => {
+                    r if RESILIENCE.contains(&r) => {
                         let e = expect_expr(&name, value)?;
                         check_resilience_literal(&s, &e)?;
                         args.resilience.push((name.clone(), e));
@@ -358,7 +405,7 @@ fn check_resilience_literal(name: &str, e: &Expr) -> syn::Result<()> {
         "early_expiration_beta" if !(x.is_finite() && x > 0.0) => Some(format!(
             "`early_expiration_beta` takes a positive number (1.0 is XFetch's default); got {x}"
         )),
-        d if RESILIENCE_DURATIONS.contains(&d) && x < 0.0 => Some(format!(
+        d if resilience_takes(d) == Some(Takes::Seconds) && x < 0.0 => Some(format!(
             "`{d}` takes a number of seconds (0 or more) or a `Duration`; got {x}"
         )),
         _ => None,
@@ -501,5 +548,17 @@ mod tests {
         )
         .is_err());
         assert!(args(quote!(region), Kind::Single).is_err());
+        // One list of resilience options for both attributes; the multi one refuses the
+        // creator timeouts by name.
+        for name in RESILIENCE {
+            let option: proc_macro2::TokenStream =
+                format!("region = R, {name} = 0.5").parse().unwrap();
+            assert!(args(option.clone(), Kind::Single).is_ok(), "{name}");
+            let multi = args(option, Kind::Multi);
+            match CREATOR_TIMEOUTS.contains(&name) {
+                true => assert!(multi.err().unwrap().to_string().contains("cannot apply")),
+                false => assert!(multi.is_ok(), "{name}"),
+            }
+        }
     }
 }

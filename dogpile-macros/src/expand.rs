@@ -503,7 +503,8 @@ impl<'a> Func<'a> {
             (None, false) => None,
         };
         let resilience = args.resilience.iter().map(|(name, e)| {
-            if crate::args::RESILIENCE_DURATIONS.contains(&name.to_string().as_str()) {
+            if crate::args::resilience_takes(&name.to_string()) == Some(crate::args::Takes::Seconds)
+            {
                 quote_spanned!(e.span()=> .#name(::dogpile::__private::seconds(&(#e))))
             } else {
                 quote_spanned!(e.span()=> .#name(::core::convert::Into::<f64>::into(#e)))
@@ -515,11 +516,28 @@ impl<'a> Func<'a> {
         } else {
             checked
         };
-        quote! {
-            // A decorated function waits for a creation rather than take an error and run its
-            // body beside it: `hard_timeout` does not bound it.
-            let __dp_opts = ::dogpile::__private::CreateOptions::<#opt_ty>::new()
-                .waits_for_creator() #exp #should #(#resilience)*;
+        let ret = &self.ret;
+        match self.is_result {
+            // A function returning `Result` whose error type takes a `dogpile::Error`: a waiter
+            // past `hard_timeout` returns the timeout as its `Err` (chosen by the probe, so the
+            // error type needs no bound); otherwise it waits, as below.
+            true => quote! {
+                let __dp_on_timeout = {
+                    #[allow(unused_imports)]
+                    use ::dogpile::__private::{TimeoutIntoErr as _, WaitsForCreator as _};
+                    (&::dogpile::__private::Probe::<#ret>::new()).on_timeout()
+                };
+                let __dp_opts = ::dogpile::__private::waits_unless_timeout_err(
+                    ::dogpile::__private::CreateOptions::<#opt_ty>::new() #exp #should #(#resilience)*,
+                    __dp_on_timeout,
+                );
+            },
+            // A decorated function that returns its value waits for a creation rather than take
+            // an error and run its body beside it: `hard_timeout` does not bound it.
+            false => quote! {
+                let __dp_opts = ::dogpile::__private::CreateOptions::<#opt_ty>::new()
+                    .waits_for_creator() #exp #should #(#resilience)*;
+            },
         }
     }
 
@@ -596,6 +614,7 @@ impl<'a> Func<'a> {
         let ct = Self::checked(cached);
 
         let wrapper_sig = self.plain_sig();
+        let on_timeout = self.is_result.then(|| quote!(__dp_on_timeout,));
         let call = match (self.is_result, self.is_async) {
             (false, false) => quote!(::dogpile::__private::get_or_create::<#ct, _>),
             (true, false) => quote!(::dogpile::__private::try_get_or_create::<#ct, _, _>),
@@ -617,7 +636,7 @@ impl<'a> Func<'a> {
             #vis #wrapper_sig {
                 #key
                 #opts
-                #call(__dp_region, &__dp_key, &__dp_opts, #body) #dot_await
+                #call(__dp_region, &__dp_key, &__dp_opts, #on_timeout #body) #dot_await
             }
         };
 

@@ -55,11 +55,22 @@ mod impl_block;
 ///   `early_expiration_beta = 1.0`: the region's resilience options of the same names (see
 ///   `RegionConfig`), for this function only; a literal no region can use is a compile error.
 ///   With fail-safe, a `Result` function whose body returns `Err` gets the expired value
-///   instead, within the bound. The timeouts need `background = true` (a body that can run on
-///   another thread): the caller then gets the stale value past `soft_timeout`. A decorated
-///   function is never bounded by `hard_timeout`, as creator or as waiter: its answer to an
-///   error is to run its body, which beside a running creator is the stampede the lock
-///   prevents, so it waits for the value.
+///   instead, within the bound. The timeouts bound a creation only with `background = true` (a
+///   body that can run on another thread): the caller then gets the stale value past
+///   `soft_timeout`. Otherwise the caller that creates runs the body inline (it borrows the
+///   arguments), unbounded. `hard_timeout` bounds a *waiter* (a caller with no value, waiting
+///   for another caller's creation) only where it has an error to give:
+///   - a function returning `Result<T, E>` with `E: From<dogpile::Error>` (your own
+///     `impl From<dogpile::Error> for MyError`, or `anyhow::Error`): past `hard_timeout` the
+///     waiter returns `Err(E::from(dogpile::Error::CreatorTimeout { .. }))`, counted in
+///     `hard_timeouts`, and never runs its body; the creation goes on and stores its value.
+///     Chosen at compile time from the return type, so the error type needs no bound: a `fn`
+///     generic over its error type, or an error without the conversion, takes the next case;
+///   - any other function (its value returned as is, or an `E` without the conversion) keeps
+///     waiting for the value, up to the region's `lock_blocking_timeout` (then it runs its
+///     body): its only answer to an error would be to run its body, which beside a running
+///     creator is the stampede the lock prevents;
+///   - `background = true` functions are not bounded as waiters either.
 ///
 /// # The key
 ///
@@ -111,6 +122,15 @@ pub fn cache_on_arguments(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///   ids the body leaves out of its map are neither cached nor returned.
 /// - `ignore = [conn]`: other arguments, left out of the keys. The slice of ids is the only key
 ///   argument.
+/// - `fail_safe_max_duration = …`, `fail_safe_throttle = …` (seconds or a `Duration`),
+///   `eager_refresh = 0.8`, `early_expiration_beta = 1.0`: the resilience options of
+///   `cache_on_arguments`, applied to each id by the one-key rules. A body that panics leaves
+///   each id its expired value (within `fail_safe_max_duration`; the ids are then throttled),
+///   and the call panics only when an id has none. Ids due for an early refresh get it inline,
+///   in the one body call with the missing ids; an id whose refresh another caller is running
+///   gets its current value at once. `soft_timeout` and `hard_timeout` are a compile error
+///   here: the body borrows its ids and runs on the caller's thread, so no timeout can bound
+///   it.
 ///
 /// The key of one id is the default key of a function taking that id alone
 /// (`module::path:name|namespace|id`), or the region's `function_multi_key_generator`.

@@ -304,10 +304,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if let Some(v) = source.serve_throttled(&first, seen) {
             return Ok(v);
         }
-        source.watch_from(&first, seen);
+        source.watch_from(0, &first, seen);
         let mut keys = [KeyState::new(first)];
         // The blocking source never yields, so this drives the algorithm on this thread.
-        let ran = pollster::block_on(source.run_one(&mut keys));
+        let ran = pollster::block_on(source.run_catching(&mut keys));
         self.settle(ran, &mut source, keys, mkey)
     }
 
@@ -388,7 +388,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if let Some(v) = source.serve_throttled(&first, seen) {
             return Ok(v);
         }
-        source.watch_from(&first, seen);
+        source.watch_from(0, &first, seen);
         let mut keys = [KeyState::new(first)];
         let span = tracing::debug_span!(
             "get_or_create",
@@ -396,7 +396,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             key = &*mkey,
             backend = %cfg.backend_name
         );
-        let ran = tracing::Instrument::instrument(source.run_one(&mut keys), span).await;
+        let ran = tracing::Instrument::instrument(source.run_catching(&mut keys), span).await;
         self.settle(ran, &mut source, keys, &mkey)
             .map_err(|(e, _)| e)
     }
@@ -406,6 +406,12 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// not a stale value served.
     pub(super) fn one_outcome<T>(&self, keys: [KeyState<T>; 1], mkey: &str, early: bool) -> T {
         let [key] = keys;
+        self.key_outcome(key, mkey, early)
+    }
+
+    /// The value of one key (of one key's call, or of a batch) the lock algorithm has finished,
+    /// its outcome counted (see [`one_outcome`](Self::one_outcome)).
+    pub(super) fn key_outcome<T>(&self, key: KeyState<T>, mkey: &str, early: bool) -> T {
         let (value, outcome) = key
             .into_done()
             .expect("the lock algorithm finishes every key it returns for");

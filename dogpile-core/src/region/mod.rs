@@ -695,21 +695,27 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// Reads and classifies several keys in one backend call, each value decoded where the
-    /// backend holds it ([`Backend::visit_multi`]).
+    /// backend holds it ([`Backend::visit_multi`]), with the creation stamp of what it found
+    /// (what the resilience options judge a batch's values by).
     fn lookup_multi<T: CacheValue>(
         &self,
         cfg: &Configured,
         mkeys: &[&str],
         ttl: Option<Duration>,
-    ) -> Result<Vec<Lookup<T>>> {
+    ) -> Result<Vec<(Lookup<T>, Option<Timestamp>)>> {
         if let Some(tier) = &cfg.tier {
             return self.lookup_multi_tiered(tier, cfg, mkeys, ttl);
         }
         visit_each(
             &*cfg.backend,
             mkeys,
-            || Lookup::Absent,
-            |v, mkey| self.classify(cfg, v, ttl, mkey),
+            || (Lookup::Absent, None),
+            |v, mkey| {
+                (
+                    self.classify(cfg, v, ttl, mkey),
+                    Some(v.metadata.created_at),
+                )
+            },
         )
         .map_err(|e| self.backend_failed(e, mkeys.first().copied().unwrap_or_default()))
     }
@@ -721,10 +727,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
         cfg: &Configured,
         mkeys: &[&str],
         ttl: Option<Duration>,
-    ) -> Result<Vec<Lookup<T>>> {
+    ) -> Result<Vec<(Lookup<T>, Option<Timestamp>)>> {
         let found = self.lookup_multi(cfg, mkeys, ttl)?;
         let mut counts = [0u64; 3];
-        for f in &found {
+        for (f, _) in &found {
             counts[match f {
                 Lookup::Fresh(_) => 0,
                 Lookup::Stale(_) => 1,

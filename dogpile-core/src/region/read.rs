@@ -7,7 +7,6 @@ use super::{decode_payload, visit_each, CacheRegion, CacheValue, Configured};
 use crate::backend::{CachedValueRef, Metadata, FORMAT_VERSION};
 use crate::error::Result;
 use crate::expiration::Expiration;
-use crate::lock::Lookup;
 use crate::registry::BackendCatalog;
 
 /// A value read with what is stored beside it: what
@@ -252,7 +251,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         match age {
             Age::Expiring(expiration) => {
                 let raw = self.read_multi(&cfg, &refs, cfg.ttl(expiration))?;
-                Ok(raw.into_iter().map(Lookup::fresh).collect())
+                Ok(raw.into_iter().map(|(found, _)| found.fresh()).collect())
             }
             Age::Ignored => visit_each(
                 &*cfg.backend,

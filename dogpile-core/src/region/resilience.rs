@@ -66,35 +66,55 @@ pub(super) struct Seen {
     pub(super) floors: Floors,
 }
 
-/// What the get-or-create of one key keeps for the resilience options.
-pub(super) struct Watch<T> {
-    /// The options of this call: the region's, with the call's own over them.
-    opts: Resilience,
-    /// Whether any option acts on creation: reads then keep the creation stamps.
-    on: bool,
+/// What the resilience options keep of one key of a get-or-create call.
+pub(super) struct KeyWatch<T> {
     /// The value being regenerated early: its stamp, and why.
     early: Option<(Timestamp, EarlyKind)>,
     /// The last stale (or, for an early refresh, current) value read, with its stamp: what
     /// fail-safe and a soft timeout give back.
     stale: Option<(T, Timestamp)>,
+}
+
+/// What a get-or-create call (one key, or a batch) keeps for the resilience options.
+pub(super) struct Watch<T> {
+    /// The options of this call: the region's, with the call's own over them.
+    opts: Resilience,
+    /// Whether any option acts on creation: reads then keep the creation stamps.
+    on: bool,
+    /// One per key slot of the call; empty when no option acts on creation.
+    keys: Vec<KeyWatch<T>>,
     /// Whether the hard timeout bounds this call: not for a caller that has no error to return.
     hard_timeout: bool,
 }
 
 impl<T> Watch<T> {
-    pub(super) fn new(cfg: &Configured, options: &CreateOptions<T>) -> Self {
+    /// The watch of a call over `keys` key slots.
+    pub(super) fn new(cfg: &Configured, options: &CreateOptions<T>, keys: usize) -> Self {
         // Checked on the call's first read already; a call that got here has valid options.
         let opts = cfg
             .resilience
             .for_call(options.resilience.as_ref())
             .map_or_else(|_| cfg.resilience.options.clone(), Cow::into_owned);
+        let on = opts.acts_on_creation();
         Watch {
-            on: opts.acts_on_creation(),
+            on,
             opts,
-            early: None,
-            stale: None,
+            keys: match on {
+                true => (0..keys)
+                    .map(|_| KeyWatch {
+                        early: None,
+                        stale: None,
+                    })
+                    .collect(),
+                false => Vec::new(),
+            },
             hard_timeout: !options.waits_for_creator,
         }
+    }
+
+    /// Whether `key` is being regenerated early.
+    pub(super) fn is_early(&self, key: usize) -> bool {
+        self.keys.get(key).is_some_and(|k| k.early.is_some())
     }
 
     /// The hard timeout that bounds this call's waits for another caller's creation: none for
@@ -471,18 +491,67 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if !opts.acts_on_creation() {
             return Ok((found, seen));
         }
-        Ok(match (found, stamp) {
+        let (found, early) = self.judge_early(cfg, &opts, found, stamp, ttl, mkey);
+        seen.early = early;
+        Ok((found, seen))
+    }
+
+    /// The rule of early refresh for one key's first read, under the call's options `opts`: a
+    /// fresh value due for an early refresh (eager or XFetch) comes back stale, with why. For
+    /// the first read of one key and of each key of a batch.
+    #[inline]
+    pub(super) fn judge_early<T>(
+        &self,
+        cfg: &Configured,
+        opts: &Resilience,
+        found: Lookup<T>,
+        stamp: Option<Timestamp>,
+        ttl: Option<Duration>,
+        mkey: &str,
+    ) -> (Lookup<T>, Option<EarlyKind>) {
+        match (found, stamp) {
             (Lookup::Fresh(v), Some(stamp)) => {
-                seen.early =
-                    cfg.resilience
-                        .early_due(&opts, ttl, stamp, cfg.clock.now_coarse(), mkey);
-                match seen.early {
-                    Some(_) => (Lookup::Stale(v), seen),
-                    None => (Lookup::Fresh(v), seen),
+                match cfg
+                    .resilience
+                    .early_due(opts, ttl, stamp, cfg.clock.now_coarse(), mkey)
+                {
+                    Some(kind) => (Lookup::Stale(v), Some(kind)),
+                    None => (Lookup::Fresh(v), None),
                 }
             }
-            (found, _) => (found, seen),
-        })
+            (found, _) => (found, None),
+        }
+    }
+
+    /// Fail-safe's throttle: the stale value of a key whose creator failed less than a throttle
+    /// ago (under the call's options `opts`), served without running the creator. For one key
+    /// and for each key of a batch.
+    pub(super) fn serve_throttled<T: Clone>(
+        &self,
+        cfg: &Configured,
+        opts: &Resilience,
+        ttl: Option<Duration>,
+        mkey: &str,
+        first: &Lookup<T>,
+        seen: Seen,
+    ) -> Option<T> {
+        let (Lookup::Stale(v), Some(stamp), None) = (first, seen.stamp, seen.early) else {
+            return None;
+        };
+        let now = cfg.clock.now();
+        if opts.fail_safe_max_duration.is_none()
+            || !cfg.resilience.throttled(mkey, now)
+            || !cfg.resilience.fail_safe_covers(opts, ttl, stamp, now, mkey)
+        {
+            return None;
+        }
+        self.stats.incr(Counter::FailSafeServed);
+        tracing::debug!(
+            region = self.name(),
+            key = mkey,
+            "its creator failed recently: serving the expired value (fail-safe throttle)"
+        );
+        Some(v.clone())
     }
 
     /// The end of a one-key call whose algorithm ran (`ran`, a panic caught when fail-safe is
@@ -496,65 +565,97 @@ impl<C: BackendCatalog> CacheRegion<C> {
         mkey: &str,
     ) -> Result<T, (CreateError<E>, Option<Cr>)> {
         let failure = match ran {
-            Ok(Ok(())) => return Ok(self.one_outcome(keys, mkey, source.watch.early.is_some())),
+            Ok(Ok(())) => return Ok(self.one_outcome(keys, mkey, source.watch.is_early(0))),
             Ok(Err(CreateError::Creator(e))) => Ok(CreateError::Creator(e)),
             Ok(Err(e)) => return Err((e, source.creator.take())),
             Err(panic) => Err(panic),
         };
-        match (self.fall_back(source, mkey), failure) {
+        let now = source.cfg.clock.now();
+        match (source.fall_back(0, now), failure) {
             (Some(v), _) => Ok(v),
             (None, Ok(e)) => Err((e, source.creator.take())),
             (None, Err(panic)) => std::panic::resume_unwind(panic),
         }
     }
+}
 
-    /// The value a failed creation leaves its caller, if any: the current value of an early
-    /// refresh (it has not expired), or the stale value fail-safe covers (the key is then
-    /// throttled).
-    fn fall_back<T: CacheValue, E, Cr: Creator<T, E>>(
-        &self,
-        source: &mut RegionSource<'_, '_, C, T, E, Cr>,
-        mkey: &str,
-    ) -> Option<T> {
-        let cfg = source.cfg;
-        let (v, stamp) = source.watch.stale.take()?;
-        if source.watch.early.is_some() {
+impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_, C, T, E, Cr> {
+    /// Whether a failed creation leaves `key` a value at `now` (see [`fall_back`](Self::fall_back)).
+    fn falls_back(&self, key: usize, now: Timestamp) -> bool {
+        let Some(KeyWatch {
+            early,
+            stale: Some((_, stamp)),
+        }) = self.watch.keys.get(key)
+        else {
+            return false;
+        };
+        let opts = &self.watch.opts;
+        early.is_some()
+            || (opts.fail_safe_throttle().is_some()
+                && self.cfg.resilience.fail_safe_covers(
+                    opts,
+                    self.ttl,
+                    *stamp,
+                    now,
+                    self.slots[key].mkey(),
+                ))
+    }
+
+    /// The value a failed creation leaves `key`'s caller at `now`, if any: the current value of
+    /// an early refresh (it has not expired), or the stale value fail-safe covers (the key is
+    /// then throttled).
+    pub(super) fn fall_back(&mut self, key: usize, now: Timestamp) -> Option<T> {
+        if !self.falls_back(key, now) {
+            return None;
+        }
+        let (region, cfg, mkey) = (self.region, self.cfg, self.slots[key].mkey());
+        let watch = &mut self.watch.keys[key];
+        let (v, _) = watch.stale.take()?;
+        if watch.early.is_some() {
             tracing::warn!(
-                region = self.name(),
+                region = region.name(),
                 key = mkey,
                 "an early refresh failed: the current value stays"
             );
             return Some(v);
         }
-        let now = cfg.clock.now();
-        let opts = &source.watch.opts;
-        let throttle = opts.fail_safe_throttle()?;
-        if !cfg
-            .resilience
-            .fail_safe_covers(opts, source.ttl, stamp, now, mkey)
-        {
-            return None;
+        if let Some(throttle) = self.watch.opts.fail_safe_throttle() {
+            cfg.resilience.throttle(mkey, now, throttle);
         }
-        cfg.resilience.throttle(mkey, now, throttle);
-        self.stats.incr(Counter::FailSafeServed);
+        region.stats.incr(Counter::FailSafeServed);
         tracing::warn!(
-            region = self.name(),
+            region = region.name(),
             key = mkey,
             "the creator failed: serving the expired value (fail-safe)"
         );
         Some(v)
     }
-}
 
-impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_, C, T, E, Cr> {
-    /// Starts watching for the resilience options, from the call's first read.
-    pub(super) fn watch_from(&mut self, first: &Lookup<T>, seen: Seen) {
-        if !self.watch.on {
-            return;
+    /// The values of a batch whose creator failed (an error, or a panic caught for fail-safe):
+    /// each key the creator was to make (those still open) with the value it falls back to; or
+    /// `None` when one of them has none, as that key's call alone would then fail, and the batch
+    /// fails as a whole (nothing is served, nothing throttled).
+    pub(super) fn fall_back_batch(&mut self, keys: &[KeyState<T>]) -> Option<Vec<(usize, T)>> {
+        let now = self.cfg.clock.now();
+        let open: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].is_open()).collect();
+        if !open.iter().all(|&k| self.falls_back(k, now)) {
+            return None;
         }
+        Some(
+            open.into_iter()
+                .filter_map(|k| Some((k, self.fall_back(k, now)?)))
+                .collect(),
+        )
+    }
+
+    /// Starts watching `key` for the resilience options, from its first read.
+    pub(super) fn watch_from(&mut self, key: usize, first: &Lookup<T>, seen: Seen) {
+        let Some(watch) = self.watch.keys.get_mut(key) else {
+            return;
+        };
         if let (Lookup::Stale(v), Some(stamp)) = (first, seen.stamp) {
-            self.watch.stale = Some((v.clone(), stamp));
-            self.watch.early = seen.early.map(|kind| (stamp, kind));
+            watch.stale = Some((v.clone(), stamp));
+            watch.early = seen.early.map(|kind| (stamp, kind));
         }
     }
 
@@ -563,10 +664,18 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
         self.watch.on
     }
 
-    /// A later read of the one key: kept for fail-safe, and for an early refresh turned stale
-    /// while the stored value is still the one judged due (another caller has not refreshed it).
-    pub(super) fn observe(&mut self, found: Lookup<T>, stamp: Option<Timestamp>) -> Lookup<T> {
-        let found = match (found, self.watch.early) {
+    /// A later read of `key`: kept for fail-safe, and for an early refresh turned stale while
+    /// the stored value is still the one judged due (another caller has not refreshed it).
+    pub(super) fn observe(
+        &mut self,
+        key: usize,
+        found: Lookup<T>,
+        stamp: Option<Timestamp>,
+    ) -> Lookup<T> {
+        let Some(watch) = self.watch.keys.get_mut(key) else {
+            return found;
+        };
+        let found = match (found, watch.early) {
             (Lookup::Fresh(v), Some((judged, kind))) if stamp == Some(judged) => {
                 // The refresh starts: this caller holds the lock and the value is unchanged.
                 self.region.stats.incr(kind.counter());
@@ -574,16 +683,16 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
             }
             (found, _) => found,
         };
-        self.watch.stale = match (&found, stamp) {
+        watch.stale = match (&found, stamp) {
             (Lookup::Stale(v), Some(stamp)) => Some((v.clone(), stamp)),
             _ => None,
         };
         found
     }
 
-    /// The runner of an early refresh when the region has none: a thread of its own.
-    pub(super) fn early_runner(&self) -> Option<Arc<dyn AsyncCreationRunner>> {
-        self.watch.early.map(|_| thread_runner())
+    /// The runner of `key`'s early refresh when the region has none: a thread of its own.
+    pub(super) fn early_runner(&self, key: usize) -> Option<Arc<dyn AsyncCreationRunner>> {
+        self.watch.is_early(key).then(thread_runner)
     }
 
     /// Creates `key`'s value on a thread of its own when a timeout bounds this call: the thread
@@ -592,7 +701,8 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
     /// the creator cannot move (it then runs here).
     pub(super) fn create_timed(&mut self, key: usize) -> Option<Result<Vec<T>, CreateError<E>>> {
         let options = &self.watch.opts;
-        let soft = options.soft_timeout.filter(|_| self.watch.stale.is_some());
+        let has_stale = self.watch.keys.get(key).is_some_and(|k| k.stale.is_some());
+        let soft = options.soft_timeout.filter(|_| has_stale);
         let hard = options.hard_timeout.filter(|_| self.watch.hard_timeout);
         let bound = soft.or(hard)?;
         if self.io != Io::Blocking {
@@ -631,7 +741,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
                 };
                 self.region.stats.incr(counter);
                 let region = self.region.name();
-                match self.watch.stale.take() {
+                match self.watch.keys.get_mut(key).and_then(|k| k.stale.take()) {
                     Some((v, _)) => {
                         tracing::info!(region, key = name, ?bound, "the creator ran past {which}: serving the stale value while it finishes");
                         Ok(vec![v])
@@ -649,40 +759,22 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
         })
     }
 
-    /// Runs the algorithm over the one key of this call, catching a panic when fail-safe is on.
-    pub(super) async fn run_one(
+    /// Runs the algorithm over the keys of this call, catching a panic when fail-safe is on.
+    pub(super) async fn run_catching(
         &mut self,
-        keys: &mut [KeyState<T>; 1],
+        keys: &mut [KeyState<T>],
     ) -> std::thread::Result<Result<(), CreateError<E>>> {
         // A panic is caught only for fail-safe, which may have a value to give instead.
         let catch = self.watch.opts.fail_safe_max_duration.is_some();
         catching(self.run(keys), catch).await
     }
 
-    /// Fail-safe's throttle: the stale value of a key whose creator failed less than a throttle
-    /// ago, served without running the creator.
+    /// Fail-safe's throttle for the one key of this call (see
+    /// [`CacheRegion::serve_throttled`]).
     pub(super) fn serve_throttled(&self, first: &Lookup<T>, seen: Seen) -> Option<T> {
-        let (cfg, opts) = (self.cfg, &self.watch.opts);
-        let (Lookup::Stale(v), Some(stamp), None) = (first, seen.stamp, seen.early) else {
-            return None;
-        };
         let mkey = self.slots[0].mkey();
-        let now = cfg.clock.now();
-        if opts.fail_safe_max_duration.is_none()
-            || !cfg.resilience.throttled(mkey, now)
-            || !cfg
-                .resilience
-                .fail_safe_covers(opts, self.ttl, stamp, now, mkey)
-        {
-            return None;
-        }
-        self.region.stats.incr(Counter::FailSafeServed);
-        tracing::debug!(
-            region = self.region.name(),
-            key = mkey,
-            "its creator failed recently: serving the expired value (fail-safe throttle)"
-        );
-        Some(v.clone())
+        self.region
+            .serve_throttled(self.cfg, &self.watch.opts, self.ttl, mkey, first, seen)
     }
 }
 

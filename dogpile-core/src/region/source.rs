@@ -141,6 +141,7 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
         creator: Cr,
         io: Io,
     ) -> Self {
+        let watch = Watch::new(cfg, options, slots.len());
         RegionSource {
             region,
             cfg,
@@ -151,7 +152,7 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
             io,
             wait_start: None,
             _error: PhantomData,
-            watch: Watch::new(cfg, options),
+            watch,
             // Set by the call, which has read them for its first read already.
             floors: Floors::default(),
         }
@@ -235,12 +236,23 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
             };
             let found = self.floors.demote(found, stamp);
             return Ok(vec![match self.watching() {
-                true => self.observe(found, stamp),
+                true => self.observe(key, found, stamp),
                 false => found,
             }]);
         }
         let mkeys: Vec<&str> = keys.iter().map(|&i| self.slots[i].mkey).collect();
-        Ok(region.lookup_multi(cfg, &mkeys, ttl)?)
+        let found = region.lookup_multi(cfg, &mkeys, ttl)?;
+        Ok(keys
+            .iter()
+            .zip(found)
+            .map(|(&key, (found, stamp))| {
+                let found = self.floors.demote(found, stamp);
+                match self.watching() {
+                    true => self.observe(key, found, stamp),
+                    false => found,
+                }
+            })
+            .collect())
     }
 
     async fn try_lock(&mut self, key: usize) -> Result<bool, CreateError<E>> {
@@ -352,7 +364,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
             .region
             .async_creation_runner
             .clone()
-            .or_else(|| self.early_runner())
+            .or_else(|| self.early_runner(key))
         else {
             return false;
         };

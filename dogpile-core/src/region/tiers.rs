@@ -346,15 +346,15 @@ impl<C: BackendCatalog> CacheRegion<C> {
         cfg: &Configured,
         mkeys: &[&str],
         ttl: Option<Duration>,
-    ) -> Result<Vec<Lookup<T>>> {
+    ) -> Result<Vec<(Lookup<T>, Option<Timestamp>)>> {
         let now = cfg.clock.now_coarse();
-        let mut out: Vec<Lookup<T>> = Vec::with_capacity(mkeys.len());
+        let mut out: Vec<(Lookup<T>, Option<Timestamp>)> = Vec::with_capacity(mkeys.len());
         let mut missing = Vec::new();
         for (i, mkey) in mkeys.iter().enumerate() {
             match self.local_hit(tier, cfg, mkey, ttl, now) {
-                Some((v, _)) => out.push(Lookup::Fresh(v)),
+                Some((v, stamp)) => out.push((Lookup::Fresh(v), Some(stamp))),
                 None => {
-                    out.push(Lookup::Absent);
+                    out.push((Lookup::Absent, None));
                     let miss = LocalMiss {
                         now,
                         ticket: tier.ticket(mkey),
@@ -372,7 +372,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .visit_multi(&keys, &mut |j, v| {
                 // A position out of range (a faulty backend) is ignored, never a panic.
                 if let Some(&(i, mkey, miss)) = missing.get(j) {
-                    out[i] = self.settle_miss(miss, tier, cfg, v, ttl, mkey).0;
+                    out[i] = self.settle_miss(miss, tier, cfg, v, ttl, mkey);
                 }
             })
             .map_err(|e| self.backend_failed(e, keys[0]))?;

@@ -13,6 +13,17 @@ pub fn values(ids: &[u32]) -> Vec<i64> {
     ids.iter().map(|&i| i64::from(i) - 1).collect()
 }
 
+#[cache_multi_on_arguments(
+    region = REGION,
+    fail_safe_max_duration = 60,
+    fail_safe_throttle = std::time::Duration::from_secs(5),
+    eager_refresh = 0.8,
+    early_expiration_beta = 1.0
+)]
+fn resilient(ids: &[u32]) -> Vec<u32> {
+    ids.to_vec()
+}
+
 #[cache_multi_on_arguments(region = REGION, asdict = true)]
 fn names(ids: &[String]) -> HashMap<String, usize> {
     ids.iter().map(|s| (s.clone(), s.len())).collect()
@@ -36,6 +47,7 @@ fn main() {
     REGION
         .configure(RegionConfig::new("dogpile.cache.memory"))
         .unwrap();
+    assert_eq!(resilient(&[3, 4]), vec![3, 4]);
     assert_eq!(values(&[1, 2]), vec![0, 1]);
     assert_eq!(values_get(&[1, 2]), vec![None, Some(1)]);
     values_set([(7, 70)]);
