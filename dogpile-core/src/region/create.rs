@@ -250,7 +250,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// # use dogpile_core::{CacheRegion, CreateOptions, RegionConfig};
     /// # let region: CacheRegion = CacheRegion::new();
     /// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
-    /// let options = CreateOptions::new();
+    /// let options = CreateOptions::<u8>::new();
     /// // `MapBackend` may block (it says so), so only the call itself answers:
     /// region.set("k", 3u8).unwrap();
     /// assert_eq!(region.hit_now("k", &options), None);
