@@ -476,6 +476,23 @@ mod tests {
     }
 
     #[test]
+    fn block_on_finishes_a_future_that_yields() {
+        // The blocking path's driver polls once with a waker that does nothing; a future that
+        // yields all the same is finished by `pollster`, not dropped or spun on.
+        let mut polls = 0;
+        let fut = std::future::poll_fn(|cx| {
+            polls += 1;
+            if polls > 1 {
+                return Poll::Ready(7);
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        assert_eq!(block_on(fut), 7);
+        assert_eq!(polls, 2);
+    }
+
+    #[test]
     fn fresh_value_is_returned_without_creating() {
         let store = Arc::new(Store::default());
         *store.slot.lock() = Some((1, true));

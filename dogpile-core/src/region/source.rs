@@ -162,7 +162,7 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
     }
 
     /// Runs the lock algorithm over `keys` (the first reads, one per slot), counting each key's
-    /// outcome. The blocking source never yields, so `pollster` drives it on this thread.
+    /// outcome. The blocking source never yields, so `lock::block_on` drives it on this thread.
     pub(super) async fn run(&mut self, keys: &mut [KeyState<T>]) -> Result<(), CreateError<E>> {
         lock::get_or_create(self, keys).await
     }
