@@ -244,7 +244,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// the call itself then reads again. Counted as a hit only when it answers.
     ///
     /// For async callers: a hit is answered before any future of the get-or-create is built,
-    /// and without allocating (beyond the value's own clone).
+    /// and without allocating (beyond the value's own clone, and a key mangler's key).
     ///
     /// ```
     /// # use dogpile_core::{CacheRegion, CreateOptions, RegionConfig};
