@@ -18,6 +18,15 @@
 //!   `String` to `Arc<dyn Any>` (foldhash, as the memory backend), a downcast and a clone. No
 //!   expiration, statistics, configuration or fallback.
 //!
+//! - `hit/async`: the decorated `async fn` awaited in a loop inside a tokio (current-thread)
+//!   runtime, beside the same loop over the blocking decorated fn, both timed the same way (one
+//!   thread): what an async hit costs over a blocking one.
+//!
+//! Instruction counts: with `HIT_COUNT=N` in the environment the bench does `N` blocking and `N`
+//! async decorated hits (each in a function of its own, not inlined; the async one polled once
+//! with a no-op waker, as an executor polls a ready future) and exits, for
+//! `valgrind --tool=callgrind --toggle-collect='*one_hit_*'`.
+//!
 //! Region statistics are always on (per-thread counters), so every region figure includes them.
 //!
 //! Two-thread groups report the time per call on each thread; throughput scaling is
@@ -107,6 +116,87 @@ fn decorated(n: u64) -> String {
     value(n)
 }
 
+/// `dogpile`'s attribute on an `async fn` with the same workload.
+#[dogpile::cache_on_arguments(region = REGION)]
+async fn decorated_async(n: u64) -> String {
+    value(n)
+}
+
+/// The async decorated hit beside the blocking one, each timed over a loop of `iters` calls on
+/// this thread; the async loop runs inside one `block_on` of a tokio runtime, as a request
+/// handler's calls would.
+fn bench_async(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        for n in 0..KEYS {
+            decorated_async(n).await; // warm
+        }
+    });
+    for n in 0..KEYS {
+        decorated(n);
+    }
+    let mut group = c.benchmark_group("hit/async");
+    group.bench_function("decorated fn, 1 thread", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters {
+                black_box(decorated(black_box(i % KEYS)));
+            }
+            start.elapsed()
+        })
+    });
+    group.bench_function("decorated async fn in tokio, 1 thread", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    black_box(decorated_async(black_box(i % KEYS)).await);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+/// One blocking decorated hit, in a function of its own for callgrind's `--toggle-collect`.
+#[inline(never)]
+fn one_hit_sync(n: u64) -> String {
+    decorated(n)
+}
+
+/// One async decorated hit: the future made and polled once, as an executor would.
+#[inline(never)]
+fn one_hit_async(n: u64) -> String {
+    let mut fut = std::pin::pin!(decorated_async(n));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::future::Future::poll(fut.as_mut(), &mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => unreachable!("a memory-backend hit is ready at once"),
+    }
+}
+
+/// `HIT_COUNT=N`: `N` blocking and `N` async decorated hits on a warm cache, then exit.
+fn count_mode(count: u64) -> ! {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        for n in 0..KEYS {
+            decorated_async(n).await;
+            decorated(n);
+        }
+        for i in 0..count {
+            black_box(one_hit_sync(black_box(i % KEYS)));
+            black_box(one_hit_async(black_box(i % KEYS)));
+        }
+    });
+    eprintln!("{count} hits each: blocking, async");
+    std::process::exit(0)
+}
+
 thread_local! {
     static KEY: RefCell<String> = const { RefCell::new(String::new()) };
 }
@@ -134,6 +224,10 @@ fn hit_path(c: &mut Criterion) {
         Some(value(1)),
         "the hand-written key differs from the decorated fn's"
     );
+    if let Some(count) = std::env::var("HIT_COUNT").ok().and_then(|v| v.parse().ok()) {
+        count_mode(count);
+    }
+    bench_async(c);
 
     bench_one(c, "decorated #[cache_on_arguments]", |n| {
         black_box(decorated(black_box(n)));

@@ -12,6 +12,15 @@
 //! - `region set`: the store alone, for scale;
 //! - `cached #[cached]` (default and `sync_writes = "by_key"`): removed with `cache_remove`;
 //! - `moka get_with`: removed with `invalidate`.
+//!
+//! Instruction counts: with `MISS_COUNT=N` in the environment the bench does only `N` misses of
+//! the decorated fn and `N` of `#[cached]` (each in a function of its own, not inlined) and exits,
+//! for `valgrind --tool=callgrind --toggle-collect='*one_miss*'` (BENCHMARKS.md, "Issue 19"):
+//!
+//! ```text
+//! MISS_COUNT=20000 valgrind --tool=callgrind --toggle-collect='*one_miss_decorated*' \
+//!     <target>/release/deps/miss_path-<hash> --bench
+//! ```
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -73,7 +82,45 @@ fn bench_miss<I>(
     });
 }
 
+/// One decorated miss, in a function of its own for callgrind's `--toggle-collect`.
+#[inline(never)]
+fn one_miss_decorated(n: u64) -> String {
+    decorated(n)
+}
+
+/// One `#[cached]` miss, likewise.
+#[inline(never)]
+fn one_miss_cached(n: u64) -> String {
+    cached_value(n)
+}
+
+/// `MISS_COUNT=N`: `N` misses of the decorated fn and of `#[cached]` on warm maps, then exit.
+fn count_mode(count: u64) -> ! {
+    REGION
+        .configure(RegionConfig::new("dogpile.cache.memory").expiration_time(3600))
+        .expect("memory region");
+    for n in 0..KEYS {
+        decorated(n);
+        cached_value(n);
+    }
+    for i in 0..count {
+        let n = i % KEYS;
+        decorated_invalidate(n);
+        black_box(one_miss_decorated(black_box(n)));
+        let _ = CACHED_VALUE.write().cache_remove(&n);
+        black_box(one_miss_cached(black_box(n)));
+    }
+    eprintln!("{count} misses each: decorated, #[cached]");
+    std::process::exit(0)
+}
+
 fn miss_path(c: &mut Criterion) {
+    if let Some(count) = std::env::var("MISS_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        count_mode(count);
+    }
     REGION
         .configure(RegionConfig::new("dogpile.cache.memory").expiration_time(3600))
         .expect("memory region");

@@ -43,6 +43,7 @@ run() {
 
 run cargo bench --features "$FEATURES" --bench hit_path -- "${CRITERION_ARGS[@]}"
 run cargo bench --features "$FEATURES" --bench miss_path -- "${CRITERION_ARGS[@]}"
+run cargo bench --features "$FEATURES" --bench fill
 run cargo bench --features "$FEATURES" --bench servers -- "${CRITERION_ARGS[@]}"
 run cargo bench --features "$FEATURES" --bench stampede
 echo

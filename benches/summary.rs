@@ -124,7 +124,12 @@ fn verdict(ok: bool) -> &'static str {
 fn hit_tables(figs: &Figures) {
     // hit/<peer> groups: a row per peer, one- and two-thread columns.
     let mut peers: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
-    for f in figs.0.iter().filter(|f| f.group.starts_with("hit/")) {
+    // `hit/async` compares two loops, not peers: it has its own bar.
+    let peer_groups = figs
+        .0
+        .iter()
+        .filter(|f| f.group.starts_with("hit/") && f.group != "hit/async");
+    for f in peer_groups {
         let peer = f.group["hit/".len()..].to_owned();
         let e = peers.entry(peer).or_default();
         match f.function.as_str() {
@@ -243,6 +248,17 @@ fn bars(figs: &Figures, dir: &Path) {
             fmt_ns(h),
             d / h,
             verdict(d / h <= 1.2)
+        );
+    }
+    let sync_loop = figs.get("hit/async", "decorated fn, 1 thread");
+    let async_loop = figs.get("hit/async", "decorated async fn in tokio, 1 thread");
+    if let (Some(a), Some(s)) = (async_loop, sync_loop) {
+        println!(
+            "- Async decorated hit (in a tokio runtime) within 1.15x of the blocking decorated hit, same loop: {} / {} = {:.2}x: {}",
+            fmt_ns(a),
+            fmt_ns(s),
+            a / s,
+            verdict(a / s <= 1.15)
         );
     }
     if let (Some(a), Some(b)) = (deco1, deco2) {

@@ -551,7 +551,33 @@ where
 }
 
 /// [`try_get_or_create`] for `async fn`.
+///
+/// A fresh value that needs no I/O is answered first, with no future of the region's built. The
+/// rest is boxed: its future holds the lock algorithm's state (hundreds of bytes), which would
+/// otherwise be part of every decorated call's future, hit or not, and be moved with it.
 pub async fn try_get_or_create_async<T, E, F, Fut>(
+    region: &CacheRegion,
+    key: &Key,
+    options: &CreateOptions<T>,
+    on_timeout: Option<fn(dogpile_core::Error) -> E>,
+    body: F,
+) -> Result<T, E>
+where
+    T: CacheValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    if let Some(v) = region.hit_now(key.as_str(), options) {
+        return Ok(v);
+    }
+    Box::pin(try_get_or_create_async_slow(
+        region, key, options, on_timeout, body,
+    ))
+    .await
+}
+
+/// [`try_get_or_create_async`] past the hit answered at once.
+async fn try_get_or_create_async_slow<T, E, F, Fut>(
     region: &CacheRegion,
     key: &Key,
     options: &CreateOptions<T>,

@@ -21,6 +21,10 @@
 //! blocking executor (their source never yields).
 
 use std::fmt;
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
+use smallvec::SmallVec;
 
 /// Runs the creation of a new value for a stale key away from the caller, who gets the stale
 /// value at once: a background thread, a thread pool, a task queue.
@@ -151,6 +155,22 @@ pub fn new_token() -> String {
     )
 }
 
+/// Values or reads, one per key of a call: inline for the one key of the usual call, so a
+/// one-key call allocates no list.
+pub(crate) type PerKey<V> = SmallVec<[V; 1]>;
+
+/// Drives a future on this thread. A blocking source never yields, so its run finishes at the
+/// first poll, with a waker that does nothing (`pollster` makes a thread-shared signal and a
+/// waker for every call); anything that does yield is finished by `pollster`.
+#[inline]
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => pollster::block_on(fut),
+    }
+}
+
 /// What the cache holds for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Lookup<V> {
@@ -243,7 +263,7 @@ pub(crate) trait Source {
     type Error;
 
     /// Reads the values of `keys`, in that order.
-    async fn lookup(&mut self, keys: &[usize]) -> Result<Vec<Lookup<Self::Value>>, Self::Error>;
+    async fn lookup(&mut self, keys: &[usize]) -> Result<PerKey<Lookup<Self::Value>>, Self::Error>;
 
     /// Takes `key`'s lock if it is free; `true` when taken. The source keeps it until it has
     /// created (or handed creation off), until `unlock`, or until it is dropped.
@@ -258,7 +278,7 @@ pub(crate) trait Source {
 
     /// Runs the creator for `keys` (whose locks are held), stores the values and releases the
     /// locks; the values come back in the order of `keys`.
-    async fn create(&mut self, keys: &[usize]) -> Result<Vec<Self::Value>, Self::Error>;
+    async fn create(&mut self, keys: &[usize]) -> Result<PerKey<Self::Value>, Self::Error>;
 
     /// Hands the creator of `key` and its held lock to the async creation runner; `false` when
     /// there is none (then the caller creates).
@@ -315,7 +335,7 @@ pub(crate) async fn get_or_create<S: Source>(
             }
             source.wait(b).await?;
             keys[b].waited = true;
-            let open: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].is_open()).collect();
+            let open: PerKey<usize> = (0..keys.len()).filter(|&i| keys[i].is_open()).collect();
             for (i, seen) in open.iter().zip(source.lookup(&open).await?) {
                 keys[*i].seen = seen;
             }
@@ -324,11 +344,16 @@ pub(crate) async fn get_or_create<S: Source>(
 
         // Every open key is held: read them once more, as another caller may have created some
         // between the first read and the lock.
-        let held: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].held).collect();
+        let mut held = PerKey::<usize>::new();
+        for (i, k) in keys.iter().enumerate() {
+            if k.held {
+                held.push(i);
+            }
+        }
         if held.is_empty() {
             return Ok(());
         }
-        let mut to_create = Vec::with_capacity(held.len());
+        let mut to_create = PerKey::<usize>::new();
         for (&i, found) in held.iter().zip(source.lookup(&held).await?) {
             match found {
                 Lookup::Fresh(v) => {
@@ -407,7 +432,7 @@ mod tests {
     impl Source for Fake {
         type Value = u32;
         type Error = String;
-        async fn lookup(&mut self, keys: &[usize]) -> Result<Vec<Lookup<u32>>, String> {
+        async fn lookup(&mut self, keys: &[usize]) -> Result<PerKey<Lookup<u32>>, String> {
             Ok(keys.iter().map(|_| self.read()).collect())
         }
         async fn try_lock(&mut self, _: usize) -> Result<bool, String> {
@@ -424,13 +449,13 @@ mod tests {
             self.held = false;
             self.mutex.release().unwrap();
         }
-        async fn create(&mut self, keys: &[usize]) -> Result<Vec<u32>, String> {
+        async fn create(&mut self, keys: &[usize]) -> Result<PerKey<u32>, String> {
             assert_eq!(keys, [0]);
             self.store.creations.fetch_add(1, Ordering::SeqCst);
             let v = (self.creator.take().unwrap())()?;
             *self.store.slot.lock() = Some((v, true));
             self.unlock(0).await;
-            Ok(vec![v])
+            Ok(smallvec::smallvec![v])
         }
         fn hand_off(&mut self, _: usize) -> bool {
             if self.runner {
@@ -446,9 +471,26 @@ mod tests {
 
     fn run_outcome(f: &mut Fake) -> Result<(u32, Outcome), String> {
         let mut keys = [KeyState::new(f.read())];
-        pollster::block_on(get_or_create(f, &mut keys))?;
+        block_on(get_or_create(f, &mut keys))?;
         let [key] = keys;
         Ok(key.into_done().expect("the key has its value"))
+    }
+
+    #[test]
+    fn block_on_finishes_a_future_that_yields() {
+        // The blocking path's driver polls once with a waker that does nothing; a future that
+        // yields all the same is finished by `pollster`, not dropped or spun on.
+        let mut polls = 0;
+        let fut = std::future::poll_fn(|cx| {
+            polls += 1;
+            if polls > 1 {
+                return Poll::Ready(7);
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        assert_eq!(block_on(fut), 7);
+        assert_eq!(polls, 2);
     }
 
     #[test]

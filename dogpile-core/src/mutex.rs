@@ -65,11 +65,59 @@ pub trait CacheMutex: Send + Sync + 'static {
     }
 }
 
+/// One key's mutex as a get-or-create call holds it: the in-process one by value (a handle on
+/// the registry's entry, no allocation of its own), or a backend's distributed one.
+pub(crate) enum KeyMutex {
+    Local(LocalMutex),
+    Backend(Arc<dyn CacheMutex>),
+}
+
+impl KeyMutex {
+    /// [`CacheMutex::try_acquire`].
+    pub(crate) fn try_acquire(&self) -> Result<bool> {
+        match self {
+            KeyMutex::Local(m) => m.try_acquire(),
+            KeyMutex::Backend(m) => m.try_acquire(),
+        }
+    }
+
+    /// [`CacheMutex::try_acquire_async`]: the in-process lock answers at once.
+    pub(crate) async fn try_acquire_async(&self) -> Result<bool> {
+        match self {
+            KeyMutex::Local(m) => m.try_acquire(),
+            KeyMutex::Backend(m) => m.clone().try_acquire_async().await,
+        }
+    }
+
+    /// [`CacheMutex::wait`].
+    pub(crate) fn wait(&self, deadline: Instant) -> Result<()> {
+        match self {
+            KeyMutex::Local(m) => m.wait(deadline),
+            KeyMutex::Backend(m) => m.wait(deadline),
+        }
+    }
+
+    /// [`CacheMutex::wait_async`].
+    pub(crate) async fn wait_async(&self, deadline: Instant) -> Result<()> {
+        match self {
+            KeyMutex::Local(m) => m.wait_until(deadline).await,
+            KeyMutex::Backend(m) => m.clone().wait_async(deadline).await,
+        }
+    }
+
+    fn release(&self) -> Result<()> {
+        match self {
+            KeyMutex::Local(m) => m.release(),
+            KeyMutex::Backend(m) => m.release(),
+        }
+    }
+}
+
 /// A held [`CacheMutex`], released when dropped (also when a creator panics), or by
 /// [`release_async`](LockGuard::release_async).
 pub struct LockGuard {
     /// `None` once released.
-    mutex: Option<Arc<dyn CacheMutex>>,
+    mutex: Option<KeyMutex>,
 }
 
 impl LockGuard {
@@ -80,6 +128,11 @@ impl LockGuard {
 
     /// Wraps a shared mutex that the caller has just taken.
     pub fn shared(mutex: Arc<dyn CacheMutex>) -> Self {
+        Self::held(KeyMutex::Backend(mutex))
+    }
+
+    /// Wraps a key's mutex that the caller has just taken.
+    pub(crate) fn held(mutex: KeyMutex) -> Self {
         LockGuard { mutex: Some(mutex) }
     }
 
@@ -87,8 +140,11 @@ impl LockGuard {
     /// thread on the release (one round trip for a distributed lock). If this future is dropped
     /// before the release is done, the guard's `Drop` releases the lock the blocking way.
     pub async fn release_async(mut self) {
-        if let Some(mutex) = &self.mutex {
-            released(mutex.clone().release_async().await);
+        match &self.mutex {
+            // Releasing an in-process lock never blocks.
+            Some(KeyMutex::Local(m)) => released(m.release()),
+            Some(KeyMutex::Backend(m)) => released(m.clone().release_async().await),
+            None => {}
         }
         // Released: `Drop` has nothing left to do.
         self.mutex = None;
@@ -118,8 +174,9 @@ impl std::fmt::Debug for LockGuard {
 
 /// One key's lock state, shared by every handle on the key.
 struct KeyLock {
-    /// The key, to remove the entry when its last handle goes.
-    key: Box<str>,
+    /// The key, to remove the entry when its last handle goes: the same text as the map's key
+    /// (one allocation for both).
+    key: Arc<str>,
     /// How many handles are out, or `DEAD` once the count has reached zero for good.
     handles: AtomicUsize,
     held: AtomicBool,
@@ -160,7 +217,7 @@ impl KeyLock {
 /// count went from zero to `DEAD`, after which no handle is taken on it), and a new entry for the
 /// key is inserted only where there is none. So every live handle on a key shares one `KeyLock`.
 pub(crate) struct LocalLocks {
-    map: papaya::HashMap<Box<str>, Arc<KeyLock>, foldhash::fast::RandomState>,
+    map: papaya::HashMap<Arc<str>, Arc<KeyLock>, foldhash::fast::RandomState>,
 }
 
 impl LocalLocks {
@@ -177,13 +234,14 @@ impl LocalLocks {
             let lock = match map.get(key) {
                 Some(found) => found.clone(),
                 None => {
+                    let text: Arc<str> = Arc::from(key);
                     let fresh = Arc::new(KeyLock {
-                        key: Box::from(key),
+                        key: text.clone(),
                         handles: AtomicUsize::new(1),
                         held: AtomicBool::new(false),
                         released: Event::new(),
                     });
-                    match map.try_insert(Box::from(key), fresh.clone()) {
+                    match map.try_insert(text, fresh.clone()) {
                         Ok(_) => {
                             return LocalMutex {
                                 registry: self.clone(),
@@ -279,20 +337,25 @@ impl CacheMutex for LocalMutex {
     }
 
     fn wait_async(self: Arc<Self>, deadline: Instant) -> BoxFuture<'static, Result<()>> {
-        Box::pin(async move {
-            // One timer for the whole wait, made only if the lock is held at all.
-            let mut timer = None;
-            while let Some(listener) = self.listen_until_free() {
-                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                    break;
-                };
-                let timer = timer.get_or_insert_with(|| futures_timer::Delay::new(left));
-                if !released_before(listener, timer).await {
-                    break;
-                }
+        Box::pin(async move { self.wait_until(deadline).await })
+    }
+}
+
+impl LocalMutex {
+    /// [`CacheMutex::wait_async`] on a borrowed handle.
+    async fn wait_until(&self, deadline: Instant) -> Result<()> {
+        // One timer for the whole wait, made only if the lock is held at all.
+        let mut timer = None;
+        while let Some(listener) = self.listen_until_free() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            let timer = timer.get_or_insert_with(|| futures_timer::Delay::new(left));
+            if !released_before(listener, timer).await {
+                break;
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 }
 

@@ -27,7 +27,7 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
-use super::{get_or_create, KeyState, Lookup, Source};
+use super::{get_or_create, KeyState, Lookup, PerKey, Source};
 
 /// One key's lock: `LocalMutex`'s state and algorithm.
 #[derive(Default)]
@@ -152,7 +152,7 @@ impl Source for Caller {
     type Value = u32;
     type Error = &'static str;
 
-    async fn lookup(&mut self, keys: &[usize]) -> Result<Vec<Lookup<u32>>, &'static str> {
+    async fn lookup(&mut self, keys: &[usize]) -> Result<PerKey<Lookup<u32>>, &'static str> {
         Ok(keys
             .iter()
             .map(|&i| self.shared.read(self.keys[i]))
@@ -180,7 +180,7 @@ impl Source for Caller {
         self.shared.keys[self.keys[key]].lock.release();
     }
 
-    async fn create(&mut self, keys: &[usize]) -> Result<Vec<u32>, &'static str> {
+    async fn create(&mut self, keys: &[usize]) -> Result<PerKey<u32>, &'static str> {
         assert!(
             keys.iter().all(|&i| self.held[i]),
             "create without the lock"
@@ -202,7 +202,7 @@ impl Source for Caller {
             *self.shared.keys[self.keys[i]].slot.lock().unwrap() = Some((v, true));
             self.unlock(i).await;
         }
-        Ok(vec![v; keys.len()])
+        Ok(smallvec::smallvec![v; keys.len()])
     }
 
     fn hand_off(&mut self, _: usize) -> bool {

@@ -7,7 +7,7 @@ use super::resilience::Seen;
 use super::source::{KeySlot, RegionSource};
 use super::{CacheRegion, CacheValue, CreateOptions};
 use crate::error::{CreateError, Result};
-use crate::lock::{KeyState, Lookup};
+use crate::lock::{self, KeyState, Lookup};
 use crate::registry::BackendCatalog;
 
 impl<C: BackendCatalog> CacheRegion<C> {
@@ -192,7 +192,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 states.push(KeyState::new(found));
             }
             // The blocking source never yields, so this drives the algorithm on this thread.
-            let ran = pollster::block_on(source.run_catching(&mut states));
+            let ran = lock::block_on(source.run_catching(&mut states));
             // A failed creator (an error, or a panic caught for fail-safe): the keys it was to
             // make get what they fall back to, each by the one-key rule, or the batch fails.
             let fell_back = match ran {

@@ -7,11 +7,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use smallvec::smallvec;
+
 use super::resilience::Seen;
 use super::source::{KeySlot, RegionSource};
 use super::{CacheRegion, CacheValue, Configured, CreateOptions};
+use crate::clock::Timestamp;
 use crate::error::{CreateError, Error, Result};
-use crate::lock::{KeyState, Lookup, Outcome};
+use crate::lock::{self, KeyState, Lookup, Outcome, PerKey};
 use crate::registry::BackendCatalog;
 use crate::stats::Counter;
 
@@ -25,7 +28,7 @@ pub(super) enum Io {
 /// A value creator as the lock algorithm runs it: for one key or a batch.
 pub(super) trait Creator<T, E>: Sized {
     /// The values of `keys` (the caller's keys, in the caller's order), in that order.
-    async fn create(self, keys: &[&str]) -> Result<Vec<T>, E>;
+    async fn create(self, keys: &[&str]) -> Result<PerKey<T>, E>;
 
     /// The creator as a job that can run on another thread (`None` from the job: it failed);
     /// `Err(self)` when it cannot move.
@@ -37,8 +40,8 @@ pub(super) trait Creator<T, E>: Sized {
 struct BlockingCreator<F>(F);
 
 impl<T, E, F: FnOnce() -> Result<T, E>> Creator<T, E> for BlockingCreator<F> {
-    async fn create(self, _: &[&str]) -> Result<Vec<T>, E> {
-        (self.0)().map(|v| vec![v])
+    async fn create(self, _: &[&str]) -> Result<PerKey<T>, E> {
+        (self.0)().map(|v| smallvec![v])
     }
 }
 
@@ -49,8 +52,8 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    async fn create(self, _: &[&str]) -> Result<Vec<T>, E> {
-        (self.0)().await.map(|v| vec![v])
+    async fn create(self, _: &[&str]) -> Result<PerKey<T>, E> {
+        (self.0)().await.map(|v| smallvec![v])
     }
 }
 
@@ -60,8 +63,8 @@ impl<T, F> Creator<T, Infallible> for DetachableCreator<F>
 where
     F: FnOnce() -> T + Send + 'static,
 {
-    async fn create(self, _: &[&str]) -> Result<Vec<T>, Infallible> {
-        Ok(vec![(self.0)()])
+    async fn create(self, _: &[&str]) -> Result<PerKey<T>, Infallible> {
+        Ok(smallvec![(self.0)()])
     }
 
     fn detach(self) -> Result<Box<dyn FnOnce() -> Option<T> + Send>, Self> {
@@ -74,8 +77,8 @@ where
 pub(super) struct BatchCreator<F>(pub(super) F);
 
 impl<T, E, F: FnOnce(&[&str]) -> Result<Vec<T>, E>> Creator<T, E> for BatchCreator<F> {
-    async fn create(self, keys: &[&str]) -> Result<Vec<T>, E> {
-        (self.0)(keys)
+    async fn create(self, keys: &[&str]) -> Result<PerKey<T>, E> {
+        (self.0)(keys).map(PerKey::from_vec)
     }
 }
 
@@ -233,6 +236,111 @@ impl<C: BackendCatalog> CacheRegion<C> {
         })
     }
 
+    /// The value a get-or-create call at `key` with `options` would return at once, when
+    /// answering it needs no work: a fresh value in a backend that never blocks (the memory
+    /// backend) or in the local tier, not invalidated (region or tags), not due for an early
+    /// refresh. `None` whenever the call has more to do or to decide (a miss, a stale value, an
+    /// early refresh, a backend that does I/O, a tag time not known here, an error to report):
+    /// the call itself then reads again. Counted as a hit only when it answers.
+    ///
+    /// For async callers: a hit is answered before any future of the get-or-create is built,
+    /// and without allocating (beyond the value's own clone, and a key mangler's key).
+    ///
+    /// ```
+    /// # use dogpile_core::{CacheRegion, CreateOptions, RegionConfig};
+    /// # let region: CacheRegion = CacheRegion::new();
+    /// # region.configure(RegionConfig::with_backend(dogpile_core::testing::MapBackend::default())).unwrap();
+    /// let options = CreateOptions::<u8>::new();
+    /// // `MapBackend` may block (it says so), so only the call itself answers:
+    /// region.set("k", 3u8).unwrap();
+    /// assert_eq!(region.hit_now("k", &options), None);
+    /// assert_eq!(region.get_or_create_with("k", &options, || 0).unwrap(), 3);
+    /// ```
+    #[inline]
+    pub fn hit_now<T: CacheValue>(&self, key: &str, options: &CreateOptions<T>) -> Option<T> {
+        self.state.with(|cfg| {
+            let cfg = cfg?;
+            let ttl = cfg.ttl(options.expiration_time.as_ref());
+            // A soft invalidation without an expiration is an error the call reports.
+            if ttl.is_none()
+                && self
+                    .active_invalidator(cfg)
+                    .is_some_and(|inv| inv.was_soft_invalidated())
+            {
+                return None;
+            }
+            // XFetch draws at every judged read: a draw here and another in the call would
+            // change its odds, so the call alone judges.
+            let call_beta = options
+                .resilience
+                .as_ref()
+                .and_then(|r| r.early_expiration_beta);
+            if call_beta
+                .or(cfg.resilience.options.early_expiration_beta)
+                .is_some()
+            {
+                return None;
+            }
+            let mkey = cfg.mangle(key);
+            let (found, stamp, local) = self.peek_fresh::<T>(cfg, &mkey, ttl)?;
+            let found = match options.tags.is_empty() {
+                true => found,
+                // Only times already known here: reading them is I/O, the call's to do.
+                false => cfg
+                    .tags
+                    .known_floors(&options.tags, cfg.clock.now_coarse())?
+                    .demote(found, Some(stamp)),
+            };
+            let (found, seen) = self
+                .judge_first(cfg, options, found, Some(stamp), ttl, &mkey)
+                .ok()?;
+            let Lookup::Fresh(v) = found else {
+                return None;
+            };
+            debug_assert!(seen.early.is_none(), "a value due early is judged stale");
+            if local {
+                self.stats.incr(Counter::LocalHits);
+            }
+            self.stats.incr(Counter::Hits);
+            Some(v)
+        })
+    }
+
+    /// A fresh value at `mkey` read without I/O, with its creation stamp and whether the local
+    /// tier held it; nothing counted (a read that finds anything else is the call's to make and
+    /// count).
+    #[inline]
+    fn peek_fresh<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkey: &str,
+        ttl: Option<Duration>,
+    ) -> Option<(Lookup<T>, Timestamp, bool)> {
+        if let Some(tier) = &cfg.tier {
+            let now = cfg.clock.now_coarse();
+            let (v, stamp) = tier.read::<T, _>(
+                mkey,
+                now,
+                |meta| self.judge_at(cfg, meta, ttl, mkey, Some(now)) == Some(true),
+                |v, meta| (v.clone(), meta.created_at),
+            )?;
+            return Some((Lookup::Fresh(v), stamp, true));
+        }
+        if !cfg.never_blocks {
+            return None;
+        }
+        let mut found = None;
+        cfg.backend
+            .visit(mkey, &mut |v| {
+                let stamp = v.metadata.created_at;
+                if let fresh @ Lookup::Fresh(_) = self.classify(cfg, v, ttl, mkey) {
+                    found = Some((fresh, stamp, false));
+                }
+            })
+            .ok()?;
+        found
+    }
+
     /// [`get_or_create_with`](CacheRegion::get_or_create_with) whose creator can run on the
     /// region's [`AsyncCreationRunner`](crate::AsyncCreationRunner): for a stale value, the
     /// runner creates the new one while this caller gets the stale one at once. Without a runner
@@ -307,7 +415,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
         source.watch_from(0, &first, seen);
         let mut keys = [KeyState::new(first)];
         // The blocking source never yields, so this drives the algorithm on this thread.
-        let ran = pollster::block_on(source.run_catching(&mut keys));
+        let ran = lock::block_on(source.run_catching(&mut keys));
         self.settle(ran, &mut source, keys, mkey)
     }
 

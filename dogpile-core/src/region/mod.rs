@@ -45,7 +45,7 @@ use crate::fleet::Fleet;
 use crate::invalidation::{DefaultInvalidation, RegionInvalidationStrategy};
 use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler};
 use crate::lock::{AsyncCreationRunner, Lookup, Outcome};
-use crate::mutex::{CacheMutex, LocalLocks};
+use crate::mutex::{KeyMutex, LocalLocks};
 use crate::registry::{BackendCatalog, NoBuiltins};
 use crate::serializer::Serializer;
 use crate::slot::Slot;
@@ -528,10 +528,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
         self.locks.get().is_some_and(|l| l.is_locked(mkey))
     }
 
-    fn mutex_for(&self, cfg: &Configured, mkey: &str) -> Arc<dyn CacheMutex> {
+    fn mutex_for(&self, cfg: &Configured, mkey: &str) -> KeyMutex {
         match cfg.backend.get_mutex(mkey) {
-            Some(distributed) => Arc::from(distributed),
-            None => Arc::new(self.local_locks().mutex(mkey)),
+            Some(distributed) => KeyMutex::Backend(Arc::from(distributed)),
+            None => KeyMutex::Local(self.local_locks().mutex(mkey)),
         }
     }
 

@@ -314,7 +314,7 @@ impl ResilienceState {
 }
 
 /// Runs `fut`, catching a panic when `catch` (fail-safe is on): one helper for the blocking
-/// path (driven by `pollster`) and the async one.
+/// path (driven by `lock::block_on`) and the async one.
 pub(super) async fn catching<F: Future>(fut: F, catch: bool) -> std::thread::Result<F::Output> {
     if !catch {
         return Ok(fut.await);

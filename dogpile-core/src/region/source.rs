@@ -11,8 +11,8 @@ use super::resilience::{self, Sent, Watch};
 use super::{CacheRegion, CacheValue, Configured, CreateOptions};
 use crate::clock::{Clock, Timestamp};
 use crate::error::{CreateError, Error};
-use crate::lock::{self, AsyncCreation, KeyState, Lookup, Source};
-use crate::mutex::{CacheMutex, LockGuard};
+use crate::lock::{self, AsyncCreation, KeyState, Lookup, PerKey, Source};
+use crate::mutex::{KeyMutex, LockGuard};
 use crate::registry::BackendCatalog;
 use crate::stats::{CountSink, Counter};
 use crate::tags::Floors;
@@ -27,6 +27,8 @@ pub(super) struct CreationGuard<'s, S: CountSink> {
     stats: &'s S,
     start: Instant,
     created_at: Timestamp,
+    /// How long the creator ran, once it returned: read once, for XFetch and the statistics.
+    took: Option<Duration>,
     /// How many values the creator made; `None` until it returned them.
     made: Option<u64>,
 }
@@ -38,6 +40,7 @@ impl<'s, S: CountSink> CreationGuard<'s, S> {
             stats,
             start: Instant::now(),
             created_at: clock.now(),
+            took: None,
             made: None,
         }
     }
@@ -47,9 +50,10 @@ impl<'s, S: CountSink> CreationGuard<'s, S> {
         self.created_at
     }
 
-    /// How long the creation has run so far.
-    pub(super) fn elapsed(&self) -> Duration {
-        self.start.elapsed()
+    /// How long the creation took: call it when the creator has returned (the time is read
+    /// once, and the guard's statistics use it too).
+    pub(super) fn stop(&mut self) -> Duration {
+        *self.took.get_or_insert_with(|| self.start.elapsed())
     }
 
     /// Passes the creator's result through; a success counts `count(&value)` creations.
@@ -67,8 +71,8 @@ impl<'s, S: CountSink> CreationGuard<'s, S> {
 
 impl<S: CountSink> Drop for CreationGuard<'_, S> {
     fn drop(&mut self) {
-        self.stats
-            .add_time(Counter::CreationNanos, self.start.elapsed());
+        let took = self.took.unwrap_or_else(|| self.start.elapsed());
+        self.stats.add_time(Counter::CreationNanos, took);
         match self.made {
             Some(n) => self.stats.add(Counter::Creations, n),
             None => self.stats.incr(Counter::CreatorErrors),
@@ -84,7 +88,7 @@ pub(super) struct KeySlot<'k> {
     mkey: &'k str,
     /// Where the key first stands in the caller's list: the creator gets keys in that order.
     order: usize,
-    mutex: Option<Arc<dyn CacheMutex>>,
+    mutex: Option<KeyMutex>,
     guard: Option<LockGuard>,
 }
 
@@ -159,7 +163,7 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
     }
 
     /// Runs the lock algorithm over `keys` (the first reads, one per slot), counting each key's
-    /// outcome. The blocking source never yields, so `pollster` drives it on this thread.
+    /// outcome. The blocking source never yields, so `lock::block_on` drives it on this thread.
     pub(super) async fn run(&mut self, keys: &mut [KeyState<T>]) -> Result<(), CreateError<E>> {
         lock::get_or_create(self, keys).await
     }
@@ -174,12 +178,12 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
         }
     }
 
-    fn mutex(&mut self, key: usize) -> Arc<dyn CacheMutex> {
+    /// `key`'s mutex, looked up (a registry entry taken) the first time.
+    fn mutex(&mut self, key: usize) -> &KeyMutex {
         let (region, cfg) = (self.region, self.cfg);
         let slot = &mut self.slots[key];
         slot.mutex
             .get_or_insert_with(|| region.mutex_for(cfg, slot.mkey))
-            .clone()
     }
 
     /// The error for a waiter with no value past the hard timeout, counted and logged.
@@ -225,7 +229,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
     type Value = T;
     type Error = CreateError<E>;
 
-    async fn lookup(&mut self, keys: &[usize]) -> Result<Vec<Lookup<T>>, CreateError<E>> {
+    async fn lookup(&mut self, keys: &[usize]) -> Result<PerKey<Lookup<T>>, CreateError<E>> {
         let (region, cfg, ttl) = (self.region, self.cfg, self.ttl);
         if let [key] = *keys {
             let mkey = self.slots[key].mkey;
@@ -235,7 +239,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
                 Io::Blocking => region.lookup_stamped(cfg, mkey, ttl)?,
             };
             let found = self.floors.demote(found, stamp);
-            return Ok(vec![match self.watching() {
+            return Ok(smallvec::smallvec![match self.watching() {
                 true => self.observe(key, found, stamp),
                 false => found,
             }]);
@@ -264,21 +268,23 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
         if self.slots[key].mutex.is_none() && self.region.held_here(mkey) {
             return Ok(false);
         }
+        let io = self.io;
         let m = self.mutex(key);
-        let taken = match self.io {
+        let taken = match io {
             Io::Blocking => m.try_acquire(),
             Io::Async => m.try_acquire_async().await,
         }
         .map_err(|e| self.region.backend_failed(e, mkey))?;
         if taken {
             let slot = &mut self.slots[key];
-            slot.guard = slot.mutex.take().map(LockGuard::shared);
+            slot.guard = slot.mutex.take().map(LockGuard::held);
         }
         Ok(taken)
     }
 
     async fn wait(&mut self, key: usize) -> Result<(), CreateError<E>> {
-        let stats = &self.region.stats;
+        let region = self.region;
+        let stats = &region.stats;
         let now = Instant::now();
         // A caller counts once however many times it waits, and whether it then gets another's
         // value or creates one itself (after a failed creator), so the mean wait is per caller.
@@ -305,51 +311,38 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
             return Err(self.gave_up(key, now - since));
         }
         let deadline = hard.map_or(deadline, |(_, at)| at);
+        let io = self.io;
         let m = self.mutex(key);
-        let waited = match self.io {
+        let waited = match io {
             Io::Blocking => m.wait(deadline),
             Io::Async => m.wait_async(deadline).await,
         };
         stats.add_time(Counter::WaitNanos, now.elapsed());
-        waited.map_err(|e| self.region.backend_failed(e, self.slots[key].mkey).into())
+        waited.map_err(|e| region.backend_failed(e, self.slots[key].mkey).into())
     }
 
     async fn unlock(&mut self, key: usize) {
         self.release(key).await;
     }
 
-    async fn create(&mut self, keys: &[usize]) -> Result<Vec<T>, CreateError<E>> {
+    async fn create(&mut self, keys: &[usize]) -> Result<PerKey<T>, CreateError<E>> {
         if let [key] = *keys {
             if let Some(timed) = self.create_timed(key) {
-                return timed;
+                return timed.map(PerKey::from_vec);
             }
+            // One key, the usual call: no lists of keys to order, pair and sort.
+            let (created_at, values) = self.run_creator(&[self.slots[key].key]).await?;
+            let made = [(key, values.into_iter().next().expect("one value, checked"))];
+            self.store(&made, created_at).await;
+            self.release(key).await;
+            let [(_, value)] = made;
+            return Ok(smallvec::smallvec![value]);
         }
-        let creator = self
-            .creator
-            .take()
-            .expect("the lock algorithm creates at most once per call");
         // The creator sees the caller's keys in the caller's order, whatever the lock order.
-        let mut order = keys.to_vec();
+        let mut order = PerKey::<usize>::from_slice(keys);
         order.sort_by_key(|&i| self.slots[i].order);
         let names: Vec<&str> = order.iter().map(|&i| self.slots[i].key).collect();
-        match names.as_slice() {
-            [key] => tracing::debug!(key, backend = %self.cfg.backend_name, "creating value"),
-            keys => tracing::debug!(?keys, backend = %self.cfg.backend_name, "creating values"),
-        }
-        let creation = CreationGuard::start(&self.region.stats, &self.cfg.clock);
-        let created_at = creation.created_at();
-        let created = creator.create(&names).await;
-        self.cfg.resilience.record_creation(creation.elapsed());
-        let values = creation
-            .finish(created, |v| v.len() as u64)
-            .map_err(CreateError::Creator)?;
-        if values.len() != names.len() {
-            return Err(CreateError::Cache(Error::Key(format!(
-                "the multi creator returned {} values for {} keys",
-                values.len(),
-                names.len()
-            ))));
-        }
+        let (created_at, values) = self.run_creator(&names).await?;
         let mut made: Vec<(usize, T)> = order.into_iter().zip(values).collect();
         made.sort_by_key(|&(i, _)| i);
         self.store(&made, created_at).await;
@@ -388,6 +381,37 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
 }
 
 impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_, C, T, E, Cr> {
+    /// Runs the creator for `names` (the caller's keys, in the caller's order), with its
+    /// bookkeeping: the values, one per name, and their creation time.
+    async fn run_creator(
+        &mut self,
+        names: &[&str],
+    ) -> Result<(Timestamp, PerKey<T>), CreateError<E>> {
+        let creator = self
+            .creator
+            .take()
+            .expect("the lock algorithm creates at most once per call");
+        match names {
+            [key] => tracing::debug!(key, backend = %self.cfg.backend_name, "creating value"),
+            keys => tracing::debug!(?keys, backend = %self.cfg.backend_name, "creating values"),
+        }
+        let mut creation = CreationGuard::start(&self.region.stats, &self.cfg.clock);
+        let created_at = creation.created_at();
+        let created = creator.create(names).await;
+        self.cfg.resilience.record_creation(creation.stop());
+        let values = creation
+            .finish(created, |v| v.len() as u64)
+            .map_err(CreateError::Creator)?;
+        if values.len() != names.len() {
+            return Err(CreateError::Cache(Error::Key(format!(
+                "the multi creator returned {} values for {} keys",
+                values.len(),
+                names.len()
+            ))));
+        }
+        Ok((created_at, values))
+    }
+
     /// A creation that runs away from the caller, owning `key`'s lock: it creates with `job`,
     /// stores the value (where `should_cache_fn` accepts it) and releases the lock. A caller
     /// waiting on `notify` gets the value, or the creator's panic (caught only then).
@@ -405,10 +429,10 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
         let stats = self.region.stats.handle();
         let throttle = self.watch.fail_safe_throttle();
         Box::new(move || {
-            let creation = CreationGuard::start(&stats, &cfg.clock);
+            let mut creation = CreationGuard::start(&stats, &cfg.clock);
             let created_at = creation.created_at();
             let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-            cfg.resilience.record_creation(creation.elapsed());
+            cfg.resilience.record_creation(creation.stop());
             let made = match made {
                 Ok(made) => made,
                 Err(panic) => {
