@@ -76,6 +76,7 @@ fn a_hit_on_a_byte_backend_allocates_the_value_only() {
         .set("k", "a value of some length".to_owned())
         .unwrap();
     let (value, n) = fewest(|| region.get::<String>("k").unwrap());
+    eprintln!("a hit on memory_pickle: {n} allocations");
     assert_eq!(value.as_deref(), Some("a value of some length"));
     assert!(n <= 1, "a hit allocated {n} times");
 }
@@ -97,6 +98,7 @@ fn a_batch_read_on_memcached_allocates_no_key_it_keeps_and_no_buffer_per_value()
     region.set_multi(items).unwrap();
 
     let (values, n) = fewest(|| region.get_multi::<String, _>(&keys).unwrap());
+    eprintln!("a memcached get_multi of 100 keys: {n} allocations");
     assert!(values.iter().all(Option::is_some), "{values:?}");
     // One `String` per value and a few for the batch (the lists of keys and results). A copy of
     // every kept key, or a read buffer per decoded value, would add 100 each: the old code made
