@@ -5,58 +5,17 @@
 
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use dogpile::RegionConfig;
-
-/// Counts the allocations made by the current thread (a thread-local counter, so tests and the
-/// harness on other threads do not disturb the count).
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn bump() {
-    // `try_with`: the allocator also runs while a thread's locals are being torn down.
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-// SAFETY: every call is passed through to `System` unchanged; only a counter is added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        bump();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use support::alloc_count::{allocations_in, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// How many allocations `f` makes on this thread.
-fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    let before = ALLOCATIONS.with(Cell::get);
-    let out = f();
-    (out, ALLOCATIONS.with(Cell::get) - before)
-}
-
 /// The least of a few runs: the first call of a path may fill a lazily made cache.
 fn fewest<T>(mut f: impl FnMut() -> T) -> (T, u64) {
-    let mut best = allocations(&mut f);
+    let mut best = allocations_in(&mut f);
     for _ in 0..4 {
-        let next = allocations(&mut f);
+        let next = allocations_in(&mut f);
         if next.1 < best.1 {
             best = next;
         }

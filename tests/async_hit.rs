@@ -3,8 +3,6 @@
 //! get-or-create future in the decorated call's own; every value the call has more to do for
 //! (invalidated, expired, due for an early refresh, dropped by a tag) still goes the whole way.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,53 +10,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
+mod support;
+
 use dogpile::clock::{Clock, ManualClock};
 use dogpile::testing::MapBackend;
 use dogpile::{cache_on_arguments, CacheRegion, CreateOptions, LocalTier, RegionConfig};
+use support::alloc_count::{allocations_in, Counting};
 
-// ------------------------------------------------------------------------------------------------
 // Allocations made by this thread.
-
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note() {
-    // `try_with`: the slot may be gone while the thread is being torn down.
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-// SAFETY: every call goes to `System` unchanged; the count is a thread-local `Cell`, which
-// allocates nothing.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// What `f` returns, and how many allocations this thread made while it ran.
-fn allocations_in<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    let before = ALLOCATIONS.with(Cell::get);
-    let out = f();
-    (out, ALLOCATIONS.with(Cell::get) - before)
-}
 
 /// Polls `fut` once: its value if that poll finished it.
 fn poll_once<F: Future>(fut: F) -> Option<F::Output> {

@@ -34,6 +34,21 @@ fn gated(value: u32) -> (Sender<()>, impl FnOnce() -> u32 + Send + 'static) {
     support::gated(value, &Arc::default())
 }
 
+/// Another caller's creation of `key` on its own thread, held open until the sender sends (or
+/// is dropped); returns once that caller holds the key's lock.
+fn creating_held_open(
+    region: &'static CacheRegion,
+    key: &'static str,
+    value: u32,
+) -> (Sender<()>, std::thread::JoinHandle<dogpile::Result<u32>>) {
+    let (open, creator) = gated(value);
+    let first = std::thread::spawn(move || region.get_or_create(key, creator));
+    within("the creation starting", move || {
+        wait_for("the lock taken", || region.key_is_locked(key).unwrap())
+    });
+    (open, first)
+}
+
 fn stored(region: &Arc<CacheRegion>, value: u32) {
     support::wait_stored(region, "k", value);
 }
@@ -342,16 +357,7 @@ fn a_decorated_result_waiter_past_the_hard_timeout_gets_it_as_its_err() {
         )
         .unwrap();
     // Another caller creates `k` (the function's key) on its own thread, held open.
-    let (open, gate) = channel::<()>();
-    let first = std::thread::spawn(move || {
-        REGION.get_or_create("k", move || {
-            let _ = gate.recv();
-            7u32
-        })
-    });
-    within("the creation starting", || {
-        wait_for("the lock taken", || REGION.key_is_locked("k").unwrap())
-    });
+    let (open, first) = creating_held_open(&REGION, "k", 7);
     // Before: the waiter waited out the creation (30 s here), so `within` called it a hang.
     let waited = within("the decorated waiter", || load(1));
     match waited {
@@ -389,16 +395,7 @@ fn a_decorated_result_waiter_whose_error_takes_no_dogpile_error_waits_past_the_h
     REGION
         .configure(RegionConfig::new("dogpile.cache.memory").hard_timeout(HARD))
         .unwrap();
-    let (open, gate) = channel::<()>();
-    let first = std::thread::spawn(move || {
-        REGION.get_or_create("k", move || {
-            let _ = gate.recv();
-            7u32
-        })
-    });
-    within("the creation starting", || {
-        wait_for("the lock taken", || REGION.key_is_locked("k").unwrap())
-    });
+    let (open, first) = creating_held_open(&REGION, "k", 7);
     let call = std::thread::spawn(|| load(1));
     within("the decorated call waiting", || {
         wait_for("a waiter", || REGION.stats().waits == 1)
@@ -438,16 +435,7 @@ fn an_async_decorated_result_waiter_past_the_hard_timeout_gets_it_as_its_err() {
                 .lock_blocking_timeout(Duration::from_secs(30)),
         )
         .unwrap();
-    let (open, gate) = channel::<()>();
-    let first = std::thread::spawn(move || {
-        REGION.get_or_create("k", move || {
-            let _ = gate.recv();
-            7u32
-        })
-    });
-    within("the creation starting", || {
-        wait_for("the lock taken", || REGION.key_is_locked("k").unwrap())
-    });
+    let (open, first) = creating_held_open(&REGION, "k", 7);
     let waited = within("the async decorated waiter", || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

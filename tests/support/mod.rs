@@ -5,6 +5,7 @@
 //! (set by `.ci/run`), where a missing binary fails the test.
 #![allow(dead_code)]
 
+pub mod alloc_count;
 pub mod fault_proxy;
 pub mod recording_sink;
 pub mod soak;
