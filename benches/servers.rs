@@ -12,13 +12,17 @@
 //! - `server/get_multi 100`: `region.get_multi` of 100 keys beside 100 `region.get` calls, and
 //!   the raw clients' `MGET` / `gets` and 100 single raw gets; for memcached also its backend's
 //!   `get_multi` called directly (the client without the region);
-//! - `server/set_multi 100`: `region.set_multi` of 100 keys.
+//! - `server/set_multi 100`: `region.set_multi` of 100 keys;
+//! - `server/delete_multi 100`: `region.delete_multi` of 100 keys of their own (set before the
+//!   group; after the first pass over them the deletes find nothing, for the floor as for the
+//!   region).
 //!
-//! memcached also has a raw-socket floor in `server/hit`, `server/get_multi 100` and
-//! `server/set_multi 100`: a `TcpStream` with a `BufReader`, sending `get k`, `get k1 … k100`,
-//! or 100 `set … noreply` and a `version` in one write (and the meta protocol's 100 quiet
-//! `ms … q` and an `mn`), with the same bytes the region stores (its envelopes): what a client
-//! can do at best on this machine.
+//! memcached also has a raw-socket floor in `server/hit`, `server/get_multi 100`,
+//! `server/set_multi 100` and `server/delete_multi 100`: a `TcpStream` with a `BufReader`,
+//! sending `get k`, `get k1 … k100`, 100 `set … noreply` and a `version` in one write (and the
+//! meta protocol's 100 quiet `ms … q` and an `mn`), with the same bytes the region stores (its
+//! envelopes), or 100 `delete … noreply` and a `version`: what a client can do at best on this
+//! machine.
 //!
 //! Before the groups run, the Redis server's command statistics show how many commands one
 //! `get_multi` of 100 keys sends.
@@ -485,6 +489,49 @@ fn bench_memcached_floor_set_multi(g: &mut Group<'_>, addr: &str, keys: &[String
     }
 }
 
+/// The keys of the delete group: their own, so the other groups' keys stay.
+fn delete_keys() -> Vec<String> {
+    (0..KEYS).map(|n| format!("del:{n}")).collect()
+}
+
+fn bench_delete_multi(g: &mut Group<'_>, s: &Subject, keys: &[String]) {
+    s.region
+        .set_multi(keys.iter().enumerate().map(|(n, k)| (k, value(n as u64))))
+        .expect("set the keys to delete");
+    g.bench_function(format!("{} region delete_multi", s.name), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + MULTI) % KEYS;
+            s.region
+                .delete_multi(&keys[i..i + MULTI])
+                .expect("delete_multi")
+        })
+    });
+}
+
+/// 100 `delete … noreply` and a `version`, in one write.
+fn bench_memcached_floor_delete_multi(g: &mut Group<'_>, addr: &str, keys: &[String]) {
+    let mut raw = RawSocket::connect(addr);
+    let reqs: Vec<Vec<u8>> = keys
+        .chunks(MULTI)
+        .map(|chunk| {
+            let mut req: Vec<u8> = chunk
+                .iter()
+                .flat_map(|k| format!("delete {k} noreply\r\n").into_bytes())
+                .collect();
+            req.extend_from_slice(b"version\r\n");
+            req
+        })
+        .collect();
+    g.bench_function("memcached raw-socket delete_multi (floor)", |b| {
+        let mut c = 0;
+        b.iter(|| {
+            c = (c + 1) % reqs.len();
+            raw.pipeline(&reqs[c], "VERSION")
+        })
+    });
+}
+
 // ------------------------------------------------------------------------------------------------
 
 fn main() {
@@ -628,6 +675,17 @@ fn main() {
         }
         if let Some(server) = &memcached {
             bench_memcached_floor_set_multi(&mut g, &server.addr(), &keys);
+        }
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group("server/delete_multi 100");
+        let keys = delete_keys();
+        for s in &subjects {
+            bench_delete_multi(&mut g, s, &keys);
+        }
+        if let Some(server) = &memcached {
+            bench_memcached_floor_delete_multi(&mut g, &server.addr(), &keys);
         }
         g.finish();
     }
