@@ -1,6 +1,7 @@
 //! The dogpile lock's mutex: the [`CacheMutex`] trait, and the in-process per-key mutexes.
 
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use std::task::Poll;
 use std::time::Instant;
 
 use event_listener::{Event, Listener};
+use hashbrown::HashTable;
+use smallvec::SmallVec;
 
 use crate::backend::BoxFuture;
 use crate::error::Result;
@@ -174,14 +177,21 @@ impl std::fmt::Debug for LockGuard {
 
 /// One key's lock state, shared by every handle on the key.
 struct KeyLock {
-    /// The key, to remove the entry when its last handle goes: the same text as the map's key
-    /// (one allocation for both).
-    key: Arc<str>,
+    /// The key's hash in the registry, so that finding the entry's slot again to remove it
+    /// hashes nothing.
+    hash: u64,
+    /// The key, held in the entry itself up to [`INLINE_KEY`] bytes: the registry's one
+    /// allocation per miss is the entry.
+    key: SmallVec<[u8; INLINE_KEY]>,
     /// How many handles are out, or `DEAD` once the count has reached zero for good.
     handles: AtomicUsize,
     held: AtomicBool,
     released: Event,
 }
+
+/// How long a key the registry's entry holds without an allocation of its own: the keys of
+/// decorated functions (`module::path:function|argument`) mostly fit.
+const INLINE_KEY: usize = 64;
 
 /// `handles` of an entry that has had its last handle: no handle is taken on it again, and it is
 /// removed from the registry (a caller that finds it there makes a new one).
@@ -209,47 +219,70 @@ impl KeyLock {
 /// The registry of in-process per-key mutexes.
 ///
 /// An entry exists while somebody holds or waits on its key, and goes with the last handle, so
-/// the registry does not grow with the number of keys ever created. Lookups take no lock (the
-/// map is papaya's): a crowd of callers on one key with a stale value, which all find the lock
-/// held and return at once, never queue behind each other.
+/// the registry does not grow with the number of keys ever created.
+///
+/// The map is split into [`SHARDS`] hash tables, each behind its own mutex, chosen by the key's
+/// hash. Every miss makes an entry and removes it again, and that round trip is what a shard
+/// costs least at: one hash of the key, an uncontended `parking_lot` lock, a table insert and a
+/// remove, and one allocation (the entry, which holds its key); a lock-free map spent a node
+/// allocation, the key's own, a hash per operation and an epoch reclamation of every removed
+/// entry. A shard is held only for a lookup, an insert or a
+/// remove, never across a wait, so a crowd of callers on one key queues for nanoseconds, not for
+/// the creation.
 ///
 /// Why one key never has two live entries: an entry is removed only once it is dead (its handle
 /// count went from zero to `DEAD`, after which no handle is taken on it), and a new entry for the
 /// key is inserted only where there is none. So every live handle on a key shares one `KeyLock`.
 pub(crate) struct LocalLocks {
-    map: papaya::HashMap<Arc<str>, Arc<KeyLock>, foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
+    shards: Box<[Shard]>,
 }
+
+/// How many shards a registry has: enough that callers on different keys rarely meet on one.
+const SHARDS: usize = 32;
+
+/// One shard of the registry: its entries, found by the hash the entry keeps. On a cache line of
+/// its own, so that two shards' locks do not share one.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(parking_lot::Mutex<HashTable<Arc<KeyLock>>>);
 
 impl LocalLocks {
     pub(crate) fn new() -> Self {
         LocalLocks {
-            map: papaya::HashMap::with_hasher(Default::default()),
+            hasher: Default::default(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
         }
+    }
+
+    /// The shard of a key of hash `hash`. The table inside finds its slot by the low bits and
+    /// tells entries apart by the top seven, so the shard is chosen by bits in between.
+    fn shard(&self, hash: u64) -> &parking_lot::Mutex<HashTable<Arc<KeyLock>>> {
+        &self.shards[(hash >> 32) as usize % SHARDS].0
     }
 
     /// A handle on `key`'s mutex, creating its entry if needed.
     pub(crate) fn mutex(self: &Arc<Self>, key: &str) -> LocalMutex {
-        let map = self.map.pin();
+        let hash = self.hasher.hash_one(key);
+        let shard = self.shard(hash);
         loop {
-            let lock = match map.get(key) {
-                Some(found) => found.clone(),
-                None => {
-                    let text: Arc<str> = Arc::from(key);
-                    let fresh = Arc::new(KeyLock {
-                        key: text.clone(),
-                        handles: AtomicUsize::new(1),
-                        held: AtomicBool::new(false),
-                        released: Event::new(),
-                    });
-                    match map.try_insert(text, fresh.clone()) {
-                        Ok(_) => {
-                            return LocalMutex {
-                                registry: self.clone(),
-                                lock: fresh,
-                            }
-                        }
-                        // Another caller inserted first: take a handle on theirs.
-                        Err(taken) => taken.current.clone(),
+            let lock = {
+                let mut table = shard.lock();
+                match table.find(hash, |l| l.key.as_slice() == key.as_bytes()) {
+                    Some(found) => found.clone(),
+                    None => {
+                        let fresh = Arc::new(KeyLock {
+                            hash,
+                            key: SmallVec::from_slice(key.as_bytes()),
+                            handles: AtomicUsize::new(1),
+                            held: AtomicBool::new(false),
+                            released: Event::new(),
+                        });
+                        table.insert_unique(hash, fresh.clone(), |l| l.hash);
+                        return LocalMutex {
+                            registry: self.clone(),
+                            lock: fresh,
+                        };
                     }
                 }
             };
@@ -260,21 +293,30 @@ impl LocalLocks {
                 };
             }
             // A dead entry its last handle has not removed yet: remove it, then look again.
-            map.remove_if(key, |_, v| Arc::ptr_eq(v, &lock)).ok();
+            self.remove_if_same(&lock);
+        }
+    }
+
+    /// Removes `lock`'s entry if the table still holds that very entry.
+    fn remove_if_same(&self, lock: &Arc<KeyLock>) {
+        let mut table = self.shard(lock.hash).lock();
+        if let Ok(entry) = table.find_entry(lock.hash, |l| Arc::ptr_eq(l, lock)) {
+            entry.remove();
         }
     }
 
     /// Whether `key` is locked, without creating an entry.
     pub(crate) fn is_locked(&self, key: &str) -> bool {
-        self.map
-            .pin()
-            .get(key)
+        let hash = self.hasher.hash_one(key);
+        self.shard(hash)
+            .lock()
+            .find(hash, |l| l.key.as_slice() == key.as_bytes())
             .is_some_and(|l| l.held.load(Ordering::Acquire))
     }
 
     /// How many keys have an entry: for tests of the registry's bound.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.shards.iter().map(|s| s.0.lock().len()).sum()
     }
 }
 
@@ -391,11 +433,7 @@ impl Drop for LocalMutex {
             .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.registry
-                .map
-                .pin()
-                .remove_if(&*lock.key, |_, v| Arc::ptr_eq(v, lock))
-                .ok();
+            self.registry.remove_if_same(lock);
         }
     }
 }
@@ -515,6 +553,7 @@ mod tests {
     #[test]
     fn an_async_release_dropped_midway_releases_the_blocking_way() {
         use std::future::Future;
+        use std::hash::BuildHasher;
         use std::task::{Context, Waker};
 
         /// A lock whose async release never finishes; counts blocking releases.

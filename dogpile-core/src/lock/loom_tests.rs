@@ -9,7 +9,7 @@
 //! The per-key mutex is the in-process one of `mutex.rs` (`LocalMutex`: an atomic flag and an
 //! `event_listener::Event`), re-stated here over loom's atomics and the loom-aware build of
 //! `event-listener`, with the same orderings and the same listen-then-look-again wait; the
-//! registry around it (a `papaya` map) is modelled separately, at the end: its entry for one key. The
+//! registry around it (a sharded map) is modelled separately, at the end: its entry for one key. The
 //! algorithm itself is the real one, driven by a poll-once executor (the source never yields).
 //!
 //! ```text
@@ -385,8 +385,8 @@ fn loom_a_batch_beside_a_nested_creator_never_deadlocks() {
 // ---------------------------------------------------------------------------------------------
 // The registry's entry for one key (`LocalLocks` in mutex.rs): handles come and go, the entry
 // dies with its last handle and is made again. Re-stated over one key, with the map's get,
-// insert-if-absent and remove-if-same as the atomic steps papaya gives them (here under a loom
-// mutex), and the handle count with the same orderings and the same `DEAD` mark.
+// insert-if-absent and remove-if-same as the atomic steps a shard's mutex makes of them (here
+// under a loom mutex), and the handle count with the same orderings and the same `DEAD` mark.
 
 /// `LocalMutex`'s shared state for one key.
 struct Entry {
