@@ -553,7 +553,6 @@ mod tests {
     #[test]
     fn an_async_release_dropped_midway_releases_the_blocking_way() {
         use std::future::Future;
-        use std::hash::BuildHasher;
         use std::task::{Context, Waker};
 
         /// A lock whose async release never finishes; counts blocking releases.
