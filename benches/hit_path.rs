@@ -26,6 +26,9 @@
 //!   downcast, the clone and a per-thread hit counter. Its most optimistic form: it skips
 //!   everything the real hit judges that is off in this bench (soft invalidation, early refresh,
 //!   tags, the local tier).
+//! - `typed index prototype, text-keyed twin`: the same prototype and checks, its map keyed by
+//!   the decorated fn's key text (written into the reused buffer, as the macro does) instead of
+//!   the argument: the difference between the two is what the key text alone costs.
 //!
 //! - `hit/async`: the decorated `async fn` awaited in a loop inside a tokio (current-thread)
 //!   runtime, beside the same loop over the blocking decorated fn, both timed the same way (one
@@ -195,6 +198,12 @@ fn one_hit_typed(index: &TypedIndex, n: u64) -> String {
     index.call(n)
 }
 
+/// One hit of the prototype's text-keyed twin, for callgrind.
+#[inline(never)]
+fn one_hit_text(index: &TypedIndex, n: u64) -> String {
+    index.call_by_text(n)
+}
+
 /// One `cached` hit, for callgrind.
 #[inline(never)]
 fn one_hit_cached(n: u64) -> String {
@@ -202,7 +211,7 @@ fn one_hit_cached(n: u64) -> String {
 }
 
 /// `HIT_COUNT=N`: `N` blocking and `N` async decorated hits on a warm cache, `N` typed index
-/// prototype hits and `N` `cached` hits, then exit.
+/// prototype hits, `N` of its text-keyed twin and `N` `cached` hits, then exit.
 fn count_mode(count: u64) -> ! {
     let index = TypedIndex::new();
     for n in 0..KEYS {
@@ -211,6 +220,7 @@ fn count_mode(count: u64) -> ! {
     }
     for i in 0..count {
         black_box(one_hit_typed(&index, black_box(i % KEYS)));
+        black_box(one_hit_text(&index, black_box(i % KEYS)));
         black_box(one_hit_cached(black_box(i % KEYS)));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -226,7 +236,9 @@ fn count_mode(count: u64) -> ! {
             black_box(one_hit_async(black_box(i % KEYS)));
         }
     });
-    eprintln!("{count} hits each: blocking, async, typed index prototype, cached");
+    eprintln!(
+        "{count} hits each: blocking, async, typed index prototype, its text-keyed twin, cached"
+    );
     std::process::exit(0)
 }
 
@@ -275,6 +287,8 @@ struct TypedEntry {
 /// A per-function index of the decorated fn's entries by its argument's own value.
 struct TypedIndex {
     map: papaya::HashMap<u64, Arc<TypedEntry>, foldhash::fast::RandomState>,
+    /// The same entries by the decorated fn's key text, for the twin that isolates its cost.
+    by_text: papaya::HashMap<String, Arc<TypedEntry>, foldhash::fast::RandomState>,
     /// The region's configuration generation the index was filled under: a `configure` would
     /// bump the region's, and every entry of an older one is void.
     generation: std::sync::atomic::AtomicU64,
@@ -293,6 +307,7 @@ impl TypedIndex {
     fn new() -> Self {
         TypedIndex {
             map: papaya::HashMap::with_hasher(Default::default()),
+            by_text: papaya::HashMap::with_hasher(Default::default()),
             generation: std::sync::atomic::AtomicU64::new(1),
             invalidated_at: std::sync::atomic::AtomicU64::new(0),
             ttl_nanos: 3600 * 1_000_000_000,
@@ -302,12 +317,27 @@ impl TypedIndex {
     /// The hit, or `None` for the text path to answer.
     #[inline]
     fn hit(&self, n: u64, generation: u64) -> Option<String> {
-        use std::sync::atomic::Ordering::Acquire;
-        if self.generation.load(Acquire) != generation {
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) != generation {
             return None;
         }
         let map = self.map.pin();
-        let e = map.get(&n)?;
+        self.judge(map.get(&n)?)
+    }
+
+    /// [`hit`](Self::hit) with the entry found by the decorated fn's key text.
+    #[inline]
+    fn hit_by_text(&self, n: u64, generation: u64) -> Option<String> {
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) != generation {
+            return None;
+        }
+        let map = self.by_text.pin();
+        with_key(n, |k| self.judge(map.get(k)?))
+    }
+
+    /// The checks of an indexed hit: live, not invalidated, not expired, of the caller's type.
+    #[inline]
+    fn judge(&self, e: &TypedEntry) -> Option<String> {
+        use std::sync::atomic::Ordering::Acquire;
         if !e.live.load(Acquire) || e.created_at < self.invalidated_at.load(Acquire) {
             return None;
         }
@@ -329,6 +359,15 @@ impl TypedIndex {
         self.fill(n)
     }
 
+    /// [`call`](Self::call) through the text-keyed twin.
+    #[inline]
+    fn call_by_text(&self, n: u64) -> String {
+        if let Some(v) = self.hit_by_text(n, 1) {
+            return v;
+        }
+        self.fill(n)
+    }
+
     #[cold]
     #[inline(never)]
     fn fill(&self, n: u64) -> String {
@@ -345,7 +384,11 @@ impl TypedIndex {
                 created_at: metadata.created_at.as_nanos(),
                 live: std::sync::atomic::AtomicBool::new(true),
             };
-            self.map.pin().insert(n, Arc::new(entry));
+            let entry = Arc::new(entry);
+            with_key(n, |k| {
+                self.by_text.pin().insert(k.to_owned(), entry.clone());
+            });
+            self.map.pin().insert(n, entry);
         }
         v
     }
@@ -397,6 +440,11 @@ fn hit_path(c: &mut Criterion) {
     let typed = TypedIndex::new();
     bench_one(c, "typed index prototype", move |n| {
         black_box(typed.call(black_box(n)));
+    });
+
+    let twin = TypedIndex::new();
+    bench_one(c, "typed index prototype, text-keyed twin", move |n| {
+        black_box(twin.call_by_text(black_box(n)));
     });
 
     bench_one(c, "cached #[cached]", |n| {
