@@ -17,6 +17,18 @@
 //!   decorated fn's key written into a reused buffer, a lookup in `papaya`'s lock-free map of
 //!   `String` to `Arc<dyn Any>` (foldhash, as the memory backend), a downcast and a clone. No
 //!   expiration, statistics, configuration or fallback.
+//! - `typed index prototype`: issue 19 item 3's ceiling, hand-written (no library code): a
+//!   per-function `papaya` map of the argument's own value (`u64`, foldhash, no key text) to an
+//!   `Arc` holding the very `Arc<dyn Any>` payload and created-at stamp the memory backend holds
+//!   for the decorated fn's key, checked on every hit the way a coherent index would have to: a
+//!   configuration generation, a liveness flag that the text-key operations would clear, the
+//!   region's hard-invalidation time, the expiration from the stamp on the coarse clock, then the
+//!   downcast, the clone and a per-thread hit counter. Its most optimistic form: it skips
+//!   everything the real hit judges that is off in this bench (soft invalidation, early refresh,
+//!   tags, the local tier).
+//! - `typed index prototype, text-keyed twin`: the same prototype and checks, its map keyed by
+//!   the decorated fn's key text (written into the reused buffer, as the macro does) instead of
+//!   the argument: the difference between the two is what the key text alone costs.
 //!
 //! - `hit/async`: the decorated `async fn` awaited in a loop inside a tokio (current-thread)
 //!   runtime, beside the same loop over the blocking decorated fn, both timed the same way (one
@@ -25,7 +37,9 @@
 //! Instruction counts: with `HIT_COUNT=N` in the environment the bench does `N` blocking and `N`
 //! async decorated hits (each in a function of its own, not inlined; the async one polled once
 //! with a no-op waker, as an executor polls a ready future) and exits, for
-//! `valgrind --tool=callgrind --toggle-collect='*one_hit_*'`.
+//! `valgrind --tool=callgrind --toggle-collect='*one_hit_*'`; the same mode does `N` hits of the
+//! typed index prototype (`one_hit_typed`) and `N` of `cached` (`one_hit_cached`), each function
+//! its own `--toggle-collect`.
 //!
 //! Region statistics are always on (per-thread counters), so every region figure includes them.
 //!
@@ -178,8 +192,37 @@ fn one_hit_async(n: u64) -> String {
     }
 }
 
-/// `HIT_COUNT=N`: `N` blocking and `N` async decorated hits on a warm cache, then exit.
+/// One typed-index-prototype hit, for callgrind.
+#[inline(never)]
+fn one_hit_typed(index: &TypedIndex, n: u64) -> String {
+    index.call(n)
+}
+
+/// One hit of the prototype's text-keyed twin, for callgrind.
+#[inline(never)]
+fn one_hit_text(index: &TypedIndex, n: u64) -> String {
+    index.call_by_text(n)
+}
+
+/// One `cached` hit, for callgrind.
+#[inline(never)]
+fn one_hit_cached(n: u64) -> String {
+    cached_value(n)
+}
+
+/// `HIT_COUNT=N`: `N` blocking and `N` async decorated hits on a warm cache, `N` typed index
+/// prototype hits, `N` of its text-keyed twin and `N` `cached` hits, then exit.
 fn count_mode(count: u64) -> ! {
+    let index = TypedIndex::new();
+    for n in 0..KEYS {
+        index.call(n);
+        cached_value(n);
+    }
+    for i in 0..count {
+        black_box(one_hit_typed(&index, black_box(i % KEYS)));
+        black_box(one_hit_text(&index, black_box(i % KEYS)));
+        black_box(one_hit_cached(black_box(i % KEYS)));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("tokio runtime");
@@ -193,7 +236,9 @@ fn count_mode(count: u64) -> ! {
             black_box(one_hit_async(black_box(i % KEYS)));
         }
     });
-    eprintln!("{count} hits each: blocking, async");
+    eprintln!(
+        "{count} hits each: blocking, async, typed index prototype, its text-keyed twin, cached"
+    );
     std::process::exit(0)
 }
 
@@ -211,6 +256,142 @@ fn with_key<R>(n: u64, f: impl FnOnce(&str) -> R) -> R {
         n.write_key(&mut k);
         f(&k)
     })
+}
+
+// ------------------------------------------------------------------------------------------------
+// Issue 19 item 3: the typed hit index, as a hand-written prototype (BENCHMARKS.md, "The typed
+// hit index"). Nothing here is library code: it measures what the library could at best reach.
+
+/// The created-at stamps' clock: `CLOCK_REALTIME_COARSE`, as the region's `now_coarse` reads it.
+#[inline]
+fn coarse_now_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the call writes only into it.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One indexed entry: the memory backend's own payload `Arc` and stamp for the decorated fn's
+/// key, and the flag a coherent backend would clear when that key is set, deleted or evicted
+/// (the real memory backend has no such flag: its entries are values in its map, so a real
+/// index would need the backend to keep `Arc`s of entries like this one).
+struct TypedEntry {
+    value: Arc<dyn std::any::Any + Send + Sync>,
+    created_at: u64,
+    live: std::sync::atomic::AtomicBool,
+}
+
+/// A per-function index of the decorated fn's entries by its argument's own value.
+struct TypedIndex {
+    map: papaya::HashMap<u64, Arc<TypedEntry>, foldhash::fast::RandomState>,
+    /// The same entries by the decorated fn's key text, for the twin that isolates its cost.
+    by_text: papaya::HashMap<String, Arc<TypedEntry>, foldhash::fast::RandomState>,
+    /// The region's configuration generation the index was filled under: a `configure` would
+    /// bump the region's, and every entry of an older one is void.
+    generation: std::sync::atomic::AtomicU64,
+    /// The region's hard-invalidation time (nanoseconds; 0: none): entries made before it are
+    /// void.
+    invalidated_at: std::sync::atomic::AtomicU64,
+    ttl_nanos: u64,
+}
+
+thread_local! {
+    /// Per-thread hit counter, as the region's statistics rows.
+    static TYPED_HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+impl TypedIndex {
+    fn new() -> Self {
+        TypedIndex {
+            map: papaya::HashMap::with_hasher(Default::default()),
+            by_text: papaya::HashMap::with_hasher(Default::default()),
+            generation: std::sync::atomic::AtomicU64::new(1),
+            invalidated_at: std::sync::atomic::AtomicU64::new(0),
+            ttl_nanos: 3600 * 1_000_000_000,
+        }
+    }
+
+    /// The hit, or `None` for the text path to answer.
+    #[inline]
+    fn hit(&self, n: u64, generation: u64) -> Option<String> {
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) != generation {
+            return None;
+        }
+        let map = self.map.pin();
+        self.judge(map.get(&n)?)
+    }
+
+    /// [`hit`](Self::hit) with the entry found by the decorated fn's key text.
+    #[inline]
+    fn hit_by_text(&self, n: u64, generation: u64) -> Option<String> {
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) != generation {
+            return None;
+        }
+        let map = self.by_text.pin();
+        with_key(n, |k| self.judge(map.get(k)?))
+    }
+
+    /// The checks of an indexed hit: live, not invalidated, not expired, of the caller's type.
+    #[inline]
+    fn judge(&self, e: &TypedEntry) -> Option<String> {
+        use std::sync::atomic::Ordering::Acquire;
+        if !e.live.load(Acquire) || e.created_at < self.invalidated_at.load(Acquire) {
+            return None;
+        }
+        if coarse_now_nanos().saturating_sub(e.created_at) >= self.ttl_nanos {
+            return None;
+        }
+        let v = e.value.downcast_ref::<String>()?.clone();
+        TYPED_HITS.with(|c| c.set(c.get() + 1));
+        Some(v)
+    }
+
+    /// The decorated fn through the index: an indexed hit, else the decorated call, whose entry
+    /// (the backend's own `Arc`) is then indexed.
+    #[inline]
+    fn call(&self, n: u64) -> String {
+        if let Some(v) = self.hit(n, 1) {
+            return v;
+        }
+        self.fill(n)
+    }
+
+    /// [`call`](Self::call) through the text-keyed twin.
+    #[inline]
+    fn call_by_text(&self, n: u64) -> String {
+        if let Some(v) = self.hit_by_text(n, 1) {
+            return v;
+        }
+        self.fill(n)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fill(&self, n: u64) -> String {
+        let v = decorated(n);
+        let backend = REGION.backend().expect("configured");
+        let stored = with_key(n, |k| backend.get(k)).expect("memory backend");
+        if let Some(dogpile::CachedValue {
+            payload: dogpile::backend::Payload::Object(value),
+            metadata,
+        }) = stored
+        {
+            let entry = TypedEntry {
+                value,
+                created_at: metadata.created_at.as_nanos(),
+                live: std::sync::atomic::AtomicBool::new(true),
+            };
+            let entry = Arc::new(entry);
+            with_key(n, |k| {
+                self.by_text.pin().insert(k.to_owned(), entry.clone());
+            });
+            self.map.pin().insert(n, entry);
+        }
+        v
+    }
 }
 
 fn hit_path(c: &mut Criterion) {
@@ -254,6 +435,16 @@ fn hit_path(c: &mut Criterion) {
         black_box(with_key(n, |key| {
             REGION.get::<String>(key).expect("memory backend")
         }));
+    });
+
+    let typed = TypedIndex::new();
+    bench_one(c, "typed index prototype", move |n| {
+        black_box(typed.call(black_box(n)));
+    });
+
+    let twin = TypedIndex::new();
+    bench_one(c, "typed index prototype, text-keyed twin", move |n| {
+        black_box(twin.call_by_text(black_box(n)));
     });
 
     bench_one(c, "cached #[cached]", |n| {
