@@ -262,16 +262,10 @@ fn with_key<R>(n: u64, f: impl FnOnce(&str) -> R) -> R {
 // Issue 19 item 3: the typed hit index, as a hand-written prototype (BENCHMARKS.md, "The typed
 // hit index"). Nothing here is library code: it measures what the library could at best reach.
 
-/// The created-at stamps' clock: `CLOCK_REALTIME_COARSE`, as the region's `now_coarse` reads it.
+/// The created-at stamps' clock, read as the region's hit reads it (coarse).
 #[inline]
 fn coarse_now_nanos() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the call writes only into it.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    dogpile::clock::Clock::System.now_coarse().as_nanos()
 }
 
 /// One indexed entry: the memory backend's own payload `Arc` and stamp for the decorated fn's

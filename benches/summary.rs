@@ -342,7 +342,7 @@ fn bars(figs: &Figures, dir: &Path) {
             1.5,
         ),
         (
-            "memcached `set_multi` of 100 within 1.5x of the floor's own pipelined `set … noreply` of 100 (the bar as it should read: the same server work)",
+            "(proposed, not the issue's bar) memcached `set_multi` of 100 within 1.5x of the floor's own pipelined `set … noreply` of 100, the same server work",
             ss("memcached region set_multi"),
             ss("memcached raw-socket set_multi (floor)"),
             1.5,

@@ -221,14 +221,14 @@ impl KeyLock {
 /// An entry exists while somebody holds or waits on its key, and goes with the last handle, so
 /// the registry does not grow with the number of keys ever created.
 ///
-/// The map is split into [`SHARDS`] hash tables, each behind its own mutex, chosen by the key's
+/// The map is split into [`SHARDS`] hash tables, each behind its own lock, chosen by the key's
 /// hash. Every miss makes an entry and removes it again, and that round trip is what a shard
-/// costs least at: one hash of the key, an uncontended `parking_lot` lock, a table insert and a
-/// remove, and one allocation (the entry, which holds its key); a lock-free map spent a node
-/// allocation, the key's own, a hash per operation and an epoch reclamation of every removed
-/// entry. A shard is held only for a lookup, an insert or a
-/// remove, never across a wait, so a crowd of callers on one key queues for nanoseconds, not for
-/// the creation.
+/// costs least at: one hash of the key, an uncontended lock, a table insert and a remove, and
+/// one allocation (the entry, which holds its key); a lock-free map spent a node allocation, the
+/// key's own, a hash per operation and an epoch reclamation of every removed entry. A shard is
+/// held only for a lookup, an insert or a remove, never across a wait; the probe of a crowd on a
+/// stale value ([`is_locked`](LocalLocks::is_locked)) takes it shared, so the crowd's callers
+/// never queue behind one another.
 ///
 /// Why one key never has two live entries: an entry is removed only once it is dead (its handle
 /// count went from zero to `DEAD`, after which no handle is taken on it), and a new entry for the
@@ -245,7 +245,7 @@ const SHARDS: usize = 32;
 /// its own, so that two shards' locks do not share one.
 #[repr(align(128))]
 #[derive(Default)]
-struct Shard(parking_lot::Mutex<HashTable<Arc<KeyLock>>>);
+struct Shard(parking_lot::RwLock<HashTable<Arc<KeyLock>>>);
 
 impl LocalLocks {
     pub(crate) fn new() -> Self {
@@ -257,7 +257,7 @@ impl LocalLocks {
 
     /// The shard of a key of hash `hash`. The table inside finds its slot by the low bits and
     /// tells entries apart by the top seven, so the shard is chosen by bits in between.
-    fn shard(&self, hash: u64) -> &parking_lot::Mutex<HashTable<Arc<KeyLock>>> {
+    fn shard(&self, hash: u64) -> &parking_lot::RwLock<HashTable<Arc<KeyLock>>> {
         &self.shards[(hash >> 32) as usize % SHARDS].0
     }
 
@@ -267,7 +267,7 @@ impl LocalLocks {
         let shard = self.shard(hash);
         loop {
             let lock = {
-                let mut table = shard.lock();
+                let mut table = shard.write();
                 match table.find(hash, |l| l.key.as_slice() == key.as_bytes()) {
                     Some(found) => found.clone(),
                     None => {
@@ -299,7 +299,7 @@ impl LocalLocks {
 
     /// Removes `lock`'s entry if the table still holds that very entry.
     fn remove_if_same(&self, lock: &Arc<KeyLock>) {
-        let mut table = self.shard(lock.hash).lock();
+        let mut table = self.shard(lock.hash).write();
         if let Ok(entry) = table.find_entry(lock.hash, |l| Arc::ptr_eq(l, lock)) {
             entry.remove();
         }
@@ -309,14 +309,14 @@ impl LocalLocks {
     pub(crate) fn is_locked(&self, key: &str) -> bool {
         let hash = self.hasher.hash_one(key);
         self.shard(hash)
-            .lock()
+            .read()
             .find(hash, |l| l.key.as_slice() == key.as_bytes())
             .is_some_and(|l| l.held.load(Ordering::Acquire))
     }
 
     /// How many keys have an entry: for tests of the registry's bound.
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().len()).sum()
+        self.shards.iter().map(|s| s.0.read().len()).sum()
     }
 }
 
@@ -460,6 +460,43 @@ mod tests {
             .unwrap();
         assert!(b.try_acquire().unwrap());
         b.release().unwrap();
+    }
+
+    #[test]
+    fn keys_share_a_lock_only_with_themselves_whatever_their_length_or_shard() {
+        let locks = Arc::new(LocalLocks::new());
+        // Keys below, at and past the inline size, two that differ only past it, and enough
+        // of them that many share a shard (32 shards).
+        let long = "x".repeat(INLINE_KEY + 40);
+        let mut keys = vec![
+            String::new(),
+            "k".to_owned(),
+            "y".repeat(INLINE_KEY),
+            format!("{long}a"),
+            format!("{long}b"),
+        ];
+        keys.extend((0..200).map(|n| format!("module::path:f|{n}")));
+        let held: Vec<LocalMutex> = keys.iter().map(|k| locks.mutex(k)).collect();
+        for (m, k) in held.iter().zip(&keys) {
+            assert!(
+                m.try_acquire().unwrap(),
+                "{k:?} was taken by another key's lock"
+            );
+        }
+        assert_eq!(locks.len(), keys.len());
+        for k in &keys {
+            assert!(locks.is_locked(k));
+            assert!(
+                !locks.mutex(k).try_acquire().unwrap(),
+                "a second handle on {k:?} found its lock free"
+            );
+        }
+        assert!(!locks.is_locked(&format!("{long}c")));
+        for m in &held {
+            m.release().unwrap();
+        }
+        drop(held);
+        assert_eq!(locks.len(), 0, "entries outlived their handles");
     }
 
     #[test]

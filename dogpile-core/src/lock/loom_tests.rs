@@ -9,8 +9,9 @@
 //! The per-key mutex is the in-process one of `mutex.rs` (`LocalMutex`: an atomic flag and an
 //! `event_listener::Event`), re-stated here over loom's atomics and the loom-aware build of
 //! `event-listener`, with the same orderings and the same listen-then-look-again wait; the
-//! registry around it (a sharded map) is modelled separately, at the end: its entry for one key. The
-//! algorithm itself is the real one, driven by a poll-once executor (the source never yields).
+//! registry around it (a sharded map) is modelled separately, at the end: its entry for one key.
+//! The algorithm itself is the real one, driven by a poll-once executor (the source never
+//! yields).
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom" cargo test -p dogpile-core --release --lib loom

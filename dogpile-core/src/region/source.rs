@@ -261,7 +261,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
 
     async fn try_lock(&mut self, key: usize) -> Result<bool, CreateError<E>> {
         // A crowd on a stale value finds the lock held: it learns so from the registry without
-        // taking a handle, so it writes nothing shared. A backend with its own lock leaves the
+        // taking a handle, under its shard's shared lock, so it never queues behind itself. A backend with its own lock leaves the
         // registry empty and answers below; the one exception is a creation still running under
         // the in-process lock of a configuration since replaced, which does hold the key.
         let mkey = self.slots[key].mkey;
