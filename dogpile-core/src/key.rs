@@ -493,6 +493,48 @@ where
     }
 }
 
+/// Calls `f` with every key of `keys` after `mangle`, as one slice of `&str`: a batch's keys
+/// mangled with one allocation, not two. Most keys come back from a mangler borrowed (a key
+/// already in the backend's form); only the ones it rewrote are kept aside, so a batch of keys
+/// that need no change allocates just the slice.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use dogpile_core::key::with_mangled;
+///
+/// let upper = |k: &str| -> Cow<'_, str> {
+///     if k.bytes().any(|b| b.is_ascii_lowercase()) {
+///         Cow::Owned(k.to_ascii_uppercase())
+///     } else {
+///         Cow::Borrowed(k)
+///     }
+/// };
+/// let joined = with_mangled(&["A", "b", "C"], upper, |keys| keys.join(","));
+/// assert_eq!(joined, "A,B,C");
+/// ```
+pub fn with_mangled<'k, K, M, R>(keys: &'k [K], mut mangle: M, f: impl FnOnce(&[&str]) -> R) -> R
+where
+    K: AsRef<str>,
+    M: FnMut(&'k str) -> Cow<'k, str>,
+{
+    // The rewritten keys first, by position, so the slice can borrow from them.
+    let mut rewritten: Vec<(usize, String)> = Vec::new();
+    let mut refs: Vec<&str> = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        match mangle(k.as_ref()) {
+            Cow::Borrowed(b) => refs.push(b),
+            Cow::Owned(o) => {
+                rewritten.push((i, o));
+                refs.push("");
+            }
+        }
+    }
+    for (i, o) in &rewritten {
+        refs[*i] = o;
+    }
+    f(&refs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,6 +62,7 @@ use dogpile_core::backend::CachedValueRef;
 use dogpile_core::codec::{
     decode_envelope_ref_or_miss, encode_envelope_for, encode_envelope_into_for,
 };
+use dogpile_core::key::with_mangled;
 use dogpile_core::{
     sha1_mangle_key, Arguments, Backend, BoxFuture, CacheMutex, CachedValue, Payload, PayloadKind,
     Result,
@@ -85,7 +86,7 @@ const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(1);
 /// memcached reads an expiry over 30 days as an absolute Unix time.
 const MAX_RELATIVE_EXPIRY: u64 = 60 * 60 * 24 * 30;
 
-fn valid_key_byte(b: u8) -> bool {
+const fn valid_key_byte(b: u8) -> bool {
     b > 0x20 && b < 0x7f
 }
 
@@ -97,14 +98,25 @@ pub fn is_valid_key(key: &str) -> bool {
 /// The marker between the readable prefix and the digest of a mangled key.
 const MARKER: u8 = b'#';
 
+/// The bytes a kept key may hold: valid ones, but the marker.
+static KEPT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = valid_key_byte(b as u8) && b as u8 != MARKER;
+        b += 1;
+    }
+    t
+};
+
 fn safe_key(key: &str) -> Cow<'_, str> {
     // A key holding the marker is hashed too, valid or not: kept keys never hold it and mangled
     // ones always do, so no key can be written to equal (and so read or overwrite) the mangled
     // form of another.
-    // One pass over the bytes: this runs for every key of every call.
-    let kept = !key.is_empty()
-        && key.len() <= MAX_KEY_LEN
-        && key.bytes().all(|b| valid_key_byte(b) && b != MARKER);
+    // One pass over the bytes, a table lookup each: this runs for every key of every call,
+    // twice for a key the region mangled with this same rule.
+    let kept =
+        !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| KEPT[usize::from(b)]);
     if kept {
         return Cow::Borrowed(key);
     }
@@ -147,14 +159,21 @@ pub(crate) struct Inner {
     socket_timeout: Duration,
 }
 
+/// The keys of one read: after the key rule, as sent, and as the caller gave them (for logs).
+#[derive(Clone, Copy)]
+struct Keys<'k> {
+    safe: &'k [&'k str],
+    caller: &'k [&'k str],
+}
+
 /// Hands out the values of a `get` reply: memcached answers the hits in the order asked, so
 /// each `VALUE` is matched to the next key of that name (a value for a key not asked for is a
 /// protocol error), and its envelope is decoded where it lies in the receive buffer and visited
 /// there, with no copy.
 struct Values<'k, 'v, V: ?Sized> {
     name: &'k str,
-    /// Every key of the call: `(key after the key rule, caller's key)`, the caller's for logs.
-    keys: &'k [(&'k str, &'k str)],
+    /// Every key of the call.
+    keys: Keys<'k>,
     /// The positions in `keys` of the keys sent to this server, in the order sent; `None`: all.
     mine: Option<&'k [usize]>,
     next: usize,
@@ -162,12 +181,7 @@ struct Values<'k, 'v, V: ?Sized> {
 }
 
 impl<'k, 'v, V: FnMut(usize, CachedValueRef<'_>) + ?Sized> Values<'k, 'v, V> {
-    fn new(
-        name: &'k str,
-        keys: &'k [(&'k str, &'k str)],
-        mine: Option<&'k [usize]>,
-        visit: &'v mut V,
-    ) -> Self {
+    fn new(name: &'k str, keys: Keys<'k>, mine: Option<&'k [usize]>, visit: &'v mut V) -> Self {
         Values {
             name,
             keys,
@@ -178,7 +192,7 @@ impl<'k, 'v, V: FnMut(usize, CachedValueRef<'_>) + ?Sized> Values<'k, 'v, V> {
     }
 
     fn sent(&self) -> usize {
-        self.mine.map_or(self.keys.len(), <[usize]>::len)
+        self.mine.map_or(self.keys.safe.len(), <[usize]>::len)
     }
 
     /// The position in `keys` of the `n`th key sent.
@@ -190,7 +204,7 @@ impl<'k, 'v, V: FnMut(usize, CachedValueRef<'_>) + ?Sized> Values<'k, 'v, V> {
         match item {
             Item::Value { key, data } => {
                 let n = (self.next..self.sent())
-                    .find(|n| self.keys[self.position(*n)].0.as_bytes() == key)
+                    .find(|n| self.keys.safe[self.position(*n)].as_bytes() == key)
                     .ok_or_else(|| {
                         Failure::Protocol(proto::ProtocolError(format!(
                             "a value for {}, which was not asked for (or not in this order)",
@@ -199,7 +213,8 @@ impl<'k, 'v, V: FnMut(usize, CachedValueRef<'_>) + ?Sized> Values<'k, 'v, V> {
                     })?;
                 self.next = n + 1;
                 let at = self.position(n);
-                if let Some(v) = decode_envelope_ref_or_miss(data, self.name, self.keys[at].1) {
+                if let Some(v) = decode_envelope_ref_or_miss(data, self.name, self.keys.caller[at])
+                {
                     (self.visit)(at, v);
                 }
                 Ok(Flow::More)
@@ -250,25 +265,29 @@ impl Inner {
         &self.servers[self.ring.index(key)]
     }
 
-    /// Reads `keys`, `(key after the key rule, caller's key)`, calling `visit` with the position
+    /// Reads `keys`, calling `visit` with the position
     /// and the value of each one found, borrowed from the receive buffer.
     async fn get_many<V: FnMut(usize, CachedValueRef<'_>) + ?Sized>(
         &self,
         io: Io,
-        keys: &[(&str, &str)],
+        keys: Keys<'_>,
         visit: &mut V,
     ) -> Result<()> {
-        let what = if keys.len() == 1 { "get" } else { "get_multi" };
+        let what = if keys.safe.len() == 1 {
+            "get"
+        } else {
+            "get_multi"
+        };
         // `get`, then each key and its space, then `\r\n`: allocated once.
-        let longest = keys.iter().map(|k| k.0.len()).max().unwrap_or(0);
+        let longest = keys.safe.iter().map(|k| k.len()).max().unwrap_or(0);
         let request = |sent: &mut dyn ExactSizeIterator<Item = &str>| {
             let mut req = Vec::with_capacity(sent.len() * (longest + 1) + 6);
             proto::get(&mut req, sent);
             req
         };
-        if self.servers.len() == 1 || keys.len() == 1 {
-            let server = self.server(keys[0].0);
-            let req = request(&mut keys.iter().map(|k| k.0));
+        if self.servers.len() == 1 || keys.safe.len() == 1 {
+            let server = self.server(keys.safe[0]);
+            let req = request(&mut keys.safe.iter().copied());
             let mut values = Values::new(&self.name, keys, None, visit);
             return server
                 .call(io, what, &req, true, &mut |item| values.item(item))
@@ -276,14 +295,14 @@ impl Inner {
         }
         // Per server: the positions of its keys, and its request.
         let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
-        for (i, (k, _)) in keys.iter().enumerate() {
+        for (i, k) in keys.safe.iter().enumerate() {
             groups[self.ring.index(k)].push(i);
         }
         let reqs: Vec<(usize, Vec<u8>)> = groups
             .iter()
             .enumerate()
             .filter(|(_, g)| !g.is_empty())
-            .map(|(s, g)| (s, request(&mut g.iter().map(|i| keys[*i].0))))
+            .map(|(s, g)| (s, request(&mut g.iter().map(|i| keys.safe[*i]))))
             .collect();
         // Every request is written before any reply is read: the servers answer in parallel.
         let mut sent = Vec::with_capacity(reqs.len());
@@ -298,8 +317,8 @@ impl Inner {
     }
 
     /// [`get_many`](Self::get_many) collecting owned values, in the order of `keys`.
-    async fn get_owned(&self, io: Io, keys: &[(&str, &str)]) -> Result<Vec<Option<CachedValue>>> {
-        let mut found = vec![None; keys.len()];
+    async fn get_owned(&self, io: Io, keys: Keys<'_>) -> Result<Vec<Option<CachedValue>>> {
+        let mut found = vec![None; keys.safe.len()];
         self.get_many(io, keys, &mut |i, v: CachedValueRef<'_>| {
             found[i] = Some(v.into_owned())
         })
@@ -588,18 +607,16 @@ impl MemcachedBackend {
         let k = safe_key(key);
         Ok(self
             .inner
-            .get_owned(io, &[(&k, key)])
+            .get_owned(
+                io,
+                Keys {
+                    safe: &[&k],
+                    caller: &[key],
+                },
+            )
             .await?
             .pop()
             .flatten())
-    }
-
-    /// The keys after the key rule, beside the caller's.
-    fn key_pairs<'k>(safe: &'k [Cow<'k, str>], keys: &[&'k str]) -> Vec<(&'k str, &'k str)> {
-        safe.iter()
-            .map(|s| s.as_ref())
-            .zip(keys.iter().copied())
-            .collect()
     }
 
     async fn set_io(&self, io: Io, key: &str, value: &CachedValue) -> Result<()> {
@@ -633,10 +650,15 @@ impl Backend for MemcachedBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let safe: Vec<Cow<'_, str>> = keys.iter().map(|k| safe_key(k)).collect();
-        block_on(
-            self.inner
-                .get_owned(Io::Blocking, &Self::key_pairs(&safe, keys)),
+        with_mangled(
+            keys,
+            |k| safe_key(k),
+            |safe| {
+                block_on(
+                    self.inner
+                        .get_owned(Io::Blocking, Keys { safe, caller: keys }),
+                )
+            },
         )
     }
 
@@ -648,10 +670,15 @@ impl Backend for MemcachedBackend {
         if keys.is_empty() {
             return Ok(());
         }
-        let safe: Vec<Cow<'_, str>> = keys.iter().map(|k| safe_key(k)).collect();
-        block_on(
-            self.inner
-                .get_many(Io::Blocking, &Self::key_pairs(&safe, keys), f),
+        with_mangled(
+            keys,
+            |k| safe_key(k),
+            |safe| {
+                block_on(
+                    self.inner
+                        .get_many(Io::Blocking, Keys { safe, caller: keys }, f),
+                )
+            },
         )
     }
 

@@ -246,21 +246,23 @@ impl<C: BackendCatalog> CacheRegion<C> {
         age: Age<'_>,
     ) -> Result<Vec<Option<T>>> {
         let cfg = self.configured()?;
-        let mkeys: Vec<Cow<'_, str>> = keys.iter().map(|k| cfg.mangle(k.as_ref())).collect();
-        let refs: Vec<&str> = mkeys.iter().map(|k| &**k).collect();
-        match age {
-            Age::Expiring(expiration) => {
-                let raw = self.read_multi(&cfg, &refs, cfg.ttl(expiration))?;
-                Ok(raw.into_iter().map(|(found, _)| found.fresh()).collect())
-            }
-            Age::Ignored => visit_each(
-                &*cfg.backend,
-                &refs,
-                || None,
-                |v, mkey| decode_any_age(v, mkey, &cfg),
-            )
-            .map_err(|e| self.backend_failed(e, refs.first().copied().unwrap_or(""))),
-        }
+        crate::key::with_mangled(
+            keys,
+            |k| cfg.mangle(k),
+            |refs| match age {
+                Age::Expiring(expiration) => {
+                    let raw = self.read_multi(&cfg, refs, cfg.ttl(expiration))?;
+                    Ok(raw.into_iter().map(|(found, _)| found.fresh()).collect())
+                }
+                Age::Ignored => visit_each(
+                    &*cfg.backend,
+                    refs,
+                    || None,
+                    |v, mkey| decode_any_age(v, mkey, &cfg),
+                )
+                .map_err(|e| self.backend_failed(e, refs.first().copied().unwrap_or(""))),
+            },
+        )
     }
 
     /// Stores `value` at `key`, created now.
