@@ -403,6 +403,35 @@ fn bars(figs: &Figures, dir: &Path) {
             o / f
         );
     }
+    // The client's own CPU per call (the servers bench's `ThreadCpu`): what the wall-clock
+    // ratios above hide or show as the loopback round trip gets slower or faster.
+    for (group, ours, floor) in [
+        (
+            "client cpu/hit",
+            "memcached region get",
+            "memcached raw-socket get (floor)",
+        ),
+        (
+            "client cpu/get_multi 100",
+            "memcached region get_multi",
+            "memcached raw-socket get_multi (floor)",
+        ),
+        (
+            "client cpu/set_multi 100",
+            "memcached region set_multi",
+            "memcached raw-socket set_multi (floor)",
+        ),
+    ] {
+        if let (Some(o), Some(f)) = (figs.get(group, ours), figs.get(group, floor)) {
+            println!(
+                "- (for scale, no bar) client CPU per call, `{ours}` / `{floor}`: {} / {} = {:.2}x (the difference, {}, is what the client adds to every call's wall time)",
+                fmt_ns(o),
+                fmt_ns(f),
+                o / f,
+                fmt_ns(o - f)
+            );
+        }
+    }
     // The servers bench counted the commands of one get_multi on the server: "MGET GET".
     let counts: Option<(u64, u64)> = fs::read_to_string(dir.join("redis-get-multi.txt"))
         .ok()

@@ -270,7 +270,10 @@ fn invalidation_child(role: &str) {
             // are received here, what they said holds here.
             let received = |step: &str| {
                 let path = dir.join(step);
-                wait_for(step, || path.exists());
+                // The file is created before its line is written: wait for the whole line.
+                wait_for(step, || {
+                    std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
+                });
                 let sent: u64 = std::fs::read_to_string(&path)
                     .unwrap()
                     .trim()

@@ -502,13 +502,13 @@ where
 /// use std::borrow::Cow;
 /// use dogpile_core::key::with_mangled;
 ///
-/// let upper = |k: &str| -> Cow<'_, str> {
+/// fn upper(k: &str) -> Cow<'_, str> {
 ///     if k.bytes().any(|b| b.is_ascii_lowercase()) {
 ///         Cow::Owned(k.to_ascii_uppercase())
 ///     } else {
 ///         Cow::Borrowed(k)
 ///     }
-/// };
+/// }
 /// let joined = with_mangled(&["A", "b", "C"], upper, |keys| keys.join(","));
 /// assert_eq!(joined, "A,B,C");
 /// ```

@@ -134,7 +134,13 @@ impl Builtin {
 
     fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>, String> {
         match self {
-            Builtin::MessagePack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
+            Builtin::MessagePack => {
+                // `to_vec_named` starts from an empty `Vec`, which a 32-byte string regrows
+                // three times: start with room for a small value.
+                let mut out = Fallible(Vec::with_capacity(64));
+                rmp_serde::encode::write_named(&mut out, value).map_err(|e| e.to_string())?;
+                Ok(out.0)
+            }
             Builtin::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
             Builtin::Pickle => serde_pickle::to_vec(value, serde_pickle::SerOptions::new())
                 .map_err(|e| e.to_string()),
@@ -188,6 +194,29 @@ impl Builtin {
                 Err("bincode cannot decode through a type-erased deserializer".to_owned())
             }
         }
+    }
+}
+
+/// A `Vec` writer whose growth fails with an error instead of aborting the process, as
+/// `rmp_serde::to_vec_named`'s own does: a value too large to encode is that call's error.
+struct Fallible(Vec<u8>);
+
+impl std::io::Write for Fallible {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0
+            .try_reserve(buf.len())
+            .map_err(|_| std::io::ErrorKind::OutOfMemory)?;
+        self.0.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
