@@ -166,6 +166,11 @@ struct Keys<'k> {
     caller: &'k [&'k str],
 }
 
+/// Calls `f` with `keys` after the key rule, beside the caller's.
+fn with_safe_keys<R>(keys: &[&str], f: impl FnOnce(Keys<'_>) -> R) -> R {
+    with_mangled(keys, |k| safe_key(k), |safe| f(Keys { safe, caller: keys }))
+}
+
 /// Hands out the values of a `get` reply: memcached answers the hits in the order asked, so
 /// each `VALUE` is matched to the next key of that name (a value for a key not asked for is a
 /// protocol error), and its envelope is decoded where it lies in the receive buffer and visited
@@ -650,16 +655,9 @@ impl Backend for MemcachedBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        with_mangled(
-            keys,
-            |k| safe_key(k),
-            |safe| {
-                block_on(
-                    self.inner
-                        .get_owned(Io::Blocking, Keys { safe, caller: keys }),
-                )
-            },
-        )
+        with_safe_keys(keys, |keys| {
+            block_on(self.inner.get_owned(Io::Blocking, keys))
+        })
     }
 
     fn visit_multi(
@@ -670,16 +668,9 @@ impl Backend for MemcachedBackend {
         if keys.is_empty() {
             return Ok(());
         }
-        with_mangled(
-            keys,
-            |k| safe_key(k),
-            |safe| {
-                block_on(
-                    self.inner
-                        .get_many(Io::Blocking, Keys { safe, caller: keys }, f),
-                )
-            },
-        )
+        with_safe_keys(keys, |keys| {
+            block_on(self.inner.get_many(Io::Blocking, keys, f))
+        })
     }
 
     fn set_multi(&self, items: Vec<(String, CachedValue)>) -> Result<()> {
