@@ -568,8 +568,22 @@ impl<C: BackendCatalog> CacheRegion<C> {
         ttl: Option<Duration>,
         mkey: &str,
     ) -> Lookup<T> {
+        self.classify_at(cfg, value, ttl, mkey, None)
+    }
+
+    /// [`classify`](Self::classify) with the time already read (`None`: read it if needed): a
+    /// batch reads the clock once for all its values.
+    #[inline]
+    fn classify_at<'v, T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        value: impl Into<CachedValueRef<'v>>,
+        ttl: Option<Duration>,
+        mkey: &str,
+        now: Option<Timestamp>,
+    ) -> Lookup<T> {
         let value = value.into();
-        let Some(fresh) = self.judge(cfg, &value.metadata, ttl, mkey) else {
+        let Some(fresh) = self.judge_at(cfg, &value.metadata, ttl, mkey, now) else {
             return Lookup::Absent;
         };
         let Some(v) = decode_payload::<T>(value.payload, mkey, cfg) else {
@@ -583,20 +597,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
     }
 
     /// What a value's metadata makes of it: `None` absent (another format, hard-invalidated),
-    /// `Some(true)` fresh, `Some(false)` stale (expired or soft-invalidated).
-    #[inline]
-    fn judge(
-        &self,
-        cfg: &Configured,
-        meta: &Metadata,
-        ttl: Option<Duration>,
-        mkey: &str,
-    ) -> Option<bool> {
-        self.judge_at(cfg, meta, ttl, mkey, None)
-    }
-
-    /// [`judge`](Self::judge) with the time already read (`None`: read it if the expiration
-    /// needs it), so a caller that has read it does not read it twice.
+    /// `Some(true)` fresh, `Some(false)` stale (expired or soft-invalidated). `now` is the time
+    /// already read (`None`: read it if the expiration needs it), so a caller that has read it
+    /// does not read it twice.
     #[inline]
     fn judge_at(
         &self,
@@ -706,13 +709,15 @@ impl<C: BackendCatalog> CacheRegion<C> {
         if let Some(tier) = &cfg.tier {
             return self.lookup_multi_tiered(tier, cfg, mkeys, ttl);
         }
+        // One clock read for the batch, and none when nothing can expire.
+        let now = ttl.map(|_| cfg.clock.now_coarse());
         visit_each(
             &*cfg.backend,
             mkeys,
             || (Lookup::Absent, None),
             |v, mkey| {
                 (
-                    self.classify(cfg, v, ttl, mkey),
+                    self.classify_at(cfg, v, ttl, mkey, now),
                     Some(v.metadata.created_at),
                 )
             },
