@@ -221,14 +221,19 @@ impl std::io::Write for Fallible {
 }
 
 /// Checks that a MessagePack value used every byte. The decoder reads the slice in place (over a
-/// `Cursor` it would allocate a read buffer for every value), but then it tells no position: so
-/// one more value is asked for, and only the end of the input is the answer that passes. When
-/// something does follow, the value is measured again over a `Cursor` to say how many bytes are
-/// left over (a failing decode only).
+/// `Cursor` it would allocate a read buffer for every value), but then it tells no position.
+/// A value that is not a map or an array says its whole length in its first bytes, so when that
+/// length is the input's, the decoded value used every byte. Otherwise one more value is asked
+/// for, and only the end of the input is the answer that passes; when something does follow, the
+/// value is measured again over a `Cursor` to say how many bytes are left over (a failing decode
+/// only).
 fn msgpack_end(
     de: &mut rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>>,
     bytes: &[u8],
 ) -> Result<(), String> {
+    if msgpack_scalar_len(bytes) == Some(bytes.len()) {
+        return Ok(());
+    }
     match <serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut *de) {
         Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
             if e.kind() == std::io::ErrorKind::UnexpectedEof =>
@@ -244,6 +249,41 @@ fn msgpack_end(
                 bytes.len().saturating_sub(used)
             ))
         }
+    }
+}
+
+/// The whole length of the MessagePack value at the start of `bytes`, read from its first
+/// bytes, for a value that is not a map or an array (whose length needs its elements); `None`
+/// for those, for an unused marker and for a header cut short.
+fn msgpack_scalar_len(bytes: &[u8]) -> Option<usize> {
+    let size = |width: usize| -> Option<usize> {
+        let field = bytes.get(1..1 + width)?;
+        Some(field.iter().fold(0usize, |n, b| n << 8 | usize::from(*b)))
+    };
+    // A header of `1 + width` bytes whose length field counts `extra` bytes more (an ext's type).
+    let sized = |width: usize, extra: usize| -> Option<usize> {
+        size(width)?.checked_add(1 + width + extra)
+    };
+    match *bytes.first()? {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 | 0x80 | 0x90 => Some(1),
+        m @ 0xa0..=0xbf => Some(1 + usize::from(m & 0x1f)),
+        0xcc | 0xd0 => Some(2),
+        0xcd | 0xd1 => Some(3),
+        0xca | 0xce | 0xd2 => Some(5),
+        0xcb | 0xcf | 0xd3 => Some(9),
+        0xd4 => Some(3),
+        0xd5 => Some(4),
+        0xd6 => Some(6),
+        0xd7 => Some(10),
+        0xd8 => Some(18),
+        0xc4 | 0xd9 => sized(1, 0),
+        0xc5 | 0xda => sized(2, 0),
+        0xc6 | 0xdb => sized(4, 0),
+        0xc7 => sized(1, 1),
+        0xc8 => sized(2, 1),
+        0xc9 => sized(4, 1),
+        // Maps and arrays with elements, and the marker MessagePack never uses.
+        _ => None,
     }
 }
 
@@ -438,6 +478,115 @@ mod tests {
             let n = b.encode(&7u64).unwrap();
             assert!(b.decode::<String>(&n).is_err(), "{b:?}");
         }
+    }
+
+    /// How many bytes rmp's decoder reads for the first value of `bytes`.
+    fn measured_len(bytes: &[u8]) -> Option<usize> {
+        let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+        serde::de::IgnoredAny::deserialize(&mut de).ok()?;
+        Some(de.position() as usize)
+    }
+
+    #[test]
+    fn a_scalars_header_length_is_what_the_decoder_reads() {
+        let mut samples: Vec<Vec<u8>> = Vec::new();
+        let mut add = |v: Vec<u8>| samples.push(v);
+        for n in [
+            0u64,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            u32::MAX.into(),
+            u64::MAX,
+        ] {
+            add(rmp_serde::to_vec(&n).unwrap());
+        }
+        for n in [
+            -1i64,
+            -32,
+            -33,
+            -128,
+            -129,
+            -32_768,
+            -32_769,
+            i32::MIN.into(),
+            i64::MIN,
+        ] {
+            add(rmp_serde::to_vec(&n).unwrap());
+        }
+        add(rmp_serde::to_vec(&1.5f32).unwrap());
+        add(rmp_serde::to_vec(&1.5f64).unwrap());
+        add(rmp_serde::to_vec(&()).unwrap());
+        add(rmp_serde::to_vec(&true).unwrap());
+        add(rmp_serde::to_vec(&false).unwrap());
+        add(rmp_serde::to_vec(&Vec::<u8>::new()).unwrap());
+        add(rmp_serde::to_vec(&std::collections::BTreeMap::<u8, u8>::new()).unwrap());
+        for len in [0usize, 1, 31, 32, 255, 256, 65_535, 65_536] {
+            add(rmp_serde::to_vec(&"x".repeat(len)).unwrap());
+        }
+        // Binaries and extensions, written by hand from the specification: a marker, a length
+        // field of 1, 2 or 4 bytes (none for a fixed-size extension), an extension's type byte.
+        let headed = |head: &[u8], len: usize| {
+            let mut v = head.to_vec();
+            v.extend(std::iter::repeat_n(7u8, len));
+            v
+        };
+        for (head, len) in [
+            (&[0xc4, 3][..], 3),
+            (&[0xc5, 1, 0], 256),
+            (&[0xc6, 0, 1, 0, 0], 65_536),
+            (&[0xd4, 5], 1),
+            (&[0xd5, 5], 2),
+            (&[0xd6, 5], 4),
+            (&[0xd7, 5], 8),
+            (&[0xd8, 5], 16),
+            (&[0xc7, 3, 5], 3),
+            (&[0xc8, 1, 0, 5], 256),
+            (&[0xc9, 0, 1, 0, 0, 5], 65_536),
+        ] {
+            add(headed(head, len));
+        }
+        for bytes in &samples {
+            let measured = measured_len(bytes);
+            assert!(measured.is_some(), "{:x?}", &bytes[..bytes.len().min(8)]);
+            assert_eq!(
+                msgpack_scalar_len(bytes),
+                measured,
+                "{:x?}",
+                &bytes[..bytes.len().min(8)]
+            );
+            // Cut short, the header never claims the value is whole.
+            for cut in 0..bytes.len().min(12) {
+                assert_ne!(
+                    msgpack_scalar_len(&bytes[..cut]),
+                    Some(cut),
+                    "{:x?}",
+                    &bytes[..cut]
+                );
+            }
+        }
+        // Containers with elements need their elements: no answer from the header.
+        let point = Point {
+            x: 1,
+            label: "p".into(),
+            tags: vec![2],
+        };
+        for v in [
+            rmp_serde::to_vec(&vec![1u8, 2]).unwrap(),
+            rmp_serde::to_vec_named(&point).unwrap(),
+        ] {
+            assert_eq!(msgpack_scalar_len(&v), None);
+        }
+        // A whole scalar followed by more bytes is still an error of the decode.
+        let mut s = rmp_serde::to_vec(&"x".repeat(32)).unwrap();
+        s.push(0xc0);
+        assert!(decode_with::<String>(&MessagePack, &s)
+            .unwrap_err()
+            .contains("1 bytes left over"));
     }
 
     #[test]

@@ -346,6 +346,25 @@ fn visit_each<X>(
     Ok(out)
 }
 
+/// What a batch's first read found, before it is added to the counters: the absent keys are the
+/// rest.
+#[derive(Default, Clone, Copy)]
+struct ReadCounts {
+    hits: u64,
+    stale: u64,
+}
+
+impl ReadCounts {
+    #[inline]
+    fn note<T>(&mut self, found: &Lookup<T>) {
+        match found {
+            Lookup::Fresh(_) => self.hits += 1,
+            Lookup::Stale(_) => self.stale += 1,
+            Lookup::Absent => {}
+        }
+    }
+}
+
 /// The counter of what a first read found.
 #[inline]
 fn read_counter<T>(found: &Lookup<T>) -> Counter {
@@ -734,23 +753,59 @@ impl<C: BackendCatalog> CacheRegion<C> {
         ttl: Option<Duration>,
     ) -> Result<Vec<(Lookup<T>, Option<Timestamp>)>> {
         let found = self.lookup_multi(cfg, mkeys, ttl)?;
-        let mut counts = [0u64; 3];
+        let mut counts = ReadCounts::default();
         for (f, _) in &found {
-            counts[match f {
-                Lookup::Fresh(_) => 0,
-                Lookup::Stale(_) => 1,
-                Lookup::Absent => 2,
-            }] += 1;
+            counts.note(f);
         }
-        for (counter, n) in [Counter::Hits, Counter::StaleFound, Counter::Misses]
-            .into_iter()
-            .zip(counts)
-        {
+        self.count_reads(counts, found.len());
+        Ok(found)
+    }
+
+    /// The fresh values of `mkeys`, `None` for the others, counted as
+    /// [`read_multi`](Self::read_multi) counts them: `get_multi`'s read. Each value goes
+    /// straight from the backend into its place in the answer, with no list of lookups between.
+    fn fresh_multi<T: CacheValue>(
+        &self,
+        cfg: &Configured,
+        mkeys: &[&str],
+        ttl: Option<Duration>,
+    ) -> Result<Vec<Option<T>>> {
+        if cfg.tier.is_some() {
+            let found = self.read_multi(cfg, mkeys, ttl)?;
+            return Ok(found.into_iter().map(|(f, _)| f.fresh()).collect());
+        }
+        // One clock read for the batch, and none when nothing can expire.
+        let now = ttl.map(|_| cfg.clock.now_coarse());
+        let mut counts = ReadCounts::default();
+        let out = visit_each(
+            &*cfg.backend,
+            mkeys,
+            || None,
+            |v, mkey| {
+                let found = self.classify_at(cfg, v, ttl, mkey, now);
+                counts.note(&found);
+                found.fresh()
+            },
+        )
+        .map_err(|e| self.backend_failed(e, mkeys.first().copied().unwrap_or_default()))?;
+        self.count_reads(counts, mkeys.len());
+        Ok(out)
+    }
+
+    /// Adds a batch's first reads to the counters, at most three additions: the keys of `keys`
+    /// that `counts` did not see were absent.
+    fn count_reads(&self, counts: ReadCounts, keys: usize) {
+        let seen = counts.hits + counts.stale;
+        let misses = (keys as u64).saturating_sub(seen);
+        for (counter, n) in [
+            (Counter::Hits, counts.hits),
+            (Counter::StaleFound, counts.stale),
+            (Counter::Misses, misses),
+        ] {
             if n > 0 {
                 self.stats.add(counter, n);
             }
         }
-        Ok(found)
     }
 
     /// Counts what a first read found.

@@ -250,10 +250,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             keys,
             |k| cfg.mangle(k),
             |refs| match age {
-                Age::Expiring(expiration) => {
-                    let raw = self.read_multi(&cfg, refs, cfg.ttl(expiration))?;
-                    Ok(raw.into_iter().map(|(found, _)| found.fresh()).collect())
-                }
+                Age::Expiring(expiration) => self.fresh_multi(&cfg, refs, cfg.ttl(expiration)),
                 Age::Ignored => visit_each(
                     &*cfg.backend,
                     refs,
