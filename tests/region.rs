@@ -725,6 +725,44 @@ fn batch_reads_decode_what_visit_multi_hands_out_and_count_each_key() {
     assert_eq!(region.get_multi::<String, _>(&["a"]).unwrap(), [None]);
 }
 
+/// Batches of up to 128 small answers are gathered on the stack, the others on the heap: every
+/// size across that edge, and answers too large for the stack, come back whole and in order.
+#[test]
+fn batch_reads_of_every_size_and_answer_size_come_back_in_order() {
+    let region = make_region()
+        .configure(RegionConfig::with_backend(VisitOnly(MapBackend::bytes())))
+        .unwrap();
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    // Every third key is stored, as a small answer and as a large one ([u64; 8]: 72 bytes).
+    region
+        .set_multi(keys.iter().step_by(3).map(|k| (k.as_str(), k.clone())))
+        .unwrap();
+    let large = |k: &str| [k.len() as u64; 8];
+    for k in keys.iter().step_by(3) {
+        region.set(&format!("large:{k}"), large(k)).unwrap();
+    }
+    for n in [0, 1, 2, 127, 128, 129, 300] {
+        let asked = &keys[..n];
+        let want: Vec<Option<String>> = asked
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (i % 3 == 0).then(|| k.clone()))
+            .collect();
+        assert_eq!(region.get_multi::<String, _>(asked).unwrap(), want, "{n}");
+        let asked_large: Vec<String> = asked.iter().map(|k| format!("large:{k}")).collect();
+        let want_large: Vec<Option<[u64; 8]>> = asked
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (i % 3 == 0).then(|| large(k)))
+            .collect();
+        assert_eq!(
+            region.get_multi::<[u64; 8], _>(&asked_large).unwrap(),
+            want_large,
+            "{n}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // the seed's custom backend, proxies and async runner
 

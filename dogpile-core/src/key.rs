@@ -38,6 +38,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use sha1::{Digest, Sha1};
+use smallvec::SmallVec;
 
 /// A value that can be part of a cache key: the `to_str` of dogpile.
 ///
@@ -493,10 +494,15 @@ where
     }
 }
 
+/// Up to this many keys, a batch's lists of keys and answers are held on the stack (2 KiB of
+/// `&str`) rather than allocated: see [`with_mangled`].
+pub(crate) const BATCH_ON_STACK: usize = 128;
+
 /// Calls `f` with every key of `keys` after `mangle`, as one slice of `&str`: a batch's keys
-/// mangled with one allocation, not two. Most keys come back from a mangler borrowed (a key
+/// mangled with at most one allocation. Most keys come back from a mangler borrowed (a key
 /// already in the backend's form); only the ones it rewrote are kept aside, so a batch of keys
-/// that need no change allocates just the slice.
+/// that need no change allocates nothing up to 128 keys (the slice is on the stack) and just
+/// the slice above that.
 ///
 /// ```
 /// use std::borrow::Cow;
@@ -519,7 +525,10 @@ where
 {
     // The rewritten keys first, by position, so the slice can borrow from them.
     let mut rewritten: Vec<(usize, String)> = Vec::new();
-    let mut refs: Vec<&str> = Vec::with_capacity(keys.len());
+    // On the stack up to `BATCH_ON_STACK` keys: a list of 100 is a large block to `malloc`,
+    // and asking for one makes glibc merge the small blocks just freed (the previous batch's
+    // values), which the values decoded next would otherwise reuse at once.
+    let mut refs: SmallVec<[&str; BATCH_ON_STACK]> = SmallVec::with_capacity(keys.len());
     for (i, k) in keys.iter().enumerate() {
         match mangle(k.as_ref()) {
             Cow::Borrowed(b) => refs.push(b),

@@ -137,9 +137,9 @@ impl Builtin {
             Builtin::MessagePack => {
                 // `to_vec_named` starts from an empty `Vec`, which a 32-byte string regrows
                 // three times: start with room for a small value.
-                let mut out = Fallible(Vec::with_capacity(64));
-                rmp_serde::encode::write_named(&mut out, value).map_err(|e| e.to_string())?;
-                Ok(out.0)
+                let mut out = Vec::with_capacity(64);
+                msgpack_into(&mut out, value)?;
+                Ok(out)
             }
             Builtin::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
             Builtin::Pickle => serde_pickle::to_vec(value, serde_pickle::SerOptions::new())
@@ -199,9 +199,9 @@ impl Builtin {
 
 /// A `Vec` writer whose growth fails with an error instead of aborting the process, as
 /// `rmp_serde::to_vec_named`'s own does: a value too large to encode is that call's error.
-struct Fallible(Vec<u8>);
+struct Fallible<'a>(&'a mut Vec<u8>);
 
-impl std::io::Write for Fallible {
+impl std::io::Write for Fallible<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.write_all(buf)?;
         Ok(buf.len())
@@ -361,6 +361,52 @@ pub fn by_name(name: &str, key: &str) -> Result<Arc<dyn Serializer>> {
         })
 }
 
+/// Appends `value` in MessagePack (maps with field names, as dogpile's msgpack serializer
+/// writes them) to `out`.
+fn msgpack_into<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), String> {
+    rmp_serde::encode::write_named(&mut Fallible(out), value).map_err(|e| e.to_string())
+}
+
+/// [`encode_with`] into shared bytes, as a byte backend's payload holds them
+/// ([`Payload::Bytes`](crate::backend::Payload::Bytes)).
+///
+/// MessagePack, the default, is written into a buffer this thread keeps and copied once into
+/// the `Arc`: one allocation per value where a `Vec` of its own would be two (the `Vec`, then
+/// the `Arc` it is copied into, and the `Vec`'s free). A serializer that encodes another value
+/// on this thread while it runs (a `Serialize` impl that writes to a cache) finds the buffer
+/// taken and gets a `Vec` of its own; a buffer grown past 64 KiB is not kept.
+///
+/// ```
+/// use dogpile_core::serializer::{encode_shared_with, encode_with, MessagePack};
+/// let shared = encode_shared_with(&MessagePack, &"hello").unwrap();
+/// assert_eq!(&shared[..], &encode_with(&MessagePack, &"hello").unwrap()[..]);
+/// ```
+pub fn encode_shared_with<T: Serialize>(
+    serializer: &dyn Serializer,
+    value: &T,
+) -> Result<Arc<[u8]>, String> {
+    /// A kept buffer larger than this is dropped after its value is copied out.
+    const KEEP: usize = 64 * 1024;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if serializer.builtin() == Some(Builtin::MessagePack) {
+        let shared = SCRATCH.try_with(|scratch| {
+            let mut buf = scratch.try_borrow_mut().ok()?;
+            buf.clear();
+            let encoded = msgpack_into(&mut buf, value).map(|()| Arc::from(&buf[..]));
+            if buf.capacity() > KEEP {
+                *buf = Vec::new();
+            }
+            Some(encoded)
+        });
+        if let Ok(Some(encoded)) = shared {
+            return encoded;
+        }
+    }
+    encode_with(serializer, value).map(Arc::from)
+}
+
 /// Encodes `value` with `serializer`: built-ins directly, users' own through type erasure.
 pub fn encode_with<T: Serialize>(
     serializer: &dyn Serializer,
@@ -392,6 +438,66 @@ pub fn decode_with<T: DeserializeOwned>(
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    /// A value whose serialization encodes another value on the same thread, as a `Serialize`
+    /// impl that writes to a cache would: the thread's buffer is taken then.
+    struct Nested(u32);
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let inner = encode_shared_with(&MessagePack, &format!("inner {}", self.0))
+                .map_err(serde::ser::Error::custom)?;
+            s.serialize_bytes(&inner)
+        }
+    }
+
+    #[test]
+    fn shared_encoding_is_the_plain_encoding_even_when_nested() {
+        for value in [
+            String::new(),
+            "x".repeat(40),
+            "y".repeat(100_000),
+            "z".into(),
+        ] {
+            assert_eq!(
+                &encode_shared_with(&MessagePack, &value).unwrap()[..],
+                &encode_with(&MessagePack, &value).unwrap()[..],
+                "{}",
+                value.len()
+            );
+        }
+        let nested = encode_shared_with(&MessagePack, &Nested(7)).unwrap();
+        let inner: serde_bytes_like::Bytes = decode_with(&MessagePack, &nested).unwrap();
+        assert_eq!(
+            decode_with::<String>(&MessagePack, &inner.0).unwrap(),
+            "inner 7"
+        );
+        // Another serializer takes its own path, with the same bytes as its plain encoding.
+        assert_eq!(
+            &encode_shared_with(&Json, &vec![1, 2]).unwrap()[..],
+            b"[1,2]"
+        );
+    }
+
+    /// MessagePack binary read back as bytes (serde reads `Vec<u8>` as a sequence).
+    mod serde_bytes_like {
+        pub struct Bytes(pub Vec<u8>);
+        impl<'de> serde::Deserialize<'de> for Bytes {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = Bytes;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("bytes")
+                    }
+                    fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
+                        Ok(Bytes(v.to_vec()))
+                    }
+                }
+                d.deserialize_bytes(V)
+            }
+        }
+    }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Point {

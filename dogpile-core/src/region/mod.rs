@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::backend::{
     Backend, CachedValue, CachedValueRef, Metadata, Payload, PayloadKind, PayloadRef,
@@ -43,7 +44,7 @@ use crate::error::{CreateError, Error, Result};
 use crate::expiration::{is_expired, Expiration};
 use crate::fleet::Fleet;
 use crate::invalidation::{DefaultInvalidation, RegionInvalidationStrategy};
-use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler};
+use crate::key::{FunctionKeyGenerator, FunctionMultiKeyGenerator, KeyMangler, BATCH_ON_STACK};
 use crate::lock::{AsyncCreationRunner, Lookup, Outcome};
 use crate::mutex::{KeyMutex, LocalLocks};
 use crate::registry::{BackendCatalog, NoBuiltins};
@@ -230,14 +231,14 @@ impl Configured {
     ) -> Result<CachedValue> {
         let payload = match self.kind {
             PayloadKind::Object => Payload::Object(Arc::new(value.clone())),
-            PayloadKind::Bytes => Payload::Bytes(Arc::from(
-                codec::encode_value_with(&*self.serializer, value).map_err(|message| {
-                    Error::Encode {
+            PayloadKind::Bytes => Payload::Bytes(
+                crate::serializer::encode_shared_with(&*self.serializer, value).map_err(
+                    |message| Error::Encode {
                         key: key.to_owned(),
                         message,
-                    }
-                })?,
-            )),
+                    },
+                )?,
+            ),
         };
         Ok(CachedValue {
             payload,
@@ -333,17 +334,56 @@ fn visit_each<X>(
     backend: &dyn Backend,
     mkeys: &[&str],
     absent: impl Fn() -> X,
-    mut decode: impl FnMut(CachedValueRef<'_>, &str) -> X,
+    decode: impl FnMut(CachedValueRef<'_>, &str) -> X,
 ) -> Result<Vec<X>> {
+    if mkeys.len() <= BATCH_ON_STACK && std::mem::size_of::<X>() <= SMALL_ANSWER {
+        return visit_each_on_stack(backend, mkeys, absent, decode);
+    }
     let mut out: Vec<X> = Vec::with_capacity(mkeys.len());
     out.resize_with(mkeys.len(), absent);
+    visit_into(backend, mkeys, &mut out, decode)?;
+    Ok(out)
+}
+
+/// The largest answer (`size_of`) that [`visit_each`] gathers on the stack: `Option<String>` and
+/// the like; 128 of them are 4 KiB.
+const SMALL_ANSWER: usize = 32;
+
+/// [`visit_each`] for a batch of small answers, gathered on the stack and moved into their
+/// `Vec` once every value is decoded.
+///
+/// Why: the answer's `Vec` is a batch's one large allocation, and glibc's `malloc` merges its
+/// freed small blocks (`malloc_consolidate`) whenever a large block is asked for. Allocated
+/// first, it sent every value decoded after it (the previous batch's strings just freed) down
+/// `malloc`'s slow path: ~230 instructions a value instead of ~50, 8% of a memcached
+/// `get_multi` of 100 (BENCHMARKS.md). Not inlined, so callers with larger answers do not carry
+/// its frame.
+#[inline(never)]
+fn visit_each_on_stack<X>(
+    backend: &dyn Backend,
+    mkeys: &[&str],
+    absent: impl Fn() -> X,
+    decode: impl FnMut(CachedValueRef<'_>, &str) -> X,
+) -> Result<Vec<X>> {
+    let mut out: SmallVec<[X; BATCH_ON_STACK]> =
+        std::iter::repeat_with(absent).take(mkeys.len()).collect();
+    visit_into(backend, mkeys, &mut out, decode)?;
+    Ok(out.into_vec())
+}
+
+/// Visits `mkeys` and decodes each value found into its slot of `out`.
+fn visit_into<X>(
+    backend: &dyn Backend,
+    mkeys: &[&str],
+    out: &mut [X],
+    mut decode: impl FnMut(CachedValueRef<'_>, &str) -> X,
+) -> Result<()> {
     backend.visit_multi(mkeys, &mut |i, v| {
         // A position out of range (a faulty backend) is ignored, never a panic.
         if let (Some(slot), Some(mkey)) = (out.get_mut(i), mkeys.get(i)) {
             *slot = decode(v, mkey);
         }
-    })?;
-    Ok(out)
+    })
 }
 
 /// What a batch's first read found, before it is added to the counters: the absent keys are the
