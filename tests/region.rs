@@ -1510,3 +1510,36 @@ fn async_reads_are_counted_like_blocking_ones() {
     let stats = region.stats();
     assert_eq!((stats.hits, stats.misses), (1, 1));
 }
+
+/// A value that counts its clones.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Counted(u32);
+
+static CLONES: AtomicUsize = AtomicUsize::new(0);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        CLONES.fetch_add(1, Ordering::SeqCst);
+        Counted(self.0)
+    }
+}
+
+/// `set`, `set_multi` and `set_async` hand their value to an object backend as it is: the
+/// caller gave it up, so storing it clones nothing (a hit clones the one it hands out).
+#[test]
+fn storing_an_owned_value_clones_nothing() {
+    let (region, _clock) = memory_region(60);
+    region.set("a", Counted(1)).unwrap();
+    region
+        .set_multi([("b", Counted(2)), ("c", Counted(3))])
+        .unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(region.set_async("d", Counted(4)))
+        .unwrap();
+    assert_eq!(CLONES.load(Ordering::SeqCst), 0, "stores cloned");
+    assert_eq!(region.get::<Counted>("c").unwrap(), Some(Counted(3)));
+    assert_eq!(region.get::<Counted>("d").unwrap(), Some(Counted(4)));
+    assert_eq!(CLONES.load(Ordering::SeqCst), 2, "one clone per hit");
+}

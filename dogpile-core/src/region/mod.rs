@@ -222,17 +222,18 @@ impl Configured {
     }
 
     /// Wraps a value for this backend, the object itself or its bytes, stamped as created at
-    /// `created_at`.
+    /// `created_at`. An owned value goes into an object backend's entry as it is; a borrowed one
+    /// (a created value that also goes back to its caller) is cloned.
     fn wrap_value<T: CacheValue>(
         &self,
         key: &str,
-        value: &T,
+        value: Cow<'_, T>,
         created_at: Timestamp,
     ) -> Result<CachedValue> {
         let payload = match self.kind {
-            PayloadKind::Object => Payload::Object(Arc::new(value.clone())),
+            PayloadKind::Object => Payload::Object(Arc::new(value.into_owned())),
             PayloadKind::Bytes => Payload::Bytes(
-                crate::serializer::encode_shared_with(&*self.serializer, value).map_err(
+                crate::serializer::encode_shared_with(&*self.serializer, &*value).map_err(
                     |message| Error::Encode {
                         key: key.to_owned(),
                         message,
@@ -255,7 +256,12 @@ impl Configured {
     }
 
     /// Stores a value created at `created_at` at an already mangled key.
-    fn store<T: CacheValue>(&self, mkey: &str, value: &T, created_at: Timestamp) -> Result<()> {
+    fn store<T: CacheValue>(
+        &self,
+        mkey: &str,
+        value: Cow<'_, T>,
+        created_at: Timestamp,
+    ) -> Result<()> {
         self.backend
             .set(mkey, self.wrap_value(mkey, value, created_at)?)?;
         self.wrote(&[mkey]);
@@ -266,7 +272,7 @@ impl Configured {
     async fn store_async<T: CacheValue>(
         &self,
         mkey: &str,
-        value: &T,
+        value: Cow<'_, T>,
         created_at: Timestamp,
     ) -> Result<()> {
         let wrapped = self.wrap_value(mkey, value, created_at)?;

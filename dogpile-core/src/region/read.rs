@@ -273,7 +273,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
     pub fn set<T: CacheValue>(&self, key: &str, value: T) -> Result<()> {
         self.state.with(|cfg| {
             let cfg = cfg.ok_or_else(|| self.not_configured())?;
-            cfg.store(&cfg.mangle(key), &value, cfg.clock.now())
+            cfg.store(&cfg.mangle(key), Cow::<T>::Owned(value), cfg.clock.now())
         })
     }
 
@@ -297,7 +297,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             .into_iter()
             .map(|(k, v)| {
                 let mkey = cfg.mangle(k.as_ref()).into_owned();
-                let value = cfg.wrap_value(&mkey, &v, created_at)?;
+                let value = cfg.wrap_value(&mkey, Cow::<T>::Owned(v), created_at)?;
                 Ok((mkey, value))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -372,7 +372,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// As [`set`](CacheRegion::set).
     pub async fn set_async<T: CacheValue>(&self, key: &str, value: T) -> Result<()> {
         let cfg = self.configured()?;
-        cfg.store_async(&cfg.mangle(key), &value, cfg.clock.now())
+        cfg.store_async(&cfg.mangle(key), Cow::<T>::Owned(value), cfg.clock.now())
             .await
     }
 

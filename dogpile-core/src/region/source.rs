@@ -2,6 +2,7 @@
 //! batch: reads, locks, waits, creation and storing; the key slots it holds, and the creation
 //! guard that keeps a creator run's books.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -449,7 +450,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
             match creation.finish(made.ok_or(()), |_| 1) {
                 Ok(value) => {
                     if should_cache.is_none_or(|f| f(&value)) {
-                        if let Err(e) = cfg.store(&mkey, &value, created_at) {
+                        if let Err(e) = cfg.store(&mkey, Cow::Borrowed(&value), created_at) {
                             stats.incr(Counter::BackendErrors);
                             tracing::warn!(key = mkey, error = %e, "storing a value created in the background failed");
                         }
@@ -473,8 +474,12 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
             let mkey = self.slots[*i].mkey;
             let stored = match self.io {
                 _ if !keep(v) => return,
-                Io::Blocking => self.cfg.store(mkey, v, created_at),
-                Io::Async => self.cfg.store_async(mkey, v, created_at).await,
+                Io::Blocking => self.cfg.store(mkey, Cow::Borrowed(v), created_at),
+                Io::Async => {
+                    self.cfg
+                        .store_async(mkey, Cow::Borrowed(v), created_at)
+                        .await
+                }
             };
             if let Err(e) = stored {
                 self.region.backend_failed(e, mkey);
@@ -485,7 +490,7 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
         let mut stored = Vec::with_capacity(made.len());
         for (i, v) in made.iter().filter(|(_, v)| keep(v)) {
             let mkey = self.slots[*i].mkey;
-            match self.cfg.wrap_value(mkey, v, created_at) {
+            match self.cfg.wrap_value(mkey, Cow::Borrowed(v), created_at) {
                 Ok(w) => {
                     items.push((mkey.to_owned(), w));
                     stored.push(mkey);
