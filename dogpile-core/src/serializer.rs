@@ -367,6 +367,14 @@ fn msgpack_into<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), String
     rmp_serde::encode::write_named(&mut Fallible(out), value).map_err(|e| e.to_string())
 }
 
+/// The largest encoding buffer a thread keeps between writes ([`encode_shared_with`]).
+const KEEP: usize = 4 * 1024;
+
+thread_local! {
+    /// The buffer [`encode_shared_with`] encodes into on this thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// [`encode_with`] into shared bytes, as a byte backend's payload holds them
 /// ([`Payload::Bytes`](crate::backend::Payload::Bytes)).
 ///
@@ -374,7 +382,8 @@ fn msgpack_into<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), String
 /// the `Arc`: one allocation per value where a `Vec` of its own would be two (the `Vec`, then
 /// the `Arc` it is copied into, and the `Vec`'s free). A serializer that encodes another value
 /// on this thread while it runs (a `Serialize` impl that writes to a cache) finds the buffer
-/// taken and gets a `Vec` of its own; a buffer grown past 64 KiB is not kept.
+/// taken and gets a `Vec` of its own; a buffer grown past 4 KiB (for a larger value) is not
+/// kept, so no thread holds more than that once its write is done.
 ///
 /// ```
 /// use dogpile_core::serializer::{encode_shared_with, encode_with, MessagePack};
@@ -385,11 +394,6 @@ pub fn encode_shared_with<T: Serialize>(
     serializer: &dyn Serializer,
     value: &T,
 ) -> Result<Arc<[u8]>, String> {
-    /// A kept buffer larger than this is dropped after its value is copied out.
-    const KEEP: usize = 64 * 1024;
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
     if serializer.builtin() == Some(Builtin::MessagePack) {
         let shared = SCRATCH.try_with(|scratch| {
             let mut buf = scratch.try_borrow_mut().ok()?;
@@ -472,6 +476,8 @@ mod tests {
             decode_with::<String>(&MessagePack, &inner.0).unwrap(),
             "inner 7"
         );
+        // The 100,000-byte value's buffer was not kept.
+        assert!(SCRATCH.with(|s| s.borrow().capacity()) <= KEEP);
         // Another serializer takes its own path, with the same bytes as its plain encoding.
         assert_eq!(
             &encode_shared_with(&Json, &vec![1, 2]).unwrap()[..],
