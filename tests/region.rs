@@ -726,40 +726,47 @@ fn batch_reads_decode_what_visit_multi_hands_out_and_count_each_key() {
 }
 
 /// Batches of up to 128 small answers are gathered on the stack, the others on the heap: every
-/// size across that edge, and answers too large for the stack, come back whole and in order.
+/// size across that edge, and answers too large for the stack, come back whole and in order,
+/// with keys the region keeps as they are and keys its mangler rewrites.
 #[test]
 fn batch_reads_of_every_size_and_answer_size_come_back_in_order() {
-    let region = make_region()
+    let plain = make_region()
+        .configure(RegionConfig::with_backend(VisitOnly(MapBackend::bytes())))
+        .unwrap();
+    let mangled = make_region()
+        .key_mangler(sha1_mangle_key)
         .configure(RegionConfig::with_backend(VisitOnly(MapBackend::bytes())))
         .unwrap();
     let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
-    // Every third key is stored, as a small answer and as a large one ([u64; 8]: 72 bytes).
-    region
-        .set_multi(keys.iter().step_by(3).map(|k| (k.as_str(), k.clone())))
-        .unwrap();
-    let large = |k: &str| [k.len() as u64; 8];
-    for k in keys.iter().step_by(3) {
-        region.set(&format!("large:{k}"), large(k)).unwrap();
+    // Every third key is stored, as a small answer (its key) and as a large one (its position,
+    // in an [u64; 8]: 72 bytes), so an answer in the wrong place shows.
+    let large = |i: usize| [i as u64; 8];
+    for region in [&plain, &mangled] {
+        region
+            .set_multi(keys.iter().step_by(3).map(|k| (k.as_str(), k.clone())))
+            .unwrap();
+        for (i, k) in keys.iter().enumerate().step_by(3) {
+            region.set(&format!("large:{k}"), large(i)).unwrap();
+        }
     }
-    for n in [0, 1, 2, 127, 128, 129, 300] {
-        let asked = &keys[..n];
-        let want: Vec<Option<String>> = asked
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (i % 3 == 0).then(|| k.clone()))
-            .collect();
-        assert_eq!(region.get_multi::<String, _>(asked).unwrap(), want, "{n}");
-        let asked_large: Vec<String> = asked.iter().map(|k| format!("large:{k}")).collect();
-        let want_large: Vec<Option<[u64; 8]>> = asked
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (i % 3 == 0).then(|| large(k)))
-            .collect();
-        assert_eq!(
-            region.get_multi::<[u64; 8], _>(&asked_large).unwrap(),
-            want_large,
-            "{n}"
-        );
+    for region in [&plain, &mangled] {
+        for n in [0, 1, 2, 127, 128, 129, 300] {
+            let asked = &keys[..n];
+            let want: Vec<Option<String>> = asked
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (i % 3 == 0).then(|| k.clone()))
+                .collect();
+            assert_eq!(region.get_multi::<String, _>(asked).unwrap(), want, "{n}");
+            let asked_large: Vec<String> = asked.iter().map(|k| format!("large:{k}")).collect();
+            let want_large: Vec<Option<[u64; 8]>> =
+                (0..n).map(|i| (i % 3 == 0).then(|| large(i))).collect();
+            assert_eq!(
+                region.get_multi::<[u64; 8], _>(&asked_large).unwrap(),
+                want_large,
+                "{n}"
+            );
+        }
     }
 }
 
@@ -1542,4 +1549,67 @@ fn storing_an_owned_value_clones_nothing() {
     assert_eq!(region.get::<Counted>("c").unwrap(), Some(Counted(3)));
     assert_eq!(region.get::<Counted>("d").unwrap(), Some(Counted(4)));
     assert_eq!(CLONES.load(Ordering::SeqCst), 2, "one clone per hit");
+}
+
+/// A value that counts its clones, for the background creation test alone (tests run at once).
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct CountedInBackground(u32);
+
+static BACKGROUND_CLONES: AtomicUsize = AtomicUsize::new(0);
+
+impl Clone for CountedInBackground {
+    fn clone(&self) -> Self {
+        BACKGROUND_CLONES.fetch_add(1, Ordering::SeqCst);
+        CountedInBackground(self.0)
+    }
+}
+
+/// A value created in the background with no caller waiting for it goes to the store as it is.
+#[test]
+fn a_background_creation_nobody_waits_for_stores_its_value_without_a_clone() {
+    let (clock, handle) = Clock::manual(SystemTime::now());
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = Mutex::new(go_rx);
+    let region = make_region()
+        .async_creation_runner(move |creation: AsyncCreation| {
+            // The creation waits for the test's word, so its clones are counted apart from the
+            // caller's.
+            let mut go = go_rx.lock().unwrap();
+            let go = std::mem::replace(&mut *go, std::sync::mpsc::channel().1);
+            std::thread::spawn(move || {
+                go.recv().unwrap();
+                creation.run()
+            });
+        })
+        .configure(
+            RegionConfig::new("dogpile.cache.memory")
+                .expiration_time(5)
+                .clock(clock),
+        )
+        .unwrap();
+    region.set("k", CountedInBackground(1)).unwrap();
+    handle.advance(Duration::from_secs(10));
+    let clones = || BACKGROUND_CLONES.load(Ordering::SeqCst);
+    let before = clones();
+    let served = region
+        .get_or_create_in_background("k", &CreateOptions::new(), || CountedInBackground(2))
+        .unwrap();
+    assert_eq!(served, CountedInBackground(1));
+    let served = clones();
+    go_tx.send(()).unwrap();
+    // The background creation holds the key's lock until its value is stored.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while region.key_is_locked("k").unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the creation never ended"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(clones(), served, "the store cloned the value");
+    assert!(served > before, "serving the stale value clones it");
+    assert_eq!(
+        region.get::<CountedInBackground>("k").unwrap(),
+        Some(CountedInBackground(2))
+    );
 }

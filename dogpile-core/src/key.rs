@@ -494,15 +494,16 @@ where
     }
 }
 
-/// Up to this many keys, a batch's lists of keys and answers are held on the stack (2 KiB of
-/// `&str`) rather than allocated: see [`with_mangled`].
+/// Up to this many keys, a batch's list of mangled keys is held on the stack (2 KiB of `&str`)
+/// rather than allocated (see [`with_mangled`]), and so are its answers while they are decoded,
+/// when each is at most 32 bytes (up to 4 KiB; they move into their `Vec` at the end).
 pub(crate) const BATCH_ON_STACK: usize = 128;
 
 /// Calls `f` with every key of `keys` after `mangle`, as one slice of `&str`: a batch's keys
-/// mangled with at most one allocation. Most keys come back from a mangler borrowed (a key
-/// already in the backend's form); only the ones it rewrote are kept aside, so a batch of keys
-/// that need no change allocates nothing up to 128 keys (the slice is on the stack) and just
-/// the slice above that.
+/// mangled. Most keys come back from a mangler borrowed (a key already in the backend's form);
+/// only the ones it rewrote are kept aside (their strings and a list of them). So a batch of
+/// keys that need no change allocates nothing up to 128 keys (the slice is on the stack), and
+/// just the slice above that.
 ///
 /// ```
 /// use std::borrow::Cow;

@@ -375,6 +375,18 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// The thread's encoding buffer while a value is written into it: cut back to nothing on the
+/// way out (a panic in a `Serialize` impl included) when it grew past [`KEEP`].
+struct Trimmed<'a>(std::cell::RefMut<'a, Vec<u8>>);
+
+impl Drop for Trimmed<'_> {
+    fn drop(&mut self) {
+        if self.0.capacity() > KEEP {
+            *self.0 = Vec::new();
+        }
+    }
+}
+
 /// [`encode_with`] into shared bytes, as a byte backend's payload holds them
 /// ([`Payload::Bytes`](crate::backend::Payload::Bytes)).
 ///
@@ -383,7 +395,7 @@ thread_local! {
 /// the `Arc` it is copied into, and the `Vec`'s free). A serializer that encodes another value
 /// on this thread while it runs (a `Serialize` impl that writes to a cache) finds the buffer
 /// taken and gets a `Vec` of its own; a buffer grown past 4 KiB (for a larger value) is not
-/// kept, so no thread holds more than that once its write is done.
+/// kept, so no thread holds more than that once its write is done, even a write that panicked.
 ///
 /// ```
 /// use dogpile_core::serializer::{encode_shared_with, encode_with, MessagePack};
@@ -396,13 +408,9 @@ pub fn encode_shared_with<T: Serialize>(
 ) -> Result<Arc<[u8]>, String> {
     if serializer.builtin() == Some(Builtin::MessagePack) {
         let shared = SCRATCH.try_with(|scratch| {
-            let mut buf = scratch.try_borrow_mut().ok()?;
-            buf.clear();
-            let encoded = msgpack_into(&mut buf, value).map(|()| Arc::from(&buf[..]));
-            if buf.capacity() > KEEP {
-                *buf = Vec::new();
-            }
-            Some(encoded)
+            let mut buf = Trimmed(scratch.try_borrow_mut().ok()?);
+            buf.0.clear();
+            Some(msgpack_into(&mut buf.0, value).map(|()| Arc::from(&buf.0[..])))
         });
         if let Ok(Some(encoded)) = shared {
             return encoded;
@@ -455,6 +463,18 @@ mod tests {
         }
     }
 
+    /// A pair whose first half, a 100,000-byte string, is written before the second panics.
+    struct Panics;
+
+    impl Serialize for Panics {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            use serde::ser::SerializeTuple;
+            let mut pair = s.serialize_tuple(2)?;
+            pair.serialize_element(&"p".repeat(100_000))?;
+            panic!("a Serialize impl that panics");
+        }
+    }
+
     #[test]
     fn shared_encoding_is_the_plain_encoding_even_when_nested() {
         for value in [
@@ -477,6 +497,10 @@ mod tests {
             "inner 7"
         );
         // The 100,000-byte value's buffer was not kept.
+        assert!(SCRATCH.with(|s| s.borrow().capacity()) <= KEEP);
+        // Nor that of a value whose serialization panicked after writing 100,000 bytes.
+        let panicked = std::panic::catch_unwind(|| encode_shared_with(&MessagePack, &Panics));
+        assert!(panicked.is_err());
         assert!(SCRATCH.with(|s| s.borrow().capacity()) <= KEEP);
         // Another serializer takes its own path, with the same bytes as its plain encoding.
         assert_eq!(

@@ -361,9 +361,10 @@ const SMALL_ANSWER: usize = 32;
 /// Why: the answer's `Vec` is a batch's one large allocation, and glibc's `malloc` merges its
 /// freed small blocks (`malloc_consolidate`) whenever a large block is asked for. Allocated
 /// first, it sent every value decoded after it (the previous batch's strings just freed) down
-/// `malloc`'s slow path: ~230 instructions a value instead of ~50, 8% of a memcached
-/// `get_multi` of 100 (BENCHMARKS.md). Not inlined, so callers with larger answers do not carry
-/// its frame.
+/// `malloc`'s slow path: ~230 instructions a value instead of ~50. With the key lists of
+/// [`with_mangled`](crate::key::with_mangled) also on the stack, a memcached `get_multi` of 100
+/// counts 8% fewer instructions (BENCHMARKS.md). Not inlined, so callers with larger answers do
+/// not carry its frame.
 #[inline(never)]
 fn visit_each_on_stack<X>(
     backend: &dyn Backend,

@@ -449,14 +449,29 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> RegionSource<'_, '_
             };
             match creation.finish(made.ok_or(()), |_| 1) {
                 Ok(value) => {
-                    if should_cache.is_none_or(|f| f(&value)) {
-                        if let Err(e) = cfg.store(&mkey, Cow::Borrowed(&value), created_at) {
+                    let keep = should_cache.is_none_or(|f| f(&value));
+                    let store = |value: Cow<'_, T>| {
+                        if let Err(e) = cfg.store(&mkey, value, created_at) {
                             stats.incr(Counter::BackendErrors);
                             tracing::warn!(key = mkey, error = %e, "storing a value created in the background failed");
                         }
+                    };
+                    match notify {
+                        // No caller waits: the value is the store's alone, moved, not cloned.
+                        None => {
+                            if keep {
+                                store(Cow::Owned(value));
+                            }
+                            drop(guard);
+                        }
+                        Some(to) => {
+                            if keep {
+                                store(Cow::Borrowed(&value));
+                            }
+                            drop(guard);
+                            resilience::notify(Some(&to), Ok(value));
+                        }
                     }
-                    drop(guard);
-                    resilience::notify(notify.as_ref(), Ok(value));
                 }
                 Err(()) => {
                     resilience::background_failed(&cfg, &mkey, throttle);
