@@ -1518,15 +1518,15 @@ fn async_reads_are_counted_like_blocking_ones() {
     assert_eq!((stats.hits, stats.misses), (1, 1));
 }
 
-/// A value that counts its clones.
+/// A value that counts its clones in `CLONES[C]`: one counter per test, since tests run at once.
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Counted(u32);
+struct Counted<const C: usize>(u32);
 
-static CLONES: AtomicUsize = AtomicUsize::new(0);
+static CLONES: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
-impl Clone for Counted {
+impl<const C: usize> Clone for Counted<C> {
     fn clone(&self) -> Self {
-        CLONES.fetch_add(1, Ordering::SeqCst);
+        CLONES[C].fetch_add(1, Ordering::SeqCst);
         Counted(self.0)
     }
 }
@@ -1536,32 +1536,19 @@ impl Clone for Counted {
 #[test]
 fn storing_an_owned_value_clones_nothing() {
     let (region, _clock) = memory_region(60);
-    region.set("a", Counted(1)).unwrap();
+    region.set("a", Counted::<0>(1)).unwrap();
     region
-        .set_multi([("b", Counted(2)), ("c", Counted(3))])
+        .set_multi([("b", Counted::<0>(2)), ("c", Counted(3))])
         .unwrap();
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()
-        .block_on(region.set_async("d", Counted(4)))
+        .block_on(region.set_async("d", Counted::<0>(4)))
         .unwrap();
-    assert_eq!(CLONES.load(Ordering::SeqCst), 0, "stores cloned");
-    assert_eq!(region.get::<Counted>("c").unwrap(), Some(Counted(3)));
-    assert_eq!(region.get::<Counted>("d").unwrap(), Some(Counted(4)));
-    assert_eq!(CLONES.load(Ordering::SeqCst), 2, "one clone per hit");
-}
-
-/// A value that counts its clones, for the background creation test alone (tests run at once).
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-struct CountedInBackground(u32);
-
-static BACKGROUND_CLONES: AtomicUsize = AtomicUsize::new(0);
-
-impl Clone for CountedInBackground {
-    fn clone(&self) -> Self {
-        BACKGROUND_CLONES.fetch_add(1, Ordering::SeqCst);
-        CountedInBackground(self.0)
-    }
+    assert_eq!(CLONES[0].load(Ordering::SeqCst), 0, "stores cloned");
+    assert_eq!(region.get::<Counted<0>>("c").unwrap(), Some(Counted(3)));
+    assert_eq!(region.get::<Counted<0>>("d").unwrap(), Some(Counted(4)));
+    assert_eq!(CLONES[0].load(Ordering::SeqCst), 2, "one clone per hit");
 }
 
 /// A value created in the background with no caller waiting for it goes to the store as it is.
@@ -1587,14 +1574,14 @@ fn a_background_creation_nobody_waits_for_stores_its_value_without_a_clone() {
                 .clock(clock),
         )
         .unwrap();
-    region.set("k", CountedInBackground(1)).unwrap();
+    region.set("k", Counted::<1>(1)).unwrap();
     handle.advance(Duration::from_secs(10));
-    let clones = || BACKGROUND_CLONES.load(Ordering::SeqCst);
+    let clones = || CLONES[1].load(Ordering::SeqCst);
     let before = clones();
     let served = region
-        .get_or_create_in_background("k", &CreateOptions::new(), || CountedInBackground(2))
+        .get_or_create_in_background("k", &CreateOptions::new(), || Counted::<1>(2))
         .unwrap();
-    assert_eq!(served, CountedInBackground(1));
+    assert_eq!(served, Counted::<1>(1));
     let served = clones();
     go_tx.send(()).unwrap();
     // The background creation holds the key's lock until its value is stored.
@@ -1609,7 +1596,7 @@ fn a_background_creation_nobody_waits_for_stores_its_value_without_a_clone() {
     assert_eq!(clones(), served, "the store cloned the value");
     assert!(served > before, "serving the stale value clones it");
     assert_eq!(
-        region.get::<CountedInBackground>("k").unwrap(),
-        Some(CountedInBackground(2))
+        region.get::<Counted<1>>("k").unwrap(),
+        Some(Counted::<1>(2))
     );
 }

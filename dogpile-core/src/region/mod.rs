@@ -336,6 +336,14 @@ fn decode_payload<T: CacheValue>(
 
 /// Reads `mkeys` in one backend call ([`Backend::visit_multi`]): for each key, what `decode`
 /// makes of its value where the backend holds it, or `absent()`.
+///
+/// A batch of up to [`BATCH_ON_STACK`] small answers is gathered on the stack and moved into
+/// its `Vec` once every value is decoded. Why: the answer's `Vec` is a batch's one large
+/// allocation, and glibc's `malloc` merges its freed small blocks (`malloc_consolidate`)
+/// whenever a large block is asked for. Allocated first, it sent every value decoded after it
+/// (the previous batch's strings just freed) down `malloc`'s slow path: ~230 instructions a
+/// value instead of ~50. With the key lists of [`with_mangled`](crate::key::with_mangled) also
+/// on the stack, a memcached `get_multi` of 100 counts 8% fewer instructions (BENCHMARKS.md).
 fn visit_each<X>(
     backend: &dyn Backend,
     mkeys: &[&str],
@@ -343,54 +351,34 @@ fn visit_each<X>(
     decode: impl FnMut(CachedValueRef<'_>, &str) -> X,
 ) -> Result<Vec<X>> {
     if mkeys.len() <= BATCH_ON_STACK && std::mem::size_of::<X>() <= SMALL_ANSWER {
-        return visit_each_on_stack(backend, mkeys, absent, decode);
+        gather::<X, SmallVec<[X; BATCH_ON_STACK]>>(backend, mkeys, absent, decode)
+            .map(SmallVec::into_vec)
+    } else {
+        gather::<X, Vec<X>>(backend, mkeys, absent, decode)
     }
-    let mut out: Vec<X> = Vec::with_capacity(mkeys.len());
-    out.resize_with(mkeys.len(), absent);
-    visit_into(backend, mkeys, &mut out, decode)?;
-    Ok(out)
 }
 
 /// The largest answer (`size_of`) that [`visit_each`] gathers on the stack: `Option<String>` and
 /// the like; 128 of them are 4 KiB.
 const SMALL_ANSWER: usize = 32;
 
-/// [`visit_each`] for a batch of small answers, gathered on the stack and moved into their
-/// `Vec` once every value is decoded.
-///
-/// Why: the answer's `Vec` is a batch's one large allocation, and glibc's `malloc` merges its
-/// freed small blocks (`malloc_consolidate`) whenever a large block is asked for. Allocated
-/// first, it sent every value decoded after it (the previous batch's strings just freed) down
-/// `malloc`'s slow path: ~230 instructions a value instead of ~50. With the key lists of
-/// [`with_mangled`](crate::key::with_mangled) also on the stack, a memcached `get_multi` of 100
-/// counts 8% fewer instructions (BENCHMARKS.md). Not inlined, so callers with larger answers do
-/// not carry its frame.
+/// [`visit_each`] into the list `L`, every slot `absent()` until its value is decoded into it.
+/// Not inlined, so a caller does not carry the stack list's frame when it takes the heap one.
 #[inline(never)]
-fn visit_each_on_stack<X>(
+fn gather<X, L: FromIterator<X> + std::ops::DerefMut<Target = [X]>>(
     backend: &dyn Backend,
     mkeys: &[&str],
     absent: impl Fn() -> X,
-    decode: impl FnMut(CachedValueRef<'_>, &str) -> X,
-) -> Result<Vec<X>> {
-    let mut out: SmallVec<[X; BATCH_ON_STACK]> =
-        std::iter::repeat_with(absent).take(mkeys.len()).collect();
-    visit_into(backend, mkeys, &mut out, decode)?;
-    Ok(out.into_vec())
-}
-
-/// Visits `mkeys` and decodes each value found into its slot of `out`.
-fn visit_into<X>(
-    backend: &dyn Backend,
-    mkeys: &[&str],
-    out: &mut [X],
     mut decode: impl FnMut(CachedValueRef<'_>, &str) -> X,
-) -> Result<()> {
+) -> Result<L> {
+    let mut out: L = std::iter::repeat_with(absent).take(mkeys.len()).collect();
     backend.visit_multi(mkeys, &mut |i, v| {
         // A position out of range (a faulty backend) is ignored, never a panic.
         if let (Some(slot), Some(mkey)) = (out.get_mut(i), mkeys.get(i)) {
             *slot = decode(v, mkey);
         }
-    })
+    })?;
+    Ok(out)
 }
 
 /// What a batch's first read found, before it is added to the counters: the absent keys are the
