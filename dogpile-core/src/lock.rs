@@ -266,8 +266,9 @@ pub(crate) trait Source {
     async fn lookup(&mut self, keys: &[usize]) -> Result<PerKey<Lookup<Self::Value>>, Self::Error>;
 
     /// Takes `key`'s lock if it is free; `true` when taken. The source keeps it until it has
-    /// created (or handed creation off), until `unlock`, or until it is dropped.
-    async fn try_lock(&mut self, key: usize) -> Result<bool, Self::Error>;
+    /// created (or handed creation off), until `unlock`, or until it is dropped. `stale`: the
+    /// caller has a stale value to return if the lock is held (it will not wait).
+    async fn try_lock(&mut self, key: usize, stale: bool) -> Result<bool, Self::Error>;
 
     /// Waits until `key`'s lock may have been released. Called with no lock held. An error
     /// past the call's bound on waiting.
@@ -309,14 +310,14 @@ pub(crate) async fn get_or_create<S: Source>(
                 // It waited for a creation, and the creation has happened.
                 Lookup::Stale(v) if k.waited => k.finish(v, Outcome::Waited),
                 Lookup::Stale(v) => {
-                    if source.try_lock(i).await? {
+                    if source.try_lock(i, true).await? {
                         k.held = true;
                     } else {
                         k.finish(v, Outcome::Stale);
                     }
                 }
                 Lookup::Absent => {
-                    if source.try_lock(i).await? {
+                    if source.try_lock(i, false).await? {
                         k.held = true;
                     } else {
                         blocked = Some(i);
@@ -435,7 +436,7 @@ mod tests {
         async fn lookup(&mut self, keys: &[usize]) -> Result<PerKey<Lookup<u32>>, String> {
             Ok(keys.iter().map(|_| self.read()).collect())
         }
-        async fn try_lock(&mut self, _: usize) -> Result<bool, String> {
+        async fn try_lock(&mut self, _: usize, _: bool) -> Result<bool, String> {
             self.held = self.mutex.try_acquire().unwrap();
             Ok(self.held)
         }

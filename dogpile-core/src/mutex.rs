@@ -3,7 +3,8 @@
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
@@ -176,45 +177,31 @@ impl std::fmt::Debug for LockGuard {
 }
 
 /// One key's lock state, shared by every handle on the key.
+///
+/// Owned by its registry entry and freed when the entry is removed, which happens under the
+/// shard's lock when the last handle goes: a handle may therefore read it without counting a
+/// reference of its own (no atomic increment or decrement per handle).
 struct KeyLock {
-    /// The key's hash in the registry, so that finding the entry's slot again to remove it
-    /// hashes nothing.
-    hash: u64,
     /// The key, held in the entry itself up to [`INLINE_KEY`] bytes: the registry's one
     /// allocation per miss is the entry.
     key: SmallVec<[u8; INLINE_KEY]>,
-    /// How many handles are out, or `DEAD` once the count has reached zero for good.
-    handles: AtomicUsize,
-    held: AtomicBool,
+    /// [`HELD`] and [`LISTENED`]. One word for both, so that a release and a waiter's
+    /// registration are ordered by that word alone (see [`LocalMutex::listen_until_free`]).
+    state: AtomicU8,
+    /// Made only when a caller waits: an uncontended release looks at `state` and never
+    /// touches it (`event_listener` allocates its list at the first `notify` or `listen`).
     released: Event,
 }
+
+/// `KeyLock::state`: somebody holds the lock.
+const HELD: u8 = 1;
+/// `KeyLock::state`: a waiter has registered since the lock was last released, so the release
+/// must wake it.
+const LISTENED: u8 = 2;
 
 /// How long a key the registry's entry holds without an allocation of its own: the keys of
 /// decorated functions (`module::path:function|argument`) mostly fit.
 const INLINE_KEY: usize = 64;
-
-/// `handles` of an entry that has had its last handle: no handle is taken on it again, and it is
-/// removed from the registry (a caller that finds it there makes a new one).
-const DEAD: usize = usize::MAX;
-
-impl KeyLock {
-    /// Counts one more handle, unless the entry is dead.
-    fn take_handle(&self) -> bool {
-        let mut n = self.handles.load(Ordering::Acquire);
-        loop {
-            if n == DEAD {
-                return false;
-            }
-            match self
-                .handles
-                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return true,
-                Err(now) => n = now,
-            }
-        }
-    }
-}
 
 /// The registry of in-process per-key mutexes.
 ///
@@ -223,16 +210,18 @@ impl KeyLock {
 ///
 /// The map is split into [`SHARDS`] hash tables, each behind its own lock, chosen by the key's
 /// hash. Every miss makes an entry and removes it again, and that round trip is what a shard
-/// costs least at: one hash of the key, an uncontended lock, a table insert and a remove, and
-/// one allocation (the entry, which holds its key); a lock-free map spent a node allocation, the
-/// key's own, a hash per operation and an epoch reclamation of every removed entry. A shard is
-/// held only for a lookup, an insert or a remove, never across a wait; the probe of a crowd on a
-/// stale value ([`is_locked`](LocalLocks::is_locked)) takes it shared, so the crowd's callers
-/// never queue behind one another.
+/// costs least at: one hash of the key, an uncontended lock taken twice (to make the entry, to
+/// remove it), and one allocation (the entry, which holds its key); a lock-free map spent a node
+/// allocation, the key's own, a hash per operation and an epoch reclamation of every removed
+/// entry. A shard is held only for a lookup, an insert or a remove, never across a wait; the
+/// probe of a crowd on a stale value ([`is_locked`](LocalLocks::is_locked)) takes it shared, so
+/// the crowd's callers never queue behind one another.
 ///
-/// Why one key never has two live entries: an entry is removed only once it is dead (its handle
-/// count went from zero to `DEAD`, after which no handle is taken on it), and a new entry for the
-/// key is inserted only where there is none. So every live handle on a key shares one `KeyLock`.
+/// Why one key never has two live entries, and why a handle's entry is never freed under it: an
+/// entry's handle count is read and written only under its shard's lock, a new entry for a key
+/// is inserted only where there is none, and the entry is removed (and freed) in the same
+/// critical section in which its count reaches zero. So every live handle on a key shares one
+/// `KeyLock`, which outlives them all.
 pub(crate) struct LocalLocks {
     hasher: foldhash::fast::RandomState,
     shards: Box<[Shard]>,
@@ -245,7 +234,30 @@ const SHARDS: usize = 32;
 /// its own, so that two shards' locks do not share one.
 #[repr(align(128))]
 #[derive(Default)]
-struct Shard(parking_lot::RwLock<HashTable<Arc<KeyLock>>>);
+struct Shard(parking_lot::RwLock<HashTable<Entry>>);
+
+/// A registry entry: its key's lock state (owned), and how many handles are out on it.
+struct Entry {
+    /// The key's hash, so that growing the table or finding the entry again reads no `KeyLock`.
+    hash: u64,
+    /// Owned by the entry: made by `Box::new`, freed by the drop of the last handle, after it
+    /// has removed the entry.
+    lock: NonNull<KeyLock>,
+    /// Handles out on `lock`; at least one while the entry is in the table.
+    handles: usize,
+}
+
+// SAFETY: `lock` points to a `KeyLock` owned by the entry (`Send + Sync`: atomics, bytes and an
+// `Event`); the entry is reached only under its shard's lock.
+unsafe impl Send for Entry {}
+unsafe impl Sync for Entry {}
+
+impl Entry {
+    fn key(&self) -> &[u8] {
+        // SAFETY: the `KeyLock` lives as long as the entry (see `Entry::lock`).
+        unsafe { self.lock.as_ref() }.key.as_slice()
+    }
+}
 
 impl LocalLocks {
     pub(crate) fn new() -> Self {
@@ -257,52 +269,59 @@ impl LocalLocks {
 
     /// The shard of a key of hash `hash`. The table inside finds its slot by the low bits and
     /// tells entries apart by the top seven, so the shard is chosen by bits in between.
-    fn shard(&self, hash: u64) -> &parking_lot::RwLock<HashTable<Arc<KeyLock>>> {
+    fn shard(&self, hash: u64) -> &parking_lot::RwLock<HashTable<Entry>> {
         &self.shards[(hash >> 32) as usize % SHARDS].0
     }
 
     /// A handle on `key`'s mutex, creating its entry if needed.
     pub(crate) fn mutex(self: &Arc<Self>, key: &str) -> LocalMutex {
-        let hash = self.hasher.hash_one(key);
-        let shard = self.shard(hash);
-        loop {
-            let lock = {
-                let mut table = shard.write();
-                match table.find(hash, |l| l.key.as_slice() == key.as_bytes()) {
-                    Some(found) => found.clone(),
-                    None => {
-                        let fresh = Arc::new(KeyLock {
-                            hash,
-                            key: SmallVec::from_slice(key.as_bytes()),
-                            handles: AtomicUsize::new(1),
-                            held: AtomicBool::new(false),
-                            released: Event::new(),
-                        });
-                        table.insert_unique(hash, fresh.clone(), |l| l.hash);
-                        return LocalMutex {
-                            registry: self.clone(),
-                            lock: fresh,
-                        };
-                    }
-                }
-            };
-            if lock.take_handle() {
-                return LocalMutex {
-                    registry: self.clone(),
-                    lock,
-                };
-            }
-            // A dead entry its last handle has not removed yet: remove it, then look again.
-            self.remove_if_same(&lock);
-        }
+        self.handle(key, false).0
     }
 
-    /// Removes `lock`'s entry if the table still holds that very entry.
-    fn remove_if_same(&self, lock: &Arc<KeyLock>) {
-        let mut table = self.shard(lock.hash).write();
-        if let Ok(entry) = table.find_entry(lock.hash, |l| Arc::ptr_eq(l, lock)) {
-            entry.remove();
-        }
+    /// A handle on `key`'s mutex, and whether this call took the lock: `mutex` and
+    /// `try_acquire` in one, so that the entry of an uncontended miss is made held and the lock
+    /// costs no atomic step of its own.
+    pub(crate) fn lock(self: &Arc<Self>, key: &str) -> (LocalMutex, bool) {
+        self.handle(key, true)
+    }
+
+    fn handle(self: &Arc<Self>, key: &str, take: bool) -> (LocalMutex, bool) {
+        let hash = self.hasher.hash_one(key);
+        let (lock, fresh) = {
+            let mut table = self.shard(hash).write();
+            match table.find_mut(hash, |e| e.key() == key.as_bytes()) {
+                Some(entry) => {
+                    entry.handles += 1;
+                    (entry.lock, false)
+                }
+                None => {
+                    let lock = NonNull::from(Box::leak(Box::new(KeyLock {
+                        key: SmallVec::from_slice(key.as_bytes()),
+                        state: AtomicU8::new(if take { HELD } else { 0 }),
+                        released: Event::new(),
+                    })));
+                    let entry = Entry {
+                        hash,
+                        lock,
+                        handles: 1,
+                    };
+                    table.insert_unique(hash, entry, |e| e.hash);
+                    (lock, true)
+                }
+            }
+        };
+        let handle = LocalMutex {
+            registry: self.clone(),
+            hash,
+            lock,
+        };
+        let taken = match (take, fresh) {
+            (false, _) => false,
+            // Made held, under the shard's lock: nobody else has seen it yet.
+            (true, true) => true,
+            (true, false) => handle.try_acquire().unwrap_or(false),
+        };
+        (handle, taken)
     }
 
     /// Whether `key` is locked, without creating an entry.
@@ -310,8 +329,9 @@ impl LocalLocks {
         let hash = self.hasher.hash_one(key);
         self.shard(hash)
             .read()
-            .find(hash, |l| l.key.as_slice() == key.as_bytes())
-            .is_some_and(|l| l.held.load(Ordering::Acquire))
+            .find(hash, |e| e.key() == key.as_bytes())
+            // SAFETY: the entry, and so its `KeyLock`, is alive under the shard's lock.
+            .is_some_and(|e| unsafe { e.lock.as_ref() }.state.load(Ordering::Acquire) & HELD != 0)
     }
 
     /// How many keys have an entry: for tests of the registry's bound.
@@ -323,17 +343,38 @@ impl LocalLocks {
 /// A handle on one key's in-process mutex.
 pub(crate) struct LocalMutex {
     registry: Arc<LocalLocks>,
-    lock: Arc<KeyLock>,
+    /// The key's hash, to find the entry again when the handle goes.
+    hash: u64,
+    /// The entry's lock state: alive while this handle is (it counts in the entry's handles).
+    lock: NonNull<KeyLock>,
 }
 
+// SAFETY: a handle reads its `KeyLock` (`Sync`) through `lock`, which stays valid until the
+// handle's drop (see `LocalLocks`); everything else is an `Arc` and a number.
+unsafe impl Send for LocalMutex {}
+unsafe impl Sync for LocalMutex {}
+
 impl LocalMutex {
+    fn key_lock(&self) -> &KeyLock {
+        // SAFETY: the entry counts this handle, so it and its `KeyLock` are alive until the
+        // handle's drop removes them.
+        unsafe { self.lock.as_ref() }
+    }
+
+    /// A listener for the next release, or `None` when the lock is free.
+    ///
+    /// No release can be missed: the waiter marks [`LISTENED`] after registering its listener,
+    /// and the release clears the state with one swap. Both are read-modify-writes of one word,
+    /// so one comes first: either the swap sees the mark (and notifies, which finds the
+    /// listener registered before the mark), or the mark sees the lock released and the waiter
+    /// does not wait.
     fn listen_until_free(&self) -> Option<event_listener::EventListener> {
-        if !self.lock.held.load(Ordering::Acquire) {
+        let lock = self.key_lock();
+        if lock.state.load(Ordering::Acquire) & HELD == 0 {
             return None;
         }
-        let listener = self.lock.released.listen();
-        // Look again after registering, or a release in between would be missed.
-        if !self.lock.held.load(Ordering::Acquire) {
+        let listener = lock.released.listen();
+        if lock.state.fetch_or(LISTENED, Ordering::AcqRel) & HELD == 0 {
             return None;
         }
         Some(listener)
@@ -342,11 +383,8 @@ impl LocalMutex {
 
 impl CacheMutex for LocalMutex {
     fn try_acquire(&self) -> Result<bool> {
-        Ok(self
-            .lock
-            .held
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok())
+        let before = self.key_lock().state.fetch_or(HELD, Ordering::Acquire);
+        Ok(before & HELD == 0)
     }
 
     fn wait(&self, deadline: Instant) -> Result<()> {
@@ -359,14 +397,17 @@ impl CacheMutex for LocalMutex {
     }
 
     fn release(&self) -> Result<()> {
-        self.lock.held.store(false, Ordering::Release);
-        // Wake every waiter: they look at the value, which is there now, and need no lock.
-        self.lock.released.notify(usize::MAX);
+        let lock = self.key_lock();
+        // Wake every waiter: they look at the value, which is there now, and need no lock. With
+        // nobody waiting, the release is this one swap.
+        if lock.state.swap(0, Ordering::AcqRel) & LISTENED != 0 {
+            lock.released.notify(usize::MAX);
+        }
         Ok(())
     }
 
     fn locked(&self) -> Result<bool> {
-        Ok(self.lock.held.load(Ordering::Acquire))
+        Ok(self.key_lock().state.load(Ordering::Acquire) & HELD != 0)
     }
 
     // Taking and releasing an in-process lock never blocks: no pool needed.
@@ -422,25 +463,28 @@ async fn released_before(
 
 impl Drop for LocalMutex {
     fn drop(&mut self) {
-        let lock = &self.lock;
-        if lock.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+        let mut table = self.registry.shard(self.hash).write();
+        let Ok(mut entry) = table.find_entry(self.hash, |e| e.lock == self.lock) else {
+            // Unreachable: an entry leaves its table only with its last handle.
+            debug_assert!(false, "a live handle's registry entry was gone");
+            return;
+        };
+        if entry.get().handles > 1 {
+            entry.get_mut().handles -= 1;
             return;
         }
-        // The last handle, unless another is taken before the entry is marked dead: then that
-        // one's drop does this.
-        if lock
-            .handles
-            .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.registry.remove_if_same(lock);
-        }
+        let (gone, _) = entry.remove();
+        drop(table);
+        // SAFETY: made by `Box::leak` in `LocalLocks::mutex`; this was its last handle, and the
+        // entry that owned it is out of the table, so nothing else can reach it.
+        drop(unsafe { Box::from_raw(gone.lock.as_ptr()) });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
     fn far() -> Instant {
@@ -460,6 +504,37 @@ mod tests {
             .unwrap();
         assert!(b.try_acquire().unwrap());
         b.release().unwrap();
+    }
+
+    #[test]
+    fn lock_takes_a_new_entry_held_and_an_existing_one_only_when_free() {
+        let locks = Arc::new(LocalLocks::new());
+        let (first, taken) = locks.lock("k");
+        assert!(taken, "a new entry is made held");
+        assert!(locks.is_locked("k") && first.locked().unwrap());
+        let (second, taken) = locks.lock("k");
+        assert!(!taken, "the lock was taken twice");
+        let waiter = locks.mutex("k");
+        let woke = std::thread::spawn(move || {
+            // A generous deadline: a waiter that missed the release would sleep until it.
+            let started = Instant::now();
+            waiter.wait(started + Duration::from_secs(60)).unwrap();
+            (waiter.locked().unwrap(), started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        first.release().unwrap();
+        let (locked, waited) = woke.join().unwrap();
+        assert!(!locked, "the waiter woke to a held lock");
+        assert!(
+            waited < Duration::from_secs(30),
+            "the waiter missed the release"
+        );
+        let (third, taken) = locks.lock("k");
+        assert!(taken, "a released lock was not taken");
+        assert!(!second.try_acquire().unwrap());
+        third.release().unwrap();
+        drop((first, second, third));
+        assert_eq!(locks.len(), 0, "the entry outlived its handles");
     }
 
     #[test]

@@ -24,32 +24,39 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use event_listener::{Event, Listener};
-use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
 use super::{get_or_create, KeyState, Lookup, PerKey, Source};
 
-/// One key's lock: `LocalMutex`'s state and algorithm.
+/// One key's lock: `LocalMutex`'s state and algorithm. One word holds `HELD` and `LISTENED`;
+/// a release notifies only when a waiter has marked `LISTENED`, so the model checks that no
+/// waiter misses the release it registered for.
 #[derive(Default)]
 struct KeyLock {
-    held: AtomicBool,
+    state: AtomicU8,
     released: Event,
 }
 
+const HELD: u8 = 1;
+const LISTENED: u8 = 2;
+
 impl KeyLock {
     fn try_acquire(&self) -> bool {
-        self.held
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.state.fetch_or(HELD, Ordering::Acquire) & HELD == 0
+    }
+
+    fn held(&self) -> bool {
+        self.state.load(Ordering::SeqCst) & HELD != 0
     }
 
     fn listen_until_free(&self) -> Option<event_listener::EventListener> {
-        if !self.held.load(Ordering::Acquire) {
+        if self.state.load(Ordering::Acquire) & HELD == 0 {
             return None;
         }
         let listener = self.released.listen();
-        if !self.held.load(Ordering::Acquire) {
+        if self.state.fetch_or(LISTENED, Ordering::AcqRel) & HELD == 0 {
             return None;
         }
         Some(listener)
@@ -62,8 +69,9 @@ impl KeyLock {
     }
 
     fn release(&self) {
-        self.held.store(false, Ordering::Release);
-        self.released.notify(usize::MAX);
+        if self.state.swap(0, Ordering::AcqRel) & LISTENED != 0 {
+            self.released.notify(usize::MAX);
+        }
     }
 }
 
@@ -160,7 +168,7 @@ impl Source for Caller {
             .collect())
     }
 
-    async fn try_lock(&mut self, key: usize) -> Result<bool, &'static str> {
+    async fn try_lock(&mut self, key: usize, _stale: bool) -> Result<bool, &'static str> {
         assert!(!self.held[key], "the algorithm takes a lock once");
         self.held[key] = self.shared.keys[self.keys[key]].lock.try_acquire();
         Ok(self.held[key])
@@ -250,10 +258,7 @@ fn run_calls(
     let mut results = vec![Caller::new(&shared, keys, make).get_or_create()];
     results.extend(handles.into_iter().map(|h| h.join().unwrap()));
     for key in &shared.keys {
-        assert!(
-            !key.lock.held.load(Ordering::SeqCst),
-            "every lock is free at the end"
-        );
+        assert!(!key.lock.held(), "every lock is free at the end");
     }
     (results, shared)
 }
@@ -385,83 +390,52 @@ fn loom_a_batch_beside_a_nested_creator_never_deadlocks() {
 
 // ---------------------------------------------------------------------------------------------
 // The registry's entry for one key (`LocalLocks` in mutex.rs): handles come and go, the entry
-// dies with its last handle and is made again. Re-stated over one key, with the map's get,
-// insert-if-absent and remove-if-same as the atomic steps a shard's mutex makes of them (here
-// under a loom mutex), and the handle count with the same orderings and the same `DEAD` mark.
+// dies with its last handle and is made again. Re-stated over one key, with a shard's table as a
+// loom mutex around an optional entry: the handle count is read and written only under it, and
+// the entry is removed in the same critical section in which its count reaches zero. A new
+// entry is made held when its maker asks for the lock (`LocalLocks::lock`).
 
 /// `LocalMutex`'s shared state for one key.
 struct Entry {
-    handles: AtomicUsize,
-    held: AtomicBool,
+    state: AtomicU8,
 }
 
-const DEAD: usize = usize::MAX;
-
-/// The registry's map, for one key.
+/// The registry's map, for one key: the entry and its handle count.
 #[derive(Default)]
 struct Registry {
-    slot: Mutex<Option<Arc<Entry>>>,
+    slot: Mutex<Option<(Arc<Entry>, usize)>>,
 }
 
 impl Registry {
-    fn remove_if_same(&self, entry: &Arc<Entry>) {
+    /// `LocalLocks::lock`: a handle, and whether the lock was taken with it.
+    fn handle(&self) -> (Arc<Entry>, bool) {
         let mut slot = self.slot.lock().unwrap();
-        if slot.as_ref().is_some_and(|e| Arc::ptr_eq(e, entry)) {
-            *slot = None;
-        }
-    }
-
-    /// `LocalLocks::mutex`.
-    fn handle(&self) -> Arc<Entry> {
-        loop {
-            let found = self.slot.lock().unwrap().clone();
-            let entry = match found {
-                Some(e) => e,
-                None => {
-                    let fresh = Arc::new(Entry {
-                        handles: AtomicUsize::new(1),
-                        held: AtomicBool::new(false),
-                    });
-                    let mut slot = self.slot.lock().unwrap();
-                    match &*slot {
-                        Some(theirs) => theirs.clone(),
-                        None => {
-                            *slot = Some(fresh.clone());
-                            return fresh;
-                        }
-                    }
-                }
-            };
-            let mut n = entry.handles.load(Ordering::Acquire);
-            loop {
-                if n == DEAD {
-                    break;
-                }
-                match entry.handles.compare_exchange_weak(
-                    n,
-                    n + 1,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => return entry,
-                    Err(now) => n = now,
-                }
+        match &mut *slot {
+            Some((entry, handles)) => {
+                *handles += 1;
+                let entry = entry.clone();
+                drop(slot);
+                let taken = entry.state.fetch_or(HELD, Ordering::Acquire) & HELD == 0;
+                (entry, taken)
             }
-            self.remove_if_same(&entry);
+            None => {
+                let fresh = Arc::new(Entry {
+                    state: AtomicU8::new(HELD),
+                });
+                *slot = Some((fresh.clone(), 1));
+                (fresh, true)
+            }
         }
     }
 
     /// `LocalMutex::drop`.
     fn drop_handle(&self, entry: Arc<Entry>) {
-        if entry.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
-        }
-        if entry
-            .handles
-            .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.remove_if_same(&entry);
+        let mut slot = self.slot.lock().unwrap();
+        let (theirs, handles) = slot.as_mut().expect("a live handle's entry is in the map");
+        assert!(Arc::ptr_eq(theirs, &entry), "two live entries for one key");
+        *handles -= 1;
+        if *handles == 0 {
+            *slot = None;
         }
     }
 }
@@ -472,15 +446,11 @@ fn registry_model(threads: usize) {
     let registry = Arc::new(Registry::default());
     let holders = Arc::new(AtomicUsize::new(0));
     let caller = |registry: Arc<Registry>, holders: Arc<AtomicUsize>| {
-        let entry = registry.handle();
-        if entry
-            .held
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        let (entry, taken) = registry.handle();
+        if taken {
             assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
             holders.fetch_sub(1, Ordering::SeqCst);
-            entry.held.store(false, Ordering::Release);
+            entry.state.swap(0, Ordering::AcqRel);
         }
         registry.drop_handle(entry);
     };

@@ -589,6 +589,18 @@ impl<C: BackendCatalog> CacheRegion<C> {
         }
     }
 
+    /// `mkey`'s mutex, and whether this call took it: the in-process lock is taken as its handle
+    /// is made (see `LocalLocks::lock`); `None` for a backend's own lock, which the caller tries.
+    fn lock_for(&self, cfg: &Configured, mkey: &str) -> (KeyMutex, Option<bool>) {
+        match cfg.backend.get_mutex(mkey) {
+            Some(distributed) => (KeyMutex::Backend(Arc::from(distributed)), None),
+            None => {
+                let (local, taken) = self.local_locks().lock(mkey);
+                (KeyMutex::Local(local), Some(taken))
+            }
+        }
+    }
+
     /// Soft invalidation turns values into expired ones; with no expiration a creation path cannot
     /// tell when to create again, so it is an error there (plain reads treat such values as
     /// misses, as dogpile does).

@@ -260,22 +260,40 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
             .collect())
     }
 
-    async fn try_lock(&mut self, key: usize) -> Result<bool, CreateError<E>> {
+    async fn try_lock(&mut self, key: usize, stale: bool) -> Result<bool, CreateError<E>> {
         // A crowd on a stale value finds the lock held: it learns so from the registry without
-        // taking a handle, under its shard's shared lock, so it never queues behind itself. A backend with its own lock leaves the
-        // registry empty and answers below; the one exception is a creation still running under
-        // the in-process lock of a configuration since replaced, which does hold the key.
+        // taking a handle, under its shard's shared lock, so it never queues behind itself.
+        // Otherwise the first try takes a handle and, for the in-process lock, the lock with it
+        // (a caller with no value needs the handle to wait). A backend with its own lock leaves
+        // the registry empty; the one exception is a creation still running under the
+        // in-process lock of a configuration since replaced, which does hold the key.
         let mkey = self.slots[key].mkey;
-        if self.slots[key].mutex.is_none() && self.region.held_here(mkey) {
+        let first = self.slots[key].mutex.is_none();
+        if first && stale && self.region.held_here(mkey) {
             return Ok(false);
         }
-        let io = self.io;
-        let m = self.mutex(key);
-        let taken = match io {
-            Io::Blocking => m.try_acquire(),
-            Io::Async => m.try_acquire_async().await,
-        }
-        .map_err(|e| self.region.backend_failed(e, mkey))?;
+        let taken_here = if first {
+            let (m, taken) = self.region.lock_for(self.cfg, mkey);
+            self.slots[key].mutex = Some(m);
+            taken
+        } else {
+            None
+        };
+        let taken = match taken_here {
+            Some(taken) => taken,
+            None => {
+                if first && !stale && self.region.held_here(mkey) {
+                    return Ok(false);
+                }
+                let io = self.io;
+                let m = self.mutex(key);
+                match io {
+                    Io::Blocking => m.try_acquire(),
+                    Io::Async => m.try_acquire_async().await,
+                }
+                .map_err(|e| self.region.backend_failed(e, mkey))?
+            }
+        };
         if taken {
             let slot = &mut self.slots[key];
             slot.guard = slot.mutex.take().map(LockGuard::held);
