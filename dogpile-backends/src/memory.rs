@@ -80,8 +80,9 @@ impl Unbounded {
         &self,
         map: &papaya::HashMapRef<'_, MemKey, CachedValue, RandomState, impl papaya::Guard>,
     ) {
-        // A load and a store, not an atomic add (a locked instruction on every new key): two
-        // threads that count at once lose one count, which only puts the next look off a little.
+        // A load and a store, not an atomic add (a locked instruction on every new key): threads
+        // that count at once lose counts (one may even store an older count), which only puts
+        // the next look at the length off.
         let n = self.new_keys.load(Ordering::Relaxed).wrapping_add(1);
         self.new_keys.store(n, Ordering::Relaxed);
         if n % GROW_CHECK_EVERY != 0 {

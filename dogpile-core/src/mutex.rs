@@ -179,8 +179,9 @@ impl std::fmt::Debug for LockGuard {
 /// One key's lock state, shared by every handle on the key.
 ///
 /// Owned by its registry entry and freed when the entry is removed, which happens under the
-/// shard's lock when the last handle goes: a handle may therefore read it without counting a
-/// reference of its own (no atomic increment or decrement per handle).
+/// shard's lock when the last handle goes: a handle may therefore read it without a reference
+/// count on the entry (its count is a plain number under the shard's lock; the handle's one
+/// atomic count is the registry's `Arc`).
 struct KeyLock {
     /// The key, held in the entry itself up to [`INLINE_KEY`] bytes: the registry's one
     /// allocation per miss is the entry.
@@ -195,9 +196,16 @@ struct KeyLock {
 
 /// `KeyLock::state`: somebody holds the lock.
 const HELD: u8 = 1;
-/// `KeyLock::state`: a waiter has registered since the lock was last released, so the release
-/// must wake it.
+/// `KeyLock::state`: a waiter may be registered, so the release must notify. A waiter sets it
+/// after registering its listener; one that then finds the lock already free leaves it set, and
+/// the next release notifies nobody (harmless).
 const LISTENED: u8 = 2;
+
+// The entry's and the handles' `Send`/`Sync` impls below rest on this.
+const _: fn() = || {
+    fn shared_between_threads<T: Send + Sync>() {}
+    shared_between_threads::<KeyLock>();
+};
 
 /// How long a key the registry's entry holds without an allocation of its own: the keys of
 /// decorated functions (`module::path:function|argument`) mostly fit.
@@ -213,7 +221,7 @@ const INLINE_KEY: usize = 64;
 /// costs least at: one hash of the key, an uncontended lock taken twice (to make the entry, to
 /// remove it), and one allocation (the entry, which holds its key); a lock-free map spent a node
 /// allocation, the key's own, a hash per operation and an epoch reclamation of every removed
-/// entry. A shard is held only for a lookup, an insert or a remove, never across a wait; the
+/// entry. A shard is held only to find, count, insert or remove an entry, never across a wait; the
 /// probe of a crowd on a stale value ([`is_locked`](LocalLocks::is_locked)) takes it shared, so
 /// the crowd's callers never queue behind one another.
 ///
@@ -475,7 +483,7 @@ impl Drop for LocalMutex {
         }
         let (gone, _) = entry.remove();
         drop(table);
-        // SAFETY: made by `Box::leak` in `LocalLocks::mutex`; this was its last handle, and the
+        // SAFETY: made by `Box::leak` in `LocalLocks::handle`; this was its last handle, and the
         // entry that owned it is out of the table, so nothing else can reach it.
         drop(unsafe { Box::from_raw(gone.lock.as_ptr()) });
     }

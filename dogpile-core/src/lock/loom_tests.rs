@@ -6,10 +6,12 @@
 //! hands over to a waiter; no lost wake-up and no deadlock (loom fails a run where every thread is
 //! blocked); a caller never waits while it holds a lock.
 //!
-//! The per-key mutex is the in-process one of `mutex.rs` (`LocalMutex`: an atomic flag and an
-//! `event_listener::Event`), re-stated here over loom's atomics and the loom-aware build of
-//! `event-listener`, with the same orderings and the same listen-then-look-again wait; the
-//! registry around it (a sharded map) is modelled separately, at the end: its entry for one key.
+//! The per-key mutex is the in-process one of `mutex.rs` (`LocalMutex`: a state word with a held
+//! and a listened bit, and an `event_listener::Event`), re-stated here over loom's atomics and the
+//! loom-aware build of `event-listener`, with the same orderings and the same wait: register a
+//! listener, mark the word, wait only if the mark found the lock held. The registry around it (a
+//! sharded map) is modelled separately, at the end: its entry for one key, made held by a caller
+//! that asks for the lock, with handles that wait on it.
 //! The algorithm itself is the real one, driven by a poll-once executor (the source never
 //! yields).
 //!
@@ -393,43 +395,41 @@ fn loom_a_batch_beside_a_nested_creator_never_deadlocks() {
 // dies with its last handle and is made again. Re-stated over one key, with a shard's table as a
 // loom mutex around an optional entry: the handle count is read and written only under it, and
 // the entry is removed in the same critical section in which its count reaches zero. A new
-// entry is made held when its maker asks for the lock (`LocalLocks::lock`).
-
-/// `LocalMutex`'s shared state for one key.
-struct Entry {
-    state: AtomicU8,
-}
+// entry is made held when its maker asks for the lock (`LocalLocks::lock`); a handle taken
+// without the lock (`LocalLocks::mutex`) waits on it as a caller with no value does.
 
 /// The registry's map, for one key: the entry and its handle count.
 #[derive(Default)]
 struct Registry {
-    slot: Mutex<Option<(Arc<Entry>, usize)>>,
+    slot: Mutex<Option<(Arc<KeyLock>, usize)>>,
 }
 
 impl Registry {
-    /// `LocalLocks::lock`: a handle, and whether the lock was taken with it.
-    fn handle(&self) -> (Arc<Entry>, bool) {
+    /// `LocalLocks::lock` when `take`, else `LocalLocks::mutex`: a handle, and whether the lock
+    /// was taken with it.
+    fn handle(&self, take: bool) -> (Arc<KeyLock>, bool) {
         let mut slot = self.slot.lock().unwrap();
         match &mut *slot {
             Some((entry, handles)) => {
                 *handles += 1;
                 let entry = entry.clone();
                 drop(slot);
-                let taken = entry.state.fetch_or(HELD, Ordering::Acquire) & HELD == 0;
+                let taken = take && entry.try_acquire();
                 (entry, taken)
             }
             None => {
-                let fresh = Arc::new(Entry {
-                    state: AtomicU8::new(HELD),
+                let fresh = Arc::new(KeyLock {
+                    state: AtomicU8::new(if take { HELD } else { 0 }),
+                    released: Event::new(),
                 });
                 *slot = Some((fresh.clone(), 1));
-                (fresh, true)
+                (fresh, take)
             }
         }
     }
 
     /// `LocalMutex::drop`.
-    fn drop_handle(&self, entry: Arc<Entry>) {
+    fn drop_handle(&self, entry: Arc<KeyLock>) {
         let mut slot = self.slot.lock().unwrap();
         let (theirs, handles) = slot.as_mut().expect("a live handle's entry is in the map");
         assert!(Arc::ptr_eq(theirs, &entry), "two live entries for one key");
@@ -440,27 +440,46 @@ impl Registry {
     }
 }
 
-/// Each thread takes a handle, tries the lock, and lets the handle go; no two ever hold the lock
-/// (two live entries for the key would allow it), and the entry is gone at the end.
-fn registry_model(threads: usize) {
+/// How a caller of the registry model uses its handle.
+#[derive(Clone, Copy)]
+enum Use {
+    /// Takes the lock with the handle (a miss's first try) and releases it if it got it.
+    Lock,
+    /// Takes a handle without the lock, waits until the lock is free, then tries it.
+    Wait,
+}
+
+/// Each thread takes a handle, uses it, and lets it go; no two ever hold the lock (two live
+/// entries for the key would allow it), no waiter sleeps through a release (loom fails a run in
+/// which every thread is blocked), and the entry is gone at the end.
+fn registry_model(uses: &[Use]) {
     let registry = Arc::new(Registry::default());
     let holders = Arc::new(AtomicUsize::new(0));
-    let caller = |registry: Arc<Registry>, holders: Arc<AtomicUsize>| {
-        let (entry, taken) = registry.handle();
+    let caller = |registry: Arc<Registry>, holders: Arc<AtomicUsize>, how: Use| {
+        let (entry, taken) = match how {
+            Use::Lock => registry.handle(true),
+            Use::Wait => {
+                let (entry, _) = registry.handle(false);
+                entry.wait();
+                let taken = entry.try_acquire();
+                (entry, taken)
+            }
+        };
         if taken {
             assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
             holders.fetch_sub(1, Ordering::SeqCst);
-            entry.state.swap(0, Ordering::AcqRel);
+            entry.release();
         }
         registry.drop_handle(entry);
     };
-    let others: Vec<_> = (1..threads)
-        .map(|_| {
+    let others: Vec<_> = uses[1..]
+        .iter()
+        .map(|&how| {
             let (registry, holders) = (registry.clone(), holders.clone());
-            thread::spawn(move || caller(registry, holders))
+            thread::spawn(move || caller(registry, holders, how))
         })
         .collect();
-    caller(registry.clone(), holders);
+    caller(registry.clone(), holders, uses[0]);
     for t in others {
         t.join().unwrap();
     }
@@ -472,10 +491,15 @@ fn registry_model(threads: usize) {
 
 #[test]
 fn loom_registry_entries_die_with_their_last_handle_and_never_double() {
-    model(8, || registry_model(2));
+    model(8, || registry_model(&[Use::Lock, Use::Lock]));
+}
+
+#[test]
+fn loom_registry_a_waiter_wakes_when_the_lock_made_held_is_released() {
+    model(8, || registry_model(&[Use::Lock, Use::Wait]));
 }
 
 #[test]
 fn loom_registry_with_three_callers() {
-    model(3, || registry_model(3));
+    model(3, || registry_model(&[Use::Lock, Use::Lock, Use::Wait]));
 }

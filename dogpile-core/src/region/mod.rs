@@ -582,22 +582,18 @@ impl<C: BackendCatalog> CacheRegion<C> {
         self.locks.get().is_some_and(|l| l.is_locked(mkey))
     }
 
-    fn mutex_for(&self, cfg: &Configured, mkey: &str) -> KeyMutex {
-        match cfg.backend.get_mutex(mkey) {
-            Some(distributed) => KeyMutex::Backend(Arc::from(distributed)),
-            None => KeyMutex::Local(self.local_locks().mutex(mkey)),
-        }
-    }
-
-    /// `mkey`'s mutex, and whether this call took it: the in-process lock is taken as its handle
-    /// is made (see `LocalLocks::lock`); `None` for a backend's own lock, which the caller tries.
-    fn lock_for(&self, cfg: &Configured, mkey: &str) -> (KeyMutex, Option<bool>) {
+    /// `mkey`'s mutex: the backend's own, or the in-process one. With `take`, the in-process
+    /// lock is taken as its handle is made (a new entry starts held, see `LocalLocks::lock`) and
+    /// the answer says whether it was; `None` without `take`, and for a backend's lock, which
+    /// the caller tries.
+    fn mutex_for(&self, cfg: &Configured, mkey: &str, take: bool) -> (KeyMutex, Option<bool>) {
         match cfg.backend.get_mutex(mkey) {
             Some(distributed) => (KeyMutex::Backend(Arc::from(distributed)), None),
-            None => {
+            None if take => {
                 let (local, taken) = self.local_locks().lock(mkey);
                 (KeyMutex::Local(local), Some(taken))
             }
+            None => (KeyMutex::Local(self.local_locks().mutex(mkey)), None),
         }
     }
 

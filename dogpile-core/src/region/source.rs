@@ -184,7 +184,16 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
         let (region, cfg) = (self.region, self.cfg);
         let slot = &mut self.slots[key];
         slot.mutex
-            .get_or_insert_with(|| region.mutex_for(cfg, slot.mkey))
+            .get_or_insert_with(|| region.mutex_for(cfg, slot.mkey, false).0)
+    }
+
+    /// `taken`, after moving `key`'s mutex into its guard when it is.
+    fn held_if(&mut self, key: usize, taken: bool) -> bool {
+        if taken {
+            let slot = &mut self.slots[key];
+            slot.guard = slot.mutex.take().map(LockGuard::held);
+        }
+        taken
     }
 
     /// The error for a waiter with no value past the hard timeout, counted and logged.
@@ -261,44 +270,35 @@ impl<C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>> Source
     }
 
     async fn try_lock(&mut self, key: usize, stale: bool) -> Result<bool, CreateError<E>> {
-        // A crowd on a stale value finds the lock held: it learns so from the registry without
-        // taking a handle, under its shard's shared lock, so it never queues behind itself.
-        // Otherwise the first try takes a handle and, for the in-process lock, the lock with it
-        // (a caller with no value needs the handle to wait). A backend with its own lock leaves
-        // the registry empty; the one exception is a creation still running under the
-        // in-process lock of a configuration since replaced, which does hold the key.
         let mkey = self.slots[key].mkey;
-        let first = self.slots[key].mutex.is_none();
-        if first && stale && self.region.held_here(mkey) {
-            return Ok(false);
-        }
-        let taken_here = if first {
-            let (m, taken) = self.region.lock_for(self.cfg, mkey);
-            self.slots[key].mutex = Some(m);
-            taken
-        } else {
-            None
-        };
-        let taken = match taken_here {
-            Some(taken) => taken,
-            None => {
-                if first && !stale && self.region.held_here(mkey) {
-                    return Ok(false);
-                }
-                let io = self.io;
-                let m = self.mutex(key);
-                match io {
-                    Io::Blocking => m.try_acquire(),
-                    Io::Async => m.try_acquire_async().await,
-                }
-                .map_err(|e| self.region.backend_failed(e, mkey))?
+        if self.slots[key].mutex.is_none() {
+            // A crowd on a stale value finds the lock held: it learns so from the registry
+            // without taking a handle, under its shard's shared lock, so it never queues behind
+            // itself.
+            if stale && self.region.held_here(mkey) {
+                return Ok(false);
             }
-        };
-        if taken {
-            let slot = &mut self.slots[key];
-            slot.guard = slot.mutex.take().map(LockGuard::held);
+            // Otherwise the first try takes a handle and, for the in-process lock, the lock with
+            // it (a caller with no value needs the handle to wait).
+            let (m, taken) = self.region.mutex_for(self.cfg, mkey, true);
+            self.slots[key].mutex = Some(m);
+            match taken {
+                Some(taken) => return Ok(self.held_if(key, taken)),
+                // A backend's own lock leaves the registry empty, but for a creation still
+                // running under the in-process lock of a configuration since replaced, which
+                // does hold the key (a stale caller asked above).
+                None if !stale && self.region.held_here(mkey) => return Ok(false),
+                None => {}
+            }
         }
-        Ok(taken)
+        let io = self.io;
+        let m = self.mutex(key);
+        let taken = match io {
+            Io::Blocking => m.try_acquire(),
+            Io::Async => m.try_acquire_async().await,
+        }
+        .map_err(|e| self.region.backend_failed(e, mkey))?;
+        Ok(self.held_if(key, taken))
     }
 
     async fn wait(&mut self, key: usize) -> Result<(), CreateError<E>> {
