@@ -546,6 +546,44 @@ mod tests {
     }
 
     #[test]
+    fn waiters_racing_a_release_never_sleep_through_it() {
+        // Round after round, a holder releases while three waiters are registering: a waiter
+        // whose mark and the release's swap crossed the wrong way would sleep to its deadline.
+        let locks = Arc::new(LocalLocks::new());
+        for round in 0..500 {
+            let (holder, taken) = locks.lock("k");
+            assert!(taken);
+            let barrier = Arc::new(std::sync::Barrier::new(4));
+            let waiters: Vec<_> = (0..3)
+                .map(|_| {
+                    let (m, barrier) = (locks.mutex("k"), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let started = Instant::now();
+                        m.wait(started + Duration::from_secs(60)).unwrap();
+                        started.elapsed()
+                    })
+                })
+                .collect();
+            barrier.wait();
+            holder.release().unwrap();
+            for w in waiters {
+                let waited = w.join().unwrap();
+                assert!(
+                    waited < Duration::from_secs(30),
+                    "round {round}: a waiter missed the release"
+                );
+            }
+            drop(holder);
+            assert_eq!(
+                locks.len(),
+                0,
+                "round {round}: the entry outlived its handles"
+            );
+        }
+    }
+
+    #[test]
     fn keys_share_a_lock_only_with_themselves_whatever_their_length_or_shard() {
         let locks = Arc::new(LocalLocks::new());
         // Keys below, at and past the inline size, two that differ only past it, and enough
