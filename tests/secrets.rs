@@ -69,6 +69,7 @@ fn debug_texts_show_secrets_as_stars() {
 }
 
 /// The error of configuring a region with `config`.
+#[cfg(any(feature = "redis", feature = "memcached"))]
 fn configure_error(config: RegionConfig) -> String {
     make_region().configure(config).unwrap_err().to_string()
 }

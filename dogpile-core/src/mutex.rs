@@ -201,6 +201,18 @@ const HELD: u8 = 1;
 /// the next release notifies nobody (harmless).
 const LISTENED: u8 = 2;
 
+impl KeyLock {
+    /// Takes the lock if it is free; `true` when taken.
+    fn take(&self) -> bool {
+        self.state.fetch_or(HELD, Ordering::Acquire) & HELD == 0
+    }
+
+    /// Whether somebody holds the lock.
+    fn held(&self) -> bool {
+        self.state.load(Ordering::Acquire) & HELD != 0
+    }
+}
+
 // The entry's and the handles' `Send`/`Sync` impls below rest on this.
 const _: fn() = || {
     fn shared_between_threads<T: Send + Sync>() {}
@@ -327,7 +339,7 @@ impl LocalLocks {
             (false, _) => false,
             // Made held, under the shard's lock: nobody else has seen it yet.
             (true, true) => true,
-            (true, false) => handle.try_acquire().unwrap_or(false),
+            (true, false) => handle.key_lock().take(),
         };
         (handle, taken)
     }
@@ -339,7 +351,7 @@ impl LocalLocks {
             .read()
             .find(hash, |e| e.key() == key.as_bytes())
             // SAFETY: the entry, and so its `KeyLock`, is alive under the shard's lock.
-            .is_some_and(|e| unsafe { e.lock.as_ref() }.state.load(Ordering::Acquire) & HELD != 0)
+            .is_some_and(|e| unsafe { e.lock.as_ref() }.held())
     }
 
     /// How many keys have an entry: for tests of the registry's bound.
@@ -378,7 +390,7 @@ impl LocalMutex {
     /// does not wait.
     fn listen_until_free(&self) -> Option<event_listener::EventListener> {
         let lock = self.key_lock();
-        if lock.state.load(Ordering::Acquire) & HELD == 0 {
+        if !lock.held() {
             return None;
         }
         let listener = lock.released.listen();
@@ -391,8 +403,7 @@ impl LocalMutex {
 
 impl CacheMutex for LocalMutex {
     fn try_acquire(&self) -> Result<bool> {
-        let before = self.key_lock().state.fetch_or(HELD, Ordering::Acquire);
-        Ok(before & HELD == 0)
+        Ok(self.key_lock().take())
     }
 
     fn wait(&self, deadline: Instant) -> Result<()> {
@@ -415,7 +426,7 @@ impl CacheMutex for LocalMutex {
     }
 
     fn locked(&self) -> Result<bool> {
-        Ok(self.key_lock().state.load(Ordering::Acquire) & HELD != 0)
+        Ok(self.key_lock().held())
     }
 
     // Taking and releasing an in-process lock never blocks: no pool needed.
