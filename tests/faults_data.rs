@@ -12,7 +12,9 @@ use std::time::SystemTime;
 
 use dogpile::backend::{Metadata, Payload, FORMAT_VERSION};
 use dogpile::clock::Timestamp;
-use dogpile::codec::{encode_envelope, encode_value};
+#[cfg(any(feature = "file", feature = "memcached"))]
+use dogpile::codec::encode_envelope;
+use dogpile::codec::encode_value;
 use dogpile::{make_region, CacheRegion, CachedValue};
 
 /// The value read at every key; the good one is a wide number (nine bytes encoded).
@@ -123,6 +125,7 @@ fn memory() {
 
 /// Raw entries as another program could leave them in a byte store: not envelopes, truncated
 /// envelopes, envelopes of another version, and envelopes of another type.
+#[cfg(any(feature = "file", feature = "memcached"))]
 fn bad_raw_entries() -> Vec<(&'static str, Vec<u8>)> {
     let envelope = |payload: Vec<u8>| {
         encode_envelope(&bytes_value(payload, FORMAT_VERSION)).expect("an envelope")

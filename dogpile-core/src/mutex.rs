@@ -4,7 +4,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
@@ -334,6 +334,7 @@ impl LocalLocks {
             registry: self.clone(),
             hash,
             lock,
+            holds: AtomicBool::new(false),
         };
         let taken = match (take, fresh) {
             (false, _) => false,
@@ -341,6 +342,7 @@ impl LocalLocks {
             (true, true) => true,
             (true, false) => handle.key_lock().take(),
         };
+        handle.holds.store(taken, Ordering::Relaxed);
         (handle, taken)
     }
 
@@ -367,6 +369,11 @@ pub(crate) struct LocalMutex {
     hash: u64,
     /// The entry's lock state: alive while this handle is (it counts in the entry's handles).
     lock: NonNull<KeyLock>,
+    /// Whether this handle took the lock and has not released it: a release by a handle that
+    /// does not hold the lock must leave another holder's lock alone (the contract of
+    /// [`CacheMutex::release`]). A handle serves one caller at a time (it moves between threads,
+    /// it is not raced), so a plain load and store keep it: no locked instruction on the miss.
+    holds: AtomicBool,
 }
 
 // SAFETY: a handle reads its `KeyLock` (`Sync`) through `lock`, which stays valid until the
@@ -403,7 +410,11 @@ impl LocalMutex {
 
 impl CacheMutex for LocalMutex {
     fn try_acquire(&self) -> Result<bool> {
-        Ok(self.key_lock().take())
+        let taken = self.key_lock().take();
+        if taken {
+            self.holds.store(true, Ordering::Relaxed);
+        }
+        Ok(taken)
     }
 
     fn wait(&self, deadline: Instant) -> Result<()> {
@@ -416,6 +427,12 @@ impl CacheMutex for LocalMutex {
     }
 
     fn release(&self) -> Result<()> {
+        // Another handle's lock, or released already (an async release dropped midway, then
+        // the guard's): nothing to do.
+        if !self.holds.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.holds.store(false, Ordering::Relaxed);
         let lock = self.key_lock();
         // Wake every waiter: they look at the value, which is there now, and need no lock. With
         // nobody waiting, the release is this one swap.
@@ -523,6 +540,32 @@ mod tests {
             .unwrap();
         assert!(b.try_acquire().unwrap());
         b.release().unwrap();
+    }
+
+    #[test]
+    fn a_release_by_a_handle_that_does_not_hold_the_lock_leaves_it_held() {
+        let locks = Arc::new(LocalLocks::new());
+        let (holder, taken) = locks.lock("k");
+        assert!(taken);
+        let other = locks.mutex("k");
+        assert!(!other.try_acquire().unwrap());
+        other.release().unwrap();
+        assert!(
+            locks.is_locked("k"),
+            "another handle's release freed the lock"
+        );
+        assert!(!other.try_acquire().unwrap(), "two holders");
+        // Released twice (an async release dropped midway, then the guard's): the second
+        // release must not free a lock somebody took in between.
+        holder.release().unwrap();
+        assert!(other.try_acquire().unwrap());
+        holder.release().unwrap();
+        assert!(
+            locks.is_locked("k"),
+            "a second release freed the next holder's lock"
+        );
+        other.release().unwrap();
+        assert!(!locks.is_locked("k"));
     }
 
     #[test]
