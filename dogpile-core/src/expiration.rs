@@ -136,6 +136,23 @@ mod tests {
     }
 
     #[test]
+    fn an_expiration_past_the_nanosecond_range_never_passes_and_sub_seconds_count() {
+        let latest = || Timestamp::from_nanos(u64::MAX);
+        assert!(!is_expired(Some(Duration::MAX), ts(0), latest));
+        assert!(!is_expired(
+            Some(Duration::from_secs(u64::MAX / 1_000_000_000 + 1)),
+            ts(0),
+            latest
+        ));
+        let ttl = Some(Duration::new(1, 500_000_000));
+        let at = |nanos: u64| move || Timestamp::from_nanos(1_000_000_000 + nanos);
+        assert!(!is_expired(ttl, ts(1), at(1_500_000_000)));
+        assert!(is_expired(ttl, ts(1), at(1_500_000_001)));
+        // A clock behind the stamp: not expired (age zero).
+        assert!(!is_expired(Some(Duration::from_nanos(1)), ts(5), || ts(4)));
+    }
+
+    #[test]
     fn zero_expires_at_once_and_never_never_does() {
         assert!(is_expired(Some(Duration::ZERO), ts(100), || ts(100)));
         assert!(is_expired(Some(Duration::ZERO), ts(100), || ts(99)));

@@ -211,13 +211,18 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 Ok(first) => first,
                 Err(e) => return Err((e.into(), Some(creator))),
             };
-            let floors = self.tag_floors(cfg, &options.tags);
-            let first = floors.demote(first, stamp);
-            let (first, mut seen) = match self.judge_first(cfg, options, first, stamp, ttl, &mkey) {
-                Ok(judged) => judged,
-                Err(e) => return Err((e.into(), Some(creator))),
-            };
-            seen.floors = floors;
+            // No tags and nothing to judge (the common call): the read is the answer.
+            let (first, seen) =
+                if options.tags.is_empty() && self.judges_first_as_read(cfg, options) {
+                    (first, Seen::stamped(stamp))
+                } else {
+                    let floors = self.tag_floors(cfg, &options.tags);
+                    let first = floors.demote(first, stamp);
+                    match self.judge_first(cfg, options, first, stamp, ttl, &mkey) {
+                        Ok((first, seen)) => (first, Seen { floors, ..seen }),
+                        Err(e) => return Err((e.into(), Some(creator))),
+                    }
+                };
             if let Lookup::Fresh(v) = first {
                 self.stats.incr(Counter::Hits);
                 return Ok(v);
@@ -283,21 +288,31 @@ impl<C: BackendCatalog> CacheRegion<C> {
             }
             let mkey = cfg.mangle(key);
             let (found, stamp, local) = self.peek_fresh::<T>(cfg, &mkey, ttl)?;
-            let found = match options.tags.is_empty() {
+            let found = match options.tags.is_empty() && self.judges_first_as_read(cfg, options) {
+                // The common call: the read is the answer.
                 true => found,
-                // Only times already known here: reading them is I/O, the call's to do.
-                false => cfg
-                    .tags
-                    .known_floors(&options.tags, cfg.clock.now_coarse())?
-                    .demote(found, Some(stamp)),
+                false => {
+                    let found = match options.tags.is_empty() {
+                        true => found,
+                        // Only times already known here: reading them is I/O, the call's to do.
+                        false => cfg
+                            .tags
+                            .known_floors(&options.tags, cfg.clock.now_coarse())?
+                            .demote(found, Some(stamp)),
+                    };
+                    let (found, seen) = self
+                        .judge_first(cfg, options, found, Some(stamp), ttl, &mkey)
+                        .ok()?;
+                    debug_assert!(
+                        !matches!(found, Lookup::Fresh(_)) || seen.early.is_none(),
+                        "a value due early is judged stale"
+                    );
+                    found
+                }
             };
-            let (found, seen) = self
-                .judge_first(cfg, options, found, Some(stamp), ttl, &mkey)
-                .ok()?;
             let Lookup::Fresh(v) = found else {
                 return None;
             };
-            debug_assert!(seen.early.is_none(), "a value due early is judged stale");
             if local {
                 self.stats.incr(Counter::LocalHits);
             }

@@ -66,6 +66,17 @@ pub(super) struct Seen {
     pub(super) floors: Floors,
 }
 
+impl Seen {
+    /// What a first read saw when nothing judges it further: its stamp alone.
+    #[inline]
+    pub(super) fn stamped(stamp: Option<Timestamp>) -> Self {
+        Seen {
+            stamp,
+            ..Seen::default()
+        }
+    }
+}
+
 /// What the resilience options keep of one key of a get-or-create call.
 pub(super) struct KeyWatch<T> {
     /// The value being regenerated early: its stamp, and why.
@@ -466,6 +477,18 @@ impl<T> CreateOptions<T> {
 }
 
 impl<C: BackendCatalog> CacheRegion<C> {
+    /// Whether [`judge_first`](Self::judge_first) leaves a call's first read as it is: no
+    /// per-call resilience option, and none of the region's that acts on a creation (so no early
+    /// refresh to judge). The call's tags are its caller's to ask about.
+    #[inline(always)]
+    pub(super) fn judges_first_as_read<T>(
+        &self,
+        cfg: &Configured,
+        options: &CreateOptions<T>,
+    ) -> bool {
+        options.resilience.is_none() && !cfg.resilience.acts_on_creation
+    }
+
     /// Judges a call's first read: a fresh value due for an early refresh (eager or XFetch)
     /// comes back stale, for this call's algorithm only. An error names an option the call set
     /// to a value no region can use.
@@ -479,12 +502,9 @@ impl<C: BackendCatalog> CacheRegion<C> {
         ttl: Option<Duration>,
         mkey: &str,
     ) -> Result<(Lookup<T>, Seen)> {
-        let mut seen = Seen {
-            stamp,
-            ..Seen::default()
-        };
+        let mut seen = Seen::stamped(stamp);
         // The common case, nothing on: no merge, no check.
-        if options.resilience.is_none() && !cfg.resilience.acts_on_creation {
+        if self.judges_first_as_read(cfg, options) {
             return Ok((found, seen));
         }
         let opts = cfg.resilience.for_call(options.resilience.as_ref())?;
