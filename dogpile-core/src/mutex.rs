@@ -371,8 +371,15 @@ pub(crate) struct LocalMutex {
     lock: NonNull<KeyLock>,
     /// Whether this handle took the lock and has not released it: a release by a handle that
     /// does not hold the lock must leave another holder's lock alone (the contract of
-    /// [`CacheMutex::release`]). A handle serves one caller at a time (it moves between threads,
-    /// it is not raced), so a plain load and store keep it: no locked instruction on the miss.
+    /// [`CacheMutex::release`]).
+    ///
+    /// Relaxed loads and stores (plain moves, no locked instruction on the miss), which is
+    /// enough because a handle has one user at a time: it lives only in a call's
+    /// `KeyMutex::Local` and then its `LockGuard`, moves between threads only through a spawn,
+    /// an executor or the creation runner (which order the move), and is released
+    /// synchronously, also by `release_async`. Nothing enforces that beyond this crate's own
+    /// use (the type is `Sync` for the call's futures); two threads releasing one handle at once
+    /// could both see `true`.
     holds: AtomicBool,
 }
 
@@ -427,8 +434,8 @@ impl CacheMutex for LocalMutex {
     }
 
     fn release(&self) -> Result<()> {
-        // Another handle's lock, or released already (an async release dropped midway, then
-        // the guard's): nothing to do.
+        // Another handle's lock, or this handle's released already (one release after
+        // another): nothing to do.
         if !self.holds.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -555,8 +562,8 @@ mod tests {
             "another handle's release freed the lock"
         );
         assert!(!other.try_acquire().unwrap(), "two holders");
-        // Released twice (an async release dropped midway, then the guard's): the second
-        // release must not free a lock somebody took in between.
+        // Released twice by the handle that took it, one release after the other: the second
+        // must not free a lock somebody took in between.
         holder.release().unwrap();
         assert!(other.try_acquire().unwrap());
         holder.release().unwrap();

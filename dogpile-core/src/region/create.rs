@@ -212,17 +212,17 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 Err(e) => return Err((e.into(), Some(creator))),
             };
             // No tags and nothing to judge (the common call): the read is the answer.
-            let (first, seen) =
-                if options.tags.is_empty() && self.judges_first_as_read(cfg, options) {
-                    (first, Seen::stamped(stamp))
-                } else {
-                    let floors = self.tag_floors(cfg, &options.tags);
-                    let first = floors.demote(first, stamp);
-                    match self.judge_first(cfg, options, first, stamp, ttl, &mkey) {
-                        Ok((first, seen)) => (first, Seen { floors, ..seen }),
-                        Err(e) => return Err((e.into(), Some(creator))),
-                    }
-                };
+            let (first, seen) = if options.tags.is_empty() && self.first_read_is_final(cfg, options)
+            {
+                (first, Seen::stamped(stamp))
+            } else {
+                let floors = self.tag_floors(cfg, &options.tags);
+                let first = floors.demote(first, stamp);
+                match self.judge_first(cfg, options, first, stamp, ttl, &mkey) {
+                    Ok((first, seen)) => (first, Seen { floors, ..seen }),
+                    Err(e) => return Err((e.into(), Some(creator))),
+                }
+            };
             if let Lookup::Fresh(v) = first {
                 self.stats.incr(Counter::Hits);
                 return Ok(v);
@@ -288,7 +288,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
             }
             let mkey = cfg.mangle(key);
             let (found, stamp, local) = self.peek_fresh::<T>(cfg, &mkey, ttl)?;
-            let found = match options.tags.is_empty() && self.judges_first_as_read(cfg, options) {
+            let found = match options.tags.is_empty() && self.first_read_is_final(cfg, options) {
                 // The common call: the read is the answer.
                 true => found,
                 false => {
@@ -491,6 +491,8 @@ impl<C: BackendCatalog> CacheRegion<C> {
         self.check_soft(&cfg, ttl, key)?;
         let mkey = cfg.mangle(key);
         // The hit first: nothing of the slow path (the source, its options) is built for it.
+        // (Not the blocking path's shortcut for a call with nothing to judge: a decorated
+        // `async fn`'s hit is answered before this, by `hit_now`.)
         let floors = self.tag_floors_async(&cfg, &options.tags).await;
         let (first, stamp) = self.lookup_stamped_async(&cfg, &mkey, ttl).await?;
         let first = floors.demote(first, stamp);

@@ -300,7 +300,8 @@ fn other_version(mkey: &str, version: u8) {
 /// Reads the `T` out of a stored payload; `None` (logged) when it holds something else.
 ///
 /// The memory backend's hit (the object, of the type asked for) is inlined; bytes to decode and
-/// a value of another type go out of line, so that their logging does not weigh on the hit.
+/// a value of another type go out of line, so that their logging does not weigh on the hit. The
+/// inlined part is a downcast and a clone, small enough to copy into the batch paths too.
 #[inline(always)]
 fn decode_payload<T: CacheValue>(
     payload: PayloadRef<'_>,
@@ -315,7 +316,7 @@ fn decode_payload<T: CacheValue>(
     decode_payload_out_of_line(payload, mkey, cfg)
 }
 
-/// [`decode_payload`] but for an object of the type asked for.
+/// The rest of [`decode_payload`]: bytes to decode, and an object of another type (logged).
 #[inline(never)]
 fn decode_payload_out_of_line<T: CacheValue>(
     payload: PayloadRef<'_>,

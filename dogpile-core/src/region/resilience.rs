@@ -481,7 +481,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
     /// per-call resilience option, and none of the region's that acts on a creation (so no early
     /// refresh to judge). The call's tags are its caller's to ask about.
     #[inline(always)]
-    pub(super) fn judges_first_as_read<T>(
+    pub(super) fn first_read_is_final<T>(
         &self,
         cfg: &Configured,
         options: &CreateOptions<T>,
@@ -504,7 +504,7 @@ impl<C: BackendCatalog> CacheRegion<C> {
     ) -> Result<(Lookup<T>, Seen)> {
         let mut seen = Seen::stamped(stamp);
         // The common case, nothing on: no merge, no check.
-        if self.judges_first_as_read(cfg, options) {
+        if self.first_read_is_final(cfg, options) {
             return Ok((found, seen));
         }
         let opts = cfg.resilience.for_call(options.resilience.as_ref())?;
