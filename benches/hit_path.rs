@@ -38,8 +38,9 @@
 //! async decorated hits (each in a function of its own, not inlined; the async one polled once
 //! with a no-op waker, as an executor polls a ready future) and exits, for
 //! `valgrind --tool=callgrind --toggle-collect='*one_hit_*'`; the same mode does `N` hits of the
-//! typed index prototype (`one_hit_typed`) and `N` of `cached` (`one_hit_cached`), each function
-//! its own `--toggle-collect`.
+//! typed index prototype (`one_hit_typed`), `N` of `region.get` on the decorated fn's key
+//! (`one_hit_get`) and `N` of `cached` (`one_hit_cached`), each function its own
+//! `--toggle-collect`.
 //!
 //! Region statistics are always on (per-thread counters), so every region figure includes them.
 //!
@@ -210,8 +211,15 @@ fn one_hit_cached(n: u64) -> String {
     cached_value(n)
 }
 
-/// `HIT_COUNT=N`: `N` blocking and `N` async decorated hits on a warm cache, `N` typed index
-/// prototype hits, `N` of its text-keyed twin and `N` `cached` hits, then exit.
+/// One `region.get` hit of the decorated fn's key (written into a reused buffer), for callgrind.
+#[inline(never)]
+fn one_hit_get(n: u64) -> Option<String> {
+    with_key(n, |key| REGION.get::<String>(key).expect("memory backend"))
+}
+
+/// `HIT_COUNT=N`: `N` blocking and `N` async decorated hits and `N` `region.get` hits on a warm
+/// cache, `N` typed index prototype hits, `N` of its text-keyed twin and `N` `cached` hits, then
+/// exit.
 fn count_mode(count: u64) -> ! {
     let index = TypedIndex::new();
     for n in 0..KEYS {
@@ -234,10 +242,11 @@ fn count_mode(count: u64) -> ! {
         for i in 0..count {
             black_box(one_hit_sync(black_box(i % KEYS)));
             black_box(one_hit_async(black_box(i % KEYS)));
+            black_box(one_hit_get(black_box(i % KEYS)));
         }
     });
     eprintln!(
-        "{count} hits each: blocking, async, typed index prototype, its text-keyed twin, cached"
+        "{count} hits each: blocking, async, region get, typed index prototype, its text-keyed twin, cached"
     );
     std::process::exit(0)
 }
