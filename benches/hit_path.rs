@@ -38,8 +38,9 @@
 //! async decorated hits (each in a function of its own, not inlined; the async one polled once
 //! with a no-op waker, as an executor polls a ready future) and exits, for
 //! `valgrind --tool=callgrind --toggle-collect='*one_hit_*'`; the same mode does `N` hits of the
-//! typed index prototype (`one_hit_typed`), `N` of `region.get` on the decorated fn's key
-//! (`one_hit_get`) and `N` of `cached` (`one_hit_cached`), each function its own
+//! typed index prototype (`one_hit_typed`), `N` of `region.get` and `N` of
+//! `region.get_or_create_async` on the decorated fn's key (`one_hit_get`,
+//! `one_hit_region_async`) and `N` of `cached` (`one_hit_cached`), each function its own
 //! `--toggle-collect`.
 //!
 //! Region statistics are always on (per-thread counters), so every region figure includes them.
@@ -173,7 +174,39 @@ fn bench_async(c: &mut Criterion) {
             })
         })
     });
+    let keys = decorated_keys();
+    group.bench_function("region get_or_create_async in tokio, 1 thread", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let n = black_box(i % KEYS);
+                    let got = REGION
+                        .get_or_create_async(&keys[n as usize], || async move { value(n) })
+                        .await;
+                    black_box(got.expect("memory backend"));
+                }
+                start.elapsed()
+            })
+        })
+    });
     group.finish();
+}
+
+/// The decorated fn's keys, as the macro writes them.
+fn decorated_keys() -> Vec<String> {
+    (0..KEYS).map(|n| with_key(n, str::to_owned)).collect()
+}
+
+/// One async `region.get_or_create_async` hit, its future made and polled once.
+#[inline(never)]
+fn one_hit_region_async(key: &str, n: u64) -> String {
+    let mut fut = std::pin::pin!(REGION.get_or_create_async(key, || async move { value(n) }));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::future::Future::poll(fut.as_mut(), &mut cx) {
+        std::task::Poll::Ready(v) => v.expect("memory backend"),
+        std::task::Poll::Pending => unreachable!("a memory-backend hit is ready at once"),
+    }
 }
 
 /// One blocking decorated hit, in a function of its own for callgrind's `--toggle-collect`.
@@ -239,10 +272,13 @@ fn count_mode(count: u64) -> ! {
             decorated_async(n).await;
             decorated(n);
         }
+        let keys = decorated_keys();
         for i in 0..count {
             black_box(one_hit_sync(black_box(i % KEYS)));
             black_box(one_hit_async(black_box(i % KEYS)));
             black_box(one_hit_get(black_box(i % KEYS)));
+            let n = black_box(i % KEYS);
+            black_box(one_hit_region_async(&keys[n as usize], n));
         }
     });
     eprintln!(

@@ -591,7 +591,7 @@ where
 {
     let mut body = Some(body);
     let out = region
-        .try_get_or_create_async(key.as_str(), options, || {
+        .try_get_or_create_async_past_hit(key.as_str(), options, || {
             let f = body.take();
             async move {
                 match f {

@@ -253,3 +253,49 @@ fn the_fast_check_leaves_blocking_backends_and_xfetch_to_the_call() {
     let per_call = CreateOptions::<u8>::new().early_expiration_beta(1.0);
     assert_eq!(memory_region.hit_now("k", &per_call), None);
 }
+
+// ------------------------------------------------------------------------------------------------
+// The region's own async get-or-create: the same fast check, before its future's slow part.
+
+#[test]
+fn a_region_async_hit_is_answered_at_once_and_its_future_stays_small() {
+    let region = CacheRegion::named("region-async");
+    let time = memory(&region, |c| c);
+    let made = AtomicUsize::new(0);
+    let create = || async {
+        made.fetch_add(1, Ordering::SeqCst);
+        7u64
+    };
+    assert_eq!(run(region.get_or_create_async("k", create)).unwrap(), 7);
+    let hits = region.stats().hits;
+    for _ in 0..3 {
+        let (answer, allocations) =
+            allocations_in(|| poll_once(region.get_or_create_async("k", create)));
+        assert_eq!(
+            answer.map(Result::unwrap),
+            Some(7),
+            "a hit is ready at the first poll"
+        );
+        assert_eq!(allocations, 0, "a hit allocates nothing");
+    }
+    assert_eq!(region.stats().hits, hits + 3, "each hit counted once");
+    // The lock algorithm's state is boxed: inline, it made every call's future over 2 KB
+    // (2,232 bytes for this one). It still holds its default options by value.
+    let size = std::mem::size_of_val(&region.get_or_create_async("k", create));
+    assert!(
+        size <= 512,
+        "the region's async get-or-create future is {size} bytes"
+    );
+
+    // What the check leaves to the call still goes the whole way: expired, then created again.
+    time.advance(Duration::from_secs(601));
+    assert_eq!(run(region.get_or_create_async("k", create)).unwrap(), 7);
+    assert_eq!(count(&made), 2, "the expired value was created again");
+    let options = CreateOptions::new();
+    let failed =
+        run(region.try_get_or_create_async("gone", &options, || async { Err::<u64, _>("down") }));
+    assert!(
+        failed.is_err(),
+        "a creator's error still reaches its caller"
+    );
+}

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use seize::{Collector, Guard};
+use seize::{Collector, Guard, LocalGuard};
 
 /// One collector for every region: configurations are replaced rarely, so they share it.
 static COLLECTOR: LazyLock<Collector> = LazyLock::new(Collector::new);
@@ -37,6 +37,20 @@ impl<T: Send + Sync> Slot<T> {
         f(unsafe { ptr.as_ref() })
     }
 
+    /// The current value, held for as long as the returned read lives: [`with`](Self::with)
+    /// without a closure, for a caller whose own code must stay inline. Keep it short, as for
+    /// `with`.
+    #[inline(always)]
+    pub(crate) fn pin(&self) -> Pinned<'_, T> {
+        let guard = COLLECTOR.enter();
+        let ptr = guard.protect(&self.ptr, Ordering::Acquire);
+        Pinned {
+            _guard: guard,
+            ptr,
+            _slot: std::marker::PhantomData,
+        }
+    }
+
     /// The current value.
     pub(crate) fn get(&self) -> Option<Arc<T>> {
         self.with(|v| v.cloned())
@@ -56,6 +70,25 @@ impl<T: Send + Sync> Slot<T> {
             // readers that loaded it hold guards, which `retire` waits for.
             unsafe { COLLECTOR.retire(old, seize::reclaim::boxed) };
         }
+    }
+}
+
+/// A slot's value as read by [`Slot::pin`]: valid while this lives (its guard holds back the
+/// value's reclamation), and borrowed from it, so no reference outlives the guard.
+pub(crate) struct Pinned<'s, T> {
+    _guard: LocalGuard<'static>,
+    /// Null, or the value the guard protects.
+    ptr: *mut Arc<T>,
+    _slot: std::marker::PhantomData<&'s Slot<T>>,
+}
+
+impl<T> Pinned<'_, T> {
+    /// The value, if the slot had one.
+    #[inline(always)]
+    pub(crate) fn get(&self) -> Option<&Arc<T>> {
+        // SAFETY: `ptr` is null or came from `Box::into_raw` in `store`; the guard this read
+        // owns keeps it from being reclaimed, and the reference borrows the read.
+        unsafe { self.ptr.as_ref() }
     }
 }
 
@@ -80,6 +113,20 @@ mod tests {
         fn drop(&mut self) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn a_pinned_read_sees_the_value_it_pinned_while_the_slot_moves_on() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let slot: Slot<Counted> = Slot::empty();
+        assert!(slot.pin().get().is_none());
+        slot.store(Arc::new(Counted(drops.clone(), 1)));
+        let read = slot.pin();
+        slot.store(Arc::new(Counted(drops.clone(), 2)));
+        // Replaced, but this read keeps seeing (and keeping alive) what it pinned.
+        assert_eq!(read.get().map(|c| c.1), Some(1));
+        drop(read);
+        assert_eq!(slot.pin().get().map(|c| c.1), Some(2));
     }
 
     #[test]
