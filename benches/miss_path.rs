@@ -9,12 +9,15 @@
 //! - `decorated #[cache_on_arguments]`: removed with the generated `decorated_invalidate(n)`;
 //! - `region get_or_create`: by hand, with a `format!` key made in the setup;
 //! - `region get_or_create (max_size)`: the same on a bounded memory backend (`max_size`);
+//! - `region get_or_create_async`: the same through the async call, its future polled to the
+//!   end on this thread (the memory backend never makes it wait);
 //! - `region set`: the store alone, for scale;
 //! - `cached #[cached]` (default and `sync_writes = "by_key"`): removed with `cache_remove`;
 //! - `moka get_with`: removed with `invalidate`.
 //!
 //! Instruction counts: with `MISS_COUNT=N` in the environment the bench does only `N` misses of
-//! the decorated fn and `N` of `#[cached]` (each in a function of its own, not inlined) and exits,
+//! the decorated fn, `N` of `#[cached]` and `N` of `region.get_or_create_async`
+//! (`one_miss_region_async`; each in a function of its own, not inlined) and exits,
 //! for `valgrind --tool=callgrind --toggle-collect='*one_miss*'` (BENCHMARKS.md, "Issue 19"):
 //!
 //! ```text
@@ -94,14 +97,32 @@ fn one_miss_cached(n: u64) -> String {
     cached_value(n)
 }
 
-/// `MISS_COUNT=N`: `N` misses of the decorated fn and of `#[cached]` on warm maps, then exit.
+/// One miss of `region.get_or_create_async`, its future polled to the end (the memory backend
+/// never makes it wait), likewise.
+#[inline(never)]
+fn one_miss_region_async(key: &str, n: u64) -> String {
+    let mut fut = std::pin::pin!(REGION.get_or_create_async(key, || async move { value(n) }));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = std::future::Future::poll(fut.as_mut(), &mut cx) {
+            return v.expect("memory backend");
+        }
+    }
+}
+
+/// `MISS_COUNT=N`: `N` misses of the decorated fn, of `#[cached]` and of
+/// `region.get_or_create_async` on warm maps, then exit.
 fn count_mode(count: u64) -> ! {
     REGION
         .configure(RegionConfig::new("dogpile.cache.memory").expiration_time(3600))
         .expect("memory region");
+    let keys: Vec<String> = (0..KEYS).map(|n| format!("miss:{n}")).collect();
     for n in 0..KEYS {
         decorated(n);
         cached_value(n);
+        REGION
+            .get_or_create(&keys[n as usize], || value(n))
+            .expect("memory");
     }
     for i in 0..count {
         let n = i % KEYS;
@@ -109,8 +130,10 @@ fn count_mode(count: u64) -> ! {
         black_box(one_miss_decorated(black_box(n)));
         let _ = CACHED_VALUE.write().cache_remove(&n);
         black_box(one_miss_cached(black_box(n)));
+        REGION.delete(&keys[n as usize]).expect("memory");
+        black_box(one_miss_region_async(&keys[n as usize], black_box(n)));
     }
-    eprintln!("{count} misses each: decorated, #[cached]");
+    eprintln!("{count} misses each: decorated, #[cached], region get_or_create_async");
     std::process::exit(0)
 }
 
@@ -180,6 +203,17 @@ fn miss_path(c: &mut Criterion) {
             (n, key)
         },
         |(n, key)| bounded.get_or_create(&key, || value(n)).expect("memory"),
+    );
+
+    bench_miss(
+        &mut g,
+        "region get_or_create_async",
+        |n| {
+            let key = format!("miss:{n}");
+            REGION.delete(&key).expect("memory");
+            (n, key)
+        },
+        |(n, key)| one_miss_region_async(&key, n),
     );
 
     bench_miss(
