@@ -66,9 +66,16 @@ impl<T: Send + Sync> Slot<T> {
         let new = Box::into_raw(Box::new(value));
         let old = self.ptr.swap(new, Ordering::AcqRel);
         if !old.is_null() {
-            // SAFETY: `old` came from `Box::into_raw` and is no longer reachable from the slot;
-            // readers that loaded it hold guards, which `retire` waits for.
-            unsafe { COLLECTOR.retire(old, seize::reclaim::boxed) };
+            // Retired through a guard of this thread's, which delays its reclamation until every
+            // reader is done, including one this thread still holds further up its stack (a
+            // `with` or a `pin` around code that configures the region again): seize allows
+            // the current thread to read a value retired this way, not one `Collector::retire`
+            // took.
+            let guard = COLLECTOR.enter();
+            // SAFETY: `old` came from `Box::into_raw` and is no longer reachable from the slot
+            // for a reader that comes after the swap; readers that loaded it hold guards, which
+            // reclamation waits for.
+            unsafe { guard.defer_retire(old, seize::reclaim::boxed) };
         }
     }
 }

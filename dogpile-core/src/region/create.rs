@@ -291,6 +291,11 @@ impl<C: BackendCatalog> CacheRegion<C> {
         {
             return None;
         }
+        // A backend that may block and no local tier: nothing here can answer, so the key is
+        // not even mangled (the call mangles it again).
+        if cfg.tier.is_none() && !cfg.never_blocks {
+            return None;
+        }
         let mkey = cfg.mangle(key);
         let (found, stamp, local) = self.peek_fresh::<T>(cfg, &mkey, ttl)?;
         let found = match options.tags.is_empty() && self.first_read_is_final(cfg, options) {
@@ -530,9 +535,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
         let ttl = cfg.ttl(options.expiration_time.as_ref());
         self.check_soft(&cfg, ttl, key)?;
         let mkey = cfg.mangle(key);
-        // The hit first: nothing of the slow path (the source, its options) is built for it.
-        // (Not the blocking path's shortcut for a call with nothing to judge: a decorated
-        // `async fn`'s hit is answered before this, by `hit_now`.)
+        // The read first: nothing of the slow path (the source, its options) is built for a hit
+        // that `hit_now` left to the call (a backend that may block, a value to judge). Not the
+        // blocking path's shortcut for a call with nothing to judge: the hit that needs no I/O
+        // was answered before this, by `hit_now`.
         let floors = self.tag_floors_async(&cfg, &options.tags).await;
         let (first, stamp) = self.lookup_stamped_async(&cfg, &mkey, ttl).await?;
         let first = floors.demote(first, stamp);
