@@ -201,10 +201,17 @@ fn decorated_keys() -> Vec<String> {
 /// One async `region.get_or_create_async` hit, its future made and polled once.
 #[inline(never)]
 fn one_hit_region_async(key: &str, n: u64) -> String {
-    let mut fut = std::pin::pin!(REGION.get_or_create_async(key, || async move { value(n) }));
+    ready_at_first_poll(REGION.get_or_create_async(key, || async move { value(n) }))
+        .expect("memory backend")
+}
+
+/// `fut`'s value from its first poll, as an executor polls a ready future (a no-op waker).
+#[inline(always)]
+fn ready_at_first_poll<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::future::Future::poll(fut.as_mut(), &mut cx) {
-        std::task::Poll::Ready(v) => v.expect("memory backend"),
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
         std::task::Poll::Pending => unreachable!("a memory-backend hit is ready at once"),
     }
 }
@@ -218,12 +225,7 @@ fn one_hit_sync(n: u64) -> String {
 /// One async decorated hit: the future made and polled once, as an executor would.
 #[inline(never)]
 fn one_hit_async(n: u64) -> String {
-    let mut fut = std::pin::pin!(decorated_async(n));
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::future::Future::poll(fut.as_mut(), &mut cx) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => unreachable!("a memory-backend hit is ready at once"),
-    }
+    ready_at_first_poll(decorated_async(n))
 }
 
 /// One typed-index-prototype hit, for callgrind.

@@ -297,29 +297,25 @@ impl<C: BackendCatalog> CacheRegion<C> {
             return None;
         }
         let mkey = cfg.mangle(key);
-        let (found, stamp, local) = self.peek_fresh::<T>(cfg, &mkey, ttl)?;
-        let found = match options.tags.is_empty() && self.first_read_is_final(cfg, options) {
-            // The common call: the read is the answer.
-            true => found,
-            false => {
-                let found = match options.tags.is_empty() {
-                    true => found,
-                    // Only times already known here: reading them is I/O, the call's to do.
-                    false => cfg
-                        .tags
-                        .known_floors(&options.tags, cfg.clock.now_coarse())?
-                        .demote(found, Some(stamp)),
-                };
-                let (found, seen) = self
-                    .judge_first(cfg, options, found, Some(stamp), ttl, &mkey)
-                    .ok()?;
-                debug_assert!(
-                    !matches!(found, Lookup::Fresh(_)) || seen.early.is_none(),
-                    "a value due early is judged stale"
-                );
-                found
-            }
-        };
+        let (mut found, stamp, local) = self.peek_fresh::<T>(cfg, &mkey, ttl)?;
+        // The common call (no tags, nothing to judge) skips both steps: the read is the answer.
+        if !options.tags.is_empty() {
+            // Only times already known here: reading them is I/O, the call's to do.
+            let floors = cfg
+                .tags
+                .known_floors(&options.tags, cfg.clock.now_coarse())?;
+            found = floors.demote(found, Some(stamp));
+        }
+        if !self.first_read_is_final(cfg, options) {
+            let seen;
+            (found, seen) = self
+                .judge_first(cfg, options, found, Some(stamp), ttl, &mkey)
+                .ok()?;
+            debug_assert!(
+                !matches!(found, Lookup::Fresh(_)) || seen.early.is_none(),
+                "a value due early is judged stale"
+            );
+        }
         let Lookup::Fresh(v) = found else {
             return None;
         };
@@ -332,7 +328,8 @@ impl<C: BackendCatalog> CacheRegion<C> {
 
     /// A fresh value at `mkey` read without I/O, with its creation stamp and whether the local
     /// tier held it; nothing counted (a read that finds anything else is the call's to make and
-    /// count). Always inlined, as `hit_now` is.
+    /// count). Always inlined, as `hit_now` is, which has already given up on a backend that may
+    /// block with no local tier in front of it.
     #[inline(always)]
     fn peek_fresh<T: CacheValue>(
         &self,
@@ -350,9 +347,10 @@ impl<C: BackendCatalog> CacheRegion<C> {
             )?;
             return Some((Lookup::Fresh(v), stamp, true));
         }
-        if !cfg.never_blocks {
-            return None;
-        }
+        debug_assert!(
+            cfg.never_blocks,
+            "hit_now reads only a backend that never blocks"
+        );
         let mut found = None;
         cfg.backend
             .visit(mkey, &mut |v| {
