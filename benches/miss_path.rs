@@ -13,11 +13,20 @@
 //!   end on this thread (the memory backend never makes it wait);
 //! - `region set`: the store alone, for scale;
 //! - `cached #[cached]` (default and `sync_writes = "by_key"`): removed with `cache_remove`;
-//! - `moka get_with`: removed with `invalidate`.
+//! - `moka get_with`: removed with `invalidate`;
+//! - `floor papaya<String, Arc<dyn Any>>`: what any shared, string-keyed, type-erased cache
+//!   with lock-free reads pays at least on a miss (the hit path's `floor papaya`, missed): the
+//!   decorated fn's key made with `format!`, a lookup that finds nothing in `papaya`'s map of
+//!   `String` to `Arc<dyn Any>` (foldhash, as the memory backend), the body, the value's
+//!   `Arc`, the insert and the caller's clone. No lock per key, expiration stamp, statistics,
+//!   configuration or second read;
+//! - `floor RwLock<HashMap<String, Arc<dyn Any>>>`: the same behind one `parking_lot` lock,
+//!   the store `#[cached]` has but with the key text and the type erasure.
 //!
 //! Instruction counts: with `MISS_COUNT=N` in the environment the bench does only `N` misses of
-//! the decorated fn, `N` of `#[cached]` and `N` of `region.get_or_create_async`
-//! (`one_miss_region_async`; each in a function of its own, not inlined) and exits,
+//! the decorated fn, `N` of `#[cached]`, `N` of `region.get_or_create_async`
+//! (`one_miss_region_async`) and `N` of the papaya floor (`one_miss_floor_papaya`), each in a
+//! function of its own, not inlined, and exits,
 //! for `valgrind --tool=callgrind --toggle-collect='*one_miss*'` (BENCHMARKS.md, "Issue 19"):
 //!
 //! ```text
@@ -25,7 +34,10 @@
 //!     <target>/release/deps/miss_path-<hash> --bench
 //! ```
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cached::Cached;
@@ -54,6 +66,52 @@ static REGION: CacheRegion = CacheRegion::named("miss");
 #[dogpile::cache_on_arguments(region = REGION)]
 fn decorated(n: u64) -> String {
     value(n)
+}
+
+/// A value as a type-erased store keeps it.
+type Erased = Arc<dyn Any + Send + Sync>;
+
+/// The decorated fn's key text for `n`, as its generated code writes it.
+fn floor_key(n: u64) -> String {
+    format!("{}:decorated|{n}", module_path!())
+}
+
+/// The floor maps: `papaya`'s lock-free map (the memory backend's) and one behind a lock.
+struct Floors {
+    papaya: papaya::HashMap<String, Erased, foldhash::fast::RandomState>,
+    locked: parking_lot::RwLock<HashMap<String, Erased, foldhash::fast::RandomState>>,
+}
+
+impl Floors {
+    fn new() -> Self {
+        Floors {
+            papaya: papaya::HashMap::with_hasher(Default::default()),
+            locked: parking_lot::RwLock::new(HashMap::with_hasher(Default::default())),
+        }
+    }
+
+    /// A get-or-create on the papaya map: the read, the body, the store.
+    fn papaya_get_or_create(&self, n: u64) -> String {
+        let key = floor_key(n);
+        let map = self.papaya.pin();
+        if let Some(v) = map.get(key.as_str()) {
+            return v.downcast_ref::<String>().expect("a String").clone();
+        }
+        let v = value(n);
+        map.insert(key, Arc::new(v.clone()));
+        v
+    }
+
+    /// The same on the locked map: a read under the shared lock, the store under the exclusive.
+    fn locked_get_or_create(&self, n: u64) -> String {
+        let key = floor_key(n);
+        if let Some(v) = self.locked.read().get(key.as_str()) {
+            return v.downcast_ref::<String>().expect("a String").clone();
+        }
+        let v = value(n);
+        self.locked.write().insert(key, Arc::new(v.clone()));
+        v
+    }
 }
 
 /// A counter cycling through the key space: each call of the setup gives the next id.
@@ -97,6 +155,12 @@ fn one_miss_cached(n: u64) -> String {
     cached_value(n)
 }
 
+/// One miss of the papaya floor, likewise.
+#[inline(never)]
+fn one_miss_floor_papaya(floors: &Floors, n: u64) -> String {
+    floors.papaya_get_or_create(n)
+}
+
 /// One miss of `region.get_or_create_async`, its future polled to the end (the memory backend
 /// never makes it wait), likewise.
 #[inline(never)]
@@ -117,9 +181,11 @@ fn count_mode(count: u64) -> ! {
         .configure(RegionConfig::new("dogpile.cache.memory").expiration_time(3600))
         .expect("memory region");
     let keys: Vec<String> = (0..KEYS).map(|n| format!("miss:{n}")).collect();
+    let floors = Floors::new();
     for n in 0..KEYS {
         decorated(n);
         cached_value(n);
+        floors.papaya_get_or_create(n);
         REGION
             .get_or_create(&keys[n as usize], || value(n))
             .expect("memory");
@@ -132,8 +198,12 @@ fn count_mode(count: u64) -> ! {
         black_box(one_miss_cached(black_box(n)));
         REGION.delete(&keys[n as usize]).expect("memory");
         black_box(one_miss_region_async(&keys[n as usize], black_box(n)));
+        floors.papaya.pin().remove(floor_key(n).as_str());
+        black_box(one_miss_floor_papaya(&floors, black_box(n)));
     }
-    eprintln!("{count} misses each: decorated, #[cached], region get_or_create_async");
+    eprintln!(
+        "{count} misses each: decorated, #[cached], region get_or_create_async, papaya floor"
+    );
     std::process::exit(0)
 }
 
@@ -167,8 +237,11 @@ fn miss_path(c: &mut Criterion) {
     let stats = REGION.stats();
     assert_eq!(stats.creations, 2 * KEYS, "every warm-up call was a miss");
     let moka: moka::sync::Cache<u64, String> = moka::sync::Cache::new(2 * KEYS);
+    let floors = Floors::new();
     for n in 0..KEYS {
         moka.get_with(n, || value(n));
+        floors.papaya_get_or_create(n);
+        floors.locked_get_or_create(n);
     }
 
     let mut g = c.benchmark_group("miss");
@@ -254,6 +327,26 @@ fn miss_path(c: &mut Criterion) {
             n
         },
         |n| moka.get_with(n, || value(n)),
+    );
+
+    bench_miss(
+        &mut g,
+        "floor papaya<String, Arc<dyn Any>>",
+        |n| {
+            floors.papaya.pin().remove(floor_key(n).as_str());
+            n
+        },
+        |n| floors.papaya_get_or_create(n),
+    );
+
+    bench_miss(
+        &mut g,
+        "floor RwLock<HashMap<String, Arc<dyn Any>>>",
+        |n| {
+            floors.locked.write().remove(floor_key(n).as_str());
+            n
+        },
+        |n| floors.locked_get_or_create(n),
     );
 
     g.finish();
