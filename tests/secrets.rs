@@ -16,6 +16,7 @@ const SECRETS: &[&str] = &[
     "private.pem",
     "tok-123",
     "user:",
+    "sl4sh",
 ];
 
 fn assert_hidden(text: &str) {
@@ -66,6 +67,16 @@ fn debug_texts_show_secrets_as_stars() {
     assert_eq!(value.to_string(), "[\"redis://***@h:1\"]");
     let args = Arguments::new().with("password", "hunter2");
     assert_hidden(&format!("{args:?}"));
+    // A password written with `/`, `?` or `#` unescaped (the URL is not a valid one, and its
+    // authority would end at the `/`).
+    for url in [
+        "redis://:sl4sh/pw@h:1/0",
+        "redis://u:sl4sh?pw@h:1",
+        "u:sl4sh#pw@h:1",
+    ] {
+        let c = RegionConfig::new("dogpile.cache.redis").argument("url", url);
+        assert_hidden(&format!("{c:?}"));
+    }
 }
 
 /// The error of configuring a region with `config`.
@@ -98,6 +109,10 @@ fn redis_configuration_errors_hide_secrets() {
     let e = redis(&[("url", "redis://user:hunter2@h:notaport".into())]);
     assert_hidden(&e);
     assert!(e.contains("redis://***@h:notaport"), "{e}");
+    // A password with an unescaped `/`: the URL does not parse, and the error says so without it.
+    let e = redis(&[("url", "redis://:sl4sh/pw@h:1/0".into())]);
+    assert_hidden(&e);
+    assert!(e.starts_with("arguments.url: "), "{e}");
     // The backend's own Debug.
     let backend = dogpile::backend::redis::RedisBackend::from_arguments(
         &Arguments::new()
@@ -115,6 +130,7 @@ fn memcached_configuration_errors_hide_secrets() {
         "memcache://user:hunter2@127.0.0.1:1",
         "127.0.0.1:1, memcache://:hunter2@h:2",
         "redis://user:hunter2@h:1",
+        "memcache://u:sl4sh/pw@h:1",
     ] {
         let e = configure_error(RegionConfig::new("dogpile.cache.memcached").argument("url", url));
         assert_hidden(&e);

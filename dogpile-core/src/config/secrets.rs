@@ -96,6 +96,10 @@ pub(super) fn is_credential(name: &str) -> bool {
 /// assert_eq!(redact_url("user:pw@host:6379"), "***@host:6379");
 /// assert_eq!(redact_url("redis://host:6379/0"), "redis://host:6379/0");
 /// assert_eq!(redact_url("/var/cache/a@b"), "/var/cache/a@b");
+/// // A password with `/`, `?` or `#` unescaped: the URL does not parse, and no part of the
+/// // password shows in what says so.
+/// assert_eq!(redact_url("redis://:s3cr/et@host:6379/0"), "redis://***@host:6379/0");
+/// assert_eq!(redact_url("memcache://u:p?w#d@host"), "memcache://***@host");
 /// ```
 pub fn redact_url(url: &str) -> Cow<'_, str> {
     match url_credentials(url) {
@@ -109,12 +113,19 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
 }
 
 /// Where the credentials of a URL are: between the scheme's `://` (or the start) and the last
-/// `@` before the path.
+/// `@` of the text.
+///
+/// Not the last `@` before the path: a password written with `/`, `?` or `#` unescaped would
+/// end the authority early and show. Taking the last `@` of the whole text hides the host too
+/// when a path or query holds an `@`: hiding too much is the safe side. A text with no scheme
+/// that starts with `/` is a file path, whose `@` is no credential.
 fn url_credentials(url: &str) -> Option<std::ops::Range<usize>> {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[start..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    authority.rfind('@').map(|at| start..start + at)
+    let (start, rest) = match url.find("://") {
+        Some(i) => (i + 3, &url[i + 3..]),
+        None if url.starts_with('/') => return None,
+        None => (0, url),
+    };
+    rest.rfind('@').map(|at| start..start + at)
 }
 
 /// The texts of `value` that are secret: all of it for a secret argument, the credentials of
