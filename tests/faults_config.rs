@@ -517,15 +517,15 @@ fn the_typed_argument_errors() {
     );
     assert_eq!(
         e(args.seconds("n").map(|_| ())),
-        "arguments.n: expected a number of seconds (0 or more), got an integer -1"
+        "arguments.n: expected a number of seconds (0 to 3155760000, a hundred years), got an integer -1"
     );
     assert_eq!(
         e(args.seconds("big").map(|_| ())),
-        "arguments.big: expected a number of seconds (0 or more), got a float 20000000000000000000"
+        "arguments.big: expected a number of seconds (0 to 3155760000, a hundred years), got a float 20000000000000000000"
     );
     assert_eq!(
         e(args.seconds("b").map(|_| ())),
-        "arguments.b: expected a number of seconds (0 or more), got a boolean true"
+        "arguments.b: expected a number of seconds (0 to 3155760000, a hundred years), got a boolean true"
     );
     assert_eq!(
         e(args.string("l").map(|_| ())),
@@ -682,7 +682,7 @@ fn the_memcached_errors() {
     );
     assert_eq!(
         mc(&[url(), ("socket_timeout", ArgValue::Float(-1.0))]),
-        "arguments.socket_timeout: expected a number of seconds (0 or more), got a float -1"
+        "arguments.socket_timeout: expected a number of seconds (0 to 3155760000, a hundred years), got a float -1"
     );
     assert_eq!(
         mc(&[url(), ("memcached_expire_time", ArgValue::Int(2_592_001))]),
@@ -698,7 +698,7 @@ fn the_memcached_errors() {
     );
     assert_eq!(
         mc(&[url(), ("lock_timeout", ArgValue::Str("soon".into()))]),
-        "arguments.lock_timeout: expected a number of seconds (0 or more), got a string \"soon\""
+        "arguments.lock_timeout: expected a number of seconds (0 to 3155760000, a hundred years), got a string \"soon\""
     );
     assert_eq!(
         mc(&[url(), ("distributed_lock", ArgValue::Str("yes".into()))]),
@@ -707,19 +707,26 @@ fn the_memcached_errors() {
 }
 
 /// A huge socket timeout must not overflow a deadline at the first call: an error naming the
-/// server (nobody listens), not a panic.
+/// server (nobody listens), not a panic; past a hundred years, a configuration error.
 #[cfg(feature = "memcached")]
 #[test]
 fn a_huge_socket_timeout_is_no_panic() {
     let nobody = format!("127.0.0.1:{}", support::free_port());
-    for timeout in [1e9, 1e15, 1.8e19] {
-        let region = make_region()
-            .configure(
-                RegionConfig::new("dogpile.cache.memcached")
-                    .argument("url", nobody.clone())
-                    .argument("socket_timeout", timeout),
-            )
-            .unwrap();
+    let config = |timeout: f64| {
+        RegionConfig::new("dogpile.cache.memcached")
+            .argument("url", nobody.clone())
+            .argument("socket_timeout", timeout)
+    };
+    for timeout in [1e15, 1.8e19] {
+        let e = make_region().configure(config(timeout)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("arguments.socket_timeout: expected a number of seconds"),
+            "{e}"
+        );
+    }
+    for timeout in [1e9, 3_155_760_000.0] {
+        let region = make_region().configure(config(timeout)).unwrap();
         let got = catch_unwind(AssertUnwindSafe(|| region.get::<u8>("k")));
         match got {
             Ok(Err(e)) => assert!(e.to_string().contains(&nobody), "{e}"),
@@ -727,4 +734,42 @@ fn a_huge_socket_timeout_is_no_panic() {
             Err(_) => panic!("socket_timeout = {timeout} panics at the first call"),
         }
     }
+}
+
+/// A duration too long for the clock is a configuration error, never a panic: a Redis
+/// `socket_timeout` of 1e19 seconds overflowed `connect + reply` while configuring, and a
+/// `pool_timeout` of 9.3e18 overflowed `now + pool_timeout` on every call.
+#[test]
+#[cfg(feature = "redis")]
+fn durations_past_a_hundred_years_are_errors_not_panics() {
+    use dogpile::backend::redis::RedisBackend;
+    for (name, secs) in [
+        ("socket_timeout", 1e19),
+        ("socket_connect_timeout", 1e19),
+        ("pool_timeout", 9.3e18),
+        ("lock_timeout", 1e19),
+        ("lock_sleep", 1e12),
+    ] {
+        let args = Arguments::new()
+            .with("url", "redis://127.0.0.1:1/0")
+            .with(name, secs);
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            RedisBackend::from_arguments(&args).map(|_| ())
+        }));
+        let e = made
+            .unwrap_or_else(|_| panic!("{name} = {secs} panicked"))
+            .expect_err(name)
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "arguments.{name}: expected a number of seconds (0 to 3155760000, a hundred years), got a float {secs}"
+            )
+        );
+    }
+    // A hundred years itself is taken.
+    let args = Arguments::new()
+        .with("url", "redis://127.0.0.1:1/0")
+        .with("pool_timeout", 3_155_760_000i64);
+    assert!(RedisBackend::from_arguments(&args).is_ok());
 }

@@ -238,7 +238,7 @@ fn lock_blocking_timeout_and_lock_blocking_in_config_maps() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "cache.lock_blocking_timeout: expected a number of seconds (0 or more) or none; got \"soon\""
+        "cache.lock_blocking_timeout: expected a number of seconds (0 to 3155760000, a hundred years) or none; got \"soon\""
     );
 }
 

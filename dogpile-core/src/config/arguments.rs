@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::secrets::{
     is_credential, is_secret_argument, redact_url, secret_texts, Secret, REDACTED,
 };
+use super::MAX_SECONDS;
 use crate::error::{Error, Result};
 
 /// One backend argument.
@@ -410,13 +411,32 @@ impl Arguments {
         })
     }
 
-    /// A duration given in seconds (whole or fractional, not negative).
+    /// A duration given in seconds (whole or fractional, from 0 to [`MAX_SECONDS`](super::MAX_SECONDS), a hundred
+    /// years: a longer one is a mistake, and a deadline that far would overflow the clock).
+    ///
+    /// ```
+    /// use dogpile_core::config::Arguments;
+    ///
+    /// let args = Arguments::new().with("socket_timeout", 2.5).with("lock_timeout", 1e19);
+    /// assert_eq!(args.seconds("socket_timeout").unwrap(), Some(std::time::Duration::from_millis(2500)));
+    /// let e = args.seconds("lock_timeout").unwrap_err().to_string();
+    /// assert!(e.starts_with("arguments.lock_timeout: expected a number of seconds"), "{e}");
+    /// ```
     pub fn seconds(&self, name: &str) -> Result<Option<Duration>> {
-        self.typed(name, "a number of seconds (0 or more)", |v| match v {
-            ArgValue::Int(i) => u64::try_from(*i).ok().map(Duration::from_secs),
-            ArgValue::Float(x) => Duration::try_from_secs_f64(*x).ok(),
-            _ => None,
-        })
+        self.typed(
+            name,
+            "a number of seconds (0 to 3155760000, a hundred years)",
+            |v| match v {
+                ArgValue::Int(i) => u64::try_from(*i)
+                    .ok()
+                    .filter(|&s| s <= MAX_SECONDS)
+                    .map(Duration::from_secs),
+                ArgValue::Float(x) => Duration::try_from_secs_f64(*x)
+                    .ok()
+                    .filter(|d| *d <= Duration::from_secs(MAX_SECONDS)),
+                _ => None,
+            },
+        )
     }
 
     /// Fails, naming the argument, if any argument is not in `known`: a mistyped argument is

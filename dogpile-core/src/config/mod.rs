@@ -406,18 +406,27 @@ pub(crate) fn boolean(key: &str, value: &str) -> Result<bool> {
 /// A number of seconds from a config map value, as dogpile writes them: an integer or a float, 0
 /// or more; `none` for unset. The one reading of every duration key of the region.
 pub(crate) fn seconds(key: &str, value: &str) -> Result<Option<Duration>> {
+    let max = Duration::from_secs(MAX_SECONDS);
     match coerce_string(value) {
         ArgValue::None => Ok(None),
-        ArgValue::Int(i) if i >= 0 => Ok(Some(Duration::from_secs(i as u64))),
-        ArgValue::Float(x) if Duration::try_from_secs_f64(x).is_ok() => {
+        ArgValue::Int(i) if (0..=MAX_SECONDS as i64).contains(&i) => {
+            Ok(Some(Duration::from_secs(i as u64)))
+        }
+        ArgValue::Float(x) if Duration::try_from_secs_f64(x).is_ok_and(|d| d <= max) => {
             Ok(Duration::try_from_secs_f64(x).ok())
         }
         other => Err(Error::config(
             key,
-            format!("expected a number of seconds (0 or more) or none; got {other}"),
+            format!(
+                "expected a number of seconds (0 to {MAX_SECONDS}, a hundred years) or none; got {other}"
+            ),
         )),
     }
 }
+
+/// The longest duration a configuration may give, in seconds: a hundred years. Longer is a
+/// mistake, and a deadline that far from now would overflow the monotonic clock (a panic).
+pub const MAX_SECONDS: u64 = 3_155_760_000;
 
 impl From<&str> for RegionConfig {
     fn from(name: &str) -> Self {

@@ -423,7 +423,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "c.hard_timeout: expected a number of seconds (0 or more) or none; got -2"
+            "c.hard_timeout: expected a number of seconds (0 to 3155760000, a hundred years) or none; got -2"
         );
     }
 
@@ -477,7 +477,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "c.soft_timeout: expected a number of seconds (0 or more) or none; got \"soon\""
+            "c.soft_timeout: expected a number of seconds (0 to 3155760000, a hundred years) or none; got \"soon\""
         );
         r.soft_timeout = Some(Duration::from_secs(3));
         assert!(r
