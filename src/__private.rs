@@ -222,6 +222,9 @@ pub struct Site {
     pub generator: Option<FunctionKeyGenerator>,
     /// The `key = "…"` template of the attribute.
     pub template: Option<&'static [Piece]>,
+    /// For a generic batch function, `|` and what tells its instances apart (type names, const
+    /// values), written after each id's default key.
+    pub instance: Option<String>,
 }
 
 thread_local! {
@@ -731,6 +734,9 @@ pub fn multi_keys<K: KeyArg>(region: &CacheRegion, site: &Site, items: &[K]) -> 
                 let mut key = String::with_capacity(site.prefix.len() + 8);
                 key.push_str(site.prefix);
                 a.write_key(&mut key);
+                if let Some(instance) = &site.instance {
+                    key.push_str(instance);
+                }
                 key
             })
             .collect(),
@@ -747,8 +753,8 @@ fn multi_failed(region: &CacheRegion, what: &str, error: &dogpile_core::Error) {
 enum MultiFail<V> {
     /// The body had been taken already.
     Gone,
-    /// The body returned another number of values than it was given keys.
-    Count(Vec<V>),
+    /// The body returned another number of values than the ids it was given (the second).
+    Count(Vec<V>, usize),
 }
 
 /// A batch call returning `Vec<V>`: every key looked up, the body called once with the missing
@@ -788,18 +794,29 @@ where
         let wanted = missing_items(&keys, items, missing);
         let values = f(&wanted);
         if values.len() != wanted.len() {
-            return Err(MultiFail::Count(values));
+            return Err(MultiFail::Count(values, wanted.len()));
         }
         made = Some(values.clone());
         Ok(values)
     });
     match out {
         Ok(v) => v,
-        Err(CreateError::Creator(MultiFail::Count(values))) => {
+        Err(CreateError::Creator(MultiFail::Count(values, given))) => {
             tracing::warn!(
                 region = region.name(),
                 function = site.info.name,
                 "a batch function returned another number of values than it was given ids: nothing cached"
+            );
+            // Given every id, its answer is the one the function itself gives. Given only the
+            // missing ones, its values cannot be matched to them, and returning them would
+            // hand the caller values at the wrong ids.
+            assert!(
+                given == items.len(),
+                "`{}` returned {} values for the {given} ids it was given (the {} others were cached): \
+                 a batch function returns one value per id, in order",
+                site.info.name,
+                values.len(),
+                items.len() - given,
             );
             values
         }

@@ -256,6 +256,7 @@ proptest! {
             prefix: "m:f|",
             generator: None,
             template: Some(template),
+            instance: None,
         };
         let region = CacheRegion::new();
         assert_injective(

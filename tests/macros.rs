@@ -381,15 +381,32 @@ fn generic_functions_with_key_arguments() {
         format!("{value:?}")
     }
 
+    #[cache_on_arguments(region = REGION)]
+    fn width<const N: usize>(value: impl KeyArg + std::fmt::Display) -> String {
+        format!("{value:>N$}")
+    }
+
     let map = setup(&REGION);
     assert_eq!(describe(5u8), "5");
     assert_eq!(describe("x"), "\"x\"");
     assert_eq!(describe_get::<&str>("x").as_deref(), Some("\"x\""));
+    // The same key text from another type is another key: each instance has its own values.
+    assert_eq!(describe("5"), "\"5\"");
+    assert_eq!(describe(Some(5u8)), "Some(5)");
+    assert_eq!(describe_get::<u8>(5).as_deref(), Some("5"));
+    assert_eq!(width::<3>(7u8), "  7");
+    assert_eq!(width::<2>(7u8), " 7");
+    assert_eq!(width::<2>("7"), " 7");
     assert_eq!(
         map.keys(),
         vec![
-            "macros:describe|5".to_string(),
-            "macros:describe|x".to_string(),
+            "macros:describe|5|&str".to_string(),
+            "macros:describe|5|core::option::Option<u8>".to_string(),
+            "macros:describe|5|u8".to_string(),
+            "macros:describe|x|&str".to_string(),
+            "macros:width|7|2,&str".to_string(),
+            "macros:width|7|2,u8".to_string(),
+            "macros:width|7|3,u8".to_string(),
         ]
     );
 }
@@ -758,6 +775,65 @@ fn multi_calls_the_body_once_with_the_missing_ids_in_caller_order() {
     assert_eq!(names_uncached(&[1]), vec!["n1"]);
 }
 
+/// A generic batch function is one function per instance: the same id text from another type
+/// is another key.
+#[test]
+fn a_generic_batch_function_keeps_its_instances_apart() {
+    static REGION: CacheRegion = CacheRegion::new();
+
+    #[cache_multi_on_arguments(region = REGION)]
+    fn shown<T: KeyArg + std::fmt::Debug + Clone>(ids: &[T]) -> Vec<String> {
+        ids.iter().map(|i| format!("{i:?}")).collect()
+    }
+
+    let map = setup(&REGION);
+    assert_eq!(shown(&[5u8, 6]), vec!["5", "6"]);
+    assert_eq!(shown(&["5"]), vec!["\"5\""]);
+    assert_eq!(shown_get(&[6u8]), vec![Some("6".to_string())]);
+    assert_eq!(shown_get(&["6"]), vec![None]);
+    assert_eq!(
+        map.keys(),
+        vec![
+            "macros:shown|5|&str".to_string(),
+            "macros:shown|5|u8".to_string(),
+            "macros:shown|6|u8".to_string(),
+        ]
+    );
+}
+
+/// A batch body that returns another number of values than the ids it was given: given every
+/// id, its answer is returned as is; given only the uncached ones, the call panics rather than
+/// hand back values at the wrong ids (it returned `["v2"]` for `[1, 2, 3]`, `v1` cached).
+#[test]
+fn a_batch_body_with_a_wrong_count_never_pairs_values_with_the_wrong_ids() {
+    static REGION: CacheRegion = CacheRegion::new();
+
+    #[cache_multi_on_arguments(region = REGION)]
+    fn first_only(ids: &[u32]) -> Vec<String> {
+        vec![format!("v{}", ids[0])]
+    }
+
+    setup(&REGION);
+    assert_eq!(first_only(&[1]), vec!["v1"]);
+    // Every id missing: what the function itself returns, nothing cached.
+    assert_eq!(first_only(&[7, 8]), vec!["v7"]);
+    assert_eq!(first_only_get(&[7, 8]), vec![None, None]);
+    // `1` cached, `2` and `3` missing.
+    let got = std::panic::catch_unwind(|| first_only(&[1, 2, 3]));
+    let message = *got
+        .expect_err("no values at the wrong ids")
+        .downcast::<String>()
+        .unwrap();
+    assert!(
+        message.contains(
+            "`first_only` returned 1 values for the 2 ids it was given (the 1 others were cached)"
+        ),
+        "{message}"
+    );
+    // The lock was released: the next call runs.
+    assert_eq!(first_only(&[2]), vec!["v2"]);
+}
+
 #[test]
 fn multi_asdict_leaves_out_what_the_body_left_out() {
     static REGION: CacheRegion = CacheRegion::new();
@@ -930,4 +1006,32 @@ fn tags_are_templates_over_the_arguments() {
     profile(1, "en");
     profile(2, "en");
     assert_eq!(count(&TAGGED_CALLS), 5, "the shared tag drops both");
+}
+
+static TEAMS: CacheRegion = CacheRegion::new();
+static TEAM_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_on_arguments(region = TEAMS, tags = ["team:{name}"])]
+fn members(name: &str) -> u32 {
+    TEAM_CALLS.fetch_add(1, Ordering::SeqCst);
+    name.len() as u32
+}
+
+/// An argument is written into a tag as into a key, by its `KeyArg` (a space is escaped), and
+/// the tag to invalidate is built the same way, as the attribute's documentation says.
+#[test]
+fn a_tag_over_a_text_with_a_space_is_invalidated_by_its_key_text() {
+    TEAMS
+        .configure(RegionConfig::with_backend(MapBackend::bytes()).replace_existing_backend(true))
+        .unwrap();
+    assert_eq!(members("Red Team"), 8);
+    assert_eq!(members("Red Team"), 8);
+    assert_eq!(count(&TEAM_CALLS), 1);
+    std::thread::sleep(Duration::from_millis(2));
+    let mut tag = String::from("team:");
+    KeyArg::write_key(&"Red Team", &mut tag);
+    assert_eq!(tag, "team:Red\\ Team");
+    TEAMS.invalidate_tag(&tag, true).unwrap();
+    assert_eq!(members("Red Team"), 8);
+    assert_eq!(count(&TEAM_CALLS), 2, "the tag dropped the value");
 }

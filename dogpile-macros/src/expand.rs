@@ -450,6 +450,7 @@ impl<'a> Func<'a> {
                 prefix: #prefix,
                 generator: #generator,
                 template: #template,
+                instance: ::core::option::Option::None,
             };
         }
     }
@@ -472,6 +473,7 @@ impl<'a> Func<'a> {
             let write = quote_spanned!(ident.span()=> ::dogpile::__private::KeyArg::write_key(&#ident, __dp_buf););
             quote!(#sep #write)
         });
+        let types = self.instance_writes();
         quote! {
             #region
             #site
@@ -479,9 +481,52 @@ impl<'a> Func<'a> {
                 __dp_region,
                 &__dp_site,
                 &[#(#key_args),*],
-                |__dp_buf: &mut ::std::string::String| { #(#writes)* },
+                |__dp_buf: &mut ::std::string::String| { #(#writes)* #types },
             );
         }
+    }
+
+    /// What tells one instance of a generic function from another, written after the default
+    /// key's arguments (`|` and the texts joined by `,`; no argument text holds an unescaped
+    /// `|`, so the key stays unambiguous): the name of each type parameter, the value of each
+    /// const parameter, and the type of each `impl Trait` argument of the key. Without them,
+    /// `describe(5u8)` and `describe("5")` shared the key `describe|5` and the second call got
+    /// the first one's value. Empty for a function that is not generic (its keys are as before).
+    fn instance_writes(&self) -> Option<TokenStream> {
+        let texts = self.instance_texts();
+        (!texts.is_empty()).then(|| {
+            let pieces = texts.iter().enumerate().map(|(n, t)| {
+                let sep = if n == 0 { '|' } else { ',' };
+                quote!(__dp_buf.push(#sep); __dp_buf.push_str(&#t);)
+            });
+            quote!(#(#pieces)*)
+        })
+    }
+
+    /// The texts [`instance_writes`](Self::instance_writes) writes.
+    fn instance_texts(&self) -> Vec<TokenStream> {
+        let mut texts: Vec<TokenStream> = Vec::new();
+        for param in &self.item.sig.generics.params {
+            match param {
+                syn::GenericParam::Type(t) => {
+                    let ident = &t.ident;
+                    texts.push(quote!(::core::any::type_name::<#ident>()));
+                }
+                syn::GenericParam::Const(c) => {
+                    let ident = &c.ident;
+                    texts.push(quote!(::std::string::ToString::to_string(&#ident)));
+                }
+                syn::GenericParam::Lifetime(_) => {}
+            }
+        }
+        for &i in &self.key_params {
+            let p = &self.params[i];
+            if has_impl_trait(p.ty.to_token_stream()) {
+                let ident = &p.ident;
+                texts.push(quote!(::core::any::type_name_of_val(&#ident)));
+            }
+        }
+        texts
     }
 
     /// `let __dp_opts = …;`: expiration, should_cache_fn and the resilience options.
@@ -823,6 +868,22 @@ impl<'a> Func<'a> {
         let ret = &self.ret;
         let region = self.region(args);
         let site = self.site(args);
+        // A generic batch function: each id's key ends with the instance's texts.
+        let site = match self.instance_writes() {
+            Some(writes) => quote! {
+                #site
+                let __dp_site = ::dogpile::__private::Site {
+                    instance: ::core::option::Option::Some({
+                        let mut __dp_s = ::std::string::String::new();
+                        let __dp_buf = &mut __dp_s;
+                        #writes
+                        __dp_s
+                    }),
+                    ..__dp_site
+                };
+            },
+            None => site,
+        };
         let opts = self.options(args, &value, args.asdict);
         let ids_ident = &ids.ident;
         let prologue = self.prologue();
@@ -1005,4 +1066,14 @@ fn generic_arg(ty: &Type, n: usize) -> Option<&Type> {
             _ => None,
         })
         .nth(n)
+}
+
+/// Whether a type's tokens hold `impl` (an `impl Trait` argument, itself or inside `&`, a
+/// tuple or a path's arguments).
+fn has_impl_trait(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => i == "impl",
+        proc_macro2::TokenTree::Group(g) => has_impl_trait(g.stream()),
+        _ => false,
+    })
 }

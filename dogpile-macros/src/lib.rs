@@ -45,6 +45,12 @@ mod impl_block;
 ///   braces). Checked at compile time: a name that is not an argument is an error, and so is an
 ///   argument neither in the template nor in `ignore`.
 /// - `ignore = [conn, log]`: arguments left out of the key (a connection, a logger).
+/// - `tags = ["user:{id}", "users"]`: tags of every value this function stores, templates over
+///   the arguments; `REGION.invalidate_tag("user:42", true)` drops the values tagged so. An
+///   argument is written into a tag as into a key, by its `KeyArg`: integers and plain words as
+///   they are, a text with a space or one of `,()[]|"\` escaped (`team:Red\ Team`). Build the
+///   tag to invalidate the same way: `let mut tag = String::from("team:");
+///   KeyArg::write_key(&name, &mut tag);`.
 /// - `background = true`: when the value is stale and the region has an async creation runner,
 ///   the body runs on the runner while callers get the stale value at once (as every decorated
 ///   function does in Python's dogpile). Rust cannot move a body that borrows its arguments to
@@ -135,9 +141,15 @@ pub fn cache_on_arguments(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// The key of one id is the default key of a function taking that id alone
 /// (`module::path:name|namespace|id`), or the region's `function_multi_key_generator`.
 ///
-/// The body must return one value per id it was given, in order (with `asdict`, any subset); a
-/// body that returns another number of values has its result returned as is, not cached, and a
-/// warning logged.
+/// The body must return one value per id it was given, in order (with `asdict`, any subset). A
+/// body that returns another number of values has nothing cached and a warning logged; given
+/// every id of the call, its result is returned as is (what the function itself returns).
+///
+/// # Panics
+///
+/// When the body, given only the ids that were not cached, returns another number of values:
+/// they cannot be matched to their ids, and returning them would give the caller values at the
+/// wrong ids.
 ///
 /// # Companions
 ///
