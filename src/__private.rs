@@ -222,9 +222,10 @@ pub struct Site {
     pub generator: Option<FunctionKeyGenerator>,
     /// The `key = "…"` template of the attribute.
     pub template: Option<&'static [Piece]>,
-    /// For a generic batch function, `|` and what tells its instances apart (type names, const
-    /// values), written after each id's default key.
-    pub instance: Option<String>,
+    /// For a generic function, writes what tells its instances apart (its type parameters'
+    /// names, its const parameters' values) after the default key's arguments; `None` for a
+    /// function that is not generic.
+    pub instance: Option<fn(&mut String)>,
 }
 
 thread_local! {
@@ -258,6 +259,9 @@ impl Key {
         } else {
             buf.push_str(site.prefix);
             write_args(&mut buf);
+            if let Some(instance) = site.instance {
+                instance(&mut buf);
+            }
         }
         Key { buf }
     }
@@ -734,8 +738,8 @@ pub fn multi_keys<K: KeyArg>(region: &CacheRegion, site: &Site, items: &[K]) -> 
                 let mut key = String::with_capacity(site.prefix.len() + 8);
                 key.push_str(site.prefix);
                 a.write_key(&mut key);
-                if let Some(instance) = &site.instance {
-                    key.push_str(instance);
+                if let Some(instance) = site.instance {
+                    instance(&mut key);
                 }
                 key
             })

@@ -404,9 +404,9 @@ fn generic_functions_with_key_arguments() {
             "macros:describe|5|core::option::Option<u8>".to_string(),
             "macros:describe|5|u8".to_string(),
             "macros:describe|x|&str".to_string(),
-            "macros:width|7|2,&str".to_string(),
-            "macros:width|7|2,u8".to_string(),
-            "macros:width|7|3,u8".to_string(),
+            "macros:width|7|&str,2".to_string(),
+            "macros:width|7|u8,2".to_string(),
+            "macros:width|7|u8,3".to_string(),
         ]
     );
 }

@@ -31,9 +31,9 @@
 //! key; functions are told apart by their module path, name and namespace. A generic function
 //! is one function per instance: its default key ends with `|` and the names of its type
 //! parameters, the values of its const parameters and the types of its `impl Trait` arguments
-//! (`describe|5|u8`, `describe|5|&str`). A `key = "…"` template or a key generator on a generic
-//! function must tell the instances apart itself, and so must a generic batch function
-//! (`#[cache_multi_on_arguments]`) for now.
+//! (`describe|5|u8`, `describe|5|&str`), and so does each id's key of a generic batch function.
+//! A `key = "…"` template or a key generator on a generic function must tell the instances apart
+//! itself.
 //!
 //! A [`KeyArg`] of your own keeps these guarantees when its text follows the same rules: build it
 //! from the built-in implementations and [`write_key_text`] for free text, and keep your own

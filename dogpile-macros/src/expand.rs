@@ -440,6 +440,7 @@ impl<'a> Func<'a> {
             }
             None => quote!(::core::option::Option::None),
         };
+        let instance = self.instance_fn();
         quote! {
             let __dp_site = ::dogpile::__private::Site {
                 info: ::dogpile::__private::FunctionInfo {
@@ -450,7 +451,7 @@ impl<'a> Func<'a> {
                 prefix: #prefix,
                 generator: #generator,
                 template: #template,
-                instance: ::core::option::Option::None,
+                instance: #instance,
             };
         }
     }
@@ -473,7 +474,7 @@ impl<'a> Func<'a> {
             let write = quote_spanned!(ident.span()=> ::dogpile::__private::KeyArg::write_key(&#ident, __dp_buf););
             quote!(#sep #write)
         });
-        let types = self.instance_writes();
+        let impl_types = self.impl_trait_writes();
         quote! {
             #region
             #site
@@ -481,52 +482,79 @@ impl<'a> Func<'a> {
                 __dp_region,
                 &__dp_site,
                 &[#(#key_args),*],
-                |__dp_buf: &mut ::std::string::String| { #(#writes)* #types },
+                |__dp_buf: &mut ::std::string::String| { #(#writes)* #impl_types },
             );
         }
     }
 
-    /// What tells one instance of a generic function from another, written after the default
-    /// key's arguments (`|` and the texts joined by `,`; no argument text holds an unescaped
-    /// `|`, so the key stays unambiguous): the name of each type parameter, the value of each
-    /// const parameter, and the type of each `impl Trait` argument of the key. Without them,
-    /// `describe(5u8)` and `describe("5")` shared the key `describe|5` and the second call got
-    /// the first one's value. Empty for a function that is not generic (its keys are as before).
-    fn instance_writes(&self) -> Option<TokenStream> {
-        let texts = self.instance_texts();
-        (!texts.is_empty()).then(|| {
-            let pieces = texts.iter().enumerate().map(|(n, t)| {
-                let sep = if n == 0 { '|' } else { ',' };
-                quote!(__dp_buf.push(#sep); __dp_buf.push_str(&#t);)
-            });
-            quote!(#(#pieces)*)
+    /// What tells one instance of a generic function from another is written after the default
+    /// key's arguments: `|`, then the texts joined by `,` (no argument text holds an unescaped
+    /// `|`, so the key stays unambiguous). Without them, `describe(5u8)` and `describe("5")`
+    /// shared the key `describe|5` and the second call got the first one's value. A function
+    /// that is not generic writes none (its keys are as before).
+    ///
+    /// First, the type of each `impl Trait` argument of the key: known only from the argument,
+    /// so written by the key's own closure.
+    fn impl_trait_writes(&self) -> Option<TokenStream> {
+        let idents: Vec<&Ident> = self
+            .key_params
+            .iter()
+            .map(|&i| &self.params[i])
+            .filter(|p| has_impl_trait(p.ty.to_token_stream()))
+            .map(|p| &p.ident)
+            .collect();
+        (!idents.is_empty()).then(|| {
+            let texts = idents
+                .iter()
+                .map(|ident| quote!(::core::any::type_name_of_val(&#ident)));
+            Self::joined(texts, '|')
         })
     }
 
-    /// The texts [`instance_writes`](Self::instance_writes) writes.
-    fn instance_texts(&self) -> Vec<TokenStream> {
-        let mut texts: Vec<TokenStream> = Vec::new();
-        for param in &self.item.sig.generics.params {
-            match param {
+    /// Then the name of each type parameter and the value of each const parameter: the site's
+    /// `instance`, a plain `fn` (the closure captures nothing), so a call that is not generic
+    /// carries a `None` and every key of a batch is written by the same function.
+    fn instance_fn(&self) -> TokenStream {
+        let texts: Vec<TokenStream> = self
+            .item
+            .sig
+            .generics
+            .params
+            .iter()
+            .filter_map(|param| match param {
                 syn::GenericParam::Type(t) => {
                     let ident = &t.ident;
-                    texts.push(quote!(::core::any::type_name::<#ident>()));
+                    Some(quote!(::core::any::type_name::<#ident>()))
                 }
                 syn::GenericParam::Const(c) => {
                     let ident = &c.ident;
-                    texts.push(quote!(::std::string::ToString::to_string(&#ident)));
+                    Some(quote!(::std::string::ToString::to_string(&#ident)))
                 }
-                syn::GenericParam::Lifetime(_) => {}
-            }
+                syn::GenericParam::Lifetime(_) => None,
+            })
+            .collect();
+        if texts.is_empty() {
+            return quote!(::core::option::Option::None);
         }
-        for &i in &self.key_params {
-            let p = &self.params[i];
-            if has_impl_trait(p.ty.to_token_stream()) {
-                let ident = &p.ident;
-                texts.push(quote!(::core::any::type_name_of_val(&#ident)));
-            }
-        }
-        texts
+        let first = if self.impl_trait_writes().is_some() {
+            ','
+        } else {
+            '|'
+        };
+        let writes = Self::joined(texts.into_iter(), first);
+        quote!(::core::option::Option::Some(
+            (|__dp_buf: &mut ::std::string::String| { #writes })
+                as fn(&mut ::std::string::String)
+        ))
+    }
+
+    /// Pushes `texts` onto `__dp_buf`: `first`, then the texts joined by `,`.
+    fn joined(texts: impl Iterator<Item = TokenStream>, first: char) -> TokenStream {
+        let pieces = texts.enumerate().map(|(n, t)| {
+            let sep = if n == 0 { first } else { ',' };
+            quote!(__dp_buf.push(#sep); __dp_buf.push_str(&#t);)
+        });
+        quote!(#(#pieces)*)
     }
 
     /// `let __dp_opts = …;`: expiration, should_cache_fn and the resilience options.
@@ -868,22 +896,6 @@ impl<'a> Func<'a> {
         let ret = &self.ret;
         let region = self.region(args);
         let site = self.site(args);
-        // A generic batch function: each id's key ends with the instance's texts.
-        let site = match self.instance_writes() {
-            Some(writes) => quote! {
-                #site
-                let __dp_site = ::dogpile::__private::Site {
-                    instance: ::core::option::Option::Some({
-                        let mut __dp_s = ::std::string::String::new();
-                        let __dp_buf = &mut __dp_s;
-                        #writes
-                        __dp_s
-                    }),
-                    ..__dp_site
-                };
-            },
-            None => site,
-        };
         let opts = self.options(args, &value, args.asdict);
         let ids_ident = &ids.ident;
         let prologue = self.prologue();

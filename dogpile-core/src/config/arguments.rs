@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::secrets::{
     is_credential, is_secret_argument, redact_url, secret_texts, Secret, REDACTED,
 };
-use super::MAX_SECONDS;
+use super::{bounded_seconds, SECONDS_EXPECTED};
 use crate::error::{Error, Result};
 
 /// One backend argument.
@@ -423,20 +423,7 @@ impl Arguments {
     /// assert!(e.starts_with("arguments.lock_timeout: expected a number of seconds"), "{e}");
     /// ```
     pub fn seconds(&self, name: &str) -> Result<Option<Duration>> {
-        self.typed(
-            name,
-            "a number of seconds (0 to 3155760000, a hundred years)",
-            |v| match v {
-                ArgValue::Int(i) => u64::try_from(*i)
-                    .ok()
-                    .filter(|&s| s <= MAX_SECONDS)
-                    .map(Duration::from_secs),
-                ArgValue::Float(x) => Duration::try_from_secs_f64(*x)
-                    .ok()
-                    .filter(|d| *d <= Duration::from_secs(MAX_SECONDS)),
-                _ => None,
-            },
-        )
+        self.typed(name, SECONDS_EXPECTED, bounded_seconds)
     }
 
     /// Fails, naming the argument, if any argument is not in `known`: a mistyped argument is

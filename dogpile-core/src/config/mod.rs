@@ -406,27 +406,31 @@ pub(crate) fn boolean(key: &str, value: &str) -> Result<bool> {
 /// A number of seconds from a config map value, as dogpile writes them: an integer or a float, 0
 /// or more; `none` for unset. The one reading of every duration key of the region.
 pub(crate) fn seconds(key: &str, value: &str) -> Result<Option<Duration>> {
-    let max = Duration::from_secs(MAX_SECONDS);
     match coerce_string(value) {
         ArgValue::None => Ok(None),
-        ArgValue::Int(i) if (0..=MAX_SECONDS as i64).contains(&i) => {
-            Ok(Some(Duration::from_secs(i as u64)))
-        }
-        ArgValue::Float(x) if Duration::try_from_secs_f64(x).is_ok_and(|d| d <= max) => {
-            Ok(Duration::try_from_secs_f64(x).ok())
-        }
-        other => Err(Error::config(
-            key,
-            format!(
-                "expected a number of seconds (0 to {MAX_SECONDS}, a hundred years) or none; got {other}"
-            ),
-        )),
+        v => bounded_seconds(&v).map(Some).ok_or_else(|| {
+            Error::config(key, format!("expected {SECONDS_EXPECTED} or none; got {v}"))
+        }),
     }
 }
 
 /// The longest duration a configuration may give, in seconds: a hundred years. Longer is a
 /// mistake, and a deadline that far from now would overflow the monotonic clock (a panic).
 pub const MAX_SECONDS: u64 = 3_155_760_000;
+
+/// What a configured duration must be, as the errors say it.
+pub(crate) const SECONDS_EXPECTED: &str = "a number of seconds (0 to 3155760000, a hundred years)";
+
+/// `v` as a configured duration: whole or fractional seconds, from 0 to [`MAX_SECONDS`]. The
+/// one rule of every duration, in a config map and in a backend's arguments.
+pub(crate) fn bounded_seconds(v: &ArgValue) -> Option<Duration> {
+    let d = match v {
+        ArgValue::Int(i) => Duration::from_secs(u64::try_from(*i).ok()?),
+        ArgValue::Float(x) => Duration::try_from_secs_f64(*x).ok()?,
+        _ => return None,
+    };
+    (d <= Duration::from_secs(MAX_SECONDS)).then_some(d)
+}
 
 impl From<&str> for RegionConfig {
     fn from(name: &str) -> Self {
@@ -461,6 +465,32 @@ impl fmt::Debug for RegionConfig {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn durations_are_bounded_at_a_hundred_years_as_the_errors_say() {
+        assert!(SECONDS_EXPECTED.contains(&format!("0 to {MAX_SECONDS},")));
+        let max = MAX_SECONDS as i64;
+        assert_eq!(
+            bounded_seconds(&ArgValue::Int(max)),
+            Some(Duration::from_secs(MAX_SECONDS))
+        );
+        assert_eq!(bounded_seconds(&ArgValue::Int(max + 1)), None);
+        assert_eq!(bounded_seconds(&ArgValue::Int(-1)), None);
+        assert_eq!(
+            bounded_seconds(&ArgValue::Float(0.25)),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            bounded_seconds(&ArgValue::Float(MAX_SECONDS as f64 + 1.0)),
+            None
+        );
+        assert_eq!(bounded_seconds(&ArgValue::Float(f64::NAN)), None);
+        assert_eq!(seconds("k", "none").unwrap(), None);
+        assert_eq!(
+            seconds("k", "1e19").unwrap_err().to_string(),
+            format!("k: expected {SECONDS_EXPECTED} or none; got 10000000000000000000")
+        );
+    }
 
     #[test]
     fn coercion_matches_dogpile() {
