@@ -195,6 +195,31 @@ fn a_retried_add_recognises_our_own_lock() {
 }
 
 #[test]
+fn an_add_stored_before_its_connection_broke_is_ours_when_sent_again() {
+    let Some(server) = Server::memcached() else {
+        return;
+    };
+    let (proxy, ours, direct) = proxied(&server);
+    // One call first, so the add goes out on a pooled connection: a broken pooled connection
+    // is the one a request is sent again on.
+    assert!(!mutex(&ours, "warm").locked().unwrap());
+    let m = mutex(&ours, "k");
+    proxy.set(Fault::LoseNextReply);
+    // The server stores the add; its answer is lost with the connection, the client sends the
+    // add again on a new one and hears "already held": by our own token.
+    let taken = m.try_acquire().unwrap();
+    assert_eq!(proxy.fault(), Fault::Pass, "the fault never fired");
+    assert!(k_locked(&direct), "the add never reached the server");
+    assert!(
+        taken,
+        "our own stored add was taken for another holder's lock: nobody holds it, and every \
+         waiter waits for lock_timeout (60 s)"
+    );
+    m.release().unwrap();
+    assert!(!k_locked(&direct), "the release left our lock behind");
+}
+
+#[test]
 fn releasing_a_lock_not_held_is_an_error() {
     let Some(server) = Server::memcached() else {
         return;

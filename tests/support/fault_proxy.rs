@@ -1,7 +1,7 @@
 //! A loopback TCP proxy that injects network faults between a client and a server, switched at
-//! run time: added latency, connections reset or closed, and a blackhole that accepts and never
-//! answers (bytes are held, as a frozen server or a lossy link holds them, and flow again once the
-//! fault is lifted).
+//! run time: added latency, connections reset or closed, a reply lost with its connection, and a
+//! blackhole that accepts and never answers (bytes are held, as a frozen server or a lossy link
+//! holds them, and flow again once the fault is lifted).
 //!
 //! ```ignore
 //! let server = Server::redis()?;
@@ -39,6 +39,10 @@ pub enum Fault {
     Reset,
     /// Closes (TCP FIN) every live connection now, and every new one as soon as it is accepted.
     Close,
+    /// Once: the next bytes the server sends are dropped and their connection closed (TCP FIN)
+    /// both ways, so the server carried out a request whose client never hears of it; then
+    /// the fault is `Pass` again.
+    LoseNextReply,
 }
 
 /// How often a pump looks at the fault while it has nothing to read.
@@ -282,6 +286,15 @@ fn pump(conn: &Conn, to_server: bool, shared: &Shared) {
                 break;
             }
             Ok(n) => {
+                if !to_server {
+                    let mut fault = shared.fault.lock();
+                    if *fault == Fault::LoseNextReply {
+                        *fault = Fault::Pass;
+                        drop(fault);
+                        conn.end(false);
+                        break;
+                    }
+                }
                 // The fault as it is now, not as it was when the read began.
                 let fault_now = *shared.fault.lock();
                 if let Fault::Latency(d) = fault_now {

@@ -294,6 +294,17 @@ pub(crate) struct Server {
     idle_async: Mutex<Vec<AsyncConn>>,
 }
 
+/// How a request reached its server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Sent once, or again after a write that failed (the server read nothing of the first).
+    Once,
+    /// Sent twice: the pooled connection of the first broke before any of its reply arrived,
+    /// so the server may have carried out the first as well. A reply that says "already there"
+    /// (an add answered `NS`) may then be about the first send's own write.
+    Resent,
+}
+
 /// A request written to a server, whose reply is still to be read: batches write to every
 /// server first and then read each reply, so the servers work at the same time.
 pub(crate) struct Sent<'a> {
@@ -448,7 +459,7 @@ impl Server {
         })
     }
 
-    /// Sends `req` and hands its reply to `f`.
+    /// Sends `req` and hands its reply to `f`; says whether the request went out twice.
     pub(crate) async fn call<H: Handler + ?Sized>(
         &self,
         io: Io,
@@ -456,7 +467,7 @@ impl Server {
         req: &[u8],
         retry: bool,
         f: &mut H,
-    ) -> Result<()> {
+    ) -> Result<Delivery> {
         self.send(io, what, req, retry).await?.receive(f).await
     }
 }
@@ -464,7 +475,7 @@ impl Server {
 impl Sent<'_> {
     /// Reads the reply, handing each item to `f`; the connection goes back to the pool only
     /// when the reply was complete and nothing followed it.
-    pub(crate) async fn receive<H: Handler + ?Sized>(self, f: &mut H) -> Result<()> {
+    pub(crate) async fn receive<H: Handler + ?Sized>(self, f: &mut H) -> Result<Delivery> {
         let Sent {
             server,
             io,
@@ -478,7 +489,7 @@ impl Sent<'_> {
         match conn.receive(f, &mut delivered, server.timeout).await {
             Ok(()) => {
                 server.checkin(conn);
-                Ok(())
+                Ok(Delivery::Once)
             }
             // Nothing reached the handler yet, so it starts clean on the second try.
             Err(e) if reused && retry && delivered == 0 && e.broken() => {
@@ -493,7 +504,7 @@ impl Sent<'_> {
                     .await
                     .map_err(|e| server.error(what, e))?;
                 server.checkin(conn);
-                Ok(())
+                Ok(Delivery::Resent)
             }
             Err(e) => Err(server.error(what, e)),
         }

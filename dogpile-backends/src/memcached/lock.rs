@@ -7,7 +7,9 @@
 //!   is still ours, so it never extends another holder's lock;
 //! - release: `md _lock<key> C<cas>` deletes only our own lock;
 //! - a CAS value that moved (our own extension raced the release, or a retried command stored
-//!   twice) is settled by reading the lock back (`mg … v c`): ours if it holds our token.
+//!   twice) is settled by reading the lock back (`mg … v c`): ours if it holds our token;
+//! - so is an add answered "already held" after it was sent a second time (its first connection
+//!   broke before the reply): the first send may have stored our own token.
 //!
 //! From the moment an add is sent, the lock may be ours: if its reply is lost (a timeout, a
 //! broken connection, a cancelled future), the next `try_acquire` of the handle reads it back,
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use dogpile_core::{BoxFuture, CacheMutex, Error, Result};
 use parking_lot::Mutex;
 
-use super::conn::{block_on, Failure, Flow, Io, Server};
+use super::conn::{block_on, Delivery, Failure, Flow, Io, Server};
 use super::proto::{self, Item};
 use super::Inner;
 use crate::backoff::Backoff;
@@ -46,17 +48,21 @@ struct Meta {
     code: [u8; 2],
     cas: Option<u64>,
     data: Option<Vec<u8>>,
+    /// The request went out twice (its first connection broke before the reply): the server
+    /// may have carried out both.
+    resent: bool,
 }
 
 async fn meta(io: Io, server: &Server, what: &str, req: &[u8]) -> Result<Meta> {
     let mut reply = None;
-    server
+    let delivery = server
         .call(io, what, req, true, &mut |item| {
             if let Item::Meta { code, data, .. } = &item {
                 reply = Some(Meta {
                     code: *code,
                     cas: item.meta_flag(b'c'),
                     data: data.map(<[u8]>::to_vec),
+                    resent: false,
                 });
                 Ok(Flow::Done)
             } else {
@@ -64,7 +70,9 @@ async fn meta(io: Io, server: &Server, what: &str, req: &[u8]) -> Result<Meta> {
             }
         })
         .await?;
-    reply.ok_or_else(|| server.error(what, "no reply"))
+    let mut reply = reply.ok_or_else(|| server.error(what, "no reply"))?;
+    reply.resent = delivery == Delivery::Resent;
+    Ok(reply)
 }
 
 fn unexpected(server: &Server, what: &str, m: &Meta) -> Error {
@@ -89,6 +97,7 @@ async fn read(io: Io, server: &Server, key: &str) -> Result<Option<(Vec<u8>, u64
                 code: *code,
                 cas: None,
                 data: None,
+                resent: false,
             },
         )),
     }
@@ -465,8 +474,11 @@ impl MemcachedMutex {
                 Ok(true)
             }
             (b"NS", _) => {
-                if stray {
-                    // Held: maybe by our own earlier add, landed since we looked.
+                if stray || reply.resent {
+                    // Held: maybe by our own earlier add, landed since we looked, or by this
+                    // very add, sent again after its first connection broke once the server
+                    // had stored it (without this look, nobody would hold our lock and every
+                    // waiter would wait for it to expire).
                     if let Some((value, cas)) = read(io, server, &self.key).await? {
                         if *value == *self.token {
                             self.taken(cas);

@@ -331,7 +331,8 @@ impl Inner {
             let mut values = Values::new(&self.name, keys, None, visit);
             return server
                 .call(io, what, &req, true, &mut |item| values.item(item))
-                .await;
+                .await
+                .map(drop);
         }
         // Per server: the positions of its keys, and its request.
         let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
@@ -375,6 +376,7 @@ impl Inner {
                 other => Err(Failure::unexpected(&other)),
             })
             .await
+            .map(drop)
     }
 
     async fn delete_one(&self, io: Io, key: &str) -> Result<()> {
@@ -386,6 +388,7 @@ impl Inner {
                 other => Err(Failure::unexpected(&other)),
             })
             .await
+            .map(drop)
     }
 
     /// Runs one pipeline per server (`write` appends one key's `noreply` command, or fails the
