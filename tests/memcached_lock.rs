@@ -1,6 +1,7 @@
 //! The memcached lock (issue 11, items 4 and 8): a live holder keeps its lock past
 //! `lock_timeout`, a release deletes only our own lock, an add whose answer was lost is
-//! recognised or deleted, and releasing a lock not held is an error; and the shared soak
+//! recognised or deleted, an add or a delete sent twice over a broken connection is taken for
+//! what its first send did, and releasing a lock not held is an error; and the shared soak
 //! (`tests/support/soak.rs`): 8 threads under faults that come and go, one creator per key, no
 //! lock left. Real servers on free loopback ports; the loopback fault proxy makes the lost and
 //! late answers.
@@ -16,7 +17,9 @@ use dogpile::backend::memcached::MemcachedBackend;
 use dogpile::config::Arguments;
 use dogpile::{Backend, CacheMutex};
 use support::fault_proxy::{Fault, FaultProxy};
+use support::log_recorder::Recorder;
 use support::{memcached_locking_region as region, within, Server};
+use tracing::Level;
 
 fn backend(addr: &str, lock_timeout: u64, socket_timeout: f64) -> MemcachedBackend {
     MemcachedBackend::from_arguments(
@@ -217,6 +220,39 @@ fn an_add_stored_before_its_connection_broke_is_ours_when_sent_again() {
     );
     m.release().unwrap();
     assert!(!k_locked(&direct), "the release left our lock behind");
+}
+
+#[test]
+fn a_release_whose_delete_landed_before_its_connection_broke_is_no_lost_lock() {
+    let Some(server) = Server::memcached() else {
+        return;
+    };
+    let (proxy, ours, direct) = proxied(&server);
+    let m = mutex(&ours, "k");
+    assert!(m.try_acquire().unwrap());
+    assert!(k_locked(&direct));
+    let recorder = Recorder::default();
+    tracing::subscriber::with_default(recorder.clone(), || {
+        // The server deletes our lock; the answer is lost with the connection, and the delete
+        // sent again on a new one hears "not found": deleted by its own first send.
+        proxy.set(Fault::LoseNextReply);
+        m.release().unwrap();
+    });
+    assert_eq!(proxy.fault(), Fault::Pass, "the fault never fired");
+    assert!(!k_locked(&direct), "the release left our lock behind");
+    let warnings = recorder.at(Level::WARN);
+    assert!(
+        warnings.is_empty(),
+        "a release done by its first send was logged as a lost lock: {warnings:?}"
+    );
+    assert!(
+        recorder
+            .at(Level::DEBUG)
+            .iter()
+            .any(|t| t.contains("sent again") && t.contains("_lockk")),
+        "{:?}",
+        recorder.events()
+    );
 }
 
 #[test]

@@ -1,57 +1,14 @@
 //! What a region reports through `tracing`: backend errors at `warn`, creations, waits and stale
 //! values at `debug`, inside a span that names the region, the key and the backend.
 
-#[cfg(feature = "redis")]
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use dogpile::testing::MapBackend;
 use dogpile::{make_region, RegionConfig};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
-
-/// Records events (level, message, fields) and span names with their fields.
-#[derive(Default, Clone)]
-struct Recorder {
-    events: Arc<Mutex<Vec<(Level, String)>>>,
-    spans: Arc<Mutex<Vec<String>>>,
-    next: Arc<AtomicU64>,
-}
-
-struct Text(String);
-
-impl Visit for Text {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!("{}={:?} ", field.name(), value));
-    }
-}
-
-impl Subscriber for Recorder {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, span: &Attributes<'_>) -> Id {
-        let mut text = Text(format!("{} ", span.metadata().name()));
-        span.record(&mut text);
-        self.spans.lock().unwrap().push(text.0);
-        Id::from_u64(self.next.fetch_add(1, Ordering::SeqCst) + 1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut text = Text(String::new());
-        event.record(&mut text);
-        self.events
-            .lock()
-            .unwrap()
-            .push((*event.metadata().level(), text.0));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
+use support::log_recorder::Recorder;
+use tracing::Level;
 
 #[test]
 fn backend_errors_warn_and_creations_are_debug_events_in_a_span() {

@@ -7,6 +7,7 @@
 
 pub mod alloc_count;
 pub mod fault_proxy;
+pub mod log_recorder;
 pub mod recording_sink;
 pub mod soak;
 

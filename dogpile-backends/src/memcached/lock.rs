@@ -9,7 +9,9 @@
 //! - a CAS value that moved (our own extension raced the release, or a retried command stored
 //!   twice) is settled by reading the lock back (`mg … v c`): ours if it holds our token;
 //! - so is an add answered "already held" after it was sent a second time (its first connection
-//!   broke before the reply): the first send may have stored our own token.
+//!   broke before the reply): the first send may have stored our own token;
+//! - and a release's delete answered "not found" after it was sent a second time is a release
+//!   done by its first send, not a lock lost to expiry (no warning).
 //!
 //! From the moment an add is sent, the lock may be ours: if its reply is lost (a timeout, a
 //! broken connection, a cancelled future), the next `try_acquire` of the handle reads it back,
@@ -108,8 +110,10 @@ async fn read(io: Io, server: &Server, key: &str) -> Result<Option<(Vec<u8>, u64
 enum Ours {
     /// Done while the lock was ours.
     Done,
-    /// The lock is gone or belongs to another holder.
-    Lost,
+    /// The lock is gone or belongs to another holder. `resent`: a request of ours went out
+    /// twice (its first connection broke before the reply), so our own first send may be what
+    /// removed it: a delete that landed, then answered "not found" the second time.
+    Lost { resent: bool },
 }
 
 /// Sends `op(cas)` (an `ms … C<cas>` or `md … C<cas>`) for our lock; when the CAS value has
@@ -123,10 +127,12 @@ async fn while_ours(
     cas: &AtomicU64,
     op: impl Fn(&mut Vec<u8>, u64),
 ) -> Result<Ours> {
+    let mut resent = false;
     for _ in 0..3 {
         let mut req = Vec::with_capacity(key.len() + token.len() + 40);
         op(&mut req, cas.load(Ordering::Acquire));
         let m = meta(io, server, what, &req).await?;
+        resent |= m.resent;
         match &m.code {
             b"HD" => {
                 if let Some(new) = m.cas {
@@ -134,10 +140,10 @@ async fn while_ours(
                 }
                 return Ok(Ours::Done);
             }
-            b"NF" => return Ok(Ours::Lost),
+            b"NF" => return Ok(Ours::Lost { resent }),
             b"EX" => match read(io, server, key).await? {
                 Some((value, fresh)) if value == token => cas.store(fresh, Ordering::Release),
-                _ => return Ok(Ours::Lost),
+                _ => return Ok(Ours::Lost { resent }),
             },
             _ => return Err(unexpected(server, what, &m)),
         }
@@ -269,7 +275,7 @@ impl Keeper {
                                 *last = now;
                             }
                         }
-                        Ok(Ours::Lost) => {
+                        Ok(Ours::Lost { .. }) => {
                             if matches!(
                                 jobs.get(&id),
                                 Some(Entry {
@@ -324,7 +330,8 @@ fn keep(keeper: Weak<Keeper>, tick: Duration) {
     }
 }
 
-/// Deletes the lock if it holds `token`: `Ok(true)` when deleted.
+/// Deletes the lock if it holds `token`: `Ok(true)` when deleted (also when a delete sent twice
+/// found it gone the second time: the first send deleted it).
 async fn delete_if_ours(io: Io, server: &Server, key: &str, token: &[u8]) -> Result<bool> {
     let Some((value, cas)) = read(io, server, key).await? else {
         return Ok(false);
@@ -333,17 +340,22 @@ async fn delete_if_ours(io: Io, server: &Server, key: &str, token: &[u8]) -> Res
         return Ok(false);
     }
     let cas = AtomicU64::new(cas);
-    Ok(while_ours(
-        io,
-        server,
-        "deleting a lock",
-        key,
-        token,
-        &cas,
-        |req, cas| proto::meta_delete(req, key, cas),
+    Ok(
+        match while_ours(
+            io,
+            server,
+            "deleting a lock",
+            key,
+            token,
+            &cas,
+            |req, cas| proto::meta_delete(req, key, cas),
+        )
+        .await?
+        {
+            Ours::Done | Ours::Lost { resent: true } => true,
+            Ours::Lost { resent: false } => false,
+        },
     )
-    .await?
-        == Ours::Done)
 }
 
 /// What a handle knows of its lock.
@@ -527,8 +539,16 @@ impl MemcachedMutex {
         .await;
         match done {
             Ok(ours) => {
-                if ours == Ours::Lost {
-                    tracing::warn!(lock = %key, "a released dogpile lock was already lost (it expired, and may have been taken by another holder): left as it is");
+                match ours {
+                    Ours::Done => {}
+                    // The delete went out twice: its first send most likely deleted our lock
+                    // and the second found nothing. Not a lost lock.
+                    Ours::Lost { resent: true } => {
+                        tracing::debug!(lock = %key, "a released dogpile lock was gone when its delete was sent again: the first send deleted it");
+                    }
+                    Ours::Lost { resent: false } => {
+                        tracing::warn!(lock = %key, "a released dogpile lock was already lost (it expired, and may have been taken by another holder): left as it is");
+                    }
                 }
                 self.set_state(State::Free);
                 // An add of ours that was lost may still land: the keeper watches for it.
