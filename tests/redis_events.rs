@@ -7,58 +7,27 @@
 
 mod support;
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use dogpile::RegionConfig;
+use support::log_recorder::Recorder;
 use support::{raw_redis as raw, redis_cmd as cmd, Server};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
-
-/// The `warn` events of the whole process, as `field=value` text.
-static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Warnings;
-
-struct Text(String);
-
-impl Visit for Text {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!("{}={:?} ", field.name(), value));
-    }
-}
-
-impl Subscriber for Warnings {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        *metadata.level() <= Level::WARN
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        if *event.metadata().level() == Level::WARN {
-            let mut text = Text(String::new());
-            event.record(&mut text);
-            WARNINGS.lock().unwrap().push(text.0);
-        }
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
+use tracing::Level;
 
 /// The warnings so far that contain every one of `parts`.
 fn warnings_with(parts: &[&str]) -> Vec<String> {
-    static INSTALLED: OnceLock<()> = OnceLock::new();
-    INSTALLED.get_or_init(|| tracing::subscriber::set_global_default(Warnings).unwrap());
-    WARNINGS
-        .lock()
-        .unwrap()
-        .iter()
+    // The whole process's `warn` events.
+    static RECORDER: OnceLock<Recorder> = OnceLock::new();
+    let recorder = RECORDER.get_or_init(|| {
+        let recorder = Recorder::up_to(Level::WARN);
+        tracing::subscriber::set_global_default(recorder.clone()).unwrap();
+        recorder
+    });
+    recorder
+        .at(Level::WARN)
+        .into_iter()
         .filter(|w| parts.iter().all(|p| w.contains(p)))
-        .cloned()
         .collect()
 }
 

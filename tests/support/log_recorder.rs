@@ -1,7 +1,8 @@
 //! A `tracing` subscriber that records every event (its level and its fields as text) and every
 //! span (its name and fields), for the tests of what the library logs (`tests/tracing_events.rs`,
-//! the memcached lock's warnings). Installed for one thread with
-//! `tracing::subscriber::with_default`.
+//! `tests/redis_events.rs`, the memcached lock's warnings). Installed for one thread with
+//! `tracing::subscriber::with_default`, or for the process with `set_global_default` when the
+//! events come from the backends' own threads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,9 +19,19 @@ pub struct Recorder {
     /// Each span: its name and its fields.
     pub spans: Arc<Mutex<Vec<String>>>,
     next: Arc<AtomicU64>,
+    /// The least severe level recorded (`None`: every level).
+    max_level: Option<Level>,
 }
 
 impl Recorder {
+    /// A recorder of the events at `level` and the more severe ones only.
+    pub fn up_to(level: Level) -> Self {
+        Recorder {
+            max_level: Some(level),
+            ..Recorder::default()
+        }
+    }
+
     /// The events so far.
     pub fn events(&self) -> Vec<(Level, String)> {
         self.events.lock().unwrap().clone()
@@ -50,8 +61,8 @@ impl Visit for Text {
 }
 
 impl Subscriber for Recorder {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.max_level.is_none_or(|max| *metadata.level() <= max)
     }
     fn new_span(&self, span: &Attributes<'_>) -> Id {
         let mut text = Text(format!("{} ", span.metadata().name()));
