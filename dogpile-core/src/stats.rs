@@ -7,14 +7,15 @@
 //! shared total and its block is dropped, so the registry does not grow with threads that come
 //! and go.
 //!
-//! Rows are handed out to regions on first use and returned when a region is dropped; past
-//! `ROWS` (64) live regions, the extra regions count in a shared row with atomic adds (correct, a
-//! little slower).
+//! Rows are handed out to regions on first use and returned once a region and every handle on
+//! its counters (work that outlives a call: a tier, the backplane) are dropped, so a row is never
+//! shared by two regions; past `ROWS` (64) live regions, the extra regions count in a shared row
+//! with atomic adds (correct, a little slower).
 
 use std::cell::OnceCell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -119,20 +120,79 @@ thread_local! {
 const UNASSIGNED: usize = usize::MAX;
 const SHARED: usize = usize::MAX - 1;
 
+/// A region's claim on its counters: its row in every thread's block (or `SHARED`), and the
+/// row of atomics its counts go to when it has none. The region and each of its handles hold
+/// it, so the row goes to another region only once the last of them is dropped: a late count
+/// of a handle never lands in another region's statistics.
+struct Lease {
+    row: usize,
+    shared: Row,
+}
+
+impl Lease {
+    /// Counts in this thread's block, or in the shared row when the region has no row or the
+    /// thread is exiting and its block is gone.
+    fn add(&self, counter: Counter, n: u64) {
+        if self.row < ROWS {
+            let counted = OWNER.try_with(|owner| {
+                let cell = &owner.get_or_init(Owner::register).0.rows[self.row][counter as usize];
+                // Only this thread writes this cell, so a load and a store lose no counts.
+                cell.store(
+                    cell.load(Ordering::Relaxed).wrapping_add(n),
+                    Ordering::Relaxed,
+                );
+            });
+            if counted.is_ok() {
+                return;
+            }
+        }
+        self.shared[counter as usize].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.row >= ROWS {
+            return;
+        }
+        // Nobody counts into this row any more: clear it for the next region.
+        let mut reg = REGISTRY.lock();
+        for block in &reg.blocks {
+            for c in block.rows[self.row].iter() {
+                c.store(0, Ordering::Relaxed);
+            }
+        }
+        reg.retired[self.row] = [0; COUNTERS];
+        reg.free_rows.push(self.row);
+    }
+}
+
 /// A region's counters.
 pub(crate) struct RegionStats {
-    /// The region's row in every thread's block; `UNASSIGNED` until first use, `SHARED` when
-    /// no row was free.
+    /// The region's row in every thread's block, copied from its lease for the hit path;
+    /// `UNASSIGNED` until first use, `SHARED` when no row was free.
     row: AtomicUsize,
-    shared: LazyLock<Row>,
+    lease: OnceLock<Arc<Lease>>,
 }
 
 impl RegionStats {
     pub(crate) const fn new() -> Self {
         RegionStats {
             row: AtomicUsize::new(UNASSIGNED),
-            shared: LazyLock::new(new_row),
+            lease: OnceLock::new(),
         }
+    }
+
+    /// The region's lease, taken on first use.
+    fn lease(&self) -> &Arc<Lease> {
+        self.lease.get_or_init(|| {
+            let row = REGISTRY.lock().free_rows.pop().unwrap_or(SHARED);
+            self.row.store(row, Ordering::Relaxed);
+            Arc::new(Lease {
+                row,
+                shared: new_row(),
+            })
+        })
     }
 
     /// Adds `n` to a counter.
@@ -163,29 +223,7 @@ impl RegionStats {
     #[cold]
     #[inline(never)]
     fn add_slow(&self, counter: Counter, n: u64) {
-        let mut row = self.row.load(Ordering::Relaxed);
-        if row == UNASSIGNED {
-            let mut reg = REGISTRY.lock();
-            row = self.row.load(Ordering::Relaxed);
-            if row == UNASSIGNED {
-                row = reg.free_rows.pop().unwrap_or(SHARED);
-                self.row.store(row, Ordering::Relaxed);
-            }
-        }
-        if row < ROWS {
-            let counted = OWNER.try_with(|owner| {
-                let cell = &owner.get_or_init(Owner::register).0.rows[row][counter as usize];
-                cell.store(
-                    cell.load(Ordering::Relaxed).wrapping_add(n),
-                    Ordering::Relaxed,
-                );
-            });
-            if counted.is_ok() {
-                return;
-            }
-        }
-        // No row free, or the thread is exiting and its block is gone.
-        self.shared[counter as usize].fetch_add(n, Ordering::Relaxed);
+        self.lease().add(counter, n);
     }
 
     /// Adds one to a counter.
@@ -202,20 +240,21 @@ impl RegionStats {
     /// A handle that counts into this region's row from anywhere, for work that outlives the
     /// call (a creation on the async runner's thread).
     pub(crate) fn handle(&self) -> StatsHandle {
-        // Assign the row now, so the handle has one.
-        self.add(Counter::Hits, 0);
         StatsHandle {
-            row: self.row.load(Ordering::Relaxed),
+            lease: self.lease().clone(),
         }
     }
 
     /// The counts so far.
     pub(crate) fn snapshot(&self) -> Stats {
         let mut sum = [0u64; COUNTERS];
-        for (s, c) in sum.iter_mut().zip(self.shared.iter()) {
+        let Some(lease) = self.lease.get() else {
+            return Stats::from_counters(sum);
+        };
+        for (s, c) in sum.iter_mut().zip(lease.shared.iter()) {
             *s = c.load(Ordering::Relaxed);
         }
-        let row = self.row.load(Ordering::Relaxed);
+        let row = lease.row;
         if row < ROWS {
             let reg = REGISTRY.lock();
             for block in &reg.blocks {
@@ -254,42 +293,16 @@ impl CountSink for RegionStats {
     }
 }
 
-/// Counts into a region's row without borrowing the region. If the region is dropped first,
-/// late counts land in the row's next owner or nowhere: statistics, not accounting.
+/// Counts into a region's counters without borrowing the region. It keeps the region's row
+/// leased: a count made after the region is dropped goes nowhere visible, never into another
+/// region's statistics.
 pub(crate) struct StatsHandle {
-    row: usize,
+    lease: Arc<Lease>,
 }
 
 impl CountSink for StatsHandle {
     fn add(&self, counter: Counter, n: u64) {
-        if self.row >= ROWS {
-            return;
-        }
-        let _ = OWNER.try_with(|owner| {
-            let cell = &owner.get_or_init(Owner::register).0.rows[self.row][counter as usize];
-            cell.store(
-                cell.load(Ordering::Relaxed).wrapping_add(n),
-                Ordering::Relaxed,
-            );
-        });
-    }
-}
-
-impl Drop for RegionStats {
-    fn drop(&mut self) {
-        let row = *self.row.get_mut();
-        if row >= ROWS {
-            return;
-        }
-        // No thread writes this row any more (the region is gone): clear it for the next region.
-        let mut reg = REGISTRY.lock();
-        for block in &reg.blocks {
-            for c in block.rows[row].iter() {
-                c.store(0, Ordering::Relaxed);
-            }
-        }
-        reg.retired[row] = [0; COUNTERS];
-        reg.free_rows.push(row);
+        self.lease.add(counter, n);
     }
 }
 
@@ -476,6 +489,58 @@ mod tests {
         assert!(s
             .to_string()
             .contains("| hits                 |         8000 |"));
+    }
+
+    #[test]
+    fn a_handle_that_outlives_its_region_never_counts_into_another() {
+        let a = RegionStats::new();
+        let late = a.handle();
+        let row = a.row.load(Ordering::Relaxed);
+        drop(a);
+        // Take rows until a's comes back (it must not while its handle lives) or none is left.
+        let mut held = Vec::new();
+        for _ in 0..ROWS {
+            let b = RegionStats::new();
+            b.incr(Counter::Misses);
+            let r = b.row.load(Ordering::Relaxed);
+            held.push(b);
+            if r == row || r == SHARED {
+                break;
+            }
+        }
+        late.add(Counter::Hits, 5);
+        for b in &held {
+            assert_eq!(
+                b.snapshot().hits,
+                0,
+                "a dropped region's late count landed in row {}",
+                b.row.load(Ordering::Relaxed)
+            );
+        }
+    }
+
+    #[test]
+    fn a_handle_of_a_region_without_a_row_counts() {
+        // Take rows until none is left: the next region counts in its shared row.
+        let mut held = Vec::new();
+        let shared = loop {
+            let b = RegionStats::new();
+            b.incr(Counter::Misses);
+            if b.row.load(Ordering::Relaxed) == SHARED {
+                break b;
+            }
+            held.push(b);
+            assert!(held.len() <= ROWS, "more rows than ROWS were handed out");
+        };
+        shared.handle().add(Counter::Hits, 3);
+        std::thread::spawn({
+            let h = shared.handle();
+            move || h.incr(Counter::Hits)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(shared.snapshot().hits, 3 + 1);
+        assert_eq!(shared.snapshot().misses, 1);
     }
 
     #[test]
