@@ -77,6 +77,25 @@ fn debug_texts_show_secrets_as_stars() {
         let c = RegionConfig::new("dogpile.cache.redis").argument("url", url);
         assert_hidden(&format!("{c:?}"));
     }
+    // A socket URL's credentials are in its query (redis-rs reads `user` and `pass` there;
+    // redis-py writes `password`), and a list's first address may have no scheme.
+    for url in [
+        "redis+unix:///tmp/r.sock?pass=hunter2",
+        "unix:///tmp/r.sock?db=1&user=ann&pass=hunter2",
+        "redis+unix:///tmp/r.sock?password=hunter2#frag",
+        "user:hunter2@10.0.0.1:11211, memcache://10.0.0.2:11211",
+        "10.0.0.1:1, user:hunter2@10.0.0.2:2, redis://h:3",
+    ] {
+        let c = RegionConfig::new("dogpile.cache.redis").argument("url", url);
+        assert_hidden(&format!("{c:?}"));
+        let listed = RegionConfig::new("dogpile.cache.redis_cluster")
+            .argument("startup_nodes", url.split(", ").collect::<Vec<_>>());
+        assert_hidden(&format!("{listed:?}"));
+    }
+    assert!(
+        format!("{:?}", ArgValue::from("unix:///s?db=1&pass=hunter2"))
+            .contains("unix:///s?db=1&pass=***")
+    );
 }
 
 /// The error of configuring a region with `config`.
@@ -113,6 +132,10 @@ fn redis_configuration_errors_hide_secrets() {
     let e = redis(&[("url", "redis://:sl4sh/pw@h:1/0".into())]);
     assert_hidden(&e);
     assert!(e.starts_with("arguments.url: "), "{e}");
+    // A socket URL that does not parse, its password in the query.
+    let e = redis(&[("url", "redis+unix:///tmp/r.sock?db=x&pass=hunter2".into())]);
+    assert_hidden(&e);
+    assert!(e.starts_with("arguments.url: "), "{e}");
     // The backend's own Debug.
     let backend = dogpile::backend::redis::RedisBackend::from_arguments(
         &Arguments::new()
@@ -131,6 +154,8 @@ fn memcached_configuration_errors_hide_secrets() {
         "127.0.0.1:1, memcache://:hunter2@h:2",
         "redis://user:hunter2@h:1",
         "memcache://u:sl4sh/pw@h:1",
+        // The first address has no scheme, a later one has.
+        "user:hunter2@10.0.0.1:11211, memcache://10.0.0.2:11211",
     ] {
         let e = configure_error(RegionConfig::new("dogpile.cache.memcached").argument("url", url));
         assert_hidden(&e);

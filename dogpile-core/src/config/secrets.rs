@@ -50,6 +50,7 @@ impl<T> fmt::Display for Secret<T> {
 /// assert!(!is_secret_argument("url"));
 /// assert!(!is_secret_argument("max_keys"));
 /// assert!(is_secret_argument("api_key"));
+/// assert!(is_secret_argument("pass"));
 /// assert!(!is_secret_argument("key_placement"));
 /// ```
 pub fn is_secret_argument(name: &str) -> bool {
@@ -69,7 +70,7 @@ pub fn is_secret_argument(name: &str) -> bool {
     // about cache keys (`key_placement`, `key_prefix`), which must stay readable in errors.
     parts.last().is_some_and(|p| p == "key")
         || parts.iter().any(|part| {
-            matches!(part.as_str(), "keyfile" | "pwd" | "credentials")
+            matches!(part.as_str(), "keyfile" | "pwd" | "pass" | "credentials")
                 || ENDINGS.iter().any(|w| part.ends_with(w))
         })
 }
@@ -84,9 +85,11 @@ pub(super) fn is_credential(name: &str) -> bool {
         )
 }
 
-/// `url` with the credentials it holds (the user information before `@`: a user name, a
-/// password, both) shown as `***`; a text without them is returned as it is. Addresses without
-/// a scheme (`user:pw@host:6379`) are read the same way.
+/// `url` with the credentials it holds shown as `***`: the user information before `@` (a user
+/// name, a password, both) and the values of query parameters that name one (`?pass=`,
+/// `&password=`: `redis+unix://` URLs carry theirs there); a text without them is returned as
+/// it is. Addresses without a scheme (`user:pw@host:6379`) are read the same way, and so is
+/// each entry of a comma-separated list of addresses.
 ///
 /// ```
 /// use dogpile_core::config::redact_url;
@@ -100,32 +103,84 @@ pub(super) fn is_credential(name: &str) -> bool {
 /// // password shows in what says so.
 /// assert_eq!(redact_url("redis://:s3cr/et@host:6379/0"), "redis://***@host:6379/0");
 /// assert_eq!(redact_url("memcache://u:p?w#d@host"), "memcache://***@host");
+/// // In the query of a socket URL, and in a list whose first address has no scheme.
+/// assert_eq!(
+///     redact_url("redis+unix:///tmp/r.sock?db=1&pass=hunter2"),
+///     "redis+unix:///tmp/r.sock?db=1&pass=***"
+/// );
+/// assert_eq!(
+///     redact_url("user:hunter2@10.0.0.1:11211, memcache://10.0.0.2:11211"),
+///     "***@10.0.0.1:11211, memcache://10.0.0.2:11211"
+/// );
 /// ```
 pub fn redact_url(url: &str) -> Cow<'_, str> {
-    match url_credentials(url) {
-        Some(creds) => Cow::Owned(format!(
-            "{}{REDACTED}{}",
-            &url[..creds.start],
-            &url[creds.end..]
-        )),
-        None => Cow::Borrowed(url),
+    let secrets = credential_ranges(url);
+    if secrets.is_empty() {
+        return Cow::Borrowed(url);
     }
+    let mut out = String::with_capacity(url.len());
+    let mut from = 0;
+    for r in secrets {
+        out.push_str(&url[from..r.start]);
+        out.push_str(REDACTED);
+        from = r.end;
+    }
+    out.push_str(&url[from..]);
+    Cow::Owned(out)
 }
 
-/// Where the credentials of a URL are: between the scheme's `://` (or the start) and the last
-/// `@` of the text.
+/// Where the credentials of a URL (or of a list of them) are, in order and apart.
 ///
-/// Not the last `@` before the path: a password written with `/`, `?` or `#` unescaped would
-/// end the authority early and show. Taking the last `@` of the whole text hides the host too
-/// when a path or query holds an `@`: hiding too much is the safe side. A text with no scheme
-/// that starts with `/` is a file path, whose `@` is no credential.
-fn url_credentials(url: &str) -> Option<std::ops::Range<usize>> {
-    let (start, rest) = match url.find("://") {
-        Some(i) => (i + 3, &url[i + 3..]),
-        None if url.starts_with('/') => return None,
-        None => (0, url),
+/// The user information runs from the first scheme's `://` (or the start) to the last `@` of
+/// the text; from the start when an `@` comes before that `://` (a list whose first address has
+/// no scheme). Not the last `@` before the path: a password written with `/`, `?` or `#`
+/// unescaped would end the authority early and show. Taking the last `@` of the whole text
+/// hides the host too when a path or query holds an `@`, or the addresses between two
+/// credentials of a list: hiding too much is the safe side. A text with no scheme that starts
+/// with `/` is a file path, whose `@` is no credential. Then the values of the query parameters
+/// past that `@` that name a credential.
+fn credential_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
+    let scheme_end = url.find("://").map(|i| i + 3);
+    let start = match (scheme_end, url.find('@')) {
+        (Some(end), Some(at)) if at < end => Some(0),
+        (Some(end), _) => Some(end),
+        (None, _) if url.starts_with('/') => None,
+        (None, _) => Some(0),
     };
-    rest.rfind('@').map(|at| start..start + at)
+    let mut ranges = Vec::new();
+    let mut query_from = 0;
+    if let Some(start) = start {
+        if let Some(at) = url[start..].rfind('@') {
+            ranges.push(start..start + at);
+            query_from = start + at;
+        }
+    }
+    // `?name=value` and `&name=value`, the value up to the next `&`, `#`, `,` or space.
+    let mut i = query_from;
+    while let Some(off) = url[i..].find(['?', '&']) {
+        let name_start = i + off + 1;
+        let rest = &url[name_start..];
+        let name_len = rest.find(['=', '&', '#', ',', ' ']).unwrap_or(rest.len());
+        i = name_start + name_len;
+        if !rest[name_len..].starts_with('=') {
+            continue;
+        }
+        let value_start = i + 1;
+        let value_len = url[value_start..]
+            .find(['&', '#', ',', ' '])
+            .unwrap_or(url.len() - value_start);
+        if value_len > 0 && is_credential_parameter(&rest[..name_len]) {
+            ranges.push(value_start..value_start + value_len);
+        }
+        i = value_start + value_len;
+    }
+    ranges
+}
+
+/// Whether a URL's query parameter holds a credential: the secret arguments' names, the user
+/// names that go with them, and redis-rs's `pass` (`redis+unix:///s.sock?user=u&pass=p`).
+fn is_credential_parameter(name: &str) -> bool {
+    is_credential(name) || name.eq_ignore_ascii_case("pass")
 }
 
 /// The texts of `value` that are secret: all of it for a secret argument, the credentials of
@@ -136,12 +191,12 @@ pub(super) fn secret_texts(name: &str, value: &ArgValue, out: &mut Vec<String>) 
         ArgValue::Str(s) if is_secret_argument(name) => out.push(s.clone()),
         // A dict written as text: the secrets of its settings.
         ArgValue::Str(s) if s.trim_start().starts_with('{') => {
-            out.extend(url_credentials(s).map(|r| s[r].to_owned()));
+            out.extend(credential_ranges(s).into_iter().map(|r| s[r].to_owned()));
             if let Ok(items) = parse_dict(s) {
                 items.iter().for_each(|(k, v)| secret_texts(k, v, out));
             }
         }
-        ArgValue::Str(s) => out.extend(url_credentials(s).map(|r| s[r].to_owned())),
+        ArgValue::Str(s) => out.extend(credential_ranges(s).into_iter().map(|r| s[r].to_owned())),
         ArgValue::Int(_) | ArgValue::Float(_) | ArgValue::Bool(_) if is_secret_argument(name) => {
             out.push(value.to_string())
         }
