@@ -163,6 +163,77 @@ fn region_invalidation_reaches_running_processes_and_later_ones() {
     );
 }
 
+/// A backplane whose sends can be made to fail while its subscriptions stay up: the
+/// publisher's own link broke (an idle connection dropped by a firewall), the others' did not.
+#[derive(Clone)]
+struct LossyPublisher {
+    bus: LoopbackBackplane,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl dogpile::backplane::Backplane for LossyPublisher {
+    fn name(&self) -> &str {
+        "lossy publisher"
+    }
+    fn publish(&self, channel: &str, bytes: &[u8]) -> dogpile::Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(dogpile::Error::backend_msg(
+                "lossy publisher",
+                "send timed out",
+            ));
+        }
+        self.bus.publish(channel, bytes)
+    }
+    fn subscribe(
+        &self,
+        channel: &str,
+        sink: Arc<dyn dogpile::backplane::BackplaneSink>,
+    ) -> dogpile::Result<dogpile::backplane::Subscription> {
+        self.bus.subscribe(channel, sink)
+    }
+}
+
+#[test]
+fn a_region_invalidation_whose_message_is_lost_still_reaches_running_processes() {
+    let f = fleet();
+    let lossy = LossyPublisher {
+        bus: f.bus.clone(),
+        failing: Arc::default(),
+    };
+    let a = CacheRegion::named("users");
+    a.configure(
+        RegionConfig::with_backend(f.shared.clone())
+            .expiration_time(600)
+            .clock(f.clock.clone())
+            .local_tier(tier())
+            .backplane(lossy.clone()),
+    )
+    .unwrap();
+    let b = f.process();
+    a.set("k", "v".to_string()).unwrap();
+    assert_eq!(get(&b, "k").as_deref(), Some("v"));
+    f.time.advance(Duration::from_secs(1));
+    lossy
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    a.invalidate(true);
+    assert_eq!(get(&a, "k"), None, "invalidated where it was made");
+    // The times are in the shared backend; b's link looks up throughout and hears nothing. Past
+    // the tier's expiration (30 s, the bound tag times are re-read at), b's next heartbeat reads
+    // them again.
+    f.time.advance(Duration::from_secs(31));
+    f.bus.heartbeat();
+    support::wait_for_within(
+        "the lost invalidation to hold in the other process",
+        Duration::from_millis(1),
+        Duration::from_secs(20),
+        || {
+            f.bus.heartbeat();
+            get(&b, "k").is_none()
+        },
+    );
+}
+
 #[test]
 fn without_word_from_the_backplane_local_copies_are_not_served() {
     let f = fleet();

@@ -3,7 +3,10 @@
 //!
 //! Region invalidation times live in the shared backend too, at a key of their own, so a process
 //! started after an `invalidate` reads them when it is configured, and every process reads them
-//! again whenever its backplane link comes back up (messages sent while it was down are lost).
+//! again whenever its backplane link comes back up (messages sent while it was down are lost),
+//! and at the first heartbeat once they are older than the tag times' bound (a message lost
+//! while both links looked up: the publisher's send failed, or a reload failed). So a region
+//! invalidation holds in every running process within that bound, as a tag's does.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -101,7 +104,7 @@ impl Fleet {
                     region = %self.region,
                     channel = %self.channel,
                     error = %e,
-                    "backplane message not sent; other processes keep their copies until the local tier's expiration"
+                    "backplane message not sent; other processes keep their copies until the local tier's expiration, and learn of an invalidation when they next read the shared times"
                 );
             }
         }
@@ -125,22 +128,41 @@ pub(crate) fn new_origin() -> u64 {
 }
 
 /// Region invalidation that holds across processes: the times are kept here, in the shared
-/// backend (for processes started later), and announced on the backplane (for running ones).
+/// backend (for processes started later, and for running ones that missed a message), and
+/// announced on the backplane (for running ones).
 pub(crate) struct SharedInvalidation {
     local: DefaultInvalidation,
     backend: Arc<dyn Backend>,
     /// The (mangled) key of the times in the shared backend.
     key: String,
     fleet: Arc<Fleet>,
+    clock: Clock,
+    /// How old the times read from the shared backend may grow before a heartbeat reads them
+    /// again (nanoseconds).
+    reload_every_nanos: u64,
+    /// When the times were last read from the shared backend (coarse clock, nanoseconds).
+    reloaded_at: AtomicU64,
+    /// A re-read is running on the `blocking` pool.
+    reloading: AtomicBool,
 }
 
 impl SharedInvalidation {
-    pub(crate) fn new(backend: Arc<dyn Backend>, key: String, fleet: Arc<Fleet>) -> Self {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        key: String,
+        fleet: Arc<Fleet>,
+        clock: Clock,
+        reload_every: Duration,
+    ) -> Self {
         SharedInvalidation {
             local: DefaultInvalidation::new(),
             backend,
             key,
             fleet,
+            clock,
+            reload_every_nanos: nanos(reload_every),
+            reloaded_at: AtomicU64::new(0),
+            reloading: AtomicBool::new(false),
         }
     }
 
@@ -167,18 +189,40 @@ impl SharedInvalidation {
         }
     }
 
-    /// Reads the times kept in the shared backend (at configure time, and when the link comes
-    /// back): the later of them and the ones known here win.
+    /// Reads the times kept in the shared backend again when they are older than the bound,
+    /// off this thread (a heartbeat comes on the transport's thread, or on a caller's): a
+    /// message this process missed while its link looked up holds here within the bound. A
+    /// failed read is tried again at a later heartbeat.
+    pub(crate) fn reload_if_due(self: &Arc<Self>) {
+        let now = self.clock.now_coarse().as_nanos();
+        let due =
+            now.saturating_sub(self.reloaded_at.load(Ordering::Acquire)) >= self.reload_every_nanos;
+        if !due || self.reloading.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        blocking::unblock(move || {
+            this.reload();
+            this.reloading.store(false, Ordering::Release);
+        })
+        .detach();
+    }
+
+    /// Reads the times kept in the shared backend (at configure time, when the link comes
+    /// back, and when they are due, see [`reload_if_due`](Self::reload_if_due)): the later of
+    /// them and the ones known here win.
     pub(crate) fn reload(&self) {
+        let started = self.clock.now_coarse().as_nanos();
         match read_times(&*self.backend, &self.key) {
-            Ok(Some((hard, soft))) => {
+            Ok(found) => {
+                let (hard, soft) = found.unwrap_or((0, 0));
                 for (is_hard, at) in [(true, hard), (false, soft)] {
                     if at != 0 {
                         self.apply(is_hard, at);
                     }
                 }
+                self.reloaded_at.fetch_max(started, Ordering::AcqRel);
             }
-            Ok(None) => {}
             Err(e) => tracing::warn!(
                 region = %self.fleet.region,
                 error = %e,
@@ -312,6 +356,7 @@ impl BackplaneSink for FleetSink {
 
     fn alive(&self) {
         self.trust.alive(self.clock.now_coarse());
+        self.invalidation.reload_if_due();
     }
 
     fn connected(&self) {

@@ -144,7 +144,15 @@ impl<C: BackendCatalog> CacheRegion<C> {
                 let key = format!("{channel}:invalidated");
                 mangler.map_or(key.clone(), |m| m.mangle(&key).into_owned())
             };
-            let shared = Arc::new(SharedInvalidation::new(backend.clone(), key, fleet.clone()));
+            // Re-read at the tag times' bound: an invalidation holds fleet-wide within it, a
+            // region's as a tag's, even when its message is lost.
+            let shared = Arc::new(SharedInvalidation::new(
+                backend.clone(),
+                key,
+                fleet.clone(),
+                clock.clone(),
+                tag_max_age,
+            ));
             // A process started after an invalidation learns of it here; and what this region
             // invalidated before it had a backplane is not forgotten.
             shared.reload();
