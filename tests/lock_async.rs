@@ -14,7 +14,7 @@ use dogpile::testing::MapBackend;
 use dogpile::{make_region, Backend, CacheMutex, CacheRegion, CachedValue, RegionConfig, Result};
 
 mod support;
-use support::within;
+use support::{wait_for, within};
 
 use std::time::Duration;
 
@@ -26,6 +26,12 @@ use std::time::Duration;
 struct CondvarLocks {
     held: Mutex<HashSet<String>>,
     released: Condvar,
+    /// The thread of each `release` call, in order.
+    release_threads: Mutex<Vec<std::thread::ThreadId>>,
+    /// `try_acquire` takes 200 ms (a slow round trip) before it takes the lock.
+    slow_acquire: std::sync::atomic::AtomicBool,
+    /// `try_acquire` calls finished.
+    acquires: AtomicUsize,
 }
 
 struct CondvarMutex {
@@ -35,7 +41,12 @@ struct CondvarMutex {
 
 impl CacheMutex for CondvarMutex {
     fn try_acquire(&self) -> Result<bool> {
-        Ok(self.locks.held.lock().unwrap().insert(self.key.clone()))
+        if self.locks.slow_acquire.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let taken = self.locks.held.lock().unwrap().insert(self.key.clone());
+        self.locks.acquires.fetch_add(1, Ordering::SeqCst);
+        Ok(taken)
     }
 
     /// Blocks the calling thread until the lock is free or the deadline has passed: on an
@@ -51,7 +62,14 @@ impl CacheMutex for CondvarMutex {
         Ok(())
     }
 
+    /// A distributed lock's release is a round trip, which a frozen server makes last until
+    /// its timeout: on an executor thread it would stop every task of that thread.
     fn release(&self) -> Result<()> {
+        self.locks
+            .release_threads
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
         self.locks.held.lock().unwrap().remove(&self.key);
         self.locks.released.notify_all();
         Ok(())
@@ -170,4 +188,68 @@ fn a_lock_with_only_blocking_methods_does_not_starve_a_current_thread_runtime() 
 #[test]
 fn a_lock_with_only_blocking_methods_does_not_starve_two_workers() {
     thirty_two_tasks_on_a_cold_key(blocking_lock(), two_workers());
+}
+
+/// A creation that fails, and a call dropped while its creator is pending (a timeout, a
+/// cancelled task), leave their lock through the guard's drop instead of the call's async
+/// release: with a lock whose release blocks (a round trip), that release runs off the
+/// executor's thread, and it still runs.
+#[test]
+fn a_failed_or_dropped_async_creation_releases_its_lock_off_the_executor_thread() {
+    let backend = Arc::new(BlockingLockBackend::default());
+    let region = make_region()
+        .configure(RegionConfig::with_backend(backend.clone()))
+        .unwrap();
+    let runtime = current_thread();
+    let executor = std::thread::current().id();
+    let failed = runtime.block_on(region.try_get_or_create_async(
+        "failing",
+        &dogpile::CreateOptions::new(),
+        || async { Err::<u8, _>("no database") },
+    ));
+    assert!(failed.is_err());
+    runtime.block_on(async {
+        let call = region.get_or_create_async("dropped", std::future::pending::<u8>);
+        let timed_out = tokio::time::timeout(Duration::from_millis(20), call).await;
+        assert!(timed_out.is_err(), "the pending creator finished");
+    });
+    let locks = &backend.locks;
+    wait_for("both locks released", || {
+        locks.held.lock().unwrap().is_empty()
+    });
+    let threads = locks.release_threads.lock().unwrap().clone();
+    assert_eq!(threads.len(), 2, "one release per lock: {threads:?}");
+    assert!(
+        threads.iter().all(|t| *t != executor),
+        "a lock was released on the executor's thread: {threads:?} (executor {executor:?})"
+    );
+}
+
+/// A call dropped while the default async `try_acquire` runs on the pool (a timeout shorter
+/// than the lock's round trip) must not leave the lock that `try_acquire` then takes for
+/// nobody: every later caller of the key would wait for it to its bound, for good.
+#[test]
+fn a_call_dropped_while_its_lock_is_being_taken_leaves_no_lock() {
+    let backend = Arc::new(BlockingLockBackend::default());
+    let region = make_region()
+        .configure(RegionConfig::with_backend(backend.clone()))
+        .unwrap();
+    backend.locks.slow_acquire.store(true, Ordering::SeqCst);
+    current_thread().block_on(async {
+        let call = region.get_or_create_async("k", || async { 1u8 });
+        let timed_out = tokio::time::timeout(Duration::from_millis(50), call).await;
+        assert!(timed_out.is_err(), "the call finished before its timeout");
+    });
+    let locks = &backend.locks;
+    wait_for("the dropped call's try_acquire to finish", || {
+        locks.acquires.load(Ordering::SeqCst) == 1
+    });
+    wait_for("the lock taken for the dropped call released", || {
+        !locks.held.lock().unwrap().contains("k")
+    });
+    backend.locks.slow_acquire.store(false, Ordering::SeqCst);
+    let v = within("a call after the dropped one", move || {
+        current_thread().block_on(region.get_or_create_async("k", || async { 2u8 }))
+    });
+    assert_eq!(v.unwrap(), 2);
 }

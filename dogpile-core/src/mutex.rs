@@ -47,8 +47,20 @@ pub trait CacheMutex: Send + Sync + 'static {
     /// The default runs `try_acquire` on the `blocking` crate's thread pool, so an executor
     /// thread never blocks on it, whatever the runtime; a mutex with an async client overrides
     /// it. The methods take an `Arc` so that the default can hand the mutex to that pool.
+    ///
+    /// Dropped before it is done (a cancelled task, a timeout), the future may leave a
+    /// `try_acquire` running that then takes the lock for nobody: the default releases a lock
+    /// taken so (on the pool, not on the dropping thread). An override must do the same, or
+    /// every later caller of the key waits for a lock nobody will release.
     fn try_acquire_async(self: Arc<Self>) -> BoxFuture<'static, Result<bool>> {
-        Box::pin(blocking::unblock(move || self.try_acquire()))
+        Box::pin(async move {
+            let taken = blocking::unblock(move || {
+                let taken = self.try_acquire()?;
+                Ok::<_, crate::Error>(Unclaimed(taken.then_some(self)))
+            })
+            .await?;
+            Ok(taken.claim())
+        })
     }
 
     /// [`wait`](CacheMutex::wait) for async callers: done by `deadline` at the latest. The
@@ -66,6 +78,27 @@ pub trait CacheMutex: Send + Sync + 'static {
     /// contract of `release` makes harmless.
     fn release_async(self: Arc<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(blocking::unblock(move || self.release()))
+    }
+}
+
+/// A lock taken on the `blocking` pool for an async caller, released unless that caller
+/// claims it: when the caller's future was dropped while `try_acquire` ran, the pool drops
+/// this unclaimed, and nobody else would ever release the lock.
+struct Unclaimed<M: CacheMutex + ?Sized>(Option<Arc<M>>);
+
+impl<M: CacheMutex + ?Sized> Unclaimed<M> {
+    /// Whether the lock was taken; it is the caller's to release from now on.
+    fn claim(mut self) -> bool {
+        self.0.take().is_some()
+    }
+}
+
+impl<M: CacheMutex + ?Sized> Drop for Unclaimed<M> {
+    fn drop(&mut self) {
+        if let Some(mutex) = self.0.take() {
+            // Off the dropping thread, which may be an executor's: a release may be a round trip.
+            blocking::unblock(move || released(mutex.release())).detach();
+        }
     }
 }
 
@@ -119,9 +152,18 @@ impl KeyMutex {
 
 /// A held [`CacheMutex`], released when dropped (also when a creator panics), or by
 /// [`release_async`](LockGuard::release_async).
+///
+/// A guard dropped on the blocking path releases on the dropping thread. One of an async
+/// caller (the region's async calls, a guard whose `release_async` was started) that is dropped
+/// unreleased, because its creation failed, panicked or was cancelled, hands a backend's
+/// release to the `blocking` crate's thread pool instead: a distributed lock's release is a
+/// round trip, which must not stall the executor's thread (a frozen server holds it until
+/// its timeout). The in-process lock is released at once either way: that never blocks.
 pub struct LockGuard {
     /// `None` once released.
     mutex: Option<KeyMutex>,
+    /// Dropped unreleased, release a backend's lock on the `blocking` pool, not on this thread.
+    off_thread: bool,
 }
 
 impl LockGuard {
@@ -137,13 +179,51 @@ impl LockGuard {
 
     /// Wraps a key's mutex that the caller has just taken.
     pub(crate) fn held(mutex: KeyMutex) -> Self {
-        LockGuard { mutex: Some(mutex) }
+        LockGuard {
+            mutex: Some(mutex),
+            off_thread: false,
+        }
+    }
+
+    /// Wraps a key's mutex that an async caller has just taken: dropped unreleased, it is
+    /// released off the dropping thread.
+    pub(crate) fn held_async(mutex: KeyMutex) -> Self {
+        LockGuard {
+            mutex: Some(mutex),
+            off_thread: true,
+        }
     }
 
     /// Releases the lock through the mutex's async path, so an async caller does not block its
     /// thread on the release (one round trip for a distributed lock). If this future is dropped
-    /// before the release is done, the guard's `Drop` releases the lock the blocking way.
+    /// before the release is done, the guard's `Drop` releases the lock again, on the
+    /// `blocking` crate's thread pool (the contract of [`CacheMutex::release`] makes a second
+    /// release harmless).
+    ///
+    /// ```
+    /// use dogpile_core::{CacheMutex, LockGuard, Result};
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    ///
+    /// #[derive(Default)]
+    /// struct Flag(AtomicBool);
+    /// impl CacheMutex for Flag {
+    ///     fn try_acquire(&self) -> Result<bool> { Ok(!self.0.swap(true, Ordering::AcqRel)) }
+    ///     fn wait(&self, _: Instant) -> Result<()> { Ok(()) }
+    ///     fn release(&self) -> Result<()> { self.0.store(false, Ordering::Release); Ok(()) }
+    ///     fn locked(&self) -> Result<bool> { Ok(self.0.load(Ordering::Acquire)) }
+    /// }
+    ///
+    /// let lock = Arc::new(Flag::default());
+    /// assert!(lock.try_acquire().unwrap());
+    /// let guard = LockGuard::shared(lock.clone());
+    /// pollster::block_on(guard.release_async());
+    /// assert!(!lock.locked().unwrap());
+    /// ```
     pub async fn release_async(mut self) {
+        // Dropped midway (a cancelled task), the guard must not block the executor either.
+        self.off_thread = true;
         match &self.mutex {
             // Releasing an in-process lock never blocks.
             Some(KeyMutex::Local(m)) => released(m.release()),
@@ -164,8 +244,13 @@ fn released(result: Result<()>) {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if let Some(mutex) = self.mutex.take() {
-            released(mutex.release());
+        match self.mutex.take() {
+            None => {}
+            Some(KeyMutex::Backend(m)) if self.off_thread => {
+                // Detached: the release runs to its end on the pool, whoever awaits it.
+                blocking::unblock(move || released(m.release())).detach();
+            }
+            Some(mutex) => released(mutex.release()),
         }
     }
 }

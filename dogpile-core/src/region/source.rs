@@ -191,7 +191,11 @@ impl<'a, 'k, C: BackendCatalog, T: CacheValue, E, Cr: Creator<T, E>>
     fn held_if(&mut self, key: usize, taken: bool) -> bool {
         if taken {
             let slot = &mut self.slots[key];
-            slot.guard = slot.mutex.take().map(LockGuard::held);
+            let guard = match self.io {
+                Io::Blocking => LockGuard::held,
+                Io::Async => LockGuard::held_async,
+            };
+            slot.guard = slot.mutex.take().map(guard);
         }
         taken
     }
