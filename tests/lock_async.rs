@@ -253,3 +253,76 @@ fn a_call_dropped_while_its_lock_is_being_taken_leaves_no_lock() {
     });
     assert_eq!(v.unwrap(), 2);
 }
+
+/// A backend whose reads and writes record their thread: a proxied backend that does I/O.
+#[derive(Default)]
+struct ThreadRecorder {
+    map: MapBackend,
+    threads: Mutex<Vec<std::thread::ThreadId>>,
+}
+
+impl ThreadRecorder {
+    fn record(&self) {
+        self.threads
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
+    }
+}
+
+impl Backend for ThreadRecorder {
+    fn name(&self) -> &str {
+        "thread recorder"
+    }
+    fn payload_kind(&self) -> PayloadKind {
+        self.map.payload_kind()
+    }
+    fn get(&self, key: &str) -> Result<Option<CachedValue>> {
+        self.record();
+        self.map.get(key)
+    }
+    fn set(&self, key: &str, value: CachedValue) -> Result<()> {
+        self.record();
+        self.map.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.record();
+        self.map.delete(key)
+    }
+}
+
+/// A proxy that passes everything through.
+struct PassThrough;
+impl dogpile::ProxyBackend for PassThrough {}
+
+/// Async calls through a proxy over a backend that does I/O reach the backend off the
+/// executor's thread: a proxy has blocking methods only, and on the executor's thread a round
+/// trip (to its timeout, with a frozen server) would stop every task of that thread.
+#[test]
+fn async_calls_through_a_proxy_do_their_io_off_the_executor_thread() {
+    let backend = Arc::new(ThreadRecorder::default());
+    let region = make_region()
+        .configure(RegionConfig::with_backend(backend.clone()).wrap(PassThrough))
+        .unwrap();
+    let executor = std::thread::current().id();
+    current_thread().block_on(async {
+        assert_eq!(
+            region
+                .get_or_create_async("k", || async { 5u8 })
+                .await
+                .unwrap(),
+            5
+        );
+        assert_eq!(region.get_async::<u8>("k").await.unwrap(), Some(5));
+        region.delete_async("k").await.unwrap();
+    });
+    let threads = backend.threads.lock().unwrap().clone();
+    assert!(
+        threads.len() >= 4,
+        "reads, the store and the delete: {threads:?}"
+    );
+    assert!(
+        threads.iter().all(|t| *t != executor),
+        "the proxied backend was called on the executor's thread: {threads:?}"
+    );
+}

@@ -137,17 +137,32 @@ impl Backend for Proxied {
         self.inner.check_region_expiration(expiration)
     }
 
-    // A proxy is written against the blocking methods, so async calls go through them too.
+    // A proxy is written against the blocking methods, so async calls go through them too: at
+    // once over a backend that never blocks, on the `blocking` pool over one that does I/O, so
+    // that an async caller's executor thread never waits on a round trip (a frozen server holds
+    // it to the socket timeout, and every task of that thread with it).
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
-        Box::pin(async move { self.get(key) })
+        if self.inner.never_blocks() {
+            return Box::pin(async move { self.get(key) });
+        }
+        let (proxy, inner, key) = (self.proxy.clone(), self.inner.clone(), key.to_owned());
+        Box::pin(blocking::unblock(move || proxy.get(&*inner, &key)))
     }
 
     fn set_async<'a>(&'a self, key: &'a str, value: CachedValue) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.set(key, value) })
+        if self.inner.never_blocks() {
+            return Box::pin(async move { self.set(key, value) });
+        }
+        let (proxy, inner, key) = (self.proxy.clone(), self.inner.clone(), key.to_owned());
+        Box::pin(blocking::unblock(move || proxy.set(&*inner, &key, value)))
     }
 
     fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.delete(key) })
+        if self.inner.never_blocks() {
+            return Box::pin(async move { self.delete(key) });
+        }
+        let (proxy, inner, key) = (self.proxy.clone(), self.inner.clone(), key.to_owned());
+        Box::pin(blocking::unblock(move || proxy.delete(&*inner, &key)))
     }
 }
 
