@@ -256,6 +256,11 @@ impl Key {
         } else if let Some(generator) = site.generator.or_else(|| region.function_key_generator()) {
             let made = generator(&site.info, args);
             buf.push_str(&made);
+            // A generator is given the arguments, not their types: what tells a generic
+            // function's instances apart is added to its key.
+            if let Some(instance) = site.instance {
+                instance(&mut buf);
+            }
         } else {
             buf.push_str(site.prefix);
             write_args(&mut buf);
@@ -731,7 +736,14 @@ pub async fn refresh_result_async<T: CacheValue, E>(
 pub fn multi_keys<K: KeyArg>(region: &CacheRegion, site: &Site, items: &[K]) -> Vec<String> {
     let args: Vec<&dyn KeyArg> = items.iter().map(|k| k as &dyn KeyArg).collect();
     match region.function_multi_key_generator() {
-        Some(generator) => generator(&site.info, &args),
+        Some(generator) => {
+            let mut keys = generator(&site.info, &args);
+            // As for one key (`Key::build`): the generator does not see the types.
+            if let Some(instance) = site.instance {
+                keys.iter_mut().for_each(instance);
+            }
+            keys
+        }
         None => args
             .iter()
             .map(|a| {

@@ -411,6 +411,43 @@ fn generic_functions_with_key_arguments() {
     );
 }
 
+/// A key generator is given the arguments, not their types: a generic function's generated
+/// keys end with what tells its instances apart, as its default keys do (with the library's own
+/// generators on the region, `shown(5u8)` and `shown("5")` shared `shown|5`, and the second
+/// call got the first's value).
+#[test]
+fn a_generic_function_with_a_key_generator_keeps_its_instances_apart() {
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| {
+        dogpile::make_region()
+            .function_key_generator(dogpile::function_key_generator)
+            .function_multi_key_generator(dogpile::function_multi_key_generator)
+            .build()
+    });
+
+    #[cache_on_arguments(region = REGION)]
+    fn shown<T: KeyArg + std::fmt::Debug>(value: T) -> String {
+        format!("{value:?}")
+    }
+
+    #[cache_multi_on_arguments(region = REGION)]
+    fn listed<T: KeyArg + std::fmt::Debug + Clone>(ids: &[T]) -> Vec<String> {
+        ids.iter().map(|i| format!("{i:?}")).collect()
+    }
+
+    let map = setup(&REGION);
+    assert_eq!(shown(5u8), "5");
+    assert_eq!(shown("5"), "\"5\"");
+    assert_eq!(listed(&[6u8]), vec!["6"]);
+    assert_eq!(listed(&["6"]), vec!["\"6\""]);
+    let keys = map.keys();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert!(keys.contains(&"macros:shown|5|u8".to_string()), "{keys:?}");
+    assert!(
+        keys.contains(&"macros:listed|6|&str".to_string()),
+        "{keys:?}"
+    );
+}
+
 #[test]
 fn a_body_may_call_decorated_functions_reentrantly() {
     static REGION: CacheRegion = CacheRegion::new();

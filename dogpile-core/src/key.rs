@@ -32,7 +32,9 @@
 //! is one function per instance: its default key ends with `|` and the names of its type
 //! parameters, the values of its const parameters and the types of its `impl Trait` arguments
 //! (`describe|5|u8`, `describe|5|&str`), and so does each id's key of a generic batch function.
-//! A `key = "…"` template or a key generator on a generic function must tell the instances apart
+//! A key generator (the region's or the function's) is given the arguments, not their types, so
+//! the same text ends a generic function's generated key (`<generated>|u8`). A `key = "…"`
+//! template on a generic function is the key as written: it must tell the instances apart
 //! itself.
 //!
 //! A [`KeyArg`] of your own keeps these guarantees when its text follows the same rules: build it
