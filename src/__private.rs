@@ -241,32 +241,34 @@ pub struct Key {
 
 impl Key {
     /// The key of one call. `write_args` writes the default key's arguments (the same text as
-    /// `write_args(buf, args)`, with static dispatch).
+    /// `write_args(buf, args)`, with static dispatch); `write_impl_types` the types of its
+    /// `impl Trait` arguments, the first part of what tells a generic function's instances
+    /// apart (the site's `instance` writes the rest).
     #[inline]
     pub fn build(
         region: &CacheRegion,
         site: &Site,
         args: &[&dyn KeyArg],
         write_args: impl FnOnce(&mut String),
+        write_impl_types: impl FnOnce(&mut String),
     ) -> Key {
         let mut buf = KEY_BUF.try_with(Cell::take).unwrap_or_default();
         buf.clear();
         if let Some(template) = site.template {
             write_template(&mut buf, template, args);
-        } else if let Some(generator) = site.generator.or_else(|| region.function_key_generator()) {
-            let made = generator(&site.info, args);
-            buf.push_str(&made);
+            return Key { buf };
+        }
+        if let Some(generator) = site.generator.or_else(|| region.function_key_generator()) {
             // A generator is given the arguments, not their types: what tells a generic
-            // function's instances apart is added to its key.
-            if let Some(instance) = site.instance {
-                instance(&mut buf);
-            }
+            // function's instances apart ends its key, as it ends the default one.
+            buf.push_str(&generator(&site.info, args));
         } else {
             buf.push_str(site.prefix);
             write_args(&mut buf);
-            if let Some(instance) = site.instance {
-                instance(&mut buf);
-            }
+        }
+        write_impl_types(&mut buf);
+        if let Some(instance) = site.instance {
+            instance(&mut buf);
         }
         Key { buf }
     }

@@ -263,7 +263,15 @@ proptest! {
             &lists,
             |l| {
                 let dyns: Vec<&dyn KeyArg> = l.iter().map(|a| a as &dyn KeyArg).collect();
-                Key::build(&region, &site, &dyns, |_| unreachable!("a template key")).as_str().to_owned()
+                Key::build(
+                    &region,
+                    &site,
+                    &dyns,
+                    |_| unreachable!("a template key"),
+                    |_| unreachable!("a template key"),
+                )
+                .as_str()
+                .to_owned()
             },
             |a, b| same_list(a, b),
         )?;

@@ -28,8 +28,10 @@ struct CondvarLocks {
     released: Condvar,
     /// The thread of each `release` call, in order.
     release_threads: Mutex<Vec<std::thread::ThreadId>>,
-    /// `try_acquire` takes 200 ms (a slow round trip) before it takes the lock.
+    /// `try_acquire` takes 300 ms (a slow round trip) before it takes the lock.
     slow_acquire: std::sync::atomic::AtomicBool,
+    /// `try_acquire` calls started.
+    acquiring: AtomicUsize,
     /// `try_acquire` calls finished.
     acquires: AtomicUsize,
 }
@@ -41,8 +43,9 @@ struct CondvarMutex {
 
 impl CacheMutex for CondvarMutex {
     fn try_acquire(&self) -> Result<bool> {
+        self.locks.acquiring.fetch_add(1, Ordering::SeqCst);
         if self.locks.slow_acquire.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(300));
         }
         let taken = self.locks.held.lock().unwrap().insert(self.key.clone());
         self.locks.acquires.fetch_add(1, Ordering::SeqCst);
@@ -208,12 +211,12 @@ fn a_failed_or_dropped_async_creation_releases_its_lock_off_the_executor_thread(
         || async { Err::<u8, _>("no database") },
     ));
     assert!(failed.is_err());
+    let locks = &backend.locks;
     runtime.block_on(async {
         let call = region.get_or_create_async("dropped", std::future::pending::<u8>);
-        let timed_out = tokio::time::timeout(Duration::from_millis(20), call).await;
-        assert!(timed_out.is_err(), "the pending creator finished");
+        // Dropped once it holds its lock (its creator never finishes).
+        poll_until(call, || locks.held.lock().unwrap().contains("dropped")).await;
     });
-    let locks = &backend.locks;
     wait_for("both locks released", || {
         locks.held.lock().unwrap().is_empty()
     });
@@ -235,12 +238,12 @@ fn a_call_dropped_while_its_lock_is_being_taken_leaves_no_lock() {
         .configure(RegionConfig::with_backend(backend.clone()))
         .unwrap();
     backend.locks.slow_acquire.store(true, Ordering::SeqCst);
+    let locks = &backend.locks;
     current_thread().block_on(async {
         let call = region.get_or_create_async("k", || async { 1u8 });
-        let timed_out = tokio::time::timeout(Duration::from_millis(50), call).await;
-        assert!(timed_out.is_err(), "the call finished before its timeout");
+        // Dropped once its try_acquire runs on the pool (for 300 ms), as a timeout would.
+        poll_until(call, || locks.acquiring.load(Ordering::SeqCst) == 1).await;
     });
-    let locks = &backend.locks;
     wait_for("the dropped call's try_acquire to finish", || {
         locks.acquires.load(Ordering::SeqCst) == 1
     });
@@ -325,4 +328,14 @@ fn async_calls_through_a_proxy_do_their_io_off_the_executor_thread() {
         threads.iter().all(|t| *t != executor),
         "the proxied backend was called on the executor's thread: {threads:?}"
     );
+}
+
+/// Polls `call` until `cond` holds, then drops it unfinished (as a timeout or a cancelled task
+/// would). Panics if the call finishes first.
+async fn poll_until<F: std::future::Future>(call: F, cond: impl Fn() -> bool) {
+    let mut call = std::pin::pin!(call);
+    while !cond() {
+        let polled = tokio::time::timeout(Duration::from_millis(1), &mut call).await;
+        assert!(polled.is_err(), "the call finished before it was dropped");
+    }
 }

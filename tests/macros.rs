@@ -434,13 +434,26 @@ fn a_generic_function_with_a_key_generator_keeps_its_instances_apart() {
         ids.iter().map(|i| format!("{i:?}")).collect()
     }
 
+    #[cache_on_arguments(region = REGION)]
+    fn padded<const N: usize>(value: impl KeyArg + std::fmt::Debug) -> String {
+        format!("{value:?}{}", N)
+    }
+
     let map = setup(&REGION);
+    // An `impl Trait` argument's type, then the const parameter: the default key's order.
+    assert_eq!(padded::<1>(5u8), "51");
+    assert_eq!(padded::<1>("5"), "\"5\"1");
+    assert!(
+        map.keys().contains(&"macros:padded|5|&str,1".to_string()),
+        "{:?}",
+        map.keys()
+    );
     assert_eq!(shown(5u8), "5");
     assert_eq!(shown("5"), "\"5\"");
     assert_eq!(listed(&[6u8]), vec!["6"]);
     assert_eq!(listed(&["6"]), vec!["\"6\""]);
     let keys = map.keys();
-    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert_eq!(keys.len(), 6, "{keys:?}");
     assert!(keys.contains(&"macros:shown|5|u8".to_string()), "{keys:?}");
     assert!(
         keys.contains(&"macros:listed|6|&str".to_string()),

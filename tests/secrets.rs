@@ -96,6 +96,21 @@ fn debug_texts_show_secrets_as_stars() {
         format!("{:?}", ArgValue::from("unix:///s?db=1&pass=hunter2"))
             .contains("unix:///s?db=1&pass=***")
     );
+    // A query password holding `@`, `,` or a space shows no part of itself; nor does one in a
+    // dict written as text, whose closing quote and brace stay.
+    for url in [
+        "redis+unix:///s?pass=hun@ter2",
+        "redis+unix:///s?pass=hun,ter2&db=1",
+        "redis+unix:///s?pass=hun ter2",
+    ] {
+        let text = format!("{:?}", ArgValue::from(url));
+        assert!(!text.contains("ter2"), "{text}");
+    }
+    let dict = format!(
+        "{:?}",
+        ArgValue::from("{'url': 'redis+unix:///s?pass=hunter2', 'db': 1}")
+    );
+    assert!(dict.contains("pass=***', 'db': 1}"), "{dict}");
 }
 
 /// The error of configuring a region with `config`.
@@ -136,6 +151,10 @@ fn redis_configuration_errors_hide_secrets() {
     let e = redis(&[("url", "redis+unix:///tmp/r.sock?db=x&pass=hunter2".into())]);
     assert_hidden(&e);
     assert!(e.starts_with("arguments.url: "), "{e}");
+    // A user name in the query is hidden in the URL, but it is no secret to hunt for in the rest
+    // of the text: `unix` here, which the scheme `redis+unix` holds.
+    let e = redis(&[("url", "redis+unix:///tmp/r.sock?user=unix&db=x".into())]);
+    assert!(e.contains("redis+unix:///tmp/r.sock?user=***&db=x"), "{e}");
     // The backend's own Debug.
     let backend = dogpile::backend::redis::RedisBackend::from_arguments(
         &Arguments::new()

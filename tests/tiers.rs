@@ -234,6 +234,73 @@ fn a_region_invalidation_whose_message_is_lost_still_reaches_running_processes()
     );
 }
 
+/// The shared backend with every read attempt counted, failed ones too.
+struct CountedReads {
+    inner: Arc<MapBackend>,
+    gets: std::sync::atomic::AtomicUsize,
+}
+
+impl dogpile::Backend for CountedReads {
+    fn name(&self) -> &str {
+        "counted reads"
+    }
+    fn payload_kind(&self) -> dogpile::backend::PayloadKind {
+        self.inner.payload_kind()
+    }
+    fn get(&self, key: &str) -> dogpile::Result<Option<dogpile::CachedValue>> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: dogpile::CachedValue) -> dogpile::Result<()> {
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> dogpile::Result<()> {
+        self.inner.delete(key)
+    }
+}
+
+/// While the shared backend is down, the invalidation times due for a re-read are tried again
+/// seconds apart, not at every heartbeat (a few a second with Redis), each with a warning.
+#[test]
+fn a_failed_reread_of_the_invalidation_times_waits_before_the_next() {
+    let f = fleet();
+    let counted = Arc::new(CountedReads {
+        inner: f.shared.clone(),
+        gets: Default::default(),
+    });
+    let region = CacheRegion::named("users");
+    region
+        .configure(
+            RegionConfig::with_backend(counted.clone())
+                .expiration_time(600)
+                .clock(f.clock.clone())
+                .local_tier(tier())
+                .backplane(f.bus.clone()),
+        )
+        .unwrap();
+    let gets = || counted.gets.load(std::sync::atomic::Ordering::SeqCst);
+    f.time.advance(Duration::from_secs(31));
+    f.shared.set_failing(true);
+    let before = gets();
+    f.bus.heartbeat();
+    support::wait_for("the due re-read", || gets() == before + 1);
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(2));
+        f.bus.heartbeat();
+    }
+    assert_eq!(
+        gets(),
+        before + 1,
+        "a failed re-read was tried at every heartbeat"
+    );
+    // A few seconds on, it is tried again, and holds once the backend is back.
+    f.time.advance(Duration::from_secs(6));
+    f.bus.heartbeat();
+    support::wait_for("the retry", || gets() == before + 2);
+    f.shared.set_failing(false);
+    drop(region);
+}
+
 #[test]
 fn without_word_from_the_backplane_local_copies_are_not_served() {
     let f = fleet();

@@ -144,7 +144,12 @@ pub(crate) struct SharedInvalidation {
     reloaded_at: AtomicU64,
     /// A re-read is running on the `blocking` pool.
     reloading: AtomicBool,
+    /// The last read failed (warned once until one succeeds).
+    failing: AtomicBool,
 }
+
+/// How soon a failed read of the shared times is tried again, at the most.
+const RELOAD_RETRY: Duration = Duration::from_secs(5);
 
 impl SharedInvalidation {
     pub(crate) fn new(
@@ -163,6 +168,7 @@ impl SharedInvalidation {
             reload_every_nanos: nanos(reload_every),
             reloaded_at: AtomicU64::new(0),
             reloading: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -222,12 +228,26 @@ impl SharedInvalidation {
                     }
                 }
                 self.reloaded_at.fetch_max(started, Ordering::AcqRel);
+                if self.failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!(region = %self.fleet.region, "the region's invalidation times were read again");
+                }
             }
-            Err(e) => tracing::warn!(
-                region = %self.fleet.region,
-                error = %e,
-                "reading the region's invalidation times from the shared backend failed"
-            ),
+            Err(e) => {
+                // Due again in a few seconds (not at every heartbeat, a few a second), and one
+                // warning for the outage.
+                let retry = nanos(RELOAD_RETRY).min(self.reload_every_nanos);
+                self.reloaded_at.fetch_max(
+                    started.saturating_sub(self.reload_every_nanos) + retry,
+                    Ordering::AcqRel,
+                );
+                if !self.failing.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        region = %self.fleet.region,
+                        error = %e,
+                        "reading the region's invalidation times from the shared backend failed; trying again"
+                    );
+                }
+            }
         }
     }
 }

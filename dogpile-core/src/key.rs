@@ -33,7 +33,7 @@
 //! parameters, the values of its const parameters and the types of its `impl Trait` arguments
 //! (`describe|5|u8`, `describe|5|&str`), and so does each id's key of a generic batch function.
 //! A key generator (the region's or the function's) is given the arguments, not their types, so
-//! the same text ends a generic function's generated key (`<generated>|u8`). A `key = "…"`
+//! the same text ends a generic function's generated key (`<generated>|u8`, `<generated>|&str,1`). A `key = "…"`
 //! template on a generic function is the key as written: it must tell the instances apart
 //! itself.
 //!

@@ -474,7 +474,10 @@ impl<'a> Func<'a> {
             let write = quote_spanned!(ident.span()=> ::dogpile::__private::KeyArg::write_key(&#ident, __dp_buf););
             quote!(#sep #write)
         });
-        let impl_types = self.impl_trait_writes();
+        let write_impl_types = match self.impl_trait_writes() {
+            Some(writes) => quote!(|__dp_buf: &mut ::std::string::String| { #writes }),
+            None => quote!(|_: &mut ::std::string::String| {}),
+        };
         quote! {
             #region
             #site
@@ -482,7 +485,8 @@ impl<'a> Func<'a> {
                 __dp_region,
                 &__dp_site,
                 &[#(#key_args),*],
-                |__dp_buf: &mut ::std::string::String| { #(#writes)* #impl_types },
+                |__dp_buf: &mut ::std::string::String| { #(#writes)* },
+                #write_impl_types,
             );
         }
     }

@@ -40,7 +40,9 @@ mod impl_block;
 ///   stored. For a function returning `Result<T, E>`, it sees the `Ok` value.
 /// - `function_key_generator = path`: a `fn(&FunctionInfo, &[&dyn KeyArg]) -> String` that makes
 ///   this function's keys (it receives the key arguments, `self` and `ignore`d ones left out).
-///   Without it the region's generator is used, and without that the default key.
+///   Without it the region's generator is used, and without that the default key. For a generic
+///   function the generated key is followed by what tells its instances apart (`|u8`), as the
+///   default key is.
 /// - `key = "user:{id}:{lang}"`: the key, as a template of the argument names (`{{`, `}}` for
 ///   braces). Checked at compile time: a name that is not an argument is an error, and so is an
 ///   argument neither in the template nor in `ignore`.

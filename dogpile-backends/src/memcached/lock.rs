@@ -140,7 +140,9 @@ async fn while_ours(
                 }
                 return Ok(Ours::Done);
             }
-            b"NF" => return Ok(Ours::Lost { resent }),
+            // This reply's own resend only: a lock found gone by a later single send (after a
+            // read showed it ours) is lost, whatever happened to an earlier round.
+            b"NF" => return Ok(Ours::Lost { resent: m.resent }),
             b"EX" => match read(io, server, key).await? {
                 Some((value, fresh)) if value == token => cas.store(fresh, Ordering::Release),
                 _ => return Ok(Ours::Lost { resent }),

@@ -112,9 +112,13 @@ pub(super) fn is_credential(name: &str) -> bool {
 ///     redact_url("user:hunter2@10.0.0.1:11211, memcache://10.0.0.2:11211"),
 ///     "***@10.0.0.1:11211, memcache://10.0.0.2:11211"
 /// );
+/// // A query password holding `,` or a space is hidden whole; one holding `@` with the path
+/// // before it (the `@` might end user information).
+/// assert_eq!(redact_url("unix:///s?pass=hun,ter 2&db=1"), "unix:///s?pass=***&db=1");
+/// assert_eq!(redact_url("unix:///s?pass=hun@ter2&db=1"), "unix://***&db=1");
 /// ```
 pub fn redact_url(url: &str) -> Cow<'_, str> {
-    let secrets = credential_ranges(url);
+    let secrets = credential_ranges(url, true);
     if secrets.is_empty() {
         return Cow::Borrowed(url);
     }
@@ -129,7 +133,9 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Where the credentials of a URL (or of a list of them) are, in order and apart.
+/// Where the credentials of a URL (or of a list of them) are, in order and apart; with
+/// `user_names`, the values of query parameters naming a user too (for texts to show: a user
+/// name alone is no secret to hunt for in other texts, where `default` or `redis` are words).
 ///
 /// The user information runs from the first scheme's `://` (or the start) to the last `@` of
 /// the text; from the start when an `@` comes before that `://` (a list whose first address has
@@ -137,9 +143,12 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
 /// unescaped would end the authority early and show. Taking the last `@` of the whole text
 /// hides the host too when a path or query holds an `@`, or the addresses between two
 /// credentials of a list: hiding too much is the safe side. A text with no scheme that starts
-/// with `/` is a file path, whose `@` is no credential. Then the values of the query parameters
-/// past that `@` that name a credential.
-fn credential_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
+/// with `/` is a file path, whose `@` is no credential.
+///
+/// Then, over the whole text, the value of each `?name=` or `&name=` that names a credential,
+/// up to the next `&` or `#` (a password may hold `@`, `,` or a space unescaped: what follows is
+/// hidden with it); in a dict written as text, also up to a quote, which ends the URL's text.
+fn credential_ranges(url: &str, user_names: bool) -> Vec<std::ops::Range<usize>> {
     let scheme_end = url.find("://").map(|i| i + 3);
     let start = match (scheme_end, url.find('@')) {
         (Some(end), Some(at)) if at < end => Some(0),
@@ -148,39 +157,48 @@ fn credential_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
         (None, _) => Some(0),
     };
     let mut ranges = Vec::new();
-    let mut query_from = 0;
     if let Some(start) = start {
         if let Some(at) = url[start..].rfind('@') {
             ranges.push(start..start + at);
-            query_from = start + at;
         }
     }
-    // `?name=value` and `&name=value`, the value up to the next `&`, `#`, `,` or space.
-    let mut i = query_from;
+    let value_ends: &[char] = if url.trim_start().starts_with('{') {
+        &['&', '#', '\'', '"']
+    } else {
+        &['&', '#']
+    };
+    let mut i = 0;
     while let Some(off) = url[i..].find(['?', '&']) {
         let name_start = i + off + 1;
         let rest = &url[name_start..];
-        let name_len = rest.find(['=', '&', '#', ',', ' ']).unwrap_or(rest.len());
+        let name_len = rest.find(['=', '&', '#', '?']).unwrap_or(rest.len());
         i = name_start + name_len;
         if !rest[name_len..].starts_with('=') {
             continue;
         }
         let value_start = i + 1;
         let value_len = url[value_start..]
-            .find(['&', '#', ',', ' '])
+            .find(value_ends)
             .unwrap_or(url.len() - value_start);
-        if value_len > 0 && is_credential_parameter(&rest[..name_len]) {
+        let name = &rest[..name_len];
+        let secret = is_secret_argument(name)
+            || name.eq_ignore_ascii_case("pass")
+            || (user_names && is_credential(name));
+        if value_len > 0 && secret {
             ranges.push(value_start..value_start + value_len);
         }
         i = value_start + value_len;
     }
-    ranges
-}
-
-/// Whether a URL's query parameter holds a credential: the secret arguments' names, the user
-/// names that go with them, and redis-rs's `pass` (`redis+unix:///s.sock?user=u&pass=p`).
-fn is_credential_parameter(name: &str) -> bool {
-    is_credential(name) || name.eq_ignore_ascii_case("pass")
+    // The user information and a query value can overlap (a query before the last `@`).
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
 }
 
 /// The texts of `value` that are secret: all of it for a secret argument, the credentials of
@@ -191,12 +209,20 @@ pub(super) fn secret_texts(name: &str, value: &ArgValue, out: &mut Vec<String>) 
         ArgValue::Str(s) if is_secret_argument(name) => out.push(s.clone()),
         // A dict written as text: the secrets of its settings.
         ArgValue::Str(s) if s.trim_start().starts_with('{') => {
-            out.extend(credential_ranges(s).into_iter().map(|r| s[r].to_owned()));
+            out.extend(
+                credential_ranges(s, false)
+                    .into_iter()
+                    .map(|r| s[r].to_owned()),
+            );
             if let Ok(items) = parse_dict(s) {
                 items.iter().for_each(|(k, v)| secret_texts(k, v, out));
             }
         }
-        ArgValue::Str(s) => out.extend(credential_ranges(s).into_iter().map(|r| s[r].to_owned())),
+        ArgValue::Str(s) => out.extend(
+            credential_ranges(s, false)
+                .into_iter()
+                .map(|r| s[r].to_owned()),
+        ),
         ArgValue::Int(_) | ArgValue::Float(_) | ArgValue::Bool(_) if is_secret_argument(name) => {
             out.push(value.to_string())
         }
