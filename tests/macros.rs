@@ -329,7 +329,83 @@ fn impls_of_one_trait_do_not_share_keys() {
     assert_eq!(Cat.sound_get(1).as_deref(), Some("meow"));
     let mut keys = map.keys();
     keys.sort();
-    assert_eq!(keys, ["macros:sound|Cat|1", "macros:sound|Dog|1"]);
+    assert_eq!(
+        keys,
+        [
+            "macros:sound|<Cat as Sound>|1",
+            "macros:sound|<Dog as Sound>|1"
+        ]
+    );
+}
+
+/// One type implementing two traits whose methods have one name and one argument, and one
+/// generic trait twice: the default namespace names the trait too, so each impl has its keys.
+trait Render {
+    fn render(&self, w: u32) -> String;
+}
+
+trait Html {
+    fn render(&self, w: u32) -> String;
+}
+
+trait Label<T> {
+    fn label(&self, id: u32) -> String;
+}
+
+struct Page;
+
+static PAGES: CacheRegion = CacheRegion::new();
+
+// `no_companions`: both blocks would put a `render_get` in the one inherent block of `Page`.
+#[dogpile::cache_impl(no_companions)]
+impl Render for Page {
+    #[cache_on_arguments(region = PAGES)]
+    fn render(&self, w: u32) -> String {
+        format!("text {w}")
+    }
+}
+
+#[dogpile::cache_impl(no_companions)]
+impl Html for Page {
+    #[cache_on_arguments(region = PAGES)]
+    fn render(&self, w: u32) -> String {
+        format!("<p>{w}</p>")
+    }
+}
+
+#[dogpile::cache_impl(no_companions)]
+impl Label<u8> for Page {
+    #[cache_on_arguments(region = PAGES)]
+    fn label(&self, id: u32) -> String {
+        format!("u8 {id}")
+    }
+}
+
+#[dogpile::cache_impl(no_companions)]
+impl Label<u16> for Page {
+    #[cache_on_arguments(region = PAGES)]
+    fn label(&self, id: u32) -> String {
+        format!("u16 {id}")
+    }
+}
+
+#[test]
+fn impls_of_two_traits_on_one_type_do_not_share_keys() {
+    let map = setup(&PAGES);
+    assert_eq!(Render::render(&Page, 7), "text 7");
+    // With the type alone as the namespace, this call found the value of `Render::render`.
+    assert_eq!(Html::render(&Page, 7), "<p>7</p>");
+    assert_eq!(Label::<u8>::label(&Page, 7), "u8 7");
+    assert_eq!(Label::<u16>::label(&Page, 7), "u16 7");
+    assert_eq!(
+        map.keys(),
+        [
+            "macros:label|<Page as Label<u16>>|7",
+            "macros:label|<Page as Label<u8>>|7",
+            "macros:render|<Page as Html>|7",
+            "macros:render|<Page as Render>|7",
+        ]
+    );
 }
 
 #[test]

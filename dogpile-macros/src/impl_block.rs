@@ -97,8 +97,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 continue;
             }
         };
-        if trait_path.is_some() {
-            args = with_default_namespace(args, &self_ty);
+        if let Some(trait_path) = &trait_path {
+            args = with_default_namespace(args, &self_ty, trait_path);
         }
         let func = ItemFn {
             attrs: method.attrs.clone(),
@@ -183,26 +183,39 @@ fn cache_attr_kind(attr: &Attribute) -> Option<Kind> {
     }
 }
 
-/// The options with `namespace = "<the type>"` added when there is no namespace: two types that
-/// implement one trait in one module would otherwise share their methods' keys.
-fn with_default_namespace(args: TokenStream, self_ty: &syn::Type) -> TokenStream {
+/// The options with `namespace = "<Type as Trait>"` added when there is no namespace. The type
+/// keeps two types that implement one trait in one module apart; the trait keeps apart the
+/// impls of one type: two traits with a method of one name and arguments (`Render::render` and
+/// `Html::render`), or one generic trait twice (`Loader<User>`, `Loader<Order>`). With the type
+/// alone, those calls shared a key and one impl's call returned the other's value.
+fn with_default_namespace(
+    args: TokenStream,
+    self_ty: &syn::Type,
+    trait_path: &syn::Path,
+) -> TokenStream {
     let has_namespace = syn::parse2::<RawArgs>(args.clone())
         .is_ok_and(|raw| raw.names().any(|name| name == "namespace"));
     if has_namespace {
         return args;
     }
-    let name: String = self_ty
-        .to_token_stream()
-        .to_string()
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let name = format!("<{} as {}>", compact(self_ty), compact(trait_path));
     let name = syn::LitStr::new(&name, self_ty.span());
     if args.is_empty() {
         quote!(namespace = #name)
     } else {
         quote!(#args, namespace = #name)
     }
+}
+
+/// The text of `tokens` without whitespace: the printer puts spaces between tokens
+/// (`Loader < User >`), which the key would carry but nobody wrote.
+fn compact(tokens: &impl ToTokens) -> String {
+    tokens
+        .to_token_stream()
+        .to_string()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
 }
 
 /// Checks that the companions' inherent block can exist: the self type is a path, not one of

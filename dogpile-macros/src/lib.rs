@@ -178,10 +178,13 @@ pub fn cache_multi_on_arguments(attr: TokenStream, item: TokenStream) -> TokenSt
 /// `<Type as Trait>::Name` there). The trait's methods are cached whichever way they are called,
 /// on the type or through `dyn Trait`.
 ///
-/// - **Keys.** A method without a `namespace` gets the type's name as its namespace
-///   (`module::path:method|Type|args`), so two types implementing one trait in one module do
-///   not share keys. (The impls of a generic type, `Wrapper<A>` and `Wrapper<B>`, still do: give
-///   them a `key` or `namespace` that tells them apart when their values differ.)
+/// - **Keys.** A method without a `namespace` gets the type and the trait, as written in the
+///   block's header without spaces, as its namespace: `module::path:load|<Db as Loader<User>>|7`
+///   in `impl Loader<User> for Db`. So neither two types implementing one trait in one module,
+///   nor two traits (or two instances of a generic trait) implemented by one type, share keys.
+///   (The instances of a generic block, `impl<T> Repo for Wrapper<T>` for `Wrapper<A>` and
+///   `Wrapper<B>`, still do: give them a `key` or `namespace` that tells them apart when their
+///   values differ.) A method of an inherent block keeps the default key of any method.
 /// - **Visibility.** In a trait's block the companions are private to the module; give them a
 ///   visibility with `#[cache_impl(pub)]` or `#[cache_impl(pub(crate))]`. On an inherent
 ///   `impl Type` block (where the attribute is not needed) they keep the method's visibility
