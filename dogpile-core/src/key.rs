@@ -28,16 +28,17 @@
 //!
 //! Across types texts may meet: the string `3`, the integer `3` and `Some(3)` all write `3`. A
 //! function's arguments have fixed types, so one function never gives two argument lists one
-//! key; functions are told apart by their module path, name and namespace (a method of a trait's
-//! impl under `#[cache_impl]` has `<Type as Trait>` as its namespace by default, so the impls of
-//! two traits on one type are two functions). A generic function is one function per instance:
-//! its default key ends with `|` and the names of its type parameters, the values of its const
-//! parameters and the types of its `impl Trait` arguments (`describe|5|u8`, `describe|5|&str`),
-//! and so does each id's key of a generic batch function. A key generator (the region's or the
-//! function's) is given the arguments, not their types, so the same text ends a generic
-//! function's generated key (`<generated>|u8`, `<generated>|&str,1`). A `key = "…"` template on
-//! a generic function is the key as written: it must tell the instances apart
-//! itself.
+//! key (the attributes refuse a key argument whose type holds `dyn`, which does not fix the type
+//! behind it: `&5u8` and `&"5"` as `&dyn KeyArg` both write `5`). Functions are told apart by
+//! their module path, name and namespace (a method of a trait's impl under `#[cache_impl]` has
+//! `<Type as Trait>` as its namespace by default, so the impls of two traits on one type are two
+//! functions). A generic function is one function per instance: its default key ends with `|`
+//! and the names of its type parameters, the values of its const parameters and the types of its
+//! `impl Trait` arguments (`describe|5|u8`, `describe|5|&str`), and so does each id's key of a
+//! generic batch function. A key generator (the region's or the function's) is given the
+//! arguments, not their types, so the same text ends a generic function's generated key
+//! (`<generated>|u8`, `<generated>|&str,1`). A `key = "…"` template on a generic function is
+//! the key as written: it must tell the instances apart itself.
 //!
 //! A [`KeyArg`] of your own keeps these guarantees when its text follows the same rules: build it
 //! from the built-in implementations and [`write_key_text`] for free text, and keep your own

@@ -282,6 +282,16 @@ impl<'a> Func<'a> {
             key_params = (0..params.len()).filter(|&i| !params[i].ignored).collect();
         }
 
+        // Behind a `dyn` the type is gone: `&5u8` and `&"5"` both write the key text `5`, and
+        // unlike an `impl Trait` argument's type, a `dyn`'s cannot be written into the key. So
+        // two calls would share one key; a key argument whose type holds `dyn` is refused.
+        for &i in &key_params {
+            let p = &params[i];
+            if holds_word(p.ty.to_token_stream(), "dyn") {
+                errors.push(dyn_key_argument(p, kind, args.key.is_some()));
+            }
+        }
+
         let ret = match &sig.output {
             ReturnType::Default => syn::parse_quote!(()),
             ReturnType::Type(_, ty) => (**ty).clone(),
@@ -504,7 +514,7 @@ impl<'a> Func<'a> {
             .key_params
             .iter()
             .map(|&i| &self.params[i])
-            .filter(|p| has_impl_trait(p.ty.to_token_stream()))
+            .filter(|p| holds_word(p.ty.to_token_stream(), "impl"))
             .map(|p| &p.ident)
             .collect();
         (!idents.is_empty()).then(|| {
@@ -1084,12 +1094,54 @@ fn generic_arg(ty: &Type, n: usize) -> Option<&Type> {
         .nth(n)
 }
 
-/// Whether a type's tokens hold `impl` (an `impl Trait` argument, itself or inside `&`, a
-/// tuple or a path's arguments).
-fn has_impl_trait(tokens: TokenStream) -> bool {
+/// Whether a type's tokens hold the keyword `word` (`impl` of an `impl Trait` argument, `dyn` of
+/// a trait object), at the top or inside `&`, a tuple or a path's arguments.
+fn holds_word(tokens: TokenStream, word: &str) -> bool {
     tokens.into_iter().any(|t| match t {
-        proc_macro2::TokenTree::Ident(i) => i == "impl",
-        proc_macro2::TokenTree::Group(g) => has_impl_trait(g.stream()),
+        proc_macro2::TokenTree::Ident(i) => i == word,
+        proc_macro2::TokenTree::Group(g) => holds_word(g.stream(), word),
         _ => false,
     })
+}
+
+/// The error for a key argument whose type holds `dyn`, at its type, with the ways out: the
+/// ids of a batch function need a type the keys can record; another argument can also be left
+/// out of the key (and out of its template, which names every other argument).
+fn dyn_key_argument(p: &Param, kind: Kind, has_template: bool) -> syn::Error {
+    const WHY: &str = "two values of different types behind a `dyn` can write the same key text (`&5u8` and `&\"5\"` both write `5`) and the key cannot record which type it was, so two calls would share one key";
+    let is_ids = kind == Kind::Multi
+        && matches!(&p.ty, Type::Reference(r) if matches!(&*r.elem, Type::Slice(_)));
+    let message = if is_ids {
+        format!(
+            "the ids of a batch function cannot have a `dyn` type: {WHY}; take ids of a concrete type or of a type parameter (`ids: &[K]`, whose type the keys record)"
+        )
+    } else {
+        // `ignore` names plain arguments (`mut x` too), not patterns such as `(a, b)`.
+        let named = p
+            .pattern
+            .as_ref()
+            .is_none_or(|pat| matches!(pat, Pat::Ident(_)));
+        let (shown, ignore) = if named {
+            let name = &p.ident;
+            let template = if has_template {
+                format!(" (and `{{{name}}}` out of `key = \"…\"`)")
+            } else {
+                String::new()
+            };
+            (
+                name.to_string(),
+                format!(", or leave it out of the key with `ignore = [{name}]`{template}"),
+            )
+        } else {
+            let pat = p
+                .pattern
+                .as_ref()
+                .map(|pat| pat.to_token_stream().to_string());
+            (pat.unwrap_or_default(), String::new())
+        };
+        format!(
+            "argument `{shown}` cannot be part of the key: {WHY}; take a concrete type, a type parameter or `impl Trait` (whose type the key records){ignore}"
+        )
+    };
+    syn::Error::new_spanned(&p.ty, message)
 }

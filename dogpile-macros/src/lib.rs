@@ -86,6 +86,11 @@ mod impl_block;
 /// namespace if any, and the key text of each argument (its `KeyArg` implementation) joined by one
 /// space. Text holding a separator is escaped, so two different argument lists never share a key.
 ///
+/// A key argument whose type holds `dyn` (`&dyn KeyArg`, `Box<dyn KeyArg>`,
+/// `Vec<Box<dyn KeyArg>>`) is a compile error: values of different types behind it can write one
+/// text (`&5u8` and `&"5"` both write `5`), and the key cannot record the type. Take a concrete
+/// type, a type parameter or `impl Trait` (the key records its type), or `ignore` the argument.
+///
 /// # Return types
 ///
 /// The returned type must be `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`.
@@ -129,7 +134,7 @@ pub fn cache_on_arguments(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// - `asdict = true`: the function returns a map of `(K, V)` (`HashMap<K, V>`, `BTreeMap<K, V>`);
 ///   ids the body leaves out of its map are neither cached nor returned.
 /// - `ignore = [conn]`: other arguments, left out of the keys. The slice of ids is the only key
-///   argument.
+///   argument; ids of a type holding `dyn` are a compile error, as for `cache_on_arguments`.
 /// - `fail_safe_max_duration = …`, `fail_safe_throttle = …` (seconds or a `Duration`),
 ///   `eager_refresh = 0.8`, `early_expiration_beta = 1.0`: the resilience options of
 ///   `cache_on_arguments`, applied to each id by the one-key rules. A body that panics leaves
