@@ -855,12 +855,13 @@ mod tests {
     }
 
     #[test]
-    fn an_async_release_dropped_midway_releases_the_blocking_way() {
+    fn an_async_release_dropped_midway_releases_on_the_blocking_pool() {
         use std::future::Future;
         use std::task::{Context, Waker};
 
-        /// A lock whose async release never finishes; counts blocking releases.
-        struct Stuck(Arc<AtomicUsize>);
+        /// A lock whose async release never finishes; counts blocking releases, and notes
+        /// whether one ran on the test's own thread.
+        struct Stuck(Arc<AtomicUsize>, std::thread::ThreadId, Arc<AtomicBool>);
         impl CacheMutex for Stuck {
             fn try_acquire(&self) -> Result<bool> {
                 Ok(true)
@@ -869,6 +870,9 @@ mod tests {
                 Ok(())
             }
             fn release(&self) -> Result<()> {
+                if std::thread::current().id() == self.1 {
+                    self.2.store(true, Ordering::SeqCst);
+                }
                 self.0.fetch_add(1, Ordering::SeqCst);
                 Ok(())
             }
@@ -881,14 +885,30 @@ mod tests {
         }
 
         let releases = Arc::new(AtomicUsize::new(0));
-        let guard = LockGuard::new(Box::new(Stuck(releases.clone())));
+        let on_this_thread = Arc::new(AtomicBool::new(false));
+        let guard = LockGuard::new(Box::new(Stuck(
+            releases.clone(),
+            std::thread::current().id(),
+            on_this_thread.clone(),
+        )));
         let mut release = Box::pin(guard.release_async());
         let mut cx = Context::from_waker(Waker::noop());
         assert!(release.as_mut().poll(&mut cx).is_pending());
         assert_eq!(releases.load(Ordering::SeqCst), 0);
-        // The caller gives up (a timeout, a dropped request): the lock is still released, once.
+        // The caller gives up (a timeout, a dropped request): the lock is still released, once,
+        // on the blocking pool (a release may be a round trip: not on an executor's thread).
         drop(release);
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        while releases.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the dropped release never ran");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(releases.load(Ordering::SeqCst), 1);
+        assert!(
+            !on_this_thread.load(Ordering::SeqCst),
+            "released on the dropping thread"
+        );
 
         // A release that finishes releases.
         let local = Arc::new(LocalLocks::new());
