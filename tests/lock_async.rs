@@ -87,6 +87,17 @@ impl CacheMutex for CondvarMutex {
 struct BlockingLockBackend {
     map: MapBackend,
     locks: Arc<CondvarLocks>,
+    /// The thread of each read and write, in order (a backend that does I/O).
+    io_threads: Mutex<Vec<std::thread::ThreadId>>,
+}
+
+impl BlockingLockBackend {
+    fn record_io(&self) {
+        self.io_threads
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
+    }
 }
 
 impl Backend for BlockingLockBackend {
@@ -97,12 +108,15 @@ impl Backend for BlockingLockBackend {
         self.map.payload_kind()
     }
     fn get(&self, key: &str) -> Result<Option<CachedValue>> {
+        self.record_io();
         self.map.get(key)
     }
     fn set(&self, key: &str, value: CachedValue) -> Result<()> {
+        self.record_io();
         self.map.set(key, value)
     }
     fn delete(&self, key: &str) -> Result<()> {
+        self.record_io();
         self.map.delete(key)
     }
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
@@ -257,43 +271,6 @@ fn a_call_dropped_while_its_lock_is_being_taken_leaves_no_lock() {
     assert_eq!(v.unwrap(), 2);
 }
 
-/// A backend whose reads and writes record their thread: a proxied backend that does I/O.
-#[derive(Default)]
-struct ThreadRecorder {
-    map: MapBackend,
-    threads: Mutex<Vec<std::thread::ThreadId>>,
-}
-
-impl ThreadRecorder {
-    fn record(&self) {
-        self.threads
-            .lock()
-            .unwrap()
-            .push(std::thread::current().id());
-    }
-}
-
-impl Backend for ThreadRecorder {
-    fn name(&self) -> &str {
-        "thread recorder"
-    }
-    fn payload_kind(&self) -> PayloadKind {
-        self.map.payload_kind()
-    }
-    fn get(&self, key: &str) -> Result<Option<CachedValue>> {
-        self.record();
-        self.map.get(key)
-    }
-    fn set(&self, key: &str, value: CachedValue) -> Result<()> {
-        self.record();
-        self.map.set(key, value)
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        self.record();
-        self.map.delete(key)
-    }
-}
-
 /// A proxy that passes everything through.
 struct PassThrough;
 impl dogpile::ProxyBackend for PassThrough {}
@@ -303,7 +280,7 @@ impl dogpile::ProxyBackend for PassThrough {}
 /// trip (to its timeout, with a frozen server) would stop every task of that thread.
 #[test]
 fn async_calls_through_a_proxy_do_their_io_off_the_executor_thread() {
-    let backend = Arc::new(ThreadRecorder::default());
+    let backend = Arc::new(BlockingLockBackend::default());
     let region = make_region()
         .configure(RegionConfig::with_backend(backend.clone()).wrap(PassThrough))
         .unwrap();
@@ -319,7 +296,7 @@ fn async_calls_through_a_proxy_do_their_io_off_the_executor_thread() {
         assert_eq!(region.get_async::<u8>("k").await.unwrap(), Some(5));
         region.delete_async("k").await.unwrap();
     });
-    let threads = backend.threads.lock().unwrap().clone();
+    let threads = backend.io_threads.lock().unwrap().clone();
     assert!(
         threads.len() >= 4,
         "reads, the store and the delete: {threads:?}"

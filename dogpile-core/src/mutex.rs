@@ -96,10 +96,16 @@ impl<M: CacheMutex + ?Sized> Unclaimed<M> {
 impl<M: CacheMutex + ?Sized> Drop for Unclaimed<M> {
     fn drop(&mut self) {
         if let Some(mutex) = self.0.take() {
-            // Off the dropping thread, which may be an executor's: a release may be a round trip.
-            blocking::unblock(move || released(mutex.release())).detach();
+            release_on_pool(mutex);
         }
     }
+}
+
+/// Releases `mutex` on the `blocking` crate's thread pool, to its end whoever waits (the task is
+/// detached): for a drop that may run on an executor's thread, where a distributed lock's
+/// release (a round trip) must not block.
+fn release_on_pool<M: CacheMutex + ?Sized>(mutex: Arc<M>) {
+    blocking::unblock(move || released(mutex.release())).detach();
 }
 
 /// One key's mutex as a get-or-create call holds it: the in-process one by value (a handle on
@@ -246,10 +252,7 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         match self.mutex.take() {
             None => {}
-            Some(KeyMutex::Backend(m)) if self.off_thread => {
-                // Detached: the release runs to its end on the pool, whoever awaits it.
-                blocking::unblock(move || released(m.release())).detach();
-            }
+            Some(KeyMutex::Backend(m)) if self.off_thread => release_on_pool(m),
             Some(mutex) => released(mutex.release()),
         }
     }

@@ -142,27 +142,33 @@ impl Backend for Proxied {
     // that an async caller's executor thread never waits on a round trip (a frozen server holds
     // it to the socket timeout, and every task of that thread with it).
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CachedValue>>> {
-        if self.inner.never_blocks() {
-            return Box::pin(async move { self.get(key) });
-        }
-        let (proxy, inner, key) = (self.proxy.clone(), self.inner.clone(), key.to_owned());
-        Box::pin(blocking::unblock(move || proxy.get(&*inner, &key)))
+        let key = key.to_owned();
+        self.off_executor(move |proxy, inner| proxy.get(inner, &key))
     }
 
     fn set_async<'a>(&'a self, key: &'a str, value: CachedValue) -> BoxFuture<'a, Result<()>> {
-        if self.inner.never_blocks() {
-            return Box::pin(async move { self.set(key, value) });
-        }
-        let (proxy, inner, key) = (self.proxy.clone(), self.inner.clone(), key.to_owned());
-        Box::pin(blocking::unblock(move || proxy.set(&*inner, &key, value)))
+        let key = key.to_owned();
+        self.off_executor(move |proxy, inner| proxy.set(inner, &key, value))
     }
 
     fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        let key = key.to_owned();
+        self.off_executor(move |proxy, inner| proxy.delete(inner, &key))
+    }
+}
+
+impl Proxied {
+    /// `call` with the proxy and the backend it wraps, as an async call's future: run when
+    /// polled over a backend that never blocks, on the `blocking` pool over one that does I/O.
+    fn off_executor<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn ProxyBackend, &dyn Backend) -> Result<T> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T>> {
         if self.inner.never_blocks() {
-            return Box::pin(async move { self.delete(key) });
+            return Box::pin(async move { call(&*self.proxy, &*self.inner) });
         }
-        let (proxy, inner, key) = (self.proxy.clone(), self.inner.clone(), key.to_owned());
-        Box::pin(blocking::unblock(move || proxy.delete(&*inner, &key)))
+        let (proxy, inner) = (self.proxy.clone(), self.inner.clone());
+        Box::pin(blocking::unblock(move || call(&*proxy, &*inner)))
     }
 }
 

@@ -120,6 +120,16 @@ thread_local! {
 const UNASSIGNED: usize = usize::MAX;
 const SHARED: usize = usize::MAX - 1;
 
+/// Adds `n` to a cell of this thread's block. Only this thread writes it, so a load and a store
+/// lose no counts (and cost no atomic read-modify-write on the hit path).
+#[inline(always)]
+fn bump(cell: &AtomicU64, n: u64) {
+    cell.store(
+        cell.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
 /// A region's claim on its counters: its row in every thread's block (or `SHARED`), and the
 /// row of atomics its counts go to when it has none. The region and each of its handles hold
 /// it, so the row goes to another region only once the last of them is dropped: a late count
@@ -135,11 +145,9 @@ impl Lease {
     fn add(&self, counter: Counter, n: u64) {
         if self.row < ROWS {
             let counted = OWNER.try_with(|owner| {
-                let cell = &owner.get_or_init(Owner::register).0.rows[self.row][counter as usize];
-                // Only this thread writes this cell, so a load and a store lose no counts.
-                cell.store(
-                    cell.load(Ordering::Relaxed).wrapping_add(n),
-                    Ordering::Relaxed,
+                bump(
+                    &owner.get_or_init(Owner::register).0.rows[self.row][counter as usize],
+                    n,
                 );
             });
             if counted.is_ok() {
@@ -202,12 +210,7 @@ impl RegionStats {
         if row < ROWS {
             let counted = OWNER.try_with(|owner| match owner.get() {
                 Some(owner) => {
-                    let cell = &owner.0.rows[row][counter as usize];
-                    // Only this thread writes this cell, so a load and a store lose no counts.
-                    cell.store(
-                        cell.load(Ordering::Relaxed).wrapping_add(n),
-                        Ordering::Relaxed,
-                    );
+                    bump(&owner.0.rows[row][counter as usize], n);
                     true
                 }
                 None => false,

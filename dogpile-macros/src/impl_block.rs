@@ -252,7 +252,7 @@ fn check_inherent_block_possible(block: &ItemImpl) -> syn::Result<()> {
                 param.span(),
                 format!(
                     "{what} parameter `{ident}` is not used by `{}`, so the companions' inherent block cannot have it; {HINT}",
-                    path.to_token_stream().to_string().replace(' ', "")
+                    compact(path)
                 ),
             ));
         }

@@ -181,9 +181,8 @@ fn credential_ranges(url: &str, user_names: bool) -> Vec<std::ops::Range<usize>>
             .find(value_ends)
             .unwrap_or(url.len() - value_start);
         let name = &rest[..name_len];
-        let secret = is_secret_argument(name)
-            || name.eq_ignore_ascii_case("pass")
-            || (user_names && is_credential(name));
+        // `is_secret_argument` names redis-rs's `pass` too.
+        let secret = is_secret_argument(name) || (user_names && is_credential(name));
         if value_len > 0 && secret {
             ranges.push(value_start..value_start + value_len);
         }
