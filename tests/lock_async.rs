@@ -182,9 +182,16 @@ fn memory() -> CacheRegion {
 }
 
 fn blocking_lock() -> CacheRegion {
-    make_region()
-        .configure(RegionConfig::with_backend(BlockingLockBackend::default()))
-        .unwrap()
+    blocking_lock_with_backend().1
+}
+
+/// A region on a [`BlockingLockBackend`], and the backend, to look at its locks and threads.
+fn blocking_lock_with_backend() -> (Arc<BlockingLockBackend>, CacheRegion) {
+    let backend = Arc::new(BlockingLockBackend::default());
+    let region = make_region()
+        .configure(RegionConfig::with_backend(backend.clone()))
+        .unwrap();
+    (backend, region)
 }
 
 #[test]
@@ -213,10 +220,7 @@ fn a_lock_with_only_blocking_methods_does_not_starve_two_workers() {
 /// executor's thread, and it still runs.
 #[test]
 fn a_failed_or_dropped_async_creation_releases_its_lock_off_the_executor_thread() {
-    let backend = Arc::new(BlockingLockBackend::default());
-    let region = make_region()
-        .configure(RegionConfig::with_backend(backend.clone()))
-        .unwrap();
+    let (backend, region) = blocking_lock_with_backend();
     let runtime = current_thread();
     let executor = std::thread::current().id();
     let failed = runtime.block_on(region.try_get_or_create_async(
@@ -247,10 +251,7 @@ fn a_failed_or_dropped_async_creation_releases_its_lock_off_the_executor_thread(
 /// nobody: every later caller of the key would wait for it to its bound, for good.
 #[test]
 fn a_call_dropped_while_its_lock_is_being_taken_leaves_no_lock() {
-    let backend = Arc::new(BlockingLockBackend::default());
-    let region = make_region()
-        .configure(RegionConfig::with_backend(backend.clone()))
-        .unwrap();
+    let (backend, region) = blocking_lock_with_backend();
     backend.locks.slow_acquire.store(true, Ordering::SeqCst);
     let locks = &backend.locks;
     current_thread().block_on(async {
